@@ -1,0 +1,13 @@
+//! The runtime of [cancel-scope](https://docs.rs/cancel-scope): [`Cancelled`],
+//! and the support code the `#[cancellable]` attribute calls.
+//!
+//! Depend on the `cancel-scope` crate instead; it re-exports everything here.
+#![deny(missing_docs)]
+
+mod cancelled;
+mod scope;
+#[doc(hidden)]
+pub mod private;
+
+pub use cancelled::Cancelled;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,290 @@
+//! Support for the code `#[cancellable]` generates. Not a public API: the
+//! names here may change in any release. Reached only through
+//! `::cancel_scope::__private`.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::Cancelled;
+
+pub use tokio_util::sync::CancellationToken as Token;
+
+pin_project! {
+    /// Races `body` against `token`; cancellation wins ties.
+    ///
+    /// The fast path costs one `is_cancelled` check: no waiter is registered
+    /// on the token unless the body returns `Pending`. The body is dropped
+    /// inside the `poll` that observes the cancellation, so by the time the
+    /// caller sees `Err` every `Drop` of the body has run.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Race<'a, F> {
+        token: &'a CancellationToken,
+        #[pin]
+        cancelled: Option<WaitForCancellationFuture<'a>>,
+        #[pin]
+        body: Option<F>,
+    }
+}
+
+/// Runs `body` unless `token` is (or becomes) cancelled first.
+pub fn race<F: Future>(token: &CancellationToken, body: F) -> Race<'_, F> {
+    Race {
+        token,
+        cancelled: None,
+        body: Some(body),
+    }
+}
+
+/// Polls `cancelled`, registering it first if needed; `true` when the token
+/// is cancelled.
+fn poll_cancelled<'a>(
+    token: &'a CancellationToken,
+    mut cancelled: Pin<&mut Option<WaitForCancellationFuture<'a>>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    if cancelled.is_none() {
+        cancelled.set(Some(token.cancelled()));
+    }
+    match cancelled.as_pin_mut() {
+        Some(fut) => fut.poll(cx).is_ready(),
+        None => unreachable!("the cancellation future was just set"),
+    }
+}
+
+impl<F: Future> Future for Race<'_, F> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // Cancellation first: it wins ties, and an already-cancelled token
+        // means the body is never polled.
+        let cancelled = match this.cancelled.as_mut().as_pin_mut() {
+            None => this.token.is_cancelled(),
+            Some(fut) => fut.poll(cx).is_ready(),
+        };
+        if cancelled {
+            this.body.set(None);
+            return Poll::Ready(Err(Cancelled::new()));
+        }
+        let Some(body) = this.body.as_mut().as_pin_mut() else {
+            panic!("`Race` polled after completion");
+        };
+        if let Poll::Ready(value) = body.poll(cx) {
+            this.body.set(None);
+            return Poll::Ready(Ok(value));
+        }
+        // The body is waiting: only now register a waiter on the token. A
+        // cancellation that landed while the body was polled is seen here.
+        if this.cancelled.is_none() && poll_cancelled(this.token, this.cancelled, cx) {
+            this.body.set(None);
+            return Poll::Ready(Err(Cancelled::new()));
+        }
+        Poll::Pending
+    }
+}
+
+pin_project! {
+    /// [`Race`] with a deadline: when `limit` elapses first, `token` is
+    /// cancelled (so work the body handed it stops too) and the result is
+    /// [`Cancelled::timed_out`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RaceTimeout<'a, F> {
+        token: &'a CancellationToken,
+        limit: Duration,
+        #[pin]
+        cancelled: Option<WaitForCancellationFuture<'a>>,
+        #[pin]
+        deadline: Option<Sleep>,
+        #[pin]
+        body: Option<F>,
+    }
+}
+
+/// Runs `body` unless `token` is cancelled or `limit` elapses first.
+pub fn race_timeout<F: Future>(
+    token: &CancellationToken,
+    limit: Duration,
+    body: F,
+) -> RaceTimeout<'_, F> {
+    RaceTimeout {
+        token,
+        limit,
+        cancelled: None,
+        deadline: None,
+        body: Some(body),
+    }
+}
+
+impl<F: Future> Future for RaceTimeout<'_, F> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if this.deadline.is_none() {
+            // First poll: the body starts now, and so does its deadline.
+            this.deadline.set(Some(tokio::time::sleep(*this.limit)));
+        }
+        let cancelled = match this.cancelled.as_mut().as_pin_mut() {
+            None => this.token.is_cancelled(),
+            Some(fut) => fut.poll(cx).is_ready(),
+        };
+        if cancelled {
+            this.body.set(None);
+            return Poll::Ready(Err(Cancelled::new()));
+        }
+        let timed_out = match this.deadline.as_mut().as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).is_ready(),
+            None => unreachable!("the deadline was just set"),
+        };
+        if timed_out {
+            this.body.set(None);
+            this.token.cancel();
+            return Poll::Ready(Err(Cancelled::timed_out()));
+        }
+        let Some(body) = this.body.as_mut().as_pin_mut() else {
+            panic!("`RaceTimeout` polled after completion");
+        };
+        if let Poll::Ready(value) = body.poll(cx) {
+            this.body.set(None);
+            return Poll::Ready(Ok(value));
+        }
+        if this.cancelled.is_none() && poll_cancelled(this.token, this.cancelled, cx) {
+            this.body.set(None);
+            return Poll::Ready(Err(Cancelled::new()));
+        }
+        Poll::Pending
+    }
+}
+
+/// Where a cleanup that ran leaves its [`Cancelled`] for [`run`] to return.
+///
+/// Written and read inside one `poll` of [`Run`], on one thread; the atomic
+/// only makes the slot `Sync`, so that a future holding `&Slot` stays `Send`.
+#[derive(Debug, Default)]
+pub struct Slot(AtomicU8);
+
+const EMPTY: u8 = 0;
+const CANCELLED: u8 = 1;
+const TIMED_OUT: u8 = 2;
+
+impl Slot {
+    /// An empty slot.
+    #[must_use]
+    pub const fn new() -> Self {
+        Slot(AtomicU8::new(EMPTY))
+    }
+
+    fn put(&self, c: Cancelled) {
+        let v = if c.is_timeout() { TIMED_OUT } else { CANCELLED };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Option<Cancelled> {
+        match self.0.swap(EMPTY, Ordering::Relaxed) {
+            CANCELLED => Some(Cancelled::new()),
+            TIMED_OUT => Some(Cancelled::timed_out()),
+            _ => None,
+        }
+    }
+}
+
+pin_project! {
+    /// Runs the part of a `#[cancellable]` fn whose `return` and `?` must see
+    /// the declared return type `T`: `Ok(v)` when it returns `v`, `Err(c)`
+    /// when it reaches [`exit`] after its cleanup.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Run<'a, F> {
+        slot: &'a Slot,
+        #[pin]
+        inner: F,
+    }
+}
+
+/// See [`Run`].
+pub fn run<F: Future>(slot: &Slot, inner: F) -> Run<'_, F> {
+    Run { slot, inner }
+}
+
+impl<F: Future> Future for Run<'_, F> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Ready(value) => Poll::Ready(Ok(value)),
+            Poll::Pending => match this.slot.take() {
+                Some(c) => Poll::Ready(Err(c)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// The last `.await` of a cancelled run: records `c` in the slot and never
+/// completes, so it can stand for a value of any type `T`. [`Run`] sees the
+/// slot filled in the same `poll` and returns `Err(c)`.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Exit<'a, T> {
+    slot: &'a Slot,
+    cancelled: Cancelled,
+    _output: PhantomData<fn() -> T>,
+}
+
+/// See [`Exit`].
+pub fn exit<T>(slot: &Slot, cancelled: Cancelled) -> Exit<'_, T> {
+    Exit {
+        slot,
+        cancelled,
+        _output: PhantomData,
+    }
+}
+
+impl<T> Future for Exit<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
+        self.slot.put(self.cancelled);
+        Poll::Pending
+    }
+}
+
+/// Runs a cleanup for at most `limit`; past it the cleanup is dropped.
+pub async fn cleanup_within<F: Future<Output = ()>>(limit: Duration, cleanup: F) {
+    // An elapsed cleanup is dropped; the fn still returns `Err(Cancelled)`.
+    if tokio::time::timeout(limit, cleanup).await.is_err() {}
+}
+
+/// `#[cancellable(flatten)]`: folds `Cancelled` into the declared error type.
+///
+/// # Errors
+/// `Err(E::from(Cancelled))` when cancelled, the body's own `Err` otherwise.
+pub fn flatten<T, E: From<Cancelled>>(r: Result<Result<T, E>, Cancelled>) -> Result<T, E> {
+    match r {
+        Ok(v) => v,
+        Err(c) => Err(E::from(c)),
+    }
+}
+
+/// A child of `token` for a fn with a `timeout`, so the deadline can cancel
+/// what the body handed the token to without cancelling the caller's token.
+#[must_use]
+pub fn child_token(token: &CancellationToken) -> CancellationToken {
+    token.child_token()
+}
+
+/// Never called: `if false { return fake::<T>(); }` tells the type checker
+/// the declared return type before it reads the user's code, so a mismatch is
+/// reported at the user's expression rather than at the attribute.
+#[doc(hidden)]
+pub fn fake<T>() -> T {
+    unreachable!("cancel-scope: type hint only, never called")
+}

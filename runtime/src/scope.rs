@@ -1,0 +1,1 @@
+//! `Scope<T>`: structured spawning over a `JoinSet`. (Being written.)
