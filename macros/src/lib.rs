@@ -1,1 +1,21 @@
-//! placeholder
+//! The `#[cancellable]` attribute of [cancel-scope](https://docs.rs/cancel-scope).
+//!
+//! Use it through the `cancel-scope` crate, which documents it: the generated
+//! code calls `::cancel_scope::__private`.
+//!
+//! The pipeline, one file per step: [`args`] parses the attribute's arguments,
+//! [`model`] splits the function into signature, token, setup, cleanup and
+//! body and checks it, [`expand`] writes the rewritten function (or, on an
+//! error, the closest fallback plus `compile_error!`s).
+
+mod args;
+mod expand;
+mod model;
+
+use proc_macro::TokenStream;
+
+/// Makes an `async fn` cancellable; see the `cancel-scope` crate.
+#[proc_macro_attribute]
+pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::cancellable(args.into(), item.into()).into()
+}

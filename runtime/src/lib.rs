@@ -5,9 +5,9 @@
 #![deny(missing_docs)]
 
 mod cancelled;
-mod scope;
 #[doc(hidden)]
 pub mod private;
+mod scope;
 
 pub use cancelled::Cancelled;
 pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,113 @@
+//! The attribute's arguments: `#[cancellable(token = t, flatten, timeout = e, cleanup_timeout = e)]`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, Token};
+
+use crate::model::Errors;
+
+const EXPECTED: &str = "expected one of `token`, `flatten`, `timeout`, `cleanup_timeout`";
+
+/// The parsed arguments; each keeps the span of its name for later errors.
+#[derive(Default)]
+pub struct Args {
+    /// `token = name`: the name of the injected token parameter.
+    pub token: Option<Ident>,
+    /// `flatten`: keep the declared `Result<_, E>` and fold `Cancelled` into `E`.
+    pub flatten: Option<Span>,
+    /// `timeout = EXPR`: the body also races this `Duration`.
+    pub timeout: Option<(Span, Expr)>,
+    /// `cleanup_timeout = EXPR`: the cleanup is bounded by this `Duration`.
+    pub cleanup_timeout: Option<(Span, Expr)>,
+}
+
+/// One `name` or `name = value` as written, before it is checked.
+struct RawArg {
+    name: Ident,
+    value: Option<Expr>,
+}
+
+impl Parse for RawArg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let name = Ident::parse_any(input)
+            .map_err(|e| syn::Error::new(e.span(), format!("expected an argument; {EXPECTED}")))?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(RawArg { name, value })
+    }
+}
+
+/// Parses the arguments, recording every problem in `errors` and keeping
+/// what is usable, so the function can still be expanded.
+pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
+    let mut args = Args::default();
+    let raw = match Punctuated::<RawArg, Token![,]>::parse_terminated.parse2(tokens) {
+        Ok(raw) => raw,
+        Err(e) => {
+            errors.push(e);
+            return args;
+        }
+    };
+    for RawArg { name, value } in raw {
+        let key = name.to_string();
+        let span = name.span();
+        let duplicate = match key.as_str() {
+            "token" => args.token.is_some(),
+            "flatten" => args.flatten.is_some(),
+            "timeout" => args.timeout.is_some(),
+            "cleanup_timeout" => args.cleanup_timeout.is_some(),
+            _ => {
+                errors.push(syn::Error::new(
+                    span,
+                    format!("unknown argument `{key}`; {EXPECTED}"),
+                ));
+                continue;
+            }
+        };
+        if duplicate {
+            errors.push(syn::Error::new(span, format!("duplicate argument `{key}`")));
+            continue;
+        }
+        match (key.as_str(), value) {
+            ("flatten", None) => args.flatten = Some(span),
+            ("flatten", Some(value)) => errors.push(syn::Error::new_spanned(
+                value,
+                "`flatten` takes no value: write `#[cancellable(flatten)]`",
+            )),
+            ("token", Some(Expr::Path(p))) if p.qself.is_none() && p.attrs.is_empty() => {
+                match p.path.get_ident() {
+                    Some(ident) => args.token = Some(ident.clone()),
+                    None => errors.push(token_value_error(&p)),
+                }
+            }
+            ("token", Some(other)) => errors.push(token_value_error(&other)),
+            ("token", None) => errors.push(syn::Error::new(
+                span,
+                "`token` needs a parameter name: `#[cancellable(token = cancel)]`",
+            )),
+            ("timeout", Some(value)) => args.timeout = Some((span, value)),
+            ("cleanup_timeout", Some(value)) => args.cleanup_timeout = Some((span, value)),
+            (_, None) => errors.push(syn::Error::new(
+                span,
+                format!(
+                    "`{key}` needs a `Duration`: `#[cancellable({key} = Duration::from_secs(5))]`"
+                ),
+            )),
+            _ => unreachable!("argument names were checked above"),
+        }
+    }
+    args
+}
+
+fn token_value_error(value: &impl quote::ToTokens) -> syn::Error {
+    syn::Error::new_spanned(
+        value,
+        "`token` needs a plain parameter name: `#[cancellable(token = cancel)]`",
+    )
+}

@@ -1,0 +1,259 @@
+//! Code generation: the rewritten function, or a fallback plus errors.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit_mut::{self, VisitMut};
+use syn::{FnArg, Ident, Macro, ReturnType, Stmt, Type, parse_quote};
+
+use crate::args;
+use crate::model::{self, Body, Errors, Input, Model, TokenParam};
+
+/// The attribute, from tokens to tokens (no `proc_macro` types, so it can be
+/// driven from unit tests and fuzzers).
+pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = args::parse(args, &mut errors);
+    let input: Input = match syn::parse2(item.clone()) {
+        Ok(input) => input,
+        Err(e) => {
+            let span = e.span();
+            errors.push(syn::Error::new(
+                span,
+                format!("`#[cancellable]` applies to an `async fn` ({e})"),
+            ));
+            let errors = errors.to_compile_errors();
+            return quote!(#item #errors);
+        }
+    };
+    let out = match model::build(input, args, &mut errors) {
+        Ok(model) => expand(&model),
+        Err(input) => fallback(input),
+    };
+    let errors = errors.to_compile_errors();
+    quote!(#out #errors)
+}
+
+/// The path generated code reaches the runtime through.
+fn private() -> TokenStream {
+    quote!(::cancel_scope::__private)
+}
+
+/// A name only the expansion can see (`macro_rules!`-style hygiene).
+fn hidden(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// The declared return type, `()` when none is written.
+fn declared_output(output: &ReturnType) -> Type {
+    match output {
+        ReturnType::Default => parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    }
+}
+
+/// `name: ::cancel_scope::CancellationToken`, after the receiver if any.
+fn inject_token(sig: &mut syn::Signature, name: &Ident) {
+    let arg: FnArg = parse_quote!(#name: ::cancel_scope::CancellationToken);
+    let at = usize::from(matches!(sig.inputs.first(), Some(FnArg::Receiver(_))));
+    sig.inputs.insert(at, arg);
+}
+
+fn expand(model: &Model) -> TokenStream {
+    let mut sig = model.sig.clone();
+    if let TokenParam::Injected(name) = &model.token {
+        inject_token(&mut sig, name);
+    }
+    let output = declared_output(&model.sig.output);
+    if !model.flatten {
+        let span = output.span();
+        let wrapped: Type =
+            parse_quote_spanned!(span=> ::core::result::Result<#output, ::cancel_scope::Cancelled>);
+        sig.output = ReturnType::Type(Default::default(), Box::new(wrapped));
+    }
+    let attrs = &model.attrs;
+    let vis = &model.vis;
+    let Some(body) = &model.body else {
+        let semi = &model.semi;
+        return quote!(#(#attrs)* #vis #sig #semi);
+    };
+    let block = expand_body(model, body, &output);
+    let mut block_tokens = TokenStream::new();
+    body.brace
+        .surround(&mut block_tokens, |tokens| block.to_tokens(tokens));
+    quote!(#(#attrs)* #vis #sig #block_tokens)
+}
+
+/// `quote_spanned!` + `parse_quote!`.
+macro_rules! parse_quote_spanned {
+    ($span:expr=> $($tt:tt)*) => {
+        syn::parse2(quote_spanned!($span=> $($tt)*)).expect("generated tokens parse")
+    };
+}
+use parse_quote_spanned;
+
+/// `if false { return fake::<T>(); }`: gives the type checker the declared
+/// type before it reads the user's statements, so a mismatch in them is
+/// reported at the user's expression.
+fn type_hint(output: &Type) -> TokenStream {
+    let p = private();
+    let mut erased = output.clone();
+    EraseImplTrait.visit_type_mut(&mut erased);
+    quote!(if false { return #p::fake::<#erased>(); })
+}
+
+/// `impl Trait` cannot be named in a turbofish: it becomes `_` there.
+struct EraseImplTrait;
+
+impl VisitMut for EraseImplTrait {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::ImplTrait(_) = ty {
+            *ty = parse_quote!(_);
+        } else {
+            visit_mut::visit_type_mut(self, ty);
+        }
+    }
+}
+
+/// Re-invokes the user's `on_cancel!` path with the marker its
+/// `macro_rules!` accepts silently, so the import counts as used.
+fn consumed(mac: &Macro) -> TokenStream {
+    let path = &mac.path;
+    let bang = &mac.bang_token;
+    quote!(#path #bang (@__cancel_scope_consumed);)
+}
+
+fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
+    let p = private();
+    let name = model.token.ident();
+    let token = hidden("cancel_scope_token");
+
+    // With a timeout the fn works with a child token that the deadline cancels.
+    let shadow = model.timeout.as_ref().map(|_| match &model.token {
+        TokenParam::Declared { by_ref: true, .. } => {
+            let child = hidden("cancel_scope_child");
+            quote!(let #child = #p::child_token(#name); let #name = &#child;)
+        }
+        TokenParam::Declared { mutability, .. } => {
+            quote!(let #mutability #name = #p::child_token(&#name);)
+        }
+        TokenParam::Injected(_) => quote!(let #name = #p::child_token(&#name);),
+    });
+
+    let hint = type_hint(output);
+    let stmts = &body.body;
+    let raced = quote!(async { #hint #(#stmts)* });
+    let race = match &model.timeout {
+        None => quote!(#p::race(#token, #raced)),
+        Some(limit) => quote!(#p::race_timeout(#token, #limit, #raced)),
+    };
+    let markers: TokenStream = body.rejected.iter().map(consumed).collect();
+    let flatten = |outcome: TokenStream| {
+        if model.flatten {
+            let span = model.sig.output.span();
+            quote_spanned!(span=> #p::flatten(#outcome))
+        } else {
+            outcome
+        }
+    };
+
+    let Some(cleanup) = &body.cleanup else {
+        let outcome = flatten(quote!(#race.await));
+        return quote! {
+            #shadow
+            let #token = &#name;
+            #markers
+            #outcome
+        };
+    };
+
+    let marker = consumed(&cleanup.mac);
+    let cleanup_stmts = &cleanup.stmts;
+    let cleanup_block = quote!(async { if false { return; } #(#cleanup_stmts)* });
+    let run_cleanup = match &model.cleanup_timeout {
+        None => quote!(#cleanup_block.await;),
+        Some(limit) => quote!(#p::cleanup_within(#limit, #cleanup_block).await;),
+    };
+
+    if body.setup.is_empty() {
+        // Nothing before `on_cancel!`, so no `return` or `?` outside the
+        // raced body: the cleanup can follow the race directly.
+        let outcome = hidden("cancel_scope_outcome");
+        let result = flatten(quote!(#outcome));
+        return quote! {
+            #shadow
+            let #token = &#name;
+            #marker
+            #markers
+            let #outcome = #race.await;
+            if #outcome.is_err() {
+                #run_cleanup
+            }
+            #result
+        };
+    }
+
+    // A setup's `return` and `?` must see the declared type `T`, so setup,
+    // race and cleanup run in one block whose output is `T`; a cancelled run
+    // leaves through `exit`, which hands its `Cancelled` to `run`.
+    let slot = hidden("cancel_scope_slot");
+    let value = hidden("cancel_scope_value");
+    let cancelled = hidden("cancel_scope_cancelled");
+    let setup: &[Stmt] = &body.setup;
+    let run = flatten(quote! {
+        #p::run(&#slot, async {
+            #hint
+            let #token = &#name;
+            #(#setup)*
+            #marker
+            #markers
+            match #race.await {
+                ::core::result::Result::Ok(#value) => #value,
+                ::core::result::Result::Err(#cancelled) => {
+                    #run_cleanup
+                    #p::exit(&#slot, #cancelled).await
+                }
+            }
+        })
+        .await
+    });
+    quote! {
+        #shadow
+        let #slot = #p::Slot::new();
+        #run
+    }
+}
+
+/// What is emitted when the fn cannot be made cancellable: the fn as written
+/// (token injected, `#[token]` markers and `on_cancel!` consumed), so that the
+/// rest of the crate still type-checks and IDEs keep working.
+fn fallback(mut input: Input) -> TokenStream {
+    let injectable = !input.sig.inputs.iter().any(|arg| match arg {
+        FnArg::Typed(pat_type) => {
+            matches!(&*pat_type.pat, syn::Pat::Ident(p) if p.ident == "token")
+        }
+        FnArg::Receiver(_) => false,
+    });
+    if injectable {
+        inject_token(&mut input.sig, &Ident::new("token", Span::call_site()));
+    }
+    if let Some(block) = &mut input.body {
+        for stmt in &mut block.stmts {
+            let mac = match stmt {
+                Stmt::Macro(m) => &m.mac,
+                Stmt::Expr(syn::Expr::Macro(m), _) => &m.mac,
+                _ => continue,
+            };
+            if mac
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "on_cancel")
+            {
+                let marker = consumed(mac);
+                *stmt = syn::parse2(marker).expect("marker is a statement");
+            }
+        }
+    }
+    input.into_token_stream()
+}

@@ -1,0 +1,427 @@
+//! The function as `#[cancellable]` sees it: signature, token parameter,
+//! setup, cleanup and body, checked against the contract.
+
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use syn::parse::{Parse, ParseStream};
+use syn::{
+    Attribute, Block, Expr, FnArg, Ident, Macro, Pat, ReturnType, Signature, Stmt, Token, Type,
+    Visibility, token,
+};
+
+use crate::args::Args;
+
+/// Every error found, combined so that all of them are reported at once.
+#[derive(Default)]
+pub struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub fn to_compile_errors(&self) -> TokenStream {
+        self.0
+            .as_ref()
+            .map(syn::Error::to_compile_error)
+            .unwrap_or_default()
+    }
+}
+
+/// The item under the attribute: a free fn, a method, or a trait method
+/// declaration without a body.
+pub struct Input {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub sig: Signature,
+    pub body: Option<Block>,
+    pub semi: Option<Token![;]>,
+}
+
+impl Parse for Input {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis = input.parse()?;
+        let sig = input.parse()?;
+        let (body, semi) = if input.peek(Token![;]) {
+            (None, Some(input.parse()?))
+        } else {
+            (Some(input.parse()?), None)
+        };
+        Ok(Input {
+            attrs,
+            vis,
+            sig,
+            body,
+            semi,
+        })
+    }
+}
+
+impl ToTokens for Input {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        for attr in &self.attrs {
+            attr.to_tokens(tokens);
+        }
+        self.vis.to_tokens(tokens);
+        self.sig.to_tokens(tokens);
+        self.body.to_tokens(tokens);
+        self.semi.to_tokens(tokens);
+    }
+}
+
+/// Where the fn's `CancellationToken` comes from.
+pub enum TokenParam {
+    /// Injected by the attribute as `name: CancellationToken`.
+    Injected(Ident),
+    /// A parameter the user marked `#[token]`.
+    Declared {
+        ident: Ident,
+        by_ref: bool,
+        mutability: Option<Token![mut]>,
+    },
+}
+
+impl TokenParam {
+    pub fn ident(&self) -> &Ident {
+        match self {
+            TokenParam::Injected(ident) | TokenParam::Declared { ident, .. } => ident,
+        }
+    }
+}
+
+/// The user's `on_cancel! { .. }` statement.
+pub struct Cleanup {
+    /// The macro as written; the expansion invokes its path again so that a
+    /// `use cancel_scope::on_cancel;` counts as used.
+    pub mac: Macro,
+    pub stmts: Vec<Stmt>,
+}
+
+/// A body split at its `on_cancel!`.
+pub struct Body {
+    pub brace: token::Brace,
+    /// Statements before `on_cancel!`: run first, never raced.
+    pub setup: Vec<Stmt>,
+    pub cleanup: Option<Cleanup>,
+    /// Statements after `on_cancel!` (all of them without one): raced.
+    pub body: Vec<Stmt>,
+    /// Further top-level `on_cancel!`s, already reported as errors; kept so
+    /// that their paths still count as used.
+    pub rejected: Vec<Macro>,
+}
+
+/// Everything the expansion needs.
+pub struct Model {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    /// The signature as written, `#[token]` markers removed.
+    pub sig: Signature,
+    pub token: TokenParam,
+    /// `flatten`, when it applies.
+    pub flatten: bool,
+    pub timeout: Option<Expr>,
+    pub cleanup_timeout: Option<Expr>,
+    /// `None` for a trait method declaration.
+    pub body: Option<Body>,
+    pub semi: Option<Token![;]>,
+}
+
+/// Builds the model. `Err` gives back the input when the function cannot be
+/// made cancellable at all (not `async`, `const`, `extern`); the errors say why.
+pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model, Input> {
+    let declared = take_token_params(&mut input.sig, errors);
+    let fatal = check_fn_kind(&input.sig, errors);
+    let token = match declared {
+        Some(declared) => {
+            if let Some(name) = &args.token {
+                errors.push(syn::Error::new(
+                    name.span(),
+                    "`token = ..` names the injected parameter, but this fn already has a \
+                     `#[token]` parameter and nothing is injected; remove one of the two",
+                ));
+            }
+            declared
+        }
+        None => {
+            let name = args
+                .token
+                .clone()
+                .unwrap_or_else(|| Ident::new("token", Span::call_site()));
+            if let Some(existing) = param_named(&input.sig, &name) {
+                let message = if args.token.is_some() {
+                    format!(
+                        "`token = {name}` names an existing parameter; pick a new name for the \
+                         injected token, or mark that parameter `#[token]` to use it instead"
+                    )
+                } else {
+                    format!(
+                        "a parameter is already named `{name}`; mark it `#[token]` to use it as \
+                         the cancellation token, or name the injected one with \
+                         `#[cancellable(token = other_name)]`"
+                    )
+                };
+                let span = if args.token.is_some() {
+                    name.span()
+                } else {
+                    existing
+                };
+                errors.push(syn::Error::new(span, message));
+                return Err(input);
+            }
+            TokenParam::Injected(name)
+        }
+    };
+    if fatal {
+        return Err(input);
+    }
+    let flatten = match args.flatten {
+        Some(span) => check_flatten(&input.sig.output, span, errors),
+        None => false,
+    };
+    let body = input.body.map(|block| split_body(block, errors));
+    if body.is_none() {
+        for (span, name) in [
+            (&args.timeout, "timeout"),
+            (&args.cleanup_timeout, "cleanup_timeout"),
+        ]
+        .into_iter()
+        .filter_map(|(arg, name)| arg.as_ref().map(|(span, _)| (*span, name)))
+        {
+            errors.push(syn::Error::new(
+                span,
+                format!("`{name}` applies to a function body; put it on the fn that has one"),
+            ));
+        }
+    }
+    if let (Some((span, _)), Some(body)) = (&args.cleanup_timeout, &body) {
+        if body.cleanup.is_none() {
+            errors.push(syn::Error::new(
+                *span,
+                "`cleanup_timeout` bounds the `on_cancel!` cleanup, and this fn has none",
+            ));
+        }
+    }
+    Ok(Model {
+        attrs: input.attrs,
+        vis: input.vis,
+        sig: input.sig,
+        token,
+        flatten,
+        timeout: args.timeout.map(|(_, e)| e),
+        cleanup_timeout: args.cleanup_timeout.map(|(_, e)| e),
+        body,
+        semi: input.semi,
+    })
+}
+
+/// Errors for what cannot be cancellable; `true` when there is one.
+fn check_fn_kind(sig: &Signature, errors: &mut Errors) -> bool {
+    let mut fatal = false;
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new(
+            constness.span,
+            "`#[cancellable]` cannot apply to a `const fn`: it rewrites an `async fn`",
+        ));
+        fatal = true;
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "`#[cancellable]` cannot apply to an `extern` fn: it rewrites a Rust `async fn`",
+        ));
+        fatal = true;
+    }
+    if sig.asyncness.is_none() && !fatal {
+        errors.push(syn::Error::new(
+            sig.fn_token.span,
+            "`#[cancellable]` requires an `async fn`: write `async fn`",
+        ));
+        fatal = true;
+    }
+    fatal
+}
+
+/// Removes every `#[token]` marker; returns the first marked parameter and
+/// reports the others and any that is not `name: CancellationToken` or
+/// `name: &CancellationToken`.
+fn take_token_params(sig: &mut Signature, errors: &mut Errors) -> Option<TokenParam> {
+    let mut found: Option<TokenParam> = None;
+    for arg in &mut sig.inputs {
+        let attrs = match arg {
+            FnArg::Typed(pat_type) => &mut pat_type.attrs,
+            FnArg::Receiver(receiver) => &mut receiver.attrs,
+        };
+        let before = attrs.len();
+        let mut marker = None;
+        attrs.retain(|attr| {
+            let is_marker = attr.path().is_ident("token");
+            if is_marker && marker.is_none() {
+                marker = Some(attr.clone());
+            }
+            !is_marker
+        });
+        let removed = before - attrs.len();
+        let pat_type = match &*arg {
+            FnArg::Typed(pat_type) => Some(pat_type),
+            FnArg::Receiver(_) => None,
+        };
+        let Some(marker) = marker else { continue };
+        if removed > 1 {
+            errors.push(syn::Error::new_spanned(
+                &marker,
+                "duplicate `#[token]` marker",
+            ));
+        }
+        if !matches!(marker.meta, syn::Meta::Path(_)) {
+            errors.push(syn::Error::new_spanned(
+                &marker,
+                "`#[token]` takes no arguments",
+            ));
+        }
+        let Some(pat_type) = pat_type else {
+            errors.push(syn::Error::new_spanned(
+                &marker,
+                "`#[token]` marks a parameter of type `CancellationToken` or `&CancellationToken`, not `self`",
+            ));
+            continue;
+        };
+        if found.is_some() {
+            errors.push(syn::Error::new_spanned(
+                &marker,
+                "only one parameter can be marked `#[token]`",
+            ));
+            continue;
+        }
+        let Some(by_ref) = token_type(&pat_type.ty) else {
+            errors.push(syn::Error::new_spanned(
+                &pat_type.ty,
+                "a `#[token]` parameter must have type `CancellationToken` or `&CancellationToken`",
+            ));
+            continue;
+        };
+        match &*pat_type.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                found = Some(TokenParam::Declared {
+                    ident: p.ident.clone(),
+                    by_ref,
+                    mutability: p.mutability,
+                });
+            }
+            other => errors.push(syn::Error::new_spanned(
+                other,
+                "a `#[token]` parameter must be a plain name, like `token: CancellationToken`",
+            )),
+        }
+    }
+    found
+}
+
+/// `Some(false)` for `CancellationToken`, `Some(true)` for `&CancellationToken`.
+fn token_type(ty: &Type) -> Option<bool> {
+    match ty {
+        Type::Reference(r) if r.mutability.is_none() => {
+            token_type(&r.elem).filter(|by_ref| !by_ref).map(|_| true)
+        }
+        Type::Path(p) if p.qself.is_none() => {
+            let last = p.path.segments.last()?;
+            (last.ident == "CancellationToken" && last.arguments.is_none()).then_some(false)
+        }
+        Type::Paren(p) => token_type(&p.elem),
+        Type::Group(g) => token_type(&g.elem),
+        _ => None,
+    }
+}
+
+/// The span of a parameter bound to `name`, if any.
+fn param_named(sig: &Signature, name: &Ident) -> Option<Span> {
+    sig.inputs.iter().find_map(|arg| match arg {
+        FnArg::Typed(pat_type) => match &*pat_type.pat {
+            Pat::Ident(p) if p.ident == *name => Some(p.ident.span()),
+            _ => None,
+        },
+        FnArg::Receiver(_) => None,
+    })
+}
+
+/// `flatten` needs a return type written as `Result<_, _>` (any path ending
+/// in `Result`, so `io::Result<T>` and `anyhow::Result<T>` qualify).
+fn check_flatten(output: &ReturnType, flatten: Span, errors: &mut Errors) -> bool {
+    let is_result = match output {
+        ReturnType::Type(_, ty) => match &**ty {
+            Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+            _ => false,
+        },
+        ReturnType::Default => false,
+    };
+    if !is_result {
+        let message = "`flatten` needs a return type written as `Result<T, E>` (with \
+                       `E: From<Cancelled>`); without `flatten` the fn returns `Result<T, Cancelled>`";
+        errors.push(match output {
+            ReturnType::Type(_, ty) => syn::Error::new_spanned(ty, message),
+            ReturnType::Default => syn::Error::new(flatten, message),
+        });
+    }
+    is_result
+}
+
+/// The `on_cancel!` macro of a top-level statement, if it is one.
+fn as_on_cancel(stmt: &Stmt) -> Option<&Macro> {
+    let mac = match stmt {
+        Stmt::Macro(m) => &m.mac,
+        Stmt::Expr(Expr::Macro(m), _) => &m.mac,
+        _ => return None,
+    };
+    let last = mac.path.segments.last()?;
+    (last.ident == "on_cancel" && last.arguments.is_none()).then_some(mac)
+}
+
+/// Splits the body at its first top-level `on_cancel!`.
+fn split_body(block: Block, errors: &mut Errors) -> Body {
+    let mut setup = Vec::new();
+    let mut body = Vec::new();
+    let mut cleanup: Option<Cleanup> = None;
+    let mut rejected = Vec::new();
+    for stmt in block.stmts {
+        let Some(mac) = as_on_cancel(&stmt) else {
+            if cleanup.is_some() {
+                &mut body
+            } else {
+                &mut setup
+            }
+            .push(stmt);
+            continue;
+        };
+        let mac = mac.clone();
+        if cleanup.is_some() {
+            errors.push(syn::Error::new_spanned(
+                &mac,
+                "a `#[cancellable]` fn can have only one `on_cancel!` block; merge them into one",
+            ));
+            rejected.push(mac);
+            continue;
+        }
+        let stmts = match mac.parse_body_with(Block::parse_within) {
+            Ok(stmts) => stmts,
+            Err(e) => {
+                errors.push(e);
+                Vec::new()
+            }
+        };
+        cleanup = Some(Cleanup { mac, stmts });
+    }
+    if cleanup.is_none() {
+        // Without `on_cancel!` the whole body is raced.
+        std::mem::swap(&mut setup, &mut body);
+    }
+    Body {
+        brace: block.brace_token,
+        setup,
+        cleanup,
+        body,
+        rejected,
+    }
+}
