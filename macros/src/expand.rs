@@ -28,7 +28,7 @@ pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let out = match model::build(input, args, &mut errors) {
         Ok(model) => expand(&model),
-        Err(input) => fallback(input),
+        Err(input) => fallback(*input),
     };
     let errors = errors.to_compile_errors();
     quote!(#out #errors)
@@ -99,7 +99,11 @@ fn type_hint(output: &Type) -> TokenStream {
     let p = private();
     let mut erased = output.clone();
     EraseImplTrait.visit_type_mut(&mut erased);
-    quote!(if false { return #p::fake::<#erased>(); })
+    // Spanned at the return type, so "return type inferred to be `T` here"
+    // points at the user's `-> T`.
+    let span = output.span();
+    let ret = quote_spanned!(span=> return);
+    quote!(if false { #ret #p::fake::<#erased>(); })
 }
 
 /// `impl Trait` cannot be named in a turbofish: it becomes `_` there.
@@ -150,8 +154,10 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let markers: TokenStream = body.rejected.iter().map(consumed).collect();
     let flatten = |outcome: TokenStream| {
         if model.flatten {
-            let span = model.sig.output.span();
-            quote_spanned!(span=> #p::flatten(#outcome))
+            // Spanned at the return type: a missing `From<Cancelled>` for the
+            // error type is reported there.
+            let span = output.span();
+            quote_spanned!(span=> ::cancel_scope::__private::flatten::<#output>(#outcome))
         } else {
             outcome
         }
@@ -169,7 +175,10 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
 
     let marker = consumed(&cleanup.mac);
     let cleanup_stmts = &cleanup.stmts;
-    let cleanup_block = quote!(async { if false { return; } #(#cleanup_stmts)* });
+    // Spanned at `on_cancel!`, so a borrow error about what the cleanup
+    // captures points there.
+    let span = cleanup.mac.path.span();
+    let cleanup_block = quote_spanned!(span=> async { if false { return; } #(#cleanup_stmts)* });
     let run_cleanup = match &model.cleanup_timeout {
         None => quote!(#cleanup_block.await;),
         Some(limit) => quote!(#p::cleanup_within(#limit, #cleanup_block).await;),
@@ -228,12 +237,14 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
 /// (token injected, `#[token]` markers and `on_cancel!` consumed), so that the
 /// rest of the crate still type-checks and IDEs keep working.
 fn fallback(mut input: Input) -> TokenStream {
-    let injectable = !input.sig.inputs.iter().any(|arg| match arg {
-        FnArg::Typed(pat_type) => {
-            matches!(&*pat_type.pat, syn::Pat::Ident(p) if p.ident == "token")
-        }
-        FnArg::Receiver(_) => false,
-    });
+    let plain = input.sig.constness.is_none() && input.sig.abi.is_none();
+    let injectable = plain
+        && !input.sig.inputs.iter().any(|arg| match arg {
+            FnArg::Typed(pat_type) => {
+                matches!(&*pat_type.pat, syn::Pat::Ident(p) if p.ident == "token")
+            }
+            FnArg::Receiver(_) => false,
+        });
     if injectable {
         inject_token(&mut input.sig, &Ident::new("token", Span::call_site()));
     }

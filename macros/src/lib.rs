@@ -19,3 +19,6 @@ use proc_macro::TokenStream;
 pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cancellable(args.into(), item.into()).into()
 }
+
+#[cfg(test)]
+mod tests;

@@ -132,7 +132,7 @@ pub struct Model {
 
 /// Builds the model. `Err` gives back the input when the function cannot be
 /// made cancellable at all (not `async`, `const`, `extern`); the errors say why.
-pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model, Input> {
+pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model, Box<Input>> {
     let declared = take_token_params(&mut input.sig, errors);
     let fatal = check_fn_kind(&input.sig, errors);
     let token = match declared {
@@ -170,13 +170,13 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
                     existing
                 };
                 errors.push(syn::Error::new(span, message));
-                return Err(input);
+                return Err(Box::new(input));
             }
             TokenParam::Injected(name)
         }
     };
     if fatal {
-        return Err(input);
+        return Err(Box::new(input));
     }
     let flatten = match args.flatten {
         Some(span) => check_flatten(&input.sig.output, span, errors),

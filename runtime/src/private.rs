@@ -263,14 +263,32 @@ pub async fn cleanup_within<F: Future<Output = ()>>(limit: Duration, cleanup: F)
     if tokio::time::timeout(limit, cleanup).await.is_err() {}
 }
 
+/// The declared return type of a `#[cancellable(flatten)]` fn: a `Result`
+/// whose error type can hold a [`Cancelled`].
+#[diagnostic::on_unimplemented(
+    message = "`#[cancellable(flatten)]` needs an error type that implements `From<Cancelled>`",
+    label = "`{Self}` cannot hold a `Cancelled`",
+    note = "implement `From<cancel_scope::Cancelled>` for the error type, or remove `flatten` to return `Result<T, Cancelled>`"
+)]
+pub trait Flatten: Sized {
+    /// `Err(E::from(cancelled))`.
+    fn from_cancelled(cancelled: Cancelled) -> Self;
+}
+
+impl<T, E: From<Cancelled>> Flatten for Result<T, E> {
+    fn from_cancelled(cancelled: Cancelled) -> Self {
+        Err(E::from(cancelled))
+    }
+}
+
 /// `#[cancellable(flatten)]`: folds `Cancelled` into the declared error type.
 ///
 /// # Errors
 /// `Err(E::from(Cancelled))` when cancelled, the body's own `Err` otherwise.
-pub fn flatten<T, E: From<Cancelled>>(r: Result<Result<T, E>, Cancelled>) -> Result<T, E> {
+pub fn flatten<R: Flatten>(r: Result<R, Cancelled>) -> R {
     match r {
         Ok(v) => v,
-        Err(c) => Err(E::from(c)),
+        Err(c) => R::from_cancelled(c),
     }
 }
 

@@ -1,0 +1,6 @@
+use cancel_scope::cancellable;
+
+#[cancellable(timeout)]
+async fn work() {}
+
+fn main() {}

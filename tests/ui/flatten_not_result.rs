@@ -1,0 +1,8 @@
+use cancel_scope::cancellable;
+
+#[cancellable(flatten)]
+async fn work() -> Option<u32> {
+    Some(1)
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use cancel_scope::cancellable;
+
+#[cancellable(timeout = 5)]
+async fn work() {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cancel_scope::cancellable;
+
+#[cancellable(token = rx)]
+async fn work(rx: u32) -> u32 {
+    rx
+}
+
+fn main() {}

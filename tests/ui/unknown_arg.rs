@@ -1,0 +1,6 @@
+use cancel_scope::cancellable;
+
+#[cancellable(tokn = cancel)]
+async fn work() {}
+
+fn main() {}
