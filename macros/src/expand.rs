@@ -210,7 +210,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let cancelled = hidden("cancel_scope_cancelled");
     let setup: &[Stmt] = &body.setup;
     let run = flatten(quote! {
-        #p::run(&#slot, async {
+        #p::run(#slot, async move {
             #hint
             let #token = &#name;
             #(#setup)*
@@ -220,7 +220,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
                 ::core::result::Result::Ok(#value) => #value,
                 ::core::result::Result::Err(#cancelled) => {
                     #run_cleanup
-                    #p::exit(&#slot, #cancelled).await
+                    #p::exit(#slot, #cancelled).await
                 }
             }
         })
@@ -228,7 +228,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     });
     quote! {
         #shadow
-        let #slot = #p::Slot::new();
+        let #slot = &#p::Slot::new();
         #run
     }
 }
