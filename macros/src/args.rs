@@ -1,6 +1,7 @@
 //! The attribute's arguments: `#[cancellable(token = t, flatten, timeout = e, cleanup_timeout = e)]`.
 
 use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
@@ -81,9 +82,14 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 "`flatten` takes no value: write `#[cancellable(flatten)]`",
             )),
             ("token", Some(Expr::Path(p))) if p.qself.is_none() && p.attrs.is_empty() => {
-                match p.path.get_ident() {
-                    Some(ident) => args.token = Some(ident.clone()),
-                    None => errors.push(token_value_error(&p)),
+                // `Ident`'s parser rejects keywords such as `self`.
+                match p
+                    .path
+                    .get_ident()
+                    .map(|i| syn::parse2::<Ident>(i.to_token_stream()))
+                {
+                    Some(Ok(ident)) => args.token = Some(ident),
+                    _ => errors.push(token_value_error(&p)),
                 }
             }
             ("token", Some(other)) => errors.push(token_value_error(&other)),
@@ -105,7 +111,7 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
     args
 }
 
-fn token_value_error(value: &impl quote::ToTokens) -> syn::Error {
+fn token_value_error(value: &impl ToTokens) -> syn::Error {
     syn::Error::new_spanned(
         value,
         "`token` needs a plain parameter name: `#[cancellable(token = cancel)]`",

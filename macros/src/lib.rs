@@ -21,4 +21,6 @@ pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
