@@ -58,9 +58,10 @@
 //!   their cleanups and aborts the stragglers.
 #![deny(missing_docs)]
 
-pub use cancel_scope_runtime::{CancellationToken, Cancelled};
+pub use cancel_scope_runtime::{CancellationToken, Cancelled, Scope, TaskError};
 
-/// Makes an `async fn` cancellable.
+/// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races
+/// its body against it, and runs an async cleanup when it is cancelled.
 ///
 /// ```
 /// use cancel_scope::{CancellationToken, Cancelled, cancellable};
@@ -78,6 +79,135 @@ pub use cancel_scope_runtime::{CancellationToken, Cancelled};
 /// assert_eq!(double(token, 21).await, Err(Cancelled::new()));
 /// # }
 /// ```
+///
+/// # What the attribute does
+///
+/// - **Token.** `token: CancellationToken` is injected as the first parameter
+///   (after `self`). `#[cancellable(token = name)]` picks another name. A
+///   parameter marked `#[token]` (of type `CancellationToken` or
+///   `&CancellationToken`) is used instead, and nothing is injected.
+/// - **Return type.** `T` becomes `Result<T, Cancelled>`. With
+///   `#[cancellable(flatten)]` a declared `Result<T, E>` stays as written
+///   (`E: From<Cancelled>`, as `std::io::Error` is) and a cancellation returns
+///   `Err(E::from(Cancelled))`.
+/// - **Setup, cleanup, body.** Statements before [`on_cancel!`] are the
+///   setup: they run first and are not raced. Statements after it are the
+///   body, raced against `token.cancelled()`. Without `on_cancel!` the whole
+///   body is raced and there is no cleanup.
+/// - **On cancellation** the body future is dropped (its `Drop`s run), then
+///   the cleanup runs to completion, then the fn returns `Err(Cancelled)`.
+///   Cancellation wins ties: with an already-cancelled token the body is
+///   never polled, and the cleanup still runs (it pairs with the setup).
+/// - **On completion** the fn returns `Ok(value)` and the cleanup does not
+///   run. A panic in the body propagates unchanged; the cleanup does not run.
+/// - **Dropping** the fn's future from outside (a `select!` that picked
+///   another branch, an aborted task) is not a cancellation: the body is
+///   dropped, and the cleanup does not run, since nothing polls it any more.
+///   Cancel the token and await the future when the cleanup must run.
+///
+/// # The cleanup
+///
+/// The cleanup is the last code to run, so it owns the parameters and the
+/// setup's locals: it may use them mutably or consume them. A local that the
+/// body consumes is gone for the cleanup (the body may have been dropped half
+/// way through consuming it), and the compiler says so. For a resource both
+/// need, keep it in an `Option`:
+///
+/// ```
+/// use cancel_scope::{cancellable, on_cancel, CancellationToken};
+/// # struct Tx(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+/// # impl Tx {
+/// #     async fn insert(&mut self) { tokio::task::yield_now().await }
+/// #     async fn commit(self) { self.0.lock().unwrap().push("commit") }
+/// #     async fn rollback(self) { self.0.lock().unwrap().push("rollback") }
+/// # }
+///
+/// #[cancellable]
+/// async fn transfer(tx: Tx) {
+///     let mut tx = Some(tx);
+///     on_cancel! {
+///         if let Some(tx) = tx.take() {
+///             tx.rollback().await;
+///         }
+///     }
+///     if let Some(t) = tx.as_mut() {
+///         t.insert().await;
+///     }
+///     if let Some(tx) = tx.take() {
+///         tx.commit().await;
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// let token = CancellationToken::new();
+/// token.cancel();
+/// assert!(transfer(token, Tx(log.clone())).await.is_err());
+/// # assert_eq!(*log.lock().unwrap(), ["rollback"]);
+/// # }
+/// ```
+///
+/// Inside the cleanup, `return;` ends the cleanup early (the fn still returns
+/// `Err(Cancelled)`), and `?` is a compile error: the cleanup cannot change
+/// the outcome, so handle or log its errors. Its value must be `()`.
+///
+/// # `return` and `?`
+///
+/// In the setup and in the body, `return` and `?` work against the declared
+/// return type, as in the fn without the attribute: a fallible setup such as
+/// `let f = File::create(p).await?;` followed by a cleanup that uses `f`
+/// returns `Ok(Err(e))` when it fails (or `Err(e)` with `flatten`).
+///
+/// # The token in the body
+///
+/// The race borrows the token, so the setup and the body may use it, clone
+/// it or hand out `token.child_token()`, but not move it (clone it instead);
+/// the cleanup may move it.
+///
+/// # Timeouts
+///
+/// `#[cancellable(timeout = EXPR)]`, with `EXPR: Duration`, also races the
+/// body against a deadline that starts when the body does (so `EXPR` may use
+/// the parameters and the setup's locals). When it fires, the cleanup runs
+/// and the result is a [`Cancelled`] whose [`is_timeout`](Cancelled::is_timeout)
+/// is true. The token the fn sees is then a child of the caller's token that
+/// the deadline cancels, so work the body handed it to stops as well, while
+/// the caller's token is left alone.
+///
+/// `#[cancellable(cleanup_timeout = EXPR)]` bounds the cleanup: past it the
+/// cleanup is dropped and the fn still returns `Err(Cancelled)`. Both need a
+/// Tokio runtime with its time driver enabled.
+///
+/// ```
+/// use std::time::Duration;
+/// use cancel_scope::{cancellable, CancellationToken};
+///
+/// #[cancellable(timeout = Duration::from_millis(ms))]
+/// async fn slow(ms: u64) {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let err = slow(CancellationToken::new(), 10).await.unwrap_err();
+/// assert!(err.is_timeout());
+/// # }
+/// ```
+///
+/// # Where it applies
+///
+/// Free functions, inherent and trait-impl methods (`self`, `&self`,
+/// `&mut self`, `self: Arc<Self>`), generics, lifetimes, `where` clauses,
+/// `impl Trait` arguments; attributes, doc comments and visibility are kept.
+/// On a trait method declaration without a body it rewrites the signature
+/// only, so the impls (also `#[cancellable]`) match it.
+///
+/// # Errors
+///
+/// Misuse is a compile error spanned at the offending tokens, and the
+/// function is still emitted so the rest of the crate type-checks: not an
+/// `async fn`, a `const` or `extern` fn, an unknown or duplicate argument,
+/// two `on_cancel!`, `on_cancel!` anywhere but the top level of the body,
+/// `token = ` naming an existing parameter, two `#[token]` parameters,
+/// `flatten` on a fn whose return type is not written as a `Result`.
 pub use cancel_scope_macros::cancellable;
 
 /// Declares the cleanup of a [`#[cancellable]`](macro@cancellable) fn.

@@ -180,7 +180,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let span = cleanup.mac.path.span();
     let cleanup_block = quote_spanned!(span=> async { if false { return; } #(#cleanup_stmts)* });
     let run_cleanup = match &model.cleanup_timeout {
-        None => quote!(#cleanup_block.await;),
+        None => quote!(#p::cleanup(#cleanup_block).await;),
         Some(limit) => quote!(#p::cleanup_within(#limit, #cleanup_block).await;),
     };
 

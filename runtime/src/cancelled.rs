@@ -13,20 +13,17 @@ use std::fmt;
 /// compared freely.
 ///
 /// ```
-/// use cancel_scope::{CancellationToken, Cancelled, cancellable};
+/// use cancel_scope_runtime::Cancelled;
 ///
-/// #[cancellable]
-/// async fn forever() {
-///     std::future::pending::<()>().await;
+/// fn describe(r: Result<u32, Cancelled>) -> String {
+///     match r {
+///         Ok(v) => format!("done: {v}"),
+///         Err(c) if c.is_timeout() => "gave up".to_owned(),
+///         Err(c) => c.to_string(),
+///     }
 /// }
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let token = CancellationToken::new();
-/// token.cancel();
-/// let err: Cancelled = forever(token).await.unwrap_err();
-/// assert!(!err.is_timeout());
-/// assert_eq!(err.to_string(), "cancelled");
-/// # }
+/// assert_eq!(describe(Err(Cancelled::new())), "cancelled");
+/// assert_eq!(describe(Err(Cancelled::timed_out())), "gave up");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cancelled {
@@ -37,7 +34,7 @@ impl Cancelled {
     /// Cancelled through its token.
     ///
     /// ```
-    /// let c = cancel_scope::Cancelled::new();
+    /// let c = cancel_scope_runtime::Cancelled::new();
     /// assert!(!c.is_timeout());
     /// ```
     #[must_use]
@@ -48,7 +45,7 @@ impl Cancelled {
     /// Cancelled because the fn's `timeout` elapsed.
     ///
     /// ```
-    /// let c = cancel_scope::Cancelled::timed_out();
+    /// let c = cancel_scope_runtime::Cancelled::timed_out();
     /// assert!(c.is_timeout());
     /// assert_eq!(c.to_string(), "cancelled: timed out");
     /// ```
@@ -61,7 +58,7 @@ impl Cancelled {
     /// rather than from the token.
     ///
     /// ```
-    /// assert!(!cancel_scope::Cancelled::new().is_timeout());
+    /// assert!(!cancel_scope_runtime::Cancelled::new().is_timeout());
     /// ```
     #[must_use]
     pub const fn is_timeout(&self) -> bool {
@@ -93,7 +90,7 @@ impl std::error::Error for Cancelled {}
 /// standard library retries operations that fail with it.)
 ///
 /// ```
-/// use cancel_scope::Cancelled;
+/// use cancel_scope_runtime::Cancelled;
 /// let e = std::io::Error::from(Cancelled::timed_out());
 /// assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
 /// assert_eq!(e.get_ref().unwrap().downcast_ref::<Cancelled>(), Some(&Cancelled::timed_out()));

@@ -17,16 +17,59 @@ use crate::Cancelled;
 
 pub use tokio_util::sync::CancellationToken as Token;
 
+/// What the `#[cancellable]` calls nested in a body reported during one poll
+/// of it. Kept per thread: a poll runs on one thread, and each race saves
+/// and restores its caller's record around the poll of its body, so nested
+/// calls report to the innermost enclosing race.
+#[derive(Clone, Copy, Default)]
+struct Nest {
+    /// A nested call is pending inside the body.
+    nested: bool,
+    /// Nested calls still cancelling: draining their own bodies or running
+    /// their cleanups.
+    cleaning: u32,
+}
+
+thread_local! {
+    static NEST: std::cell::Cell<Nest> = const {
+        std::cell::Cell::new(Nest { nested: false, cleaning: 0 })
+    };
+}
+
+/// Polls a body with a fresh record; returns what its nested calls reported.
+fn poll_scoped<F: Future>(body: Pin<&mut F>, cx: &mut Context<'_>) -> (Poll<F::Output>, Nest) {
+    let saved = NEST.replace(Nest::default());
+    let poll = body.poll(cx);
+    (poll, NEST.replace(saved))
+}
+
+/// Tells the enclosing race that a nested call is pending (and whether it is
+/// still cancelling).
+fn report(cleaning: bool) {
+    let mut nest = NEST.get();
+    nest.nested = true;
+    if cleaning {
+        nest.cleaning = nest.cleaning.saturating_add(1);
+    }
+    NEST.set(nest);
+}
+
 pin_project! {
     /// Races `body` against `token`; cancellation wins ties.
     ///
     /// The fast path costs one `is_cancelled` check: no waiter is registered
-    /// on the token unless the body returns `Pending`. The body is dropped
-    /// inside the `poll` that observes the cancellation, so by the time the
-    /// caller sees `Err` every `Drop` of the body has run.
+    /// on the token unless the body returns `Pending`.
+    ///
+    /// When the token is cancelled the body is dropped, inside the `poll`
+    /// that observes it, so by the time the caller sees `Err` every `Drop`
+    /// of the body has run. One exception keeps nested cleanups: if the body
+    /// is waiting inside a nested `#[cancellable]` call, the body is polled
+    /// on ("drained") until the nested calls that saw the cancellation have
+    /// run their cleanups and returned, and only then dropped.
     #[must_use = "futures do nothing unless polled"]
     pub struct Race<'a, F> {
         token: &'a CancellationToken,
+        state: State,
         #[pin]
         cancelled: Option<WaitForCancellationFuture<'a>>,
         #[pin]
@@ -34,10 +77,20 @@ pin_project! {
     }
 }
 
+/// Where a race stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The body runs; `nested` when it is waiting inside a nested call.
+    Running { nested: bool },
+    /// Cancelled: the body is polled only while nested calls clean up.
+    Draining(Cancelled),
+}
+
 /// Runs `body` unless `token` is (or becomes) cancelled first.
 pub fn race<F: Future>(token: &CancellationToken, body: F) -> Race<'_, F> {
     Race {
         token,
+        state: State::Running { nested: false },
         cancelled: None,
         body: Some(body),
     }
@@ -59,34 +112,86 @@ fn poll_cancelled<'a>(
     }
 }
 
+/// `true` when the token is cancelled; registers no waiter.
+fn check_cancelled<'a>(
+    token: &'a CancellationToken,
+    cancelled: Pin<&mut Option<WaitForCancellationFuture<'a>>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    match cancelled.as_pin_mut() {
+        None => token.is_cancelled(),
+        Some(fut) => fut.poll(cx).is_ready(),
+    }
+}
+
+/// The body was cancelled: drop it at once, or drain it while it is inside
+/// nested calls. `Ready` carries the race's result.
+fn cancel_body<F: Future, T>(
+    mut body: Pin<&mut Option<F>>,
+    state: &mut State,
+    cancelled: Cancelled,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, Cancelled>> {
+    let drain = match *state {
+        State::Running { nested } => nested,
+        State::Draining(_) => true,
+    };
+    if drain {
+        if let Some(fut) = body.as_mut().as_pin_mut() {
+            let (poll, nest) = poll_scoped(fut, cx);
+            if poll.is_pending() && nest.cleaning > 0 {
+                *state = State::Draining(cancelled);
+                report(true);
+                return Poll::Pending;
+            }
+        }
+    }
+    body.set(None);
+    Poll::Ready(Err(cancelled))
+}
+
+/// Polls the running body; `Ready(Ok)` when it finished.
+fn poll_body<F: Future>(
+    mut body: Pin<&mut Option<F>>,
+    state: &mut State,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let Some(fut) = body.as_mut().as_pin_mut() else {
+        panic!("a `#[cancellable]` race was polled after completion");
+    };
+    let (poll, nest) = poll_scoped(fut, cx);
+    if poll.is_ready() {
+        body.set(None);
+    } else {
+        *state = State::Running {
+            nested: nest.nested,
+        };
+    }
+    poll
+}
+
 impl<F: Future> Future for Race<'_, F> {
     type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let State::Draining(c) = *this.state {
+            return cancel_body(this.body, this.state, c, cx);
+        }
         // Cancellation first: it wins ties, and an already-cancelled token
         // means the body is never polled.
-        let cancelled = match this.cancelled.as_mut().as_pin_mut() {
-            None => this.token.is_cancelled(),
-            Some(fut) => fut.poll(cx).is_ready(),
-        };
-        if cancelled {
-            this.body.set(None);
-            return Poll::Ready(Err(Cancelled::new()));
+        if check_cancelled(this.token, this.cancelled.as_mut(), cx) {
+            return cancel_body(this.body, this.state, Cancelled::new(), cx);
         }
-        let Some(body) = this.body.as_mut().as_pin_mut() else {
-            panic!("`Race` polled after completion");
-        };
-        if let Poll::Ready(value) = body.poll(cx) {
-            this.body.set(None);
+        if let Poll::Ready(value) = poll_body(this.body.as_mut(), this.state, cx) {
             return Poll::Ready(Ok(value));
         }
         // The body is waiting: only now register a waiter on the token. A
         // cancellation that landed while the body was polled is seen here.
         if this.cancelled.is_none() && poll_cancelled(this.token, this.cancelled, cx) {
-            this.body.set(None);
-            return Poll::Ready(Err(Cancelled::new()));
+            return cancel_body(this.body, this.state, Cancelled::new(), cx);
         }
+        report(false);
         Poll::Pending
     }
 }
@@ -99,6 +204,7 @@ pin_project! {
     pub struct RaceTimeout<'a, F> {
         token: &'a CancellationToken,
         limit: Duration,
+        state: State,
         #[pin]
         cancelled: Option<WaitForCancellationFuture<'a>>,
         #[pin]
@@ -117,6 +223,7 @@ pub fn race_timeout<F: Future>(
     RaceTimeout {
         token,
         limit,
+        state: State::Running { nested: false },
         cancelled: None,
         deadline: None,
         body: Some(body),
@@ -128,39 +235,62 @@ impl<F: Future> Future for RaceTimeout<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let State::Draining(c) = *this.state {
+            return cancel_body(this.body, this.state, c, cx);
+        }
         if this.deadline.is_none() {
             // First poll: the body starts now, and so does its deadline.
             this.deadline.set(Some(tokio::time::sleep(*this.limit)));
         }
-        let cancelled = match this.cancelled.as_mut().as_pin_mut() {
-            None => this.token.is_cancelled(),
-            Some(fut) => fut.poll(cx).is_ready(),
-        };
-        if cancelled {
-            this.body.set(None);
-            return Poll::Ready(Err(Cancelled::new()));
+        if check_cancelled(this.token, this.cancelled.as_mut(), cx) {
+            return cancel_body(this.body, this.state, Cancelled::new(), cx);
         }
         let timed_out = match this.deadline.as_mut().as_pin_mut() {
             Some(sleep) => sleep.poll(cx).is_ready(),
             None => unreachable!("the deadline was just set"),
         };
         if timed_out {
-            this.body.set(None);
+            // Cancel the fn's own (child) token first, so nested calls that
+            // got it see the cancellation while the body drains.
             this.token.cancel();
-            return Poll::Ready(Err(Cancelled::timed_out()));
+            return cancel_body(this.body, this.state, Cancelled::timed_out(), cx);
         }
-        let Some(body) = this.body.as_mut().as_pin_mut() else {
-            panic!("`RaceTimeout` polled after completion");
-        };
-        if let Poll::Ready(value) = body.poll(cx) {
-            this.body.set(None);
+        if let Poll::Ready(value) = poll_body(this.body.as_mut(), this.state, cx) {
             return Poll::Ready(Ok(value));
         }
         if this.cancelled.is_none() && poll_cancelled(this.token, this.cancelled, cx) {
-            this.body.set(None);
-            return Poll::Ready(Err(Cancelled::new()));
+            return cancel_body(this.body, this.state, Cancelled::new(), cx);
         }
+        report(false);
         Poll::Pending
+    }
+}
+
+pin_project! {
+    /// Runs a cleanup; while it waits, it tells an enclosing race that a
+    /// nested call is still cancelling, so that race drains rather than
+    /// drops its body.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Cleanup<F> {
+        #[pin]
+        cleanup: F,
+    }
+}
+
+/// See [`Cleanup`].
+pub fn cleanup<F: Future<Output = ()>>(cleanup: F) -> Cleanup<F> {
+    Cleanup { cleanup }
+}
+
+impl<F: Future<Output = ()>> Future for Cleanup<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let poll = self.project().cleanup.poll(cx);
+        if poll.is_pending() {
+            report(true);
+        }
+        poll
     }
 }
 
@@ -257,10 +387,17 @@ impl<T> Future for Exit<'_, T> {
     }
 }
 
-/// Runs a cleanup for at most `limit`; past it the cleanup is dropped.
-pub async fn cleanup_within<F: Future<Output = ()>>(limit: Duration, cleanup: F) {
-    // An elapsed cleanup is dropped; the fn still returns `Err(Cancelled)`.
-    if tokio::time::timeout(limit, cleanup).await.is_err() {}
+/// Runs a cleanup for at most `limit`; past it the cleanup is dropped and
+/// the fn still returns `Err(Cancelled)`.
+pub fn cleanup_within<F: Future<Output = ()>>(
+    limit: Duration,
+    cleanup: F,
+) -> Cleanup<impl Future<Output = ()>> {
+    Cleanup {
+        cleanup: async move {
+            let _elapsed = tokio::time::timeout(limit, cleanup).await;
+        },
+    }
 }
 
 /// The declared return type of a `#[cancellable(flatten)]` fn: a `Result`
