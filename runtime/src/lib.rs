@@ -10,4 +10,5 @@ pub mod private;
 mod scope;
 
 pub use cancelled::Cancelled;
+pub use scope::{Scope, TaskError};
 pub use tokio_util::sync::CancellationToken;
