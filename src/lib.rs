@@ -192,6 +192,16 @@ pub use cancel_scope_runtime::{CancellationToken, Cancelled, Scope, TaskError};
 /// # }
 /// ```
 ///
+/// # A body that never awaits
+///
+/// A raced body that loops (`loop`, `while`, `for`) without any `.await`
+/// cannot be cancelled until it ends: cancellation only happens at an
+/// `.await`. `#[cancellable]` warns about it at the loop (as a deprecation
+/// warning, the only kind a macro can emit on stable Rust). Await something
+/// in the loop, such as `tokio::task::yield_now().await`, move the work to
+/// `spawn_blocking` and check the token there, or silence the warning with
+/// `#[cancellable(allow_no_await)]` when the loop is short.
+///
 /// # Where it applies
 ///
 /// Free functions, inherent and trait-impl methods (`self`, `&self`,

@@ -9,7 +9,8 @@ use syn::{Expr, Ident, Token};
 
 use crate::model::Errors;
 
-const EXPECTED: &str = "expected one of `token`, `flatten`, `timeout`, `cleanup_timeout`";
+const EXPECTED: &str =
+    "expected one of `token`, `flatten`, `timeout`, `cleanup_timeout`, `allow_no_await`";
 
 /// The parsed arguments; each keeps the span of its name for later errors.
 #[derive(Default)]
@@ -22,6 +23,9 @@ pub struct Args {
     pub timeout: Option<(Span, Expr)>,
     /// `cleanup_timeout = EXPR`: the cleanup is bounded by this `Duration`.
     pub cleanup_timeout: Option<(Span, Expr)>,
+    /// `allow_no_await`: silences the warning for a body that loops without
+    /// any `.await`.
+    pub allow_no_await: Option<Span>,
 }
 
 /// One `name` or `name = value` as written, before it is checked.
@@ -63,6 +67,7 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
             "flatten" => args.flatten.is_some(),
             "timeout" => args.timeout.is_some(),
             "cleanup_timeout" => args.cleanup_timeout.is_some(),
+            "allow_no_await" => args.allow_no_await.is_some(),
             _ => {
                 errors.push(syn::Error::new(
                     span,
@@ -77,9 +82,10 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         }
         match (key.as_str(), value) {
             ("flatten", None) => args.flatten = Some(span),
-            ("flatten", Some(value)) => errors.push(syn::Error::new_spanned(
+            ("allow_no_await", None) => args.allow_no_await = Some(span),
+            ("flatten" | "allow_no_await", Some(value)) => errors.push(syn::Error::new_spanned(
                 value,
-                "`flatten` takes no value: write `#[cancellable(flatten)]`",
+                format!("`{key}` takes no value: write `#[cancellable({key})]`"),
             )),
             ("token", Some(Expr::Path(p))) if p.qself.is_none() && p.attrs.is_empty() => {
                 // `Ident`'s parser rejects keywords such as `self`.

@@ -145,8 +145,9 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     });
 
     let hint = type_hint(output);
+    let warning = model.no_await_loop.map(no_await_warning);
     let stmts = &body.body;
-    let raced = quote!(async { #hint #(#stmts)* });
+    let raced = quote!(async { #warning #hint #(#stmts)* });
     let race = match &model.timeout {
         None => quote!(#p::race(#token, #raced)),
         Some(limit) => quote!(#p::race_timeout(#token, #limit, #raced)),
@@ -267,4 +268,20 @@ fn fallback(mut input: Input) -> TokenStream {
         }
     }
     input.into_token_stream()
+}
+
+/// A warning on stable Rust: the use of a deprecated item, spanned at the
+/// loop that never awaits.
+fn no_await_warning(at: Span) -> TokenStream {
+    // Only the use carries the user's span, so the warning points at the loop.
+    let call = Ident::new("cancellable_body_loops_without_await", at);
+    quote! {
+        #[deprecated(
+            note = "this body loops without any `.await`, so it cannot be cancelled until it \
+                    ends; await something in the loop (e.g. `tokio::task::yield_now().await`), \
+                    or write `#[cancellable(allow_no_await)]` if that is intended"
+        )]
+        fn cancellable_body_loops_without_await() {}
+        #call();
+    }
 }

@@ -1,7 +1,7 @@
 //! The function as `#[cancellable]` sees it: signature, token parameter,
 //! setup, cleanup and body, checked against the contract.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::{
@@ -125,6 +125,9 @@ pub struct Model {
     pub flatten: bool,
     pub timeout: Option<Expr>,
     pub cleanup_timeout: Option<Expr>,
+    /// Where the raced body loops without any `.await` (unless
+    /// `allow_no_await`): the expansion warns there.
+    pub no_await_loop: Option<Span>,
     /// `None` for a trait method declaration.
     pub body: Option<Body>,
     pub semi: Option<Token![;]>,
@@ -205,7 +208,12 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
             ));
         }
     }
+    let no_await_loop = match (&body, args.allow_no_await) {
+        (Some(body), None) => loop_without_await(&body.body),
+        _ => None,
+    };
     Ok(Model {
+        no_await_loop,
         attrs: input.attrs,
         vis: input.vis,
         sig: input.sig,
@@ -423,5 +431,49 @@ fn split_body(block: Block, errors: &mut Errors) -> Body {
         cleanup,
         body,
         rejected,
+    }
+}
+
+/// The span of the first `loop`, `while` or `for` in `stmts` when they hold
+/// no `.await` at all: such a body cannot be cancelled until it ends (the
+/// article's first trap). `select!`, `join!` and `try_join!` count as awaits.
+fn loop_without_await(stmts: &[Stmt]) -> Option<Span> {
+    fn walk(tokens: TokenStream, first_loop: &mut Option<Span>) -> bool {
+        let mut prev: Option<TokenTree> = None;
+        for tree in tokens {
+            match &tree {
+                TokenTree::Ident(ident) => {
+                    let awaits = match &prev {
+                        Some(TokenTree::Punct(p)) => p.as_char() == '.' && ident == "await",
+                        _ => false,
+                    };
+                    if awaits {
+                        return true;
+                    }
+                    if first_loop.is_none()
+                        && (ident == "loop" || ident == "while" || ident == "for")
+                    {
+                        *first_loop = Some(ident.span());
+                    }
+                }
+                TokenTree::Punct(p) if p.as_char() == '!' && awaiting_macro(prev.as_ref()) => {
+                    return true;
+                }
+                TokenTree::Group(group) if walk(group.stream(), first_loop) => return true,
+                _ => {}
+            }
+            prev = Some(tree);
+        }
+        false
+    }
+    fn awaiting_macro(name: Option<&TokenTree>) -> bool {
+        matches!(name, Some(TokenTree::Ident(n)) if n == "select" || n == "join" || n == "try_join")
+    }
+    let mut first_loop = None;
+    let tokens = stmts.iter().map(ToTokens::to_token_stream).collect();
+    if walk(tokens, &mut first_loop) {
+        None
+    } else {
+        first_loop
     }
 }
