@@ -185,20 +185,26 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
         Some(limit) => quote!(#p::cleanup_within(#limit, #cleanup_block).await;),
     };
 
+    let value = hidden("cancel_scope_value");
+    let cancelled = hidden("cancel_scope_cancelled");
     if body.setup.is_empty() {
         // Nothing before `on_cancel!`, so no `return` or `?` outside the
-        // raced body: the cleanup can follow the race directly.
-        let outcome = hidden("cancel_scope_outcome");
-        let result = flatten(quote!(#outcome));
+        // raced body: the cleanup can follow the race directly. Only the
+        // `Cancelled` is kept across the cleanup's awaits.
+        let result = flatten(quote! {
+            match #race.await {
+                ::core::result::Result::Ok(#value) => ::core::result::Result::Ok(#value),
+                ::core::result::Result::Err(#cancelled) => {
+                    #run_cleanup
+                    ::core::result::Result::Err(#cancelled)
+                }
+            }
+        });
         return quote! {
             #shadow
             let #token = &#name;
             #marker
             #markers
-            let #outcome = #race.await;
-            if #outcome.is_err() {
-                #run_cleanup
-            }
             #result
         };
     }
@@ -206,12 +212,9 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     // A setup's `return` and `?` must see the declared type `T`, so setup,
     // race and cleanup run in one block whose output is `T`; a cancelled run
     // leaves through `exit`, which hands its `Cancelled` to `run`.
-    let slot = hidden("cancel_scope_slot");
-    let value = hidden("cancel_scope_value");
-    let cancelled = hidden("cancel_scope_cancelled");
     let setup: &[Stmt] = &body.setup;
     let run = flatten(quote! {
-        #p::run(#slot, async move {
+        #p::run(async move {
             #hint
             let #token = &#name;
             #(#setup)*
@@ -221,7 +224,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
                 ::core::result::Result::Ok(#value) => #value,
                 ::core::result::Result::Err(#cancelled) => {
                     #run_cleanup
-                    #p::exit(#slot, #cancelled).await
+                    #p::exit(#cancelled).await
                 }
             }
         })
@@ -229,7 +232,6 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     });
     quote! {
         #shadow
-        let #slot = &#p::Slot::new();
         #run
     }
 }

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -66,204 +65,197 @@ pin_project! {
     /// is waiting inside a nested `#[cancellable]` call, the body is polled
     /// on ("drained") until the nested calls that saw the cancellation have
     /// run their cleanups and returned, and only then dropped.
+    ///
+    /// `D` is the optional deadline: [`NoDeadline`] (a zero-sized type) or
+    /// [`Deadline`] for `#[cancellable(timeout = ..)]`.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Race<'a, F> {
-        token: &'a CancellationToken,
-        state: State,
+    pub struct Race<'a, F, D = NoDeadline> {
         #[pin]
-        cancelled: Option<WaitForCancellationFuture<'a>>,
+        waiter: Waiter<'a>,
+        #[pin]
+        deadline: D,
         #[pin]
         body: Option<F>,
     }
 }
 
-/// Where a race stands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// The body runs; `nested` when it is waiting inside a nested call.
-    Running { nested: bool },
-    /// Cancelled: the body is polled only while nested calls clean up.
-    Draining(Cancelled),
+pin_project! {
+    /// Where a race stands with respect to its token. One enum, so that the
+    /// state costs no more than the waiter it holds.
+    #[project = WaiterProj]
+    enum Waiter<'a> {
+        /// The body has not waited yet: no waiter is registered.
+        Fresh { token: &'a CancellationToken },
+        /// The body waits, `nested` inside a nested `#[cancellable]` call.
+        Waiting {
+            nested: bool,
+            #[pin]
+            cancelled: WaitForCancellationFuture<'a>,
+        },
+        /// Cancelled: the body is polled only while nested calls clean up.
+        Draining { reason: Cancelled },
+    }
 }
+
+/// A race with a deadline: `#[cancellable(timeout = ..)]`.
+pub type RaceTimeout<'a, F> = Race<'a, F, Deadline<'a>>;
 
 /// Runs `body` unless `token` is (or becomes) cancelled first.
 pub fn race<F: Future>(token: &CancellationToken, body: F) -> Race<'_, F> {
     Race {
-        token,
-        state: State::Running { nested: false },
-        cancelled: None,
+        waiter: Waiter::Fresh { token },
+        deadline: NoDeadline,
         body: Some(body),
     }
 }
 
-/// Polls `cancelled`, registering it first if needed; `true` when the token
-/// is cancelled.
-fn poll_cancelled<'a>(
-    token: &'a CancellationToken,
-    mut cancelled: Pin<&mut Option<WaitForCancellationFuture<'a>>>,
-    cx: &mut Context<'_>,
-) -> bool {
-    if cancelled.is_none() {
-        cancelled.set(Some(token.cancelled()));
-    }
-    match cancelled.as_pin_mut() {
-        Some(fut) => fut.poll(cx).is_ready(),
-        None => unreachable!("the cancellation future was just set"),
+/// Runs `body` unless `token` is cancelled or `limit` elapses first. When the
+/// deadline fires, `token` is cancelled (so work the body handed it stops
+/// too) and the result is [`Cancelled::timed_out`].
+pub fn race_timeout<F: Future>(
+    token: &CancellationToken,
+    limit: Duration,
+    body: F,
+) -> RaceTimeout<'_, F> {
+    Race {
+        waiter: Waiter::Fresh { token },
+        deadline: Deadline {
+            token,
+            limit,
+            sleep: None,
+        },
+        body: Some(body),
     }
 }
 
-/// `true` when the token is cancelled; registers no waiter.
-fn check_cancelled<'a>(
-    token: &'a CancellationToken,
-    cancelled: Pin<&mut Option<WaitForCancellationFuture<'a>>>,
-    cx: &mut Context<'_>,
-) -> bool {
-    match cancelled.as_pin_mut() {
-        None => token.is_cancelled(),
-        Some(fut) => fut.poll(cx).is_ready(),
+/// The deadline of a race, if any.
+pub trait RaceDeadline {
+    /// `true` once the deadline has passed; the first call starts it.
+    fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool;
+}
+
+/// No deadline: the race ends only by the body or the token.
+#[derive(Debug, Clone, Copy)]
+pub struct NoDeadline;
+
+impl RaceDeadline for NoDeadline {
+    fn poll_elapsed(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> bool {
+        false
+    }
+}
+
+pin_project! {
+    /// A deadline `limit` after the body's first poll; when it passes, the
+    /// fn's own (child) token is cancelled.
+    pub struct Deadline<'a> {
+        token: &'a CancellationToken,
+        limit: Duration,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl RaceDeadline for Deadline<'_> {
+    fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        let mut this = self.project();
+        if this.sleep.is_none() {
+            // First poll: the body starts now, and so does its deadline.
+            this.sleep.set(Some(tokio::time::sleep(*this.limit)));
+        }
+        let elapsed = this
+            .sleep
+            .as_pin_mut()
+            .is_some_and(|sleep| sleep.poll(cx).is_ready());
+        if elapsed {
+            // Cancel the fn's own (child) token first, so nested calls that
+            // got it see the cancellation while the body drains.
+            this.token.cancel();
+        }
+        elapsed
+    }
+}
+
+impl<F: Future, D: RaceDeadline> Future for Race<'_, F, D> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // Cancellation first: it wins ties, and an already-cancelled token
+        // means the body is never polled.
+        let (cancelled, nested) = match this.waiter.as_mut().project() {
+            WaiterProj::Draining { reason } => {
+                let reason = *reason;
+                return cancel_body(this.body, this.waiter, true, reason, cx);
+            }
+            WaiterProj::Fresh { token } => (token.is_cancelled(), false),
+            WaiterProj::Waiting { nested, cancelled } => (cancelled.poll(cx).is_ready(), *nested),
+        };
+        if cancelled {
+            return cancel_body(this.body, this.waiter, nested, Cancelled::new(), cx);
+        }
+        if this.deadline.poll_elapsed(cx) {
+            return cancel_body(this.body, this.waiter, nested, Cancelled::timed_out(), cx);
+        }
+        let Some(body) = this.body.as_mut().as_pin_mut() else {
+            panic!("a `#[cancellable]` race was polled after completion");
+        };
+        let (poll, nest) = poll_scoped(body, cx);
+        if let Poll::Ready(value) = poll {
+            this.body.set(None);
+            return Poll::Ready(Ok(value));
+        }
+        // The body is waiting: only now register a waiter on the token. A
+        // cancellation that landed while the body was polled is seen here.
+        match this.waiter.as_mut().project() {
+            WaiterProj::Waiting { nested, .. } => *nested = nest.nested,
+            WaiterProj::Draining { .. } => unreachable!("a draining race polls its body elsewhere"),
+            WaiterProj::Fresh { token } => {
+                let token: &CancellationToken = token;
+                this.waiter.set(Waiter::Waiting {
+                    nested: nest.nested,
+                    cancelled: token.cancelled(),
+                });
+                if let WaiterProj::Waiting { cancelled, .. } = this.waiter.as_mut().project() {
+                    if cancelled.poll(cx).is_ready() {
+                        return cancel_body(
+                            this.body,
+                            this.waiter,
+                            nest.nested,
+                            Cancelled::new(),
+                            cx,
+                        );
+                    }
+                }
+            }
+        }
+        report(false);
+        Poll::Pending
     }
 }
 
 /// The body was cancelled: drop it at once, or drain it while it is inside
-/// nested calls. `Ready` carries the race's result.
+/// nested calls that are still cancelling. `Ready` carries the race's result.
 fn cancel_body<F: Future, T>(
     mut body: Pin<&mut Option<F>>,
-    state: &mut State,
-    cancelled: Cancelled,
+    mut waiter: Pin<&mut Waiter<'_>>,
+    drain: bool,
+    reason: Cancelled,
     cx: &mut Context<'_>,
 ) -> Poll<Result<T, Cancelled>> {
-    let drain = match *state {
-        State::Running { nested } => nested,
-        State::Draining(_) => true,
-    };
     if drain {
         if let Some(fut) = body.as_mut().as_pin_mut() {
             let (poll, nest) = poll_scoped(fut, cx);
             if poll.is_pending() && nest.cleaning > 0 {
-                *state = State::Draining(cancelled);
+                if !matches!(*waiter, Waiter::Draining { .. }) {
+                    waiter.set(Waiter::Draining { reason });
+                }
                 report(true);
                 return Poll::Pending;
             }
         }
     }
     body.set(None);
-    Poll::Ready(Err(cancelled))
-}
-
-/// Polls the running body; `Ready(Ok)` when it finished.
-fn poll_body<F: Future>(
-    mut body: Pin<&mut Option<F>>,
-    state: &mut State,
-    cx: &mut Context<'_>,
-) -> Poll<F::Output> {
-    let Some(fut) = body.as_mut().as_pin_mut() else {
-        panic!("a `#[cancellable]` race was polled after completion");
-    };
-    let (poll, nest) = poll_scoped(fut, cx);
-    if poll.is_ready() {
-        body.set(None);
-    } else {
-        *state = State::Running {
-            nested: nest.nested,
-        };
-    }
-    poll
-}
-
-impl<F: Future> Future for Race<'_, F> {
-    type Output = Result<F::Output, Cancelled>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let State::Draining(c) = *this.state {
-            return cancel_body(this.body, this.state, c, cx);
-        }
-        // Cancellation first: it wins ties, and an already-cancelled token
-        // means the body is never polled.
-        if check_cancelled(this.token, this.cancelled.as_mut(), cx) {
-            return cancel_body(this.body, this.state, Cancelled::new(), cx);
-        }
-        if let Poll::Ready(value) = poll_body(this.body.as_mut(), this.state, cx) {
-            return Poll::Ready(Ok(value));
-        }
-        // The body is waiting: only now register a waiter on the token. A
-        // cancellation that landed while the body was polled is seen here.
-        if this.cancelled.is_none() && poll_cancelled(this.token, this.cancelled, cx) {
-            return cancel_body(this.body, this.state, Cancelled::new(), cx);
-        }
-        report(false);
-        Poll::Pending
-    }
-}
-
-pin_project! {
-    /// [`Race`] with a deadline: when `limit` elapses first, `token` is
-    /// cancelled (so work the body handed it stops too) and the result is
-    /// [`Cancelled::timed_out`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct RaceTimeout<'a, F> {
-        token: &'a CancellationToken,
-        limit: Duration,
-        state: State,
-        #[pin]
-        cancelled: Option<WaitForCancellationFuture<'a>>,
-        #[pin]
-        deadline: Option<Sleep>,
-        #[pin]
-        body: Option<F>,
-    }
-}
-
-/// Runs `body` unless `token` is cancelled or `limit` elapses first.
-pub fn race_timeout<F: Future>(
-    token: &CancellationToken,
-    limit: Duration,
-    body: F,
-) -> RaceTimeout<'_, F> {
-    RaceTimeout {
-        token,
-        limit,
-        state: State::Running { nested: false },
-        cancelled: None,
-        deadline: None,
-        body: Some(body),
-    }
-}
-
-impl<F: Future> Future for RaceTimeout<'_, F> {
-    type Output = Result<F::Output, Cancelled>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let State::Draining(c) = *this.state {
-            return cancel_body(this.body, this.state, c, cx);
-        }
-        if this.deadline.is_none() {
-            // First poll: the body starts now, and so does its deadline.
-            this.deadline.set(Some(tokio::time::sleep(*this.limit)));
-        }
-        if check_cancelled(this.token, this.cancelled.as_mut(), cx) {
-            return cancel_body(this.body, this.state, Cancelled::new(), cx);
-        }
-        let timed_out = match this.deadline.as_mut().as_pin_mut() {
-            Some(sleep) => sleep.poll(cx).is_ready(),
-            None => unreachable!("the deadline was just set"),
-        };
-        if timed_out {
-            // Cancel the fn's own (child) token first, so nested calls that
-            // got it see the cancellation while the body drains.
-            this.token.cancel();
-            return cancel_body(this.body, this.state, Cancelled::timed_out(), cx);
-        }
-        if let Poll::Ready(value) = poll_body(this.body.as_mut(), this.state, cx) {
-            return Poll::Ready(Ok(value));
-        }
-        if this.cancelled.is_none() && poll_cancelled(this.token, this.cancelled, cx) {
-            return cancel_body(this.body, this.state, Cancelled::new(), cx);
-        }
-        report(false);
-        Poll::Pending
-    }
+    Poll::Ready(Err(reason))
 }
 
 pin_project! {
@@ -294,36 +286,12 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
     }
 }
 
-/// Where a cleanup that ran leaves its [`Cancelled`] for [`run`] to return.
-///
-/// Written and read inside one `poll` of [`Run`], on one thread; the atomic
-/// only makes the slot `Sync`, so that a future holding `&Slot` stays `Send`.
-#[derive(Debug, Default)]
-pub struct Slot(AtomicU8);
-
-const EMPTY: u8 = 0;
-const CANCELLED: u8 = 1;
-const TIMED_OUT: u8 = 2;
-
-impl Slot {
-    /// An empty slot.
-    #[must_use]
-    pub const fn new() -> Self {
-        Slot(AtomicU8::new(EMPTY))
-    }
-
-    fn put(&self, c: Cancelled) {
-        let v = if c.is_timeout() { TIMED_OUT } else { CANCELLED };
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    fn take(&self) -> Option<Cancelled> {
-        match self.0.swap(EMPTY, Ordering::Relaxed) {
-            CANCELLED => Some(Cancelled::new()),
-            TIMED_OUT => Some(Cancelled::timed_out()),
-            _ => None,
-        }
-    }
+thread_local! {
+    /// Where [`Exit`] leaves its [`Cancelled`] for the [`Run`] around it.
+    /// Written and read within one `poll` of that `Run`, on one thread: an
+    /// `Exit` is always awaited directly by the block its `Run` polls, so the
+    /// next `Run` to look is its own.
+    static EXIT: std::cell::Cell<Option<Cancelled>> = const { std::cell::Cell::new(None) };
 }
 
 pin_project! {
@@ -331,26 +299,24 @@ pin_project! {
     /// the declared return type `T`: `Ok(v)` when it returns `v`, `Err(c)`
     /// when it reaches [`exit`] after its cleanup.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Run<'a, F> {
-        slot: &'a Slot,
+    pub struct Run<F> {
         #[pin]
         inner: F,
     }
 }
 
 /// See [`Run`].
-pub fn run<F: Future>(slot: &Slot, inner: F) -> Run<'_, F> {
-    Run { slot, inner }
+pub fn run<F: Future>(inner: F) -> Run<F> {
+    Run { inner }
 }
 
-impl<F: Future> Future for Run<'_, F> {
+impl<F: Future> Future for Run<F> {
     type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
+        match self.project().inner.poll(cx) {
             Poll::Ready(value) => Poll::Ready(Ok(value)),
-            Poll::Pending => match this.slot.take() {
+            Poll::Pending => match EXIT.take() {
                 Some(c) => Poll::Ready(Err(c)),
                 None => Poll::Pending,
             },
@@ -358,31 +324,29 @@ impl<F: Future> Future for Run<'_, F> {
     }
 }
 
-/// The last `.await` of a cancelled run: records `c` in the slot and never
-/// completes, so it can stand for a value of any type `T`. [`Run`] sees the
-/// slot filled in the same `poll` and returns `Err(c)`.
+/// The last `.await` of a cancelled run: hands `c` to the [`Run`] around it
+/// and never completes, so it can stand for a value of any type `T`. `Run`
+/// takes it in the same `poll` and returns `Err(c)`.
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
-pub struct Exit<'a, T> {
-    slot: &'a Slot,
+pub struct Exit<T> {
     cancelled: Cancelled,
     _output: PhantomData<fn() -> T>,
 }
 
 /// See [`Exit`].
-pub fn exit<T>(slot: &Slot, cancelled: Cancelled) -> Exit<'_, T> {
+pub fn exit<T>(cancelled: Cancelled) -> Exit<T> {
     Exit {
-        slot,
         cancelled,
         _output: PhantomData,
     }
 }
 
-impl<T> Future for Exit<'_, T> {
+impl<T> Future for Exit<T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
-        self.slot.put(self.cancelled);
+        EXIT.set(Some(self.cancelled));
         Poll::Pending
     }
 }
