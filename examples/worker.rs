@@ -1,0 +1,234 @@
+//! Pattern 1, one task racing a shutdown signal.
+//!
+//! ```sh
+//! cargo run --example worker                     # stop after 1.3 s
+//! cargo run --example worker -- --stop-after 3   # or press Ctrl-C
+//! ```
+//!
+//! The worker does units of work (each one a 400 ms wait, like a request to a
+//! slow service). It is a `#[cancellable]` fn: no `select!` and no token
+//! threaded through the loop. When the shutdown signal comes it is dropped at
+//! the `.await` where it stands, in the middle of a unit, instead of being
+//! asked to stop after the unit finishes; its `on_cancel!` block then
+//! rolls the interrupted unit back. The program prints the cancel latency it
+//! observed: from `token.cancel()` to the worker's task returning.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use cancel_scope::{Scope, cancellable, on_cancel};
+
+/// What to run; `main` sets `stop_after` from the command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Send the shutdown signal after this long (Ctrl-C sends it earlier).
+    pub stop_after: Duration,
+    /// How long one unit of work takes.
+    pub unit: Duration,
+    /// How many units the job has (it finishes after them if not stopped).
+    pub units: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stop_after: Duration::from_millis(1300),
+            unit: Duration::from_millis(400),
+            units: 100,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct Report {
+    /// Why the worker was stopped.
+    pub reason: String,
+    /// Units that finished.
+    pub units_done: u32,
+    /// The unit the worker was in when it was cancelled, which its cleanup
+    /// rolled back.
+    pub interrupted: Option<u32>,
+    /// How much of the interrupted unit was left: what a worker that only
+    /// checks for shutdown between units would have kept the shutdown waiting.
+    pub unit_left: Duration,
+    /// From `token.cancel()` to the worker's task returning (cleanup
+    /// included).
+    pub latency: Duration,
+    /// `false` if the worker finished instead of being cancelled.
+    pub cancelled: bool,
+}
+
+/// The worker's own account, written as it goes; the cleanup writes to it
+/// too, which is how it reports (a cleanup has no value of its own).
+#[derive(Debug, Default)]
+struct Progress {
+    done: u32,
+    /// The unit in progress and when it started.
+    current: Option<(u32, Instant)>,
+    /// Set by the cleanup: the unit it rolled back.
+    rolled_back: Option<(u32, Instant)>,
+}
+
+/// One unit of work: a wait on something slow.
+async fn unit_of_work(unit: Duration) {
+    tokio::time::sleep(unit).await;
+}
+
+/// Does `units` units of work, unless cancelled first.
+#[cancellable]
+async fn worker(unit: Duration, units: u32, progress: &mut Progress) -> u32 {
+    on_cancel! {
+        // The body was dropped in the middle of a unit: undo its effects.
+        if let Some(current) = progress.current.take() {
+            tokio::task::yield_now().await; // an async rollback
+            progress.rolled_back = Some(current);
+        }
+    }
+    for n in 1..=units {
+        progress.current = Some((n, Instant::now()));
+        unit_of_work(unit).await;
+        progress.current = None;
+        progress.done = n;
+    }
+    progress.done
+}
+
+/// Runs the worker until `config.stop_after` elapses or `interrupt`
+/// completes, then prints what happened to `out`.
+pub async fn run(
+    config: &Config,
+    interrupt: impl std::future::Future<Output = ()>,
+    out: &mut impl Write,
+) -> io::Result<Report> {
+    writeln!(
+        out,
+        "worker: units of {} each; shutdown signal after {} (or Ctrl-C)",
+        human(config.unit),
+        human(config.stop_after)
+    )?;
+    let mut scope = Scope::new();
+    let (unit, units) = (config.unit, config.units);
+    scope.spawn(move |token| async move {
+        let mut progress = Progress::default();
+        let result = worker(token, unit, units, &mut progress).await;
+        (result.is_err(), progress, Instant::now())
+    });
+
+    // The shutdown signal, unless the worker finishes first.
+    let (reason, finished) = tokio::select! {
+        () = tokio::time::sleep(config.stop_after) => {
+            (format!("--stop-after {} elapsed", human(config.stop_after)), None)
+        }
+        () = interrupt => ("Ctrl-C".to_owned(), None),
+        joined = scope.join_next() => ("the worker finished first".to_owned(), joined),
+    };
+    let cancelled_at = Instant::now();
+    scope.cancel();
+    let joined = match finished {
+        Some(joined) => Some(joined),
+        None => scope.join_next().await,
+    };
+    let (cancelled, progress, returned_at) = match joined {
+        Some(Ok(value)) => value,
+        Some(Err(e)) => return Err(io::Error::other(e)),
+        None => unreachable!("one task was spawned"),
+    };
+    let unit_left = progress.rolled_back.map_or(Duration::ZERO, |(_, started)| {
+        (started + config.unit).saturating_duration_since(cancelled_at)
+    });
+    let report = Report {
+        reason,
+        units_done: progress.done,
+        interrupted: progress.rolled_back.map(|(n, _)| n),
+        unit_left,
+        latency: returned_at.saturating_duration_since(cancelled_at),
+        cancelled,
+    };
+
+    writeln!(out, "shutdown: {}", report.reason)?;
+    if !report.cancelled {
+        writeln!(
+            out,
+            "  the worker had already finished its {} units",
+            report.units_done
+        )?;
+        return Ok(report);
+    }
+    writeln!(out, "  units finished          {}", report.units_done)?;
+    match report.interrupted {
+        Some(n) => writeln!(
+            out,
+            "  unit {n} was dropped at its .await with {} of it left, and rolled back by on_cancel!",
+            human(report.unit_left)
+        )?,
+        None => writeln!(out, "  no unit was in progress")?,
+    }
+    writeln!(
+        out,
+        "  cancel latency          {}  (token.cancel() -> task returned, cleanup included)",
+        human(report.latency)
+    )?;
+    writeln!(
+        out,
+        "  a loop that checks a flag between units would have kept the shutdown waiting {}",
+        human(report.unit_left)
+    )?;
+    Ok(report)
+}
+
+/// `1.50s`, `250.0ms`, `42µs`.
+fn human(d: Duration) -> String {
+    if d.as_secs_f64() >= 0.9995 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else if d >= Duration::from_millis(1) {
+        format!("{:.1}ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{}µs", d.as_micros())
+    }
+}
+
+/// `--stop-after <secs>` (also `--stop-after=<secs>`).
+fn parse_args() -> Result<Config, String> {
+    const USAGE: &str =
+        "usage: worker [--stop-after <secs>]   (default 1.3; Ctrl-C stops it earlier)";
+    let mut config = Config::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = match arg.as_str() {
+            "--stop-after" => args
+                .next()
+                .ok_or(format!("--stop-after needs a value\n{USAGE}"))?,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            _ => match arg.strip_prefix("--stop-after=") {
+                Some(value) => value.to_owned(),
+                None => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
+            },
+        };
+        config.stop_after = value
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or(format!(
+                "--stop-after: `{value}` is not a number of seconds\n{USAGE}"
+            ))?;
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() {
+    let config = parse_args().unwrap_or_else(|msg| {
+        eprintln!("{msg}");
+        std::process::exit(2);
+    });
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    if let Err(e) = run(&config, ctrl_c, &mut io::stdout()).await {
+        eprintln!("worker: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,554 @@
+//! The examples, run with short durations: each one ends by itself and
+//! reports what it promises. Each example file is included as a module and
+//! its `run` called directly.
+//!
+//! Time limits here only catch hangs; none asserts a tight wall-clock bound.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use cancel_scope::CancellationToken;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+#[allow(dead_code)]
+#[path = "../examples/daemon.rs"]
+mod daemon;
+
+#[allow(dead_code)]
+#[path = "../examples/worker.rs"]
+mod worker;
+
+#[allow(dead_code)]
+#[path = "../examples/batch.rs"]
+mod batch;
+
+#[allow(dead_code)]
+#[path = "../examples/blocking.rs"]
+mod blocking;
+
+#[allow(dead_code)]
+#[path = "../examples/server.rs"]
+mod server;
+
+/// Generous: only a hang gets near it.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Awaits `fut`, failing the test if it hangs.
+async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(HANG, fut).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what} did not finish within {HANG:?}"),
+    }
+}
+
+fn printed(out: Vec<u8>) -> String {
+    String::from_utf8(out).expect("the examples print UTF-8")
+}
+
+// ---------------------------------------------------------------------------
+// daemon
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_shuts_down_without_losing_a_record() {
+    use daemon::Status;
+
+    // 1. It stops by itself after `run_for`.
+    let config = daemon::Config {
+        run_for: Duration::from_millis(600),
+        tick: Duration::from_millis(100),
+        grace: Duration::from_secs(20),
+        ..daemon::Config::default()
+    };
+    let (_signal, signals) = mpsc::unbounded_channel();
+    let mut out = Vec::new();
+    let report = bounded("daemon", daemon::run(&config, signals, &mut out))
+        .await
+        .expect("the daemon runs");
+    let out = printed(out);
+    assert!(report.reason.contains("--run-for"), "{out}");
+    assert!(report.produced > 0, "{out}");
+    assert!(report.none_lost(), "{report:#?}\n{out}");
+    assert!(report.lines_in_order, "{out}");
+    assert_eq!(report.lines_in_file, report.produced, "{out}");
+    assert_eq!(
+        report.written_during_run + report.flushed_at_shutdown,
+        report.produced,
+        "{out}"
+    );
+    assert!(!report.forced);
+    let names: Vec<_> = report.tasks.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["ingest", "writer", "metrics"]);
+    assert_eq!(report.tasks[0].1, Status::Cancelled, "{out}");
+    assert!(
+        matches!(&report.tasks[1].1, Status::CleanedUp(what) if what.contains("flushed")),
+        "{out}"
+    );
+    assert_eq!(report.tasks[2].1, Status::Cancelled, "{out}");
+    assert!(report.shutdown_took < Duration::from_secs(20), "{out}");
+    // What the user sees: progress, the reason, the verdict.
+    assert!(out.contains("] produced"), "no progress line:\n{out}");
+    assert!(out.contains("shutdown: --run-for"), "{out}");
+    assert!(out.contains("none lost"), "{out}");
+    assert!(out.contains("writer   cancelled and cleaned up"), "{out}");
+    // The temp dir is gone.
+    assert!(!report.file.exists(), "{out}");
+    assert!(!report.file.parent().unwrap().exists(), "{out}");
+
+    // 2. A signal stops it early.
+    let config = daemon::Config {
+        run_for: HANG,
+        tick: Duration::from_millis(100),
+        grace: Duration::from_secs(20),
+        ..daemon::Config::default()
+    };
+    let (signal, signals) = mpsc::unbounded_channel();
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal.send("SIGTERM").unwrap();
+        signal // keep the channel open
+    });
+    let mut out = Vec::new();
+    let report = bounded("daemon", daemon::run(&config, signals, &mut out))
+        .await
+        .expect("the daemon runs");
+    let out = printed(out);
+    drop(sender.await.unwrap());
+    assert_eq!(report.reason, "SIGTERM received", "{out}");
+    assert!(report.none_lost(), "{report:#?}\n{out}");
+    assert!(!report.forced, "{out}");
+
+    // 3. A second signal during a (very) slow shutdown aborts at once.
+    let config = daemon::Config {
+        run_for: HANG,
+        tick: Duration::from_millis(100),
+        grace: HANG,
+        slow_flush: HANG,
+        ..daemon::Config::default()
+    };
+    let (signal, signals) = mpsc::unbounded_channel();
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal.send("Ctrl-C").unwrap();
+        // The second one waits in the channel until the shutdown reads it.
+        signal.send("Ctrl-C").unwrap();
+        signal
+    });
+    let mut out = Vec::new();
+    let report = bounded("daemon", daemon::run(&config, signals, &mut out))
+        .await
+        .expect("the daemon runs");
+    let out = printed(out);
+    drop(sender.await.unwrap());
+    assert_eq!(report.reason, "Ctrl-C received", "{out}");
+    assert!(report.forced, "{out}");
+    assert_eq!(report.tasks[1].1, Status::Aborted, "{out}");
+    assert!(out.contains("Ctrl-C again; aborting"), "{out}");
+    assert!(out.contains("forced by a second signal"), "{out}");
+    assert!(report.shutdown_took < HANG / 2, "{out}");
+    assert!(!report.file.parent().unwrap().exists(), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// worker
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_is_dropped_mid_unit_and_reports_its_latency() {
+    // Cancelled in the middle of a unit much longer than the test.
+    let config = worker::Config {
+        stop_after: Duration::from_millis(200),
+        unit: HANG,
+        units: 3,
+    };
+    let mut out = Vec::new();
+    let report = bounded(
+        "worker",
+        worker::run(&config, std::future::pending(), &mut out),
+    )
+    .await
+    .expect("the worker runs");
+    let out = printed(out);
+    assert!(report.cancelled, "{out}");
+    assert!(report.reason.contains("--stop-after"), "{out}");
+    assert_eq!(report.units_done, 0, "{out}");
+    assert_eq!(report.interrupted, Some(1), "{out}");
+    // It did not wait for the unit to finish.
+    assert!(report.latency < HANG / 2, "{out}");
+    assert!(report.unit_left > HANG / 2, "{out}");
+    assert!(out.contains("cancel latency"), "{out}");
+    assert!(out.contains("rolled back by on_cancel!"), "{out}");
+
+    // An interrupt comes before `stop_after`.
+    let config = worker::Config {
+        stop_after: HANG,
+        unit: Duration::from_millis(20),
+        units: u32::MAX,
+    };
+    let interrupt = tokio::time::sleep(Duration::from_millis(150));
+    let mut out = Vec::new();
+    let report = bounded("worker", worker::run(&config, interrupt, &mut out))
+        .await
+        .expect("the worker runs");
+    let out = printed(out);
+    assert!(report.cancelled, "{out}");
+    assert_eq!(report.reason, "Ctrl-C", "{out}");
+    assert_eq!(report.interrupted, Some(report.units_done + 1), "{out}");
+
+    // A worker that finishes first is not cancelled.
+    let config = worker::Config {
+        stop_after: HANG,
+        unit: Duration::from_millis(10),
+        units: 3,
+    };
+    let mut out = Vec::new();
+    let report = bounded(
+        "worker",
+        worker::run(&config, std::future::pending(), &mut out),
+    )
+    .await
+    .expect("the worker runs");
+    let out = printed(out);
+    assert!(!report.cancelled, "{out}");
+    assert_eq!(report.units_done, 3, "{out}");
+    assert_eq!(report.interrupted, None, "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// batch
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_fails_fast_and_maps_results_to_inputs() {
+    use batch::JobError;
+
+    // Input #5 is corrupt: it fails, and cancels the long inputs.
+    let config = batch::Config {
+        corrupt: Some(5),
+        chunk: Duration::from_millis(10),
+    };
+    let mut out = Vec::new();
+    let report = bounded("batch", batch::run(&config, &mut out))
+        .await
+        .expect("the batch runs");
+    let out = printed(out);
+    assert_eq!(report.inputs, config.inputs());
+    assert_eq!(report.results.len(), report.inputs.len());
+    for (i, (input, result)) in report.inputs.iter().zip(&report.results).enumerate() {
+        let result = result.as_ref().expect("no task panics or is aborted");
+        match result {
+            Ok(output) => {
+                // Results are in spawn order: each output is its input's.
+                assert_eq!(output.checksum, batch::expected_checksum(input), "{out}");
+                assert!(input.chunks < 40, "#{i} should have been cancelled:\n{out}");
+            }
+            Err(JobError::Fatal(why)) => {
+                assert_eq!(i, 5, "{out}");
+                assert!(why.contains("corrupt"), "{out}");
+            }
+            Err(JobError::Cancelled { done, discarded }) => {
+                assert_ne!(i, 5, "{out}");
+                assert!(*done < input.chunks, "{out}");
+                assert!(*discarded, "the cleanup ran:\n{out}");
+            }
+        }
+        // The printout lists the inputs in order.
+        assert!(
+            out.contains(&format!("  {i}  {}", input.name)),
+            "#{i} not printed:\n{out}"
+        );
+    }
+    assert!(
+        matches!(report.results[5], Ok(Err(JobError::Fatal(_)))),
+        "{out}"
+    );
+    for long in [2, 4, 6] {
+        assert!(
+            matches!(report.results[long], Ok(Err(JobError::Cancelled { .. }))),
+            "#{long} should be cancelled:\n{out}"
+        );
+    }
+    assert!(out.contains("<- cancels the rest"), "{out}");
+
+    // A clean batch: every input processed.
+    let config = batch::Config {
+        corrupt: None,
+        chunk: Duration::from_millis(2),
+    };
+    let mut out = Vec::new();
+    let report = bounded("batch", batch::run(&config, &mut out))
+        .await
+        .expect("the batch runs");
+    let out = printed(out);
+    for (input, result) in report.inputs.iter().zip(&report.results) {
+        let output = result.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(output.checksum, batch::expected_checksum(input), "{out}");
+    }
+    assert!(out.contains("8 ok, 0 failed, 0 cancelled"), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// blocking
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_work_that_checks_its_token_stops_and_the_rest_is_detached() {
+    let config = blocking::Config {
+        stop_after: Duration::from_millis(200),
+        grace: Duration::from_millis(200),
+        job: Duration::from_secs(1),
+    };
+    let mut out = Vec::new();
+    let report = bounded(
+        "blocking",
+        blocking::run(&config, std::future::pending(), &mut out),
+    )
+    .await
+    .expect("the example runs");
+    let out = printed(out);
+    // The task that checks its token stopped because of the cancel, before
+    // its job was over.
+    let checked = report.checked.as_ref().expect("the checked task returns");
+    assert!(checked.saw_cancel, "{out}");
+    assert!(report.checked_latency.is_some(), "{out}");
+    assert!(out.contains("checked    stopped"), "{out}");
+    // The one that ignores it could not be stopped: the scope detached it
+    // (or, on a machine too busy to start it in time, never started it).
+    let err = report
+        .unchecked
+        .as_ref()
+        .expect_err("the unchecked task is given up on");
+    assert!(err.is_aborted(), "{out}");
+    if err.is_detached() {
+        let really = report.unchecked_really_stopped.expect("its thread reports");
+        assert!(really > report.shutdown_took, "{out}");
+        assert!(out.contains("kept running"), "{out}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// server
+// ---------------------------------------------------------------------------
+
+/// A test client on its own TCP connection.
+struct Client {
+    read: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    local: SocketAddr,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let local = stream.local_addr().unwrap();
+        let (read, write) = stream.into_split();
+        Client {
+            read: BufReader::new(read),
+            write,
+            local,
+        }
+    }
+
+    async fn send(&mut self, request: &str) {
+        self.write
+            .write_all(format!("{request}\n").as_bytes())
+            .await
+            .expect("send");
+    }
+
+    /// The next line; `Err` with the torn rest if the connection ends in the
+    /// middle of one, `Ok(None)` at a clean end.
+    async fn line(&mut self) -> Result<Option<String>, String> {
+        let mut line = String::new();
+        bounded("a reply", self.read.read_line(&mut line))
+            .await
+            .expect("read");
+        match line.strip_suffix('\n') {
+            Some(whole) => Ok(Some(whole.to_owned())),
+            None if line.is_empty() => Ok(None),
+            None => Err(line),
+        }
+    }
+
+    async fn request(&mut self, request: &str) -> String {
+        self.send(request).await;
+        self.line().await.unwrap().expect("a reply")
+    }
+
+    /// Every line until the server closes; panics on a torn line.
+    async fn rest(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.line().await {
+                Ok(Some(line)) => lines.push(line),
+                Ok(None) => return lines,
+                Err(torn) => panic!("torn reply {torn:?} after {lines:?}"),
+            }
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    bounded(what, async {
+        while !ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_finishes_requests_says_bye_and_leaves_no_task() {
+    use server::End;
+
+    let tasks = || Handle::current().metrics().num_alive_tasks();
+    let baseline = tasks();
+
+    // 1. The server, driven by real clients.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = CancellationToken::new();
+    let stats = Arc::new(server::Stats::default());
+    let grace = Duration::from_secs(2);
+    let running = tokio::spawn(server::serve(listener, token.clone(), grace, stats.clone()));
+
+    let mut idle = Client::connect(addr).await;
+    assert_eq!(idle.request("SET lang rust").await, "OK");
+    assert_eq!(idle.request("GET lang").await, "VALUE rust");
+    assert_eq!(idle.request("GET nothing").await, "NOT_FOUND");
+    assert!(idle.request("HELLO").await.starts_with("ERR "));
+    let mut silent = Client::connect(addr).await;
+    let mut quitter = Client::connect(addr).await;
+    assert_eq!(quitter.request("QUIT").await, "OK bye");
+    assert_eq!(quitter.rest().await, Vec::<String>::new());
+    let mut in_grace = Client::connect(addr).await;
+    in_grace.send("SLOW 200").await;
+    let mut past_grace = Client::connect(addr).await;
+    past_grace.send("SLOW 60000").await;
+    // Both SLOW requests are being executed, every connection was accepted.
+    wait_until("the requests in flight", || {
+        stats.in_flight.load(SeqCst) == 2 && stats.accepted.load(SeqCst) == 5
+    })
+    .await;
+
+    token.cancel();
+    let (idle_rest, silent_rest, in_grace_rest, past_grace_rest) = tokio::join!(
+        idle.rest(),
+        silent.rest(),
+        in_grace.rest(),
+        past_grace.rest()
+    );
+    // Idle clients are told; the request in flight is answered whole, then
+    // the client is told; the one past the grace period gets no (torn)
+    // reply, only the end of the connection.
+    assert_eq!(idle_rest, [server::BYE]);
+    assert_eq!(silent_rest, [server::BYE]);
+    assert_eq!(in_grace_rest, ["DONE 200", server::BYE]);
+    assert_eq!(past_grace_rest, Vec::<String>::new());
+
+    let report = bounded("the server", running).await.unwrap();
+    let end_of = |client: &Client| {
+        let conn = report
+            .connections
+            .iter()
+            .find(|c| c.peer == client.local)
+            .unwrap_or_else(|| panic!("no connection from {}: {report:#?}", client.local));
+        conn.end.clone()
+    };
+    assert_eq!(report.connections.len(), 5, "{report:#?}");
+    assert_eq!(
+        end_of(&idle),
+        End::ClosedByServer {
+            finished_in_flight: false
+        }
+    );
+    assert_eq!(
+        end_of(&silent),
+        End::ClosedByServer {
+            finished_in_flight: false
+        }
+    );
+    assert_eq!(end_of(&quitter), End::ClientQuit);
+    assert_eq!(
+        end_of(&in_grace),
+        End::ClosedByServer {
+            finished_in_flight: true
+        }
+    );
+    assert_eq!(end_of(&past_grace), End::Aborted);
+    assert_eq!(report.in_flight_at_shutdown, 2);
+    assert_eq!(
+        stats.in_flight.load(SeqCst),
+        0,
+        "the aborted request is not in flight anymore"
+    );
+    // It stopped accepting.
+    assert!(TcpStream::connect(addr).await.is_err());
+    // No connection task outlived the server.
+    wait_until("the tasks to be gone", || tasks() == baseline).await;
+
+    // 2. The demo, as `cargo run --example server` runs it (with more grace,
+    //    for a busy machine: carol's request still fits, dave's does not).
+    let config = server::Config {
+        grace: Duration::from_secs(2),
+    };
+    let mut out = Vec::new();
+    let report = bounded("the server demo", server::run(&config, &mut out))
+        .await
+        .expect("the demo runs");
+    let out = printed(out);
+    let ends: Vec<_> = report.server.connections.iter().map(|c| &c.end).collect();
+    assert_eq!(ends.len(), 4, "{out}");
+    for t in &report.clients {
+        assert_eq!(t.torn, None, "{out}");
+        assert_eq!(t.error, None, "{out}");
+        let conn = report
+            .server
+            .connections
+            .iter()
+            .find(|c| Some(c.peer) == t.local)
+            .expect("each client has its connection");
+        let (expected_end, expected_replies, expected_after): (End, &[Option<&str>], &[&str]) =
+            match t.name {
+                "alice" => (
+                    End::ClosedByServer {
+                        finished_in_flight: false,
+                    },
+                    &[Some("OK"), Some("VALUE rust")],
+                    &[server::BYE],
+                ),
+                "bob" => (
+                    End::ClientQuit,
+                    &[
+                        Some("OK"),
+                        Some("VALUE 1"),
+                        Some("NOT_FOUND"),
+                        Some("OK bye"),
+                    ],
+                    &[],
+                ),
+                "carol" => (
+                    End::ClosedByServer {
+                        finished_in_flight: true,
+                    },
+                    &[Some("DONE 300")],
+                    &[server::BYE],
+                ),
+                "dave" => (End::Aborted, &[None], &[]),
+                other => panic!("unknown client {other}"),
+            };
+        assert_eq!(conn.end, expected_end, "{}:\n{out}", t.name);
+        let replies: Vec<Option<&str>> = t.exchanges.iter().map(|(_, r)| r.as_deref()).collect();
+        assert_eq!(replies, expected_replies, "{}:\n{out}", t.name);
+        assert_eq!(t.after, expected_after, "{}:\n{out}", t.name);
+    }
+    assert!(report.refused_after, "{out}");
+    assert!(out.contains("ABORTED"), "{out}");
+    wait_until("the tasks to be gone", || tasks() == baseline).await;
+}
