@@ -5,8 +5,8 @@
 //! cargo run --example daemon -- --run-for 0.5   # fractional seconds are fine
 //! ```
 //!
-//! A supervisor runs three subsystems as tasks of one [`Scope`], under a root
-//! [`CancellationToken`]:
+//! A supervisor runs three subsystems as tasks of one [`Scope`], under the root
+//! token of a [`ShutdownSignal`] (cancelled on the first Ctrl-C or SIGTERM):
 //!
 //! - **ingest** produces numbered records (0, 1, 2, ...) into a bounded
 //!   `tokio::sync::mpsc` channel;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cancel_scope::{CancellationToken, Cancelled, Scope, TaskError, cancellable, on_cancel};
+use cancel_scope::{Cancelled, Scope, ShutdownSignal, TaskError, cancellable, on_cancel};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -66,10 +66,6 @@ impl Default for Config {
         }
     }
 }
-
-/// Shutdown requests (`"Ctrl-C"`, `"SIGTERM"`), one message per signal.
-/// `main` forwards the process's signals into it; tests send their own.
-pub type Signals = mpsc::UnboundedReceiver<&'static str>;
 
 /// How a subsystem's task ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,16 +332,16 @@ async fn metrics(
 // The supervisor
 // ---------------------------------------------------------------------------
 
-/// Runs the daemon until `config.run_for` elapses, a signal arrives on
-/// `signals`, or a subsystem fails; shuts it down; reads the file back; prints
-/// the whole story to `out`.
+/// Runs the daemon until `config.run_for` elapses, `signal` fires (Ctrl-C,
+/// SIGTERM, or a test's `trigger`), or a subsystem fails; shuts it down;
+/// reads the file back; prints the whole story to `out`.
 pub async fn run(
     config: &Config,
-    mut signals: Signals,
+    signal: &ShutdownSignal,
     out: &mut impl Write,
 ) -> io::Result<Report> {
     let dir = unique_temp_dir()?;
-    let result = supervise(config, &dir.join("records.log"), &mut signals, out).await;
+    let result = supervise(config, &dir.join("records.log"), signal, out).await;
     let removed = std::fs::remove_dir_all(&dir);
     let report = result?;
     match removed {
@@ -358,7 +354,7 @@ pub async fn run(
 async fn supervise(
     config: &Config,
     path: &Path,
-    signals: &mut Signals,
+    signal: &ShutdownSignal,
     out: &mut impl Write,
 ) -> io::Result<Report> {
     writeln!(out, "daemon: records go to {}", path.display())?;
@@ -371,8 +367,8 @@ async fn supervise(
     let counters = Arc::new(Counters::default());
     let (records_tx, records_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-    let root = CancellationToken::new();
-    let mut subsystems: Scope<Subsystem> = Scope::child_of(&root).fail_fast();
+    // The root token is the signal's: the first Ctrl-C or SIGTERM cancels it.
+    let mut subsystems: Scope<Subsystem> = Scope::child_of(signal.token()).fail_fast();
 
     let c = counters.clone();
     subsystems.spawn(|token| async move {
@@ -415,7 +411,9 @@ async fn supervise(
     let reason = loop {
         tokio::select! {
             Some(line) = progress_rx.recv() => writeln!(out, "{line}")?,
-            Some(signal) = signals.recv() => break format!("{signal} received"),
+            () = signal.token().cancelled() => {
+                break format!("{} received", signal.reason().unwrap_or("a signal"));
+            }
             () = &mut deadline => break format!("--run-for {} elapsed", human(config.run_for)),
             // `fail_fast`: a failing subsystem cancels the scope.
             () = subsystems.token().cancelled() => break "a subsystem failed".to_owned(),
@@ -430,19 +428,22 @@ async fn supervise(
         human(config.grace)
     )?;
     let begun = Instant::now();
-    root.cancel();
+    if !signal.token().is_cancelled() {
+        // Counts as the first signal: a Ctrl-C from now on forces the shutdown.
+        signal.trigger("shutdown");
+    }
     let graceful = {
         let shutdown = subsystems.shutdown(config.grace);
         tokio::pin!(shutdown);
         tokio::select! {
             results = &mut shutdown => Ok(results),
-            Some(signal) = signals.recv() => Err(signal),
+            () = signal.forced().cancelled() => Err("a second signal"),
         }
     };
     let (results, forced) = match graceful {
         Ok(results) => (results, false),
         Err(signal) => {
-            writeln!(out, "shutdown: {signal} again; aborting what is left")?;
+            writeln!(out, "shutdown: {signal}; aborting what is left")?;
             // The interrupted shutdown lost nothing: what it collected is
             // still in the scope. A zero grace period aborts the rest now.
             (subsystems.shutdown(Duration::ZERO).await, true)
@@ -602,35 +603,6 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// Forwards Ctrl-C (every one of them: the second forces the shutdown) and,
-/// on unix, SIGTERM into a channel. The listeners are tasks of `listeners`.
-fn forward_signals(listeners: &mut Scope<()>) -> Signals {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let ctrl_c = tx.clone();
-    listeners.spawn(|token| async move {
-        while let Some(Ok(())) = token.run_until_cancelled(tokio::signal::ctrl_c()).await {
-            if ctrl_c.send("Ctrl-C").is_err() {
-                break;
-            }
-        }
-    });
-    #[cfg(unix)]
-    listeners.spawn(|token| async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut sigterm) = signal(SignalKind::terminate()) else {
-            return;
-        };
-        while let Some(Some(())) = token.run_until_cancelled(sigterm.recv()).await {
-            if tx.send("SIGTERM").is_err() {
-                break;
-            }
-        }
-    });
-    #[cfg(not(unix))]
-    drop(tx);
-    rx
-}
-
 /// `--run-for <secs>` (also `--run-for=<secs>`), fractional seconds allowed.
 fn parse_args() -> Result<Config, String> {
     const USAGE: &str =
@@ -665,9 +637,14 @@ async fn main() {
         eprintln!("{msg}");
         std::process::exit(2);
     });
-    let mut listeners = Scope::new();
-    let signals = forward_signals(&mut listeners);
-    match run(&config, signals, &mut io::stdout()).await {
+    let signal = match ShutdownSignal::install() {
+        Ok(signal) => signal,
+        Err(e) => {
+            eprintln!("daemon: cannot listen for signals: {e}");
+            std::process::exit(1);
+        }
+    };
+    match run(&config, &signal, &mut io::stdout()).await {
         Ok(report) if report.none_lost() => {}
         Ok(_) => std::process::exit(1),
         Err(e) => {

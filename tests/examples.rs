@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use cancel_scope::CancellationToken;
+use cancel_scope::{CancellationToken, ShutdownSignal};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 
 #[allow(dead_code)]
 #[path = "../examples/daemon.rs"]
@@ -66,9 +65,9 @@ async fn daemon_shuts_down_without_losing_a_record() {
         grace: Duration::from_secs(20),
         ..daemon::Config::default()
     };
-    let (_signal, signals) = mpsc::unbounded_channel();
+    let signal = ShutdownSignal::install().expect("signal handlers install");
     let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signals, &mut out))
+    let report = bounded("daemon", daemon::run(&config, &signal, &mut out))
         .await
         .expect("the daemon runs");
     let out = printed(out);
@@ -108,18 +107,20 @@ async fn daemon_shuts_down_without_losing_a_record() {
         grace: Duration::from_secs(20),
         ..daemon::Config::default()
     };
-    let (signal, signals) = mpsc::unbounded_channel();
-    let sender = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        signal.send("SIGTERM").unwrap();
-        signal // keep the channel open
+    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
+    let sender = tokio::spawn({
+        let signal = Arc::clone(&signal);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            signal.trigger("SIGTERM");
+        }
     });
     let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signals, &mut out))
+    let report = bounded("daemon", daemon::run(&config, &signal, &mut out))
         .await
         .expect("the daemon runs");
     let out = printed(out);
-    drop(sender.await.unwrap());
+    sender.await.unwrap();
     assert_eq!(report.reason, "SIGTERM received", "{out}");
     assert!(report.none_lost(), "{report:#?}\n{out}");
     assert!(!report.forced, "{out}");
@@ -132,24 +133,27 @@ async fn daemon_shuts_down_without_losing_a_record() {
         slow_flush: HANG,
         ..daemon::Config::default()
     };
-    let (signal, signals) = mpsc::unbounded_channel();
-    let sender = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        signal.send("Ctrl-C").unwrap();
-        // The second one waits in the channel until the shutdown reads it.
-        signal.send("Ctrl-C").unwrap();
-        signal
+    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
+    let sender = tokio::spawn({
+        let signal = Arc::clone(&signal);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            signal.trigger("Ctrl-C");
+            // Ctrl-C again while the (very slow) shutdown runs.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            signal.trigger("Ctrl-C");
+        }
     });
     let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signals, &mut out))
+    let report = bounded("daemon", daemon::run(&config, &signal, &mut out))
         .await
         .expect("the daemon runs");
     let out = printed(out);
-    drop(sender.await.unwrap());
+    sender.await.unwrap();
     assert_eq!(report.reason, "Ctrl-C received", "{out}");
     assert!(report.forced, "{out}");
     assert_eq!(report.tasks[1].1, Status::Aborted, "{out}");
-    assert!(out.contains("Ctrl-C again; aborting"), "{out}");
+    assert!(out.contains("a second signal; aborting"), "{out}");
     assert!(out.contains("forced by a second signal"), "{out}");
     assert!(report.shutdown_took < HANG / 2, "{out}");
     assert!(!report.file.parent().unwrap().exists(), "{out}");

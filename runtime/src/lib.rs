@@ -8,7 +8,11 @@ mod cancelled;
 #[doc(hidden)]
 pub mod private;
 mod scope;
+#[cfg(feature = "signal")]
+mod signal;
 
 pub use cancelled::Cancelled;
 pub use scope::{Scope, TaskError};
+#[cfg(feature = "signal")]
+pub use signal::ShutdownSignal;
 pub use tokio_util::sync::CancellationToken;
