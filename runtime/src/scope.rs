@@ -19,10 +19,12 @@
 //! once they run, so a shutdown detaches them instead of waiting). Every task
 //! is wrapped in [`Task`], a plain future that records the task's spawn
 //! sequence number in its output and catches panics, so a result can be put
-//! back in spawn order without a lock or a map: the scope keeps one
-//! [`Entry`] per task in spawn order and finds it by sequence number.
+//! back in spawn order without a lock or a map: a result's index is its
+//! sequence number minus the first one, as long as `join_next` has not
+//! taken results out of the middle (then [`Slot`]s record what it took).
 
 use std::any::Any;
+use std::cmp::Ordering;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -40,7 +42,7 @@ type Payload = Box<dyn Any + Send + 'static>;
 
 /// What a task of the scope sends back: its spawn sequence number, and its
 /// value or the payload of its panic.
-type Output<T> = (usize, Result<T, Payload>);
+type Output<T> = (u64, Result<T, Payload>);
 
 /// What a `JoinSet` gives back for one task.
 type Raw<T> = Result<Output<T>, JoinError>;
@@ -359,7 +361,7 @@ pin_project! {
     struct Task<F, C> {
         #[pin]
         fut: Option<F>,
-        seq: usize,
+        seq: u64,
         check: C,
     }
 }
@@ -394,21 +396,27 @@ impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
     }
 }
 
-/// One spawned task, in spawn order.
-struct Entry<T> {
-    seq: usize,
-    state: State<T>,
-}
+/// A task that `join_next` had to record: its sequence number, and whether
+/// its result was handed out (the low bit), packed in one word.
+#[derive(Clone, Copy)]
+struct Slot(u64);
 
-enum State<T> {
-    /// In its `JoinSet`, or (async tasks only) joined as `JoinError::Cancelled`
-    /// by a drain, which carries no sequence number: an "orphan", reported as
-    /// aborted.
-    Running { id: Id, blocking: bool },
-    /// Joined, its result not yet handed to the user.
-    Done(Result<T, TaskError>),
-    /// Its result was handed to the user.
-    Taken,
+impl Slot {
+    fn pending(seq: u64) -> Self {
+        Slot(seq << 1)
+    }
+
+    fn seq(self) -> u64 {
+        self.0 >> 1
+    }
+
+    fn is_taken(self) -> bool {
+        self.0 & 1 == 1
+    }
+
+    fn take(&mut self) {
+        self.0 |= 1;
+    }
 }
 
 /// Structured spawning: every task gets a child token of the scope's token,
@@ -452,10 +460,10 @@ enum State<T> {
 /// # Dropping a scope
 ///
 /// Dropping a `Scope` cancels its token and aborts its tasks, like dropping
-/// a `JoinSet`; it never blocks. An aborted task is dropped at its next
-/// `.await` (or right away if it is idle), so it does not run the cleanup that
-/// follows its `cancelled().await`; call [`shutdown`](Self::shutdown) first
-/// for a graceful stop. The one exception to "no task outlives its scope" is
+/// a `JoinSet`; it never blocks. An aborted task's future is dropped as soon
+/// as it is not being polled, without running the cleanup that follows its
+/// `cancelled().await`; call [`shutdown`](Self::shutdown) first for a
+/// graceful stop. The one exception to "no task outlives its scope" is
 /// a [`spawn_blocking`](Self::spawn_blocking) closure that is already
 /// running: blocking code cannot be aborted, so it runs until it returns (it
 /// sees its token cancelled); one that has not started yet never starts.
@@ -465,22 +473,37 @@ pub struct Scope<T> {
     tasks: JoinSet<Output<T>>,
     /// Tasks from `spawn_blocking`.
     blocking: JoinSet<Output<T>>,
-    /// One entry per task not yet handed out, in spawn order (so sorted by
-    /// `seq`). Cleared whenever nothing is left to hand out; compacted when
-    /// `join_next` has taken most of it.
-    entries: Vec<Entry<T>>,
+    // Bookkeeping. Every task not yet handed out has an index, in spawn
+    // order: first the `slots`, then one per sequence number from
+    // `implicit_from` to `next_seq`. Spawning only counts; `join_next` turns
+    // the implicit indices up to the task it hands out into `slots` (it must
+    // remember which tasks it took), and drops the taken slots when they are
+    // most of the list. Everything is forgotten when nothing is left.
+    /// Recorded tasks, sorted by sequence number.
+    slots: Vec<Slot>,
+    /// The sequence number of the first task without a slot.
+    implicit_from: u64,
     /// The sequence number of the next task.
-    next_seq: usize,
-    /// Entries in `State::Done`.
+    next_seq: u64,
+    /// Results joined but not handed out, by index; `None` for the others.
+    /// Grown by the drains; `finish` hands it out.
+    results: Vec<Option<Result<T, TaskError>>>,
+    /// `(seq, id)` of each `spawn_blocking` task in its `JoinSet`: a blocking
+    /// task can end in a `JoinError` (aborted before it started), found by
+    /// its id, and a shutdown detaches the ones still running.
+    blocking_ids: Vec<(u64, Id)>,
+    /// `Some` entries in `results`.
     done: usize,
-    /// Entries in `State::Taken`.
+    /// Taken slots.
     taken: usize,
-    /// Entries in `State::Running { blocking: false, .. }`.
+    /// `spawn` tasks whose result was neither stored nor handed out: in the
+    /// set, or "orphans", joined as a `JoinError` (aborted), which carries no
+    /// sequence number, so they are found as the indices that never got a
+    /// result, and reported as aborted.
     running_async: usize,
-    /// Aborted results `join_next` handed out for orphans it could not place
-    /// (a `JoinError::Cancelled` carries no sequence number); that many of the
-    /// `Running` async entries count as taken. All aborted results look
-    /// alike, so which ones does not matter.
+    /// Aborted results `join_next` handed out for orphans it could not place;
+    /// that many orphans count as taken. All aborted results look alike, so
+    /// which ones does not matter.
     handed_aborts: usize,
     /// Set by `fail_fast`: which values are failures.
     fail_fast: Option<fn(&T) -> bool>,
@@ -530,8 +553,11 @@ impl<T> Scope<T> {
             token,
             tasks: JoinSet::new(),
             blocking: JoinSet::new(),
-            entries: Vec::new(),
+            slots: Vec::new(),
+            implicit_from: 0,
             next_seq: 0,
+            results: Vec::new(),
+            blocking_ids: Vec::new(),
             done: 0,
             taken: 0,
             running_async: 0,
@@ -670,7 +696,7 @@ impl<T: 'static> Scope<T> {
     {
         let fut = Some(f(self.token.child_token()));
         let seq = self.next_seq;
-        let handle = match self.fail_fast_guard() {
+        match self.fail_fast_guard() {
             None => self.tasks.spawn(Task {
                 fut,
                 seq,
@@ -678,7 +704,8 @@ impl<T: 'static> Scope<T> {
             }),
             Some(check) => self.tasks.spawn(Task { fut, seq, check }),
         };
-        self.push(handle.id(), false);
+        self.next_seq += 1;
+        self.running_async += 1;
     }
 
     /// Runs `f(token)` on Tokio's blocking thread pool as a task of the
@@ -725,7 +752,8 @@ impl<T: 'static> Scope<T> {
             fail_fast.check(&out);
             (seq, out)
         });
-        self.push(handle.id(), true);
+        self.blocking_ids.push((seq, handle.id()));
+        self.next_seq += 1;
     }
 
     /// Waits for the next task to finish and returns its result, in
@@ -823,7 +851,7 @@ impl<T: 'static> Scope<T> {
     /// end. A blocking task that has not started by then never starts.
     ///
     /// After `grace`, `shutdown` still waits for the aborted tasks to be
-    /// dropped, which happens at their next `.await`; so when it returns, no
+    /// dropped (as soon as each is not being polled), so when it returns no
     /// async task of the scope is left.
     ///
     /// # Panics
@@ -869,10 +897,9 @@ impl<T: 'static> Scope<T> {
                 while let Some(raw) = self.blocking.try_join_next() {
                     self.store(true, raw);
                 }
-                for entry in &mut self.entries {
-                    if let State::Running { blocking: true, .. } = entry.state {
-                        entry.state = State::Done(Err(TaskError::detached()));
-                        self.done += 1;
+                for (seq, _) in std::mem::take(&mut self.blocking_ids) {
+                    if let Some(i) = self.index(seq) {
+                        self.put(i, Err(TaskError::detached()));
                     }
                 }
                 self.blocking.detach_all();
@@ -891,52 +918,71 @@ impl<T: 'static> Scope<T> {
         })
     }
 
-    /// Records a newly spawned task.
-    fn push(&mut self, id: Id, blocking: bool) {
-        self.entries.push(Entry {
-            seq: self.next_seq,
-            state: State::Running { id, blocking },
-        });
-        self.next_seq += 1;
-        if !blocking {
-            self.running_async += 1;
-        }
+    /// How many tasks have an index.
+    fn indices(&self) -> usize {
+        // Each implicit index is a task that exists, so the count fits.
+        let implicit = usize::try_from(self.next_seq - self.implicit_from).unwrap_or(usize::MAX);
+        self.slots.len() + implicit
     }
 
-    /// Where the entry of task `seq` is. Entries are sorted by `seq`, and
-    /// until `join_next` compacts them they are also contiguous, so this is
-    /// normally one subtraction.
-    fn position(&self, seq: usize) -> Option<usize> {
-        let first = self.entries.first()?.seq;
-        let guess = seq.checked_sub(first)?;
-        if self.entries.get(guess).is_some_and(|e| e.seq == seq) {
+    /// The index of task `seq`. Implicit indices are one subtraction away;
+    /// so are slots until `join_next` drops taken ones.
+    fn index(&self, seq: u64) -> Option<usize> {
+        if seq >= self.implicit_from {
+            let offset = usize::try_from(seq - self.implicit_from).ok()?;
+            return Some(self.slots.len() + offset);
+        }
+        let first = self.slots.first()?.seq();
+        let guess = usize::try_from(seq.checked_sub(first)?).ok()?;
+        if self.slots.get(guess).is_some_and(|s| s.seq() == seq) {
             return Some(guess);
         }
-        self.entries.binary_search_by_key(&seq, |e| e.seq).ok()
+        self.slots.binary_search_by_key(&seq, |s| s.seq()).ok()
     }
 
-    /// Where the entry of the running task `id` is; for the rare results
-    /// that carry no sequence number (a `JoinError`).
-    fn position_of_id(&self, id: Id) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| matches!(e.state, State::Running { id: i, .. } if i == id))
+    fn is_taken(&self, i: usize) -> bool {
+        self.slots.get(i).is_some_and(|s| s.is_taken())
     }
 
-    /// Moves the entry at `i` to `state`, keeping the counters right.
-    fn settle(&mut self, i: usize, state: State<T>) {
-        match &state {
-            State::Done(_) => self.done += 1,
-            State::Taken => self.taken += 1,
-            State::Running { .. } => {}
+    /// Records that the task at index `i` was handed out.
+    fn take(&mut self, i: usize) {
+        while self.slots.len() <= i {
+            self.slots.push(Slot::pending(self.implicit_from));
+            self.implicit_from += 1;
         }
-        match std::mem::replace(&mut self.entries[i].state, state) {
-            State::Running {
-                blocking: false, ..
-            } => self.running_async -= 1,
-            State::Running { blocking: true, .. } => {}
-            State::Done(_) => self.done -= 1,
-            State::Taken => self.taken -= 1,
+        self.slots[i].take();
+        self.taken += 1;
+    }
+
+    /// Keeps the result of the task at index `i` until it is handed out.
+    fn put(&mut self, i: usize, result: Result<T, TaskError>) {
+        match i.cmp(&self.results.len()) {
+            // Tasks mostly finish in about the order they were spawned.
+            Ordering::Equal => self.results.push(Some(result)),
+            Ordering::Less => self.results[i] = Some(result),
+            Ordering::Greater => {
+                self.results.resize_with(i, || None);
+                self.results.push(Some(result));
+            }
+        }
+        self.done += 1;
+    }
+
+    /// The sequence number of the blocking task `id`, which leaves the
+    /// blocking set; for the rare results that carry no sequence number.
+    fn blocking_seq(&mut self, id: Id) -> Option<u64> {
+        let k = self.blocking_ids.iter().position(|&(_, i)| i == id)?;
+        Some(self.blocking_ids.swap_remove(k).0)
+    }
+
+    /// A task left its set with a result.
+    fn joined(&mut self, blocking: bool, seq: u64) {
+        if blocking {
+            if let Some(k) = self.blocking_ids.iter().position(|&(s, _)| s == seq) {
+                self.blocking_ids.swap_remove(k);
+            }
+        } else {
+            self.running_async -= 1;
         }
     }
 
@@ -955,9 +1001,12 @@ impl<T: 'static> Scope<T> {
         }
     }
 
-    /// Waits until both sets are empty, keeping every result in its entry.
+    /// Waits until both sets are empty, keeping every result in `results`.
     /// Cancel safe: each result is stored in the poll that joins it.
     async fn drain(&mut self) {
+        // Room for every result, so that `put` never grows the vector.
+        self.results
+            .reserve(self.indices().saturating_sub(self.results.len()));
         poll_fn(|cx| {
             loop {
                 match self.poll_raw(cx) {
@@ -970,62 +1019,57 @@ impl<T: 'static> Scope<T> {
         .await;
     }
 
-    /// Keeps a joined result in its entry, for `finish` (or `join_next`).
+    /// Keeps a joined result, for `finish` (or `join_next`).
     fn store(&mut self, blocking: bool, raw: Raw<T>) {
-        match raw {
+        let (seq, result) = match raw {
             Ok((seq, out)) => {
-                if let Some(i) = self.position(seq) {
-                    self.settle(i, State::Done(out.map_err(TaskError::panic)));
-                }
+                self.joined(blocking, seq);
+                (seq, out.map_err(TaskError::panic))
             }
-            // An aborted async task: its entry stays `Running` (an orphan)
-            // and is reported as aborted. Finding it by id would cost a scan
-            // per task, and aborts come by the thousand in a shutdown.
-            Err(e) if !blocking && e.is_cancelled() => {}
-            Err(e) => {
-                if let Some(i) = self.position_of_id(e.id()) {
-                    self.settle(i, State::Done(Err(TaskError::from_join_error(e))));
-                }
-            }
+            Err(e) if blocking => match self.blocking_seq(e.id()) {
+                Some(seq) => (seq, Err(TaskError::from_join_error(e))),
+                None => return,
+            },
+            // An aborted async task: an orphan, reported as aborted. (Finding
+            // its index by id would cost a scan per task, and aborts come by
+            // the thousand in a shutdown. A panic raised while dropping an
+            // aborted task is reported as the abort.)
+            Err(_) => return,
+        };
+        if let Some(i) = self.index(seq) {
+            self.put(i, result);
         }
     }
 
     /// Hands a joined result to the user (`join_next`).
     fn hand_out(&mut self, blocking: bool, raw: Raw<T>) -> Result<T, TaskError> {
-        match raw {
+        let (seq, result) = match raw {
             Ok((seq, out)) => {
-                if let Some(i) = self.position(seq) {
-                    self.settle(i, State::Taken);
-                }
-                out.map_err(TaskError::panic)
+                self.joined(blocking, seq);
+                (Some(seq), out.map_err(TaskError::panic))
             }
-            Err(e) if !blocking && e.is_cancelled() => {
-                self.handed_aborts += 1;
-                Err(TaskError::aborted())
-            }
+            Err(e) if blocking => (
+                self.blocking_seq(e.id()),
+                Err(TaskError::from_join_error(e)),
+            ),
             Err(e) => {
-                if let Some(i) = self.position_of_id(e.id()) {
-                    self.settle(i, State::Taken);
-                }
-                Err(TaskError::from_join_error(e))
+                self.handed_aborts += 1;
+                (None, Err(TaskError::from_join_error(e)))
             }
+        };
+        if let Some(i) = seq.and_then(|seq| self.index(seq)) {
+            self.take(i);
         }
+        result
     }
 
     /// Hands out the first result an interrupted drain collected.
     fn take_first_done(&mut self) -> Option<Result<T, TaskError>> {
-        let i = self
-            .entries
-            .iter()
-            .position(|e| matches!(e.state, State::Done(_)))?;
-        match std::mem::replace(&mut self.entries[i].state, State::Taken) {
-            State::Done(result) => {
-                self.done -= 1;
-                self.taken += 1;
-                Some(result)
-            }
-            _ => unreachable!("the entry was just found `Done`"),
-        }
+        let i = self.results.iter().position(Option::is_some)?;
+        let result = self.results[i].take()?;
+        self.done -= 1;
+        self.take(i);
+        Some(result)
     }
 
     /// Both sets are empty: hands out an orphan (an aborted task joined by
@@ -1034,26 +1078,23 @@ impl<T: 'static> Scope<T> {
         if self.running_async == self.handed_aborts {
             return None;
         }
-        let i = self.entries.iter().position(|e| {
-            matches!(
-                e.state,
-                State::Running {
-                    blocking: false,
-                    ..
-                }
-            )
-        })?;
-        self.settle(i, State::Taken);
+        // With both sets empty and no result kept, every index not taken is
+        // an orphan.
+        let i = (0..self.indices()).find(|&i| !self.is_taken(i))?;
+        self.take(i);
+        self.running_async -= 1;
         Some(Err(TaskError::aborted()))
     }
 
-    /// After `join_next`: forgets the entries when nothing is left to hand
-    /// out, or drops the taken ones when they are most of the list.
+    /// After `join_next`: forgets everything when nothing is left to hand
+    /// out, or drops the taken slots when they are most of the list (and no
+    /// result is kept, so `results` holds no information).
     fn tidy(&mut self) {
-        if self.is_empty() && self.tasks.is_empty() {
+        if self.is_empty() {
             self.reset();
-        } else if self.taken > 64 && self.taken * 2 > self.entries.len() {
-            self.entries.retain(|e| !matches!(e.state, State::Taken));
+        } else if self.taken > 64 && self.taken * 2 > self.slots.len() && self.done == 0 {
+            self.results.clear();
+            self.slots.retain(|s| !s.is_taken());
             self.taken = 0;
         }
     }
@@ -1062,22 +1103,36 @@ impl<T: 'static> Scope<T> {
     /// spawn order, and empties the scope.
     fn finish(&mut self) -> Vec<Result<T, TaskError>> {
         debug_assert!(self.tasks.is_empty() && self.blocking.is_empty());
-        let mut results = Vec::with_capacity(self.len());
+        let indices = self.indices();
+        self.results.resize_with(indices, || None);
+        let results = std::mem::take(&mut self.results);
         let mut skip = self.handed_aborts;
-        for entry in self.entries.drain(..) {
-            match entry.state {
-                State::Taken => {}
-                State::Done(result) => results.push(result),
-                State::Running { .. } if skip > 0 => skip -= 1,
-                State::Running { .. } => results.push(Err(TaskError::aborted())),
-            }
-        }
+        let slots = &self.slots;
+        // Reuses the allocation when `Option<Result<T, TaskError>>` and
+        // `Result<T, TaskError>` have the same layout, as they usually do.
+        let results = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, result)| match result {
+                Some(result) => Some(result),
+                None if slots.get(i).is_some_and(|s| s.is_taken()) => None,
+                // An orphan: aborted.
+                None if skip > 0 => {
+                    skip -= 1;
+                    None
+                }
+                None => Some(Err(TaskError::aborted())),
+            })
+            .collect();
         self.reset();
         results
     }
 
     fn reset(&mut self) {
-        self.entries.clear();
+        self.slots.clear();
+        self.implicit_from = self.next_seq;
+        self.results.clear();
+        self.blocking_ids.clear();
         self.done = 0;
         self.taken = 0;
         self.running_async = 0;

@@ -698,6 +698,25 @@ async fn a_blocking_task_that_ignores_its_token_is_detached_not_awaited() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn blocking_and_async_results_mix_in_spawn_order() {
+    let mut scope = Scope::new();
+    scope.spawn(|_token| async { 0 });
+    scope.spawn_blocking(|_token| panic!("blocking boom"));
+    scope.spawn_blocking(|_token| 2);
+    scope.spawn(|_token| async { 3 });
+    let mut results = scope.join_all().await.into_iter();
+    assert_eq!(results.next().unwrap().unwrap(), 0);
+    let err = results.next().unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "task panicked: blocking boom");
+    assert_eq!(results.next().unwrap().unwrap(), 2);
+    assert_eq!(results.next().unwrap().unwrap(), 3);
+
+    scope.spawn_blocking(|_token| 4);
+    assert_eq!(scope.join_next().await.unwrap().unwrap(), 4);
+    assert!(scope.join_next().await.is_none());
+}
+
 #[test]
 fn a_queued_blocking_task_never_starts_after_shutdown() {
     let rt = tokio::runtime::Builder::new_current_thread()
