@@ -58,9 +58,9 @@
 //!   their cleanups and aborts the stragglers.
 #![deny(missing_docs)]
 
-pub use cancel_scope_runtime::{CancellationToken, Cancelled, Scope, TaskError};
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
+pub use cancel_scope_runtime::{CancellationToken, Cancelled, Scope, TaskError};
 
 /// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races
 /// its body against it, and runs an async cleanup when it is cancelled.
