@@ -164,8 +164,10 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
         }
     };
 
+    let fn_name = model.sig.ident.to_string();
+    let fn_name = quote!(#p::name(#fn_name));
     let Some(cleanup) = &body.cleanup else {
-        let outcome = flatten(quote!(#race.await));
+        let outcome = flatten(quote!(#p::outcome(#fn_name, #race.await)));
         return quote! {
             #shadow
             let #token = &#name;
@@ -180,13 +182,15 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     // captures points there.
     let span = cleanup.mac.path.span();
     let cleanup_block = quote_spanned!(span=> async { if false { return; } #(#cleanup_stmts)* });
-    let run_cleanup = match &model.cleanup_timeout {
-        None => quote!(#p::cleanup(#cleanup_block).await;),
-        Some(limit) => quote!(#p::cleanup_within(#limit, #cleanup_block).await;),
-    };
-
     let value = hidden("cancel_scope_value");
     let cancelled = hidden("cancel_scope_cancelled");
+    let run_cleanup = match &model.cleanup_timeout {
+        None => quote!(#p::cleanup(#fn_name, #cancelled, #cleanup_block).await;),
+        Some(limit) => {
+            quote!(#p::cleanup_within(#fn_name, #cancelled, #limit, #cleanup_block).await;)
+        }
+    };
+
     if body.setup.is_empty() {
         // Nothing before `on_cancel!`, so no `return` or `?` outside the
         // raced body: the cleanup can follow the race directly. Only the

@@ -258,29 +258,121 @@ fn cancel_body<F: Future, T>(
     Poll::Ready(Err(reason))
 }
 
+/// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
+/// without the `tracing` feature.
+#[cfg(feature = "tracing")]
+#[derive(Debug, Clone, Copy)]
+pub struct Name(&'static str);
+
+/// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
+/// without the `tracing` feature.
+#[cfg(not(feature = "tracing"))]
+#[derive(Debug, Clone, Copy)]
+pub struct Name;
+
+/// See [`Name`].
+#[cfg(feature = "tracing")]
+#[must_use]
+pub const fn name(name: &'static str) -> Name {
+    Name(name)
+}
+
+/// See [`Name`].
+#[cfg(not(feature = "tracing"))]
+#[must_use]
+pub const fn name(_name: &'static str) -> Name {
+    Name
+}
+
+/// The result of a fn without a cleanup; with the `tracing` feature, a
+/// cancellation is reported as an event.
+#[inline]
+pub fn outcome<T>(name: Name, result: Result<T, Cancelled>) -> Result<T, Cancelled> {
+    #[cfg(feature = "tracing")]
+    if let Err(reason) = &result {
+        tracing::debug!(target: "cancel_scope", fn_name = name.0, %reason, "cancelled");
+    }
+    let _ = name;
+    result
+}
+
+/// What a cleanup reports when it ends, with the `tracing` feature.
+#[derive(Debug)]
+pub struct Trace {
+    #[cfg(feature = "tracing")]
+    name: &'static str,
+    #[cfg(feature = "tracing")]
+    reason: Cancelled,
+    #[cfg(feature = "tracing")]
+    started: Option<std::time::Instant>,
+}
+
+impl Trace {
+    #[cfg(feature = "tracing")]
+    fn new(name: Name, reason: Cancelled) -> Self {
+        Trace {
+            name: name.0,
+            reason,
+            started: None,
+        }
+    }
+
+    #[cfg(not(feature = "tracing"))]
+    fn new(_name: Name, _reason: Cancelled) -> Self {
+        Trace {}
+    }
+
+    fn polled(&mut self) {
+        #[cfg(feature = "tracing")]
+        self.started.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn done(&self) {
+        #[cfg(feature = "tracing")]
+        {
+            let cleanup = self.started.map(|t| t.elapsed()).unwrap_or_default();
+            tracing::debug!(
+                target: "cancel_scope",
+                fn_name = self.name,
+                reason = %self.reason,
+                cleanup_us = u64::try_from(cleanup.as_micros()).unwrap_or(u64::MAX),
+                "cancelled; cleanup done"
+            );
+        }
+    }
+}
+
 pin_project! {
     /// Runs a cleanup; while it waits, it tells an enclosing race that a
     /// nested call is still cancelling, so that race drains rather than
     /// drops its body.
     #[must_use = "futures do nothing unless polled"]
     pub struct Cleanup<F> {
+        trace: Trace,
         #[pin]
         cleanup: F,
     }
 }
 
 /// See [`Cleanup`].
-pub fn cleanup<F: Future<Output = ()>>(cleanup: F) -> Cleanup<F> {
-    Cleanup { cleanup }
+pub fn cleanup<F: Future<Output = ()>>(name: Name, reason: Cancelled, cleanup: F) -> Cleanup<F> {
+    Cleanup {
+        trace: Trace::new(name, reason),
+        cleanup,
+    }
 }
 
 impl<F: Future<Output = ()>> Future for Cleanup<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let poll = self.project().cleanup.poll(cx);
+        let this = self.project();
+        this.trace.polled();
+        let poll = this.cleanup.poll(cx);
         if poll.is_pending() {
             report(true);
+        } else {
+            this.trace.done();
         }
         poll
     }
@@ -354,12 +446,19 @@ impl<T> Future for Exit<T> {
 /// Runs a cleanup for at most `limit`; past it the cleanup is dropped and
 /// the fn still returns `Err(Cancelled)`.
 pub fn cleanup_within<F: Future<Output = ()>>(
+    name: Name,
+    reason: Cancelled,
     limit: Duration,
     cleanup: F,
 ) -> Cleanup<impl Future<Output = ()>> {
     Cleanup {
+        trace: Trace::new(name, reason),
         cleanup: async move {
             let _elapsed = tokio::time::timeout(limit, cleanup).await;
+            #[cfg(feature = "tracing")]
+            if _elapsed.is_err() {
+                tracing::warn!(target: "cancel_scope", fn_name = name.0, ?limit, "cleanup dropped at its cleanup_timeout");
+            }
         },
     }
 }

@@ -1,0 +1,112 @@
+//! With the `tracing` feature, a cancelled `#[cancellable]` fn emits one
+//! event: its name, the reason, and (with a cleanup) how long the cleanup
+//! took. Run with `cargo test --features tracing --test tracing` (CI does).
+#![cfg(feature = "tracing")]
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use cancel_scope::{CancellationToken, cancellable, on_cancel};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// One event's fields, as `(name, value)` pairs.
+type Recorded = Vec<(String, String)>;
+
+/// Records every event.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Recorded>>>);
+
+struct Fields(Vec<(String, String)>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl Subscriber for Recorder {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields(vec![("target".into(), event.metadata().target().into())]);
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    event
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cancellable]
+async fn with_cleanup(log: &mut Vec<&'static str>) {
+    log.push("setup");
+    on_cancel! {
+        tokio::task::yield_now().await;
+        log.push("cleanup");
+    }
+    std::future::pending::<()>().await;
+}
+
+#[cancellable]
+async fn without_cleanup() {
+    std::future::pending::<()>().await;
+}
+
+#[cancellable]
+async fn completes() -> u32 {
+    1
+}
+
+#[test]
+fn a_cancelled_fn_emits_one_event_with_its_name_reason_and_cleanup_time() {
+    let recorder = Recorder::default();
+    let events = recorder.0.clone();
+    tracing::subscriber::with_default(recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let token = CancellationToken::new();
+            assert_eq!(completes(token.clone()).await, Ok(1));
+            token.cancel();
+            let mut log = Vec::new();
+            assert!(with_cleanup(token.clone(), &mut log).await.is_err());
+            assert_eq!(log, ["setup", "cleanup"]);
+            assert!(without_cleanup(token).await.is_err());
+        });
+    });
+    let events = events.lock().unwrap();
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| field(e, "target") == Some("cancel_scope"))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        2,
+        "one event per cancelled fn, none for `completes`: {ours:?}"
+    );
+    assert_eq!(field(ours[0], "fn_name"), Some("with_cleanup"));
+    assert_eq!(field(ours[0], "reason"), Some("cancelled"));
+    assert!(field(ours[0], "cleanup_us").is_some(), "{:?}", ours[0]);
+    assert_eq!(field(ours[1], "fn_name"), Some("without_cleanup"));
+    assert_eq!(field(ours[1], "reason"), Some("cancelled"));
+    assert_eq!(field(ours[1], "cleanup_us"), None);
+}
