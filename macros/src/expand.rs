@@ -244,32 +244,15 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
 /// (token injected, `#[token]` markers and `on_cancel!` consumed), so that the
 /// rest of the crate still type-checks and IDEs keep working.
 fn fallback(mut input: Input) -> TokenStream {
+    let token = Ident::new("token", Span::call_site());
     let plain = input.sig.constness.is_none() && input.sig.abi.is_none();
-    let injectable = plain
-        && !input.sig.inputs.iter().any(|arg| match arg {
-            FnArg::Typed(pat_type) => {
-                matches!(&*pat_type.pat, syn::Pat::Ident(p) if p.ident == "token")
-            }
-            FnArg::Receiver(_) => false,
-        });
-    if injectable {
-        inject_token(&mut input.sig, &Ident::new("token", Span::call_site()));
+    if plain && model::param_named(&input.sig, &token).is_none() {
+        inject_token(&mut input.sig, &token);
     }
     if let Some(block) = &mut input.body {
         for stmt in &mut block.stmts {
-            let mac = match stmt {
-                Stmt::Macro(m) => &m.mac,
-                Stmt::Expr(syn::Expr::Macro(m), _) => &m.mac,
-                _ => continue,
-            };
-            if mac
-                .path
-                .segments
-                .last()
-                .is_some_and(|s| s.ident == "on_cancel")
-            {
-                let marker = consumed(mac);
-                *stmt = syn::parse2(marker).expect("marker is a statement");
+            if let Some(mac) = model::as_on_cancel(stmt) {
+                *stmt = syn::parse2(consumed(mac)).expect("the marker is a statement");
             }
         }
     }

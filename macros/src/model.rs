@@ -345,7 +345,7 @@ fn token_type(ty: &Type) -> Option<bool> {
 }
 
 /// The span of a parameter bound to `name`, if any.
-fn param_named(sig: &Signature, name: &Ident) -> Option<Span> {
+pub fn param_named(sig: &Signature, name: &Ident) -> Option<Span> {
     sig.inputs.iter().find_map(|arg| match arg {
         FnArg::Typed(pat_type) => match &*pat_type.pat {
             Pat::Ident(p) if p.ident == *name => Some(p.ident.span()),
@@ -377,7 +377,7 @@ fn check_flatten(output: &ReturnType, flatten: Span, errors: &mut Errors) -> boo
 }
 
 /// The `on_cancel!` macro of a top-level statement, if it is one.
-fn as_on_cancel(stmt: &Stmt) -> Option<&Macro> {
+pub fn as_on_cancel(stmt: &Stmt) -> Option<&Macro> {
     let mac = match stmt {
         Stmt::Macro(m) => &m.mac,
         Stmt::Expr(Expr::Macro(m), _) => &m.mac,
