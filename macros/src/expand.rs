@@ -167,7 +167,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let fn_name = model.sig.ident.to_string();
     let fn_name = quote!(#p::name(#fn_name));
     let Some(cleanup) = &body.cleanup else {
-        let outcome = flatten(quote!(#p::outcome(#fn_name, #race.await)));
+        let outcome = flatten(quote!(#p::outcome(#fn_name, #race.without_cleanup().await)));
         return quote! {
             #shadow
             let #token = &#name;

@@ -33,6 +33,13 @@ thread_local! {
     static NEST: std::cell::Cell<Nest> = const {
         std::cell::Cell::new(Nest { nested: false, cleaning: 0 })
     };
+    /// Set while a cancelled race drains its body: the `#[cancellable]`
+    /// calls nested in it are cancelled with it, whatever their own token
+    /// (they may not have seen it yet: a token tree is cancelled one node at
+    /// a time), and once they have cleaned up they never return into the
+    /// cancelled body. Cleared while a cleanup runs, so that a cleanup's own
+    /// calls run normally.
+    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Polls a body with a fresh record; returns what its nested calls reported.
@@ -69,13 +76,49 @@ pin_project! {
     /// `D` is the optional deadline: [`NoDeadline`] (a zero-sized type) or
     /// [`Deadline`] for `#[cancellable(timeout = ..)]`.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Race<'a, F, D = NoDeadline> {
+    pub struct Race<'a, F, D = NoDeadline, K = ThenCleanup> {
         #[pin]
         waiter: Waiter<'a>,
         #[pin]
         deadline: D,
         #[pin]
         body: Option<F>,
+        then: PhantomData<K>,
+    }
+}
+
+/// What follows a race: a cleanup ([`ThenCleanup`]) or nothing ([`Final`]).
+pub trait Then {
+    /// Whether a cleanup runs after a cancelled race.
+    const CLEANUP: bool;
+}
+
+/// A cleanup runs after the race when it is cancelled.
+#[derive(Debug)]
+pub struct ThenCleanup;
+
+impl Then for ThenCleanup {
+    const CLEANUP: bool = true;
+}
+
+/// Nothing runs after the race: inside a draining race, a cancelled one never
+/// returns into the cancelled body.
+#[derive(Debug)]
+pub struct Final;
+
+impl Then for Final {
+    const CLEANUP: bool = false;
+}
+
+impl<'a, F, D> Race<'a, F, D, ThenCleanup> {
+    /// For a fn without `on_cancel!`.
+    pub fn without_cleanup(self) -> Race<'a, F, D, Final> {
+        Race {
+            waiter: self.waiter,
+            deadline: self.deadline,
+            body: self.body,
+            then: PhantomData,
+        }
     }
 }
 
@@ -106,6 +149,7 @@ pub fn race<F: Future>(token: &CancellationToken, body: F) -> Race<'_, F> {
         waiter: Waiter::Fresh { token },
         deadline: NoDeadline,
         body: Some(body),
+        then: PhantomData,
     }
 }
 
@@ -125,6 +169,7 @@ pub fn race_timeout<F: Future>(
             sleep: None,
         },
         body: Some(body),
+        then: PhantomData,
     }
 }
 
@@ -175,26 +220,32 @@ impl RaceDeadline for Deadline<'_> {
     }
 }
 
-impl<F: Future, D: RaceDeadline> Future for Race<'_, F, D> {
+impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
     type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // Cancelled with an enclosing race that is draining its body.
+        let forced = DRAINING.get();
         // Cancellation first: it wins ties, and an already-cancelled token
         // means the body is never polled.
         let (cancelled, nested) = match this.waiter.as_mut().project() {
             WaiterProj::Draining { reason } => {
                 let reason = *reason;
-                return cancel_body(this.body, this.waiter, true, reason, cx);
+                return cancel_body(this.body, this.waiter, true, K::CLEANUP, reason, cx);
             }
-            WaiterProj::Fresh { token } => (token.is_cancelled(), false),
-            WaiterProj::Waiting { nested, cancelled } => (cancelled.poll(cx).is_ready(), *nested),
+            WaiterProj::Fresh { token } => (forced || token.is_cancelled(), false),
+            WaiterProj::Waiting { nested, cancelled } => {
+                (forced || cancelled.poll(cx).is_ready(), *nested)
+            }
         };
         if cancelled {
-            return cancel_body(this.body, this.waiter, nested, Cancelled::new(), cx);
+            let reason = Cancelled::new();
+            return cancel_body(this.body, this.waiter, nested, K::CLEANUP, reason, cx);
         }
         if this.deadline.poll_elapsed(cx) {
-            return cancel_body(this.body, this.waiter, nested, Cancelled::timed_out(), cx);
+            let reason = Cancelled::timed_out();
+            return cancel_body(this.body, this.waiter, nested, K::CLEANUP, reason, cx);
         }
         let Some(body) = this.body.as_mut().as_pin_mut() else {
             panic!("a `#[cancellable]` race was polled after completion");
@@ -217,18 +268,22 @@ impl<F: Future, D: RaceDeadline> Future for Race<'_, F, D> {
                 });
                 if let WaiterProj::Waiting { cancelled, .. } = this.waiter.as_mut().project() {
                     if cancelled.poll(cx).is_ready() {
+                        let reason = Cancelled::new();
                         return cancel_body(
                             this.body,
                             this.waiter,
                             nest.nested,
-                            Cancelled::new(),
+                            K::CLEANUP,
+                            reason,
                             cx,
                         );
                     }
                 }
             }
         }
-        report(false);
+        // Pass on whether a cleanup is running below: an enclosing race that
+        // drains must wait for it even though this race was not cancelled.
+        report(nest.cleaning > 0);
         Poll::Pending
     }
 }
@@ -239,12 +294,15 @@ fn cancel_body<F: Future, T>(
     mut body: Pin<&mut Option<F>>,
     mut waiter: Pin<&mut Waiter<'_>>,
     drain: bool,
+    cleanup_follows: bool,
     reason: Cancelled,
     cx: &mut Context<'_>,
 ) -> Poll<Result<T, Cancelled>> {
     if drain {
         if let Some(fut) = body.as_mut().as_pin_mut() {
+            let outer = DRAINING.replace(true);
             let (poll, nest) = poll_scoped(fut, cx);
+            DRAINING.set(outer);
             if poll.is_pending() && nest.cleaning > 0 {
                 if !matches!(*waiter, Waiter::Draining { .. }) {
                     waiter.set(Waiter::Draining { reason });
@@ -255,6 +313,14 @@ fn cancel_body<F: Future, T>(
         }
     }
     body.set(None);
+    if !cleanup_follows && DRAINING.get() {
+        // Inside a draining race, with no cleanup of its own to run: never
+        // return into the cancelled body, which is about to be dropped.
+        if !matches!(*waiter, Waiter::Draining { .. }) {
+            waiter.set(Waiter::Draining { reason });
+        }
+        return Poll::Pending;
+    }
     Poll::Ready(Err(reason))
 }
 
@@ -345,12 +411,13 @@ impl Trace {
 pin_project! {
     /// Runs a cleanup; while it waits, it tells an enclosing race that a
     /// nested call is still cancelling, so that race drains rather than
-    /// drops its body.
+    /// drops its body. Inside a draining race, a finished cleanup never
+    /// completes: its fn does not return into the cancelled body.
     #[must_use = "futures do nothing unless polled"]
     pub struct Cleanup<F> {
         trace: Trace,
         #[pin]
-        cleanup: F,
+        cleanup: Option<F>,
     }
 }
 
@@ -358,7 +425,7 @@ pin_project! {
 pub fn cleanup<F: Future<Output = ()>>(name: Name, reason: Cancelled, cleanup: F) -> Cleanup<F> {
     Cleanup {
         trace: Trace::new(name, reason),
-        cleanup,
+        cleanup: Some(cleanup),
     }
 }
 
@@ -366,15 +433,26 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
+        let mut this = self.project();
+        let Some(cleanup) = this.cleanup.as_mut().as_pin_mut() else {
+            // Finished inside a draining race: wait to be dropped with it.
+            return Poll::Pending;
+        };
         this.trace.polled();
-        let poll = this.cleanup.poll(cx);
+        // The cleanup's own `#[cancellable]` calls run normally.
+        let draining = DRAINING.replace(false);
+        let poll = cleanup.poll(cx);
+        DRAINING.set(draining);
         if poll.is_pending() {
             report(true);
-        } else {
-            this.trace.done();
+            return Poll::Pending;
         }
-        poll
+        this.trace.done();
+        if draining {
+            this.cleanup.set(None);
+            return Poll::Pending;
+        }
+        Poll::Ready(())
     }
 }
 
@@ -453,13 +531,13 @@ pub fn cleanup_within<F: Future<Output = ()>>(
 ) -> Cleanup<impl Future<Output = ()>> {
     Cleanup {
         trace: Trace::new(name, reason),
-        cleanup: async move {
+        cleanup: Some(async move {
             let _elapsed = tokio::time::timeout(limit, cleanup).await;
             #[cfg(feature = "tracing")]
             if _elapsed.is_err() {
                 tracing::warn!(target: "cancel_scope", fn_name = name.0, ?limit, "cleanup dropped at its cleanup_timeout");
             }
-        },
+        }),
     }
 }
 

@@ -1,0 +1,1870 @@
+//! Seeded, reproducible randomized "cancellation storms" for `#[cancellable]`
+//! and `Scope`.
+//!
+//! Every storm runs many iterations of one scenario with randomized choices
+//! (which side wins, how many yields before the cancellation or the
+//! completion, whether the token is cancelled by the fn itself, by a future
+//! joined with it in the same task, by another task, or by another OS thread)
+//! and checks the contract of `#[cancellable]` on an event log after each
+//! iteration, never on wall-clock time:
+//!
+//! - a level whose setup finished gets exactly one outcome; its cleanup ran
+//!   exactly once, to completion, iff that outcome is `Err(Cancelled)`, and
+//!   never when it is `Ok`;
+//! - on `Err` its body was dropped before its cleanup started, and everything
+//!   nested in it (deeper levels, their cleanups) happened before that;
+//! - ties: a token cancelled before the setup finished means the body is
+//!   never polled;
+//! - the race: once the token is cancelled, a body that reaches an `.await`
+//!   is not resumed past it;
+//! - cancelling again (during the cleanup, from anywhere) changes nothing.
+//!
+//! A level that ran its whole cleanup may also be dropped by its draining
+//! caller instead of returning `Err` to it; a level that finished its setup
+//! and is dropped without its cleanup having run to completion is a failure
+//! ("dropped instead of cancelled").
+//!
+//! # Running
+//!
+//! - `CANCEL_SCOPE_STORM_ITERS`: iterations per storm (default 2_000, a few
+//!   seconds for the whole file in a debug build on 2 cores).
+//! - `CANCEL_SCOPE_STORM_SEED`: the seed, decimal or `0x` hex (default
+//!   `0x5eed_cafe_f00d_0001`). Every iteration derives its own generator from
+//!   (seed, storm, iteration), so one iteration can be replayed alone:
+//! - `CANCEL_SCOPE_STORM_ITER`: run only this iteration.
+//!
+//! Every failure prints the storm, seed and iteration, the case and the
+//! event log, and the command that replays it. Storms that involve another
+//! thread are replayed with the same choices, not the same interleaving.
+//!
+//! The long run (≥ 100_000 iterations per storm), run before a release:
+//!
+//! ```text
+//! CANCEL_SCOPE_STORM_ITERS=100000 cargo test --release --test storms
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
+use std::time::Duration;
+
+use cancel_scope::{CancellationToken, Cancelled, Scope, TaskError, cancellable, on_cancel};
+use tokio::sync::oneshot;
+use tokio::task::yield_now;
+use tokio::time::Instant;
+
+// ---------------------------------------------------------------------------
+// Configuration, seeds and the generator
+// ---------------------------------------------------------------------------
+
+const DEFAULT_ITERS: u64 = 2_000;
+const DEFAULT_SEED: u64 = 0x5eed_cafe_f00d_0001;
+
+/// Bounds a wait that only exists to turn a hang into a failure.
+const HANG: Duration = Duration::from_secs(10);
+
+fn env_u64(name: &str) -> Option<u64> {
+    let raw = std::env::var(name).ok()?;
+    let raw = raw.trim().replace('_', "");
+    let parsed = match raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => raw.parse(),
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("{name}={raw:?} is not a u64: {e}")))
+}
+
+/// splitmix64: turns (seed, storm, iteration) into a well-mixed state.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// xorshift64*: small, fast, and good enough to pick test cases.
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, storm: &str, iter: u64) -> Rng {
+        let mut h = splitmix(seed);
+        for b in storm.bytes() {
+            h = splitmix(h ^ u64::from(b));
+        }
+        h = splitmix(h ^ iter);
+        Rng(if h == 0 { 1 } else { h })
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn upto(&mut self, max: u32) -> u32 {
+        u32::try_from(self.below(u64::from(max) + 1)).expect("fits")
+    }
+
+    /// `true` with probability `num / den`.
+    fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+}
+
+/// Where an iteration is: printed by every failure.
+#[derive(Clone, Copy, Debug)]
+struct Ctx {
+    storm: &'static str,
+    seed: u64,
+    iter: u64,
+}
+
+impl fmt::Display for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "storm `{}` failed at seed={:#x} iteration={}; replay it with \
+             CANCEL_SCOPE_STORM_SEED={:#x} CANCEL_SCOPE_STORM_ITER={} \
+             cargo test --test storms {} -- --exact",
+            self.storm, self.seed, self.iter, self.seed, self.iter, self.storm
+        )
+    }
+}
+
+/// Prints the context when the iteration panics (an assertion, or a panic
+/// in the code under test), so every failure names its seed and iteration.
+struct Announce(Ctx);
+
+impl Drop for Announce {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.0);
+        }
+    }
+}
+
+/// The iterations of one storm, each with its own generator.
+fn iterations(storm: &'static str) -> impl Iterator<Item = (Ctx, Rng)> {
+    let seed = env_u64("CANCEL_SCOPE_STORM_SEED").unwrap_or(DEFAULT_SEED);
+    let iters = env_u64("CANCEL_SCOPE_STORM_ITERS").unwrap_or(DEFAULT_ITERS);
+    let only = env_u64("CANCEL_SCOPE_STORM_ITER");
+    let range = match only {
+        Some(i) => i..i + 1,
+        None => 0..iters,
+    };
+    range.map(move |iter| (Ctx { storm, seed, iter }, Rng::new(seed, storm, iter)))
+}
+
+/// Fails the iteration with everything needed to understand and replay it.
+#[track_caller]
+fn fail(ctx: Ctx, case: &dyn fmt::Debug, events: &[Ev], why: &str) -> ! {
+    let mut log = String::new();
+    for (i, e) in events.iter().enumerate() {
+        log.push_str(&format!("\n    {i:3}: {e:?}"));
+    }
+    panic!("{ctx}\n  why: {why}\n  case: {case:#?}\n  events:{log}");
+}
+
+/// Counts how often each side of a storm happened, so a storm that stopped
+/// exercising one of them is noticed (printed with `--nocapture`).
+#[derive(Default)]
+struct Tally(Mutex<Vec<(&'static str, u64)>>);
+
+impl Tally {
+    fn add(&self, what: &'static str) {
+        let mut v = self.0.lock().unwrap();
+        match v.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, n)) => *n += 1,
+            None => v.push((what, 1)),
+        }
+    }
+
+    fn get(&self, what: &str) -> u64 {
+        let v = self.0.lock().unwrap();
+        v.iter().find(|(w, _)| *w == what).map_or(0, |(_, n)| *n)
+    }
+
+    /// With enough iterations, every listed side must have happened.
+    fn report(&self, storm: &str, iterations: u64, required: &[&str]) {
+        eprintln!("storm `{storm}`: {:?}", self.0.lock().unwrap());
+        if iterations >= 500 {
+            for what in required {
+                assert!(
+                    self.get(what) > 0,
+                    "storm `{storm}` never exercised `{what}` in {iterations} iterations \
+                     (the randomization lost a side of the race)"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The event log
+// ---------------------------------------------------------------------------
+
+/// Who cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The driver, before the call.
+    Before,
+    /// The fn itself (its setup, body or cleanup, at some level).
+    Itself,
+    /// A future joined with the call, in the same task.
+    Sibling,
+    /// Another task.
+    Task,
+    /// Another OS thread.
+    Thread,
+    /// The owner of a `Scope` (`cancel`/`shutdown`).
+    Scope,
+}
+
+/// What happened, in order. `u8` is the nesting level (0 = the outermost
+/// call). A `Cancel` is logged after `cancel()` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ev {
+    SetupStart(u8),
+    SetupDone {
+        level: u8,
+        saw_cancel: bool,
+    },
+    BodyStart(u8),
+    /// The body is about to await yield `i` (a `yield_now`, pending once).
+    Yield(u8, u32),
+    /// The body resumed after yield `i`.
+    Step(u8, u32),
+    BodyDone(u8),
+    BodyDropped(u8),
+    CleanupStart(u8),
+    CleanupStep(u8, u32),
+    CleanupEnd(u8),
+    /// The call at `level` returned (logged by its caller).
+    Returned {
+        level: u8,
+        value: Option<u32>,
+        timeout: bool,
+    },
+    Cancel(Source),
+    /// A cancellation of an already cancelled token.
+    Recancel(Source),
+    /// The caller is about to poll the call at this level (diagnostics: it
+    /// shows which level was polled in which poll).
+    Poll(u8),
+    /// ... and that poll returned (`true`: `Ready`).
+    Polled(u8, bool),
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<LogInner>>);
+
+#[derive(Default)]
+struct LogInner {
+    events: Vec<Ev>,
+    /// A cancellation by the fn itself may be racing an ancestor's, and then
+    /// `cancel()` can return before the tokens below it are cancelled (in
+    /// tokio-util, a token that an ancestor's cancellation already marked
+    /// returns at once): such a `cancel()` is logged as a `Recancel`, which
+    /// no rule relies on.
+    distrust_itself: bool,
+}
+
+impl Log {
+    /// A log for a fn whose own cancellations may race an ancestor's.
+    fn distrusting_itself() -> Log {
+        Log(Arc::new(Mutex::new(LogInner {
+            events: Vec::new(),
+            distrust_itself: true,
+        })))
+    }
+
+    fn push(&self, e: Ev) {
+        self.0.lock().unwrap().events.push(e);
+    }
+
+    fn events(&self) -> Vec<Ev> {
+        self.0.lock().unwrap().events.clone()
+    }
+
+    /// Logs a cancellation by `src`, made just before, after which the token
+    /// and everything derived from it is cancelled: the first one logged is
+    /// `Cancel`, any later one `Recancel`. (Whoever logs first, the token
+    /// was cancelled by then.)
+    fn cancelled(&self, src: Source) {
+        let mut inner = self.0.lock().unwrap();
+        let already = inner.events.iter().any(|e| matches!(e, Ev::Cancel(_)));
+        let distrusted = inner.distrust_itself && src == Source::Itself;
+        let first = !already && !distrusted;
+        inner.events.push(if first {
+            Ev::Cancel(src)
+        } else {
+            Ev::Recancel(src)
+        });
+    }
+}
+
+/// Logs `BodyDropped(level)` when the body that owns it is dropped.
+struct DropLog(Log, u8);
+
+impl Drop for DropLog {
+    fn drop(&mut self) {
+        self.0.push(Ev::BodyDropped(self.1));
+    }
+}
+
+fn returned(level: u8, r: &Result<u32, Cancelled>) -> Ev {
+    Ev::Returned {
+        level,
+        value: r.as_ref().ok().copied(),
+        timeout: r.as_ref().is_err_and(Cancelled::is_timeout),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The fn under test: one level of a chain of up to 8 `#[cancellable]` calls
+// ---------------------------------------------------------------------------
+
+const MAX_DEPTH: usize = 8;
+
+/// Where a level cancels the root token itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Setup,
+    /// In the body, before the yield with this index.
+    Body,
+    /// In the cleanup, before the cleanup step with this index (a cancel
+    /// of an already cancelled token).
+    Cleanup,
+}
+
+/// What each level of one call does.
+#[derive(Clone, Debug, Default)]
+struct Plan {
+    depth: usize,
+    setup_yields: [u32; MAX_DEPTH],
+    /// Yields in the body before the call to the next level.
+    before: [u32; MAX_DEPTH],
+    /// Yields in the body after the call to the next level returned.
+    after: [u32; MAX_DEPTH],
+    cleanup_yields: [u32; MAX_DEPTH],
+    /// The next level gets `token.child_token()` (else `token.clone()`).
+    child_token: [bool; MAX_DEPTH],
+    /// The deepest level waits forever after its yields (only a
+    /// cancellation ends it).
+    park: bool,
+    /// `(level, phase, step)`: the fn cancels the root token there.
+    cancel_at: Option<(usize, Phase, u32)>,
+}
+
+impl Plan {
+    fn maybe_cancel(&self, root: &CancellationToken, log: &Log, d: usize, p: Phase, i: u32) {
+        if self.cancel_at == Some((d, p, i)) {
+            root.cancel();
+            log.cancelled(Source::Itself);
+        }
+    }
+
+    /// The value an all-`Ok` chain returns: the sum of the levels.
+    fn value(&self) -> u32 {
+        (0..self.depth).map(|d| d as u32).sum()
+    }
+}
+
+fn lvl(d: usize) -> u8 {
+    u8::try_from(d).expect("small")
+}
+
+/// One level: a setup that yields, an `on_cancel!` that yields and logs its
+/// level, a body that yields, calls the next level (boxed recursion) with a
+/// child or a clone of its token, and yields again.
+#[cancellable]
+async fn level(log: Log, plan: Arc<Plan>, root: CancellationToken, d: usize) -> u32 {
+    log.push(Ev::SetupStart(lvl(d)));
+    for i in 0..plan.setup_yields[d] {
+        plan.maybe_cancel(&root, &log, d, Phase::Setup, i);
+        yield_now().await;
+    }
+    log.push(Ev::SetupDone {
+        level: lvl(d),
+        saw_cancel: token.is_cancelled(),
+    });
+    on_cancel! {
+        log.push(Ev::CleanupStart(lvl(d)));
+        for i in 0..plan.cleanup_yields[d] {
+            plan.maybe_cancel(&root, &log, d, Phase::Cleanup, i);
+            yield_now().await;
+            log.push(Ev::CleanupStep(lvl(d), i));
+        }
+        log.push(Ev::CleanupEnd(lvl(d)));
+    }
+    log.push(Ev::BodyStart(lvl(d)));
+    let _dropped = DropLog(log.clone(), lvl(d));
+    let mut step = 0;
+    for _ in 0..plan.before[d] {
+        plan.maybe_cancel(&root, &log, d, Phase::Body, step);
+        log.push(Ev::Yield(lvl(d), step));
+        yield_now().await;
+        log.push(Ev::Step(lvl(d), step));
+        step += 1;
+    }
+    let mut value = d as u32;
+    if d + 1 < plan.depth {
+        let child = if plan.child_token[d] {
+            token.child_token()
+        } else {
+            token.clone()
+        };
+        let mut fut = Box::pin(level(child, log.clone(), plan.clone(), root.clone(), d + 1));
+        // Awaits the next level, logging each poll of it.
+        let r = std::future::poll_fn(|cx| {
+            log.push(Ev::Poll(lvl(d + 1)));
+            let p = fut.as_mut().poll(cx);
+            log.push(Ev::Polled(lvl(d + 1), p.is_ready()));
+            p
+        })
+        .await;
+        log.push(returned(lvl(d + 1), &r));
+        value += r.unwrap_or(0);
+    }
+    for _ in 0..plan.after[d] {
+        plan.maybe_cancel(&root, &log, d, Phase::Body, step);
+        log.push(Ev::Yield(lvl(d), step));
+        yield_now().await;
+        log.push(Ev::Step(lvl(d), step));
+        step += 1;
+    }
+    if plan.park && d + 1 == plan.depth {
+        plan.maybe_cancel(&root, &log, d, Phase::Body, step);
+        log.push(Ev::Yield(lvl(d), step));
+        std::future::pending::<()>().await;
+    }
+    log.push(Ev::BodyDone(lvl(d)));
+    value
+}
+
+// ---------------------------------------------------------------------------
+// Who cancels, and when
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum How {
+    /// Nobody (unless the plan's `cancel_at` says the fn does).
+    Never,
+    /// The token is cancelled before the call.
+    Before,
+    /// A future joined with the call cancels after `yields` yields, then
+    /// cancels `repeat` more times, one yield apart.
+    Sibling { yields: u32, repeat: u32 },
+    /// The same from another task.
+    Task { yields: u32, repeat: u32 },
+    /// After `yields` yields of a joined future, another OS thread spins
+    /// `spins` times and cancels (and `repeat` more times, `spins` apart).
+    Thread {
+        yields: u32,
+        spins: u32,
+        repeat: u32,
+    },
+}
+
+impl How {
+    fn random(rng: &mut Rng, max_yields: u32) -> How {
+        let yields = rng.upto(max_yields);
+        let repeat = if rng.chance(1, 3) { rng.upto(6) } else { 0 };
+        match rng.below(8) {
+            0 => How::Never,
+            1 => How::Before,
+            2 | 3 => How::Sibling { yields, repeat },
+            4 | 5 => How::Task { yields, repeat },
+            _ => How::Thread {
+                yields,
+                spins: rng.upto(4_000),
+                repeat,
+            },
+        }
+    }
+}
+
+struct Request {
+    token: CancellationToken,
+    spins: u32,
+    repeat: u32,
+    log: Log,
+    done: oneshot::Sender<()>,
+}
+
+/// One OS thread, shared by all storms, that cancels tokens on request.
+fn canceller_thread() -> &'static Mutex<std_mpsc::Sender<Request>> {
+    static THREAD: OnceLock<Mutex<std_mpsc::Sender<Request>>> = OnceLock::new();
+    THREAD.get_or_init(|| {
+        let (tx, rx) = std_mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("storm-canceller".into())
+            .spawn(move || {
+                for req in rx {
+                    for _ in 0..=req.repeat {
+                        for _ in 0..req.spins {
+                            std::hint::spin_loop();
+                        }
+                        req.token.cancel();
+                        req.log.cancelled(Source::Thread);
+                    }
+                    let _ = req.done.send(());
+                }
+            })
+            .expect("spawn the canceller thread");
+        Mutex::new(tx)
+    })
+}
+
+async fn cancel_after(token: CancellationToken, yields: u32, repeat: u32, log: Log, src: Source) {
+    for _ in 0..yields {
+        yield_now().await;
+    }
+    token.cancel();
+    log.cancelled(src);
+    for _ in 0..repeat {
+        yield_now().await;
+        token.cancel();
+        log.cancelled(src);
+    }
+}
+
+/// Runs `fut` (a call that uses `token`) while cancelling `token` as `how`
+/// says; returns once `fut` and the canceller are both done.
+async fn drive<F: Future>(fut: F, token: &CancellationToken, how: How, log: &Log) -> F::Output {
+    match how {
+        How::Never => fut.await,
+        How::Before => {
+            token.cancel();
+            log.cancelled(Source::Before);
+            fut.await
+        }
+        How::Sibling { yields, repeat } => {
+            let canceller =
+                cancel_after(token.clone(), yields, repeat, log.clone(), Source::Sibling);
+            tokio::join!(fut, canceller).0
+        }
+        How::Task { yields, repeat } => {
+            let canceller = tokio::spawn(cancel_after(
+                token.clone(),
+                yields,
+                repeat,
+                log.clone(),
+                Source::Task,
+            ));
+            let out = fut.await;
+            canceller.await.expect("the canceller task");
+            out
+        }
+        How::Thread {
+            yields,
+            spins,
+            repeat,
+        } => {
+            let (done_tx, done_rx) = oneshot::channel();
+            let send = async {
+                for _ in 0..yields {
+                    yield_now().await;
+                }
+                let req = Request {
+                    token: token.clone(),
+                    spins,
+                    repeat,
+                    log: log.clone(),
+                    done: done_tx,
+                };
+                canceller_thread().lock().unwrap().send(req).unwrap();
+            };
+            let (out, ()) = tokio::join!(fut, send);
+            tokio::time::timeout(HANG, done_rx)
+                .await
+                .expect("the canceller thread answers")
+                .expect("the canceller thread");
+            out
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checking one call against the contract
+// ---------------------------------------------------------------------------
+
+fn count(events: &[Ev], f: impl Fn(&Ev) -> bool) -> usize {
+    events.iter().filter(|e| f(e)).count()
+}
+
+fn pos(events: &[Ev], e: Ev) -> Option<usize> {
+    events.iter().position(|x| *x == e)
+}
+
+fn level_of(e: &Ev) -> Option<u8> {
+    match *e {
+        Ev::SetupStart(l)
+        | Ev::BodyStart(l)
+        | Ev::Yield(l, _)
+        | Ev::Step(l, _)
+        | Ev::BodyDone(l)
+        | Ev::BodyDropped(l)
+        | Ev::CleanupStart(l)
+        | Ev::CleanupStep(l, _)
+        | Ev::CleanupEnd(l) => Some(l),
+        Ev::SetupDone { level, .. } => Some(level),
+        // Logged by the caller, at the caller's level.
+        Ev::Returned { level, .. } => Some(level.saturating_sub(1)),
+        Ev::Cancel(_) | Ev::Recancel(_) | Ev::Poll(_) | Ev::Polled(..) => None,
+    }
+}
+
+/// Checks the log of one call of `level` against the contract. `root` is
+/// what the outermost call returned, `None` when its task was aborted (then
+/// only the rules that hold for a half-run call are checked).
+fn check_call(
+    plan: &Plan,
+    events: &[Ev],
+    root: Option<Result<u32, Cancelled>>,
+) -> Result<(), String> {
+    let first_cancel = events.iter().position(|e| matches!(e, Ev::Cancel(_)));
+    if count(events, |e| matches!(e, Ev::Cancel(_))) > 1 {
+        return Err("two first cancellations".into());
+    }
+    let complete = root.is_some();
+    for d in 0..plan.depth {
+        let l = lvl(d);
+        let once = |e: Ev| -> Result<Option<usize>, String> {
+            match count(events, |x| *x == e) {
+                0 => Ok(None),
+                1 => Ok(pos(events, e)),
+                n => Err(format!("{e:?} happened {n} times")),
+            }
+        };
+        let setup_start = once(Ev::SetupStart(l))?;
+        let setup_done = events
+            .iter()
+            .position(|e| matches!(e, Ev::SetupDone { level, .. } if *level == l));
+        if count(
+            events,
+            |e| matches!(e, Ev::SetupDone { level, .. } if *level == l),
+        ) > 1
+        {
+            return Err(format!("level {d}: two setups"));
+        }
+        let body_start = once(Ev::BodyStart(l))?;
+        let body_done = once(Ev::BodyDone(l))?;
+        let dropped = once(Ev::BodyDropped(l))?;
+        let cleanup_start = once(Ev::CleanupStart(l))?;
+        let cleanup_end = once(Ev::CleanupEnd(l))?;
+        let outcome: Option<Result<u32, Cancelled>> = if d == 0 {
+            root
+        } else {
+            let mut found = events.iter().filter_map(|e| match *e {
+                Ev::Returned {
+                    level,
+                    value,
+                    timeout,
+                } if level == l => Some(value.ok_or(if timeout {
+                    Cancelled::timed_out()
+                } else {
+                    Cancelled::new()
+                })),
+                _ => None,
+            });
+            let first = found.next();
+            if found.next().is_some() {
+                return Err(format!("level {d} returned twice"));
+            }
+            first
+        };
+
+        let Some(setup_done) = setup_done else {
+            // Never got past its setup: dropped with its caller's body (or
+            // not reached). Nothing of the race or the cleanup happened.
+            if body_start.is_some() || cleanup_start.is_some() || cleanup_end.is_some() {
+                return Err(format!(
+                    "level {d}: body or cleanup without a finished setup"
+                ));
+            }
+            if d > 0 && outcome.is_some() {
+                return Err(format!("level {d}: returned without finishing its setup"));
+            }
+            if d == 0 && complete && setup_start.is_some() {
+                return Err("the outermost call returned without finishing its setup".into());
+            }
+            continue;
+        };
+        // Ties: a cancellation that happened before the setup finished means
+        // the body is never polled.
+        let saw_cancel = matches!(
+            events[setup_done],
+            Ev::SetupDone {
+                saw_cancel: true,
+                ..
+            }
+        );
+        if saw_cancel || first_cancel.is_some_and(|c| c < setup_done) {
+            if body_start.is_some() {
+                return Err(format!(
+                    "level {d}: the token was cancelled before the body would start, \
+                     but the body was polled (cancellation must win the tie)"
+                ));
+            }
+            if outcome.is_some_and(|o| o.is_ok()) {
+                return Err(format!(
+                    "level {d}: cancelled before its body, yet returned Ok"
+                ));
+            }
+        }
+        // The race: once the token is cancelled, the body does not get past
+        // an `.await` it reached afterwards.
+        if let Some(c) = first_cancel {
+            for (p, e) in events.iter().enumerate().skip(c) {
+                if let Ev::Yield(x, i) = *e {
+                    if x == l {
+                        let resumed = events[p..]
+                            .iter()
+                            .any(|e| *e == Ev::Step(l, i) || *e == Ev::BodyDone(l));
+                        if resumed {
+                            return Err(format!(
+                                "level {d}: the body reached yield {i} after the token was \
+                                 cancelled and was resumed past it"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // A level that ran its whole cleanup may be dropped by its draining
+        // caller rather than return its `Err` to it (the body around it is
+        // being dropped anyway): that is a cancellation too.
+        let outcome = match outcome {
+            None if complete && cleanup_end.is_some() => Some(Err(Cancelled::new())),
+            o => o,
+        };
+        match outcome {
+            None if complete => {
+                return Err(format!(
+                    "level {d} finished its setup but never returned, and its cleanup did not \
+                     run to completion: it was dropped instead of cancelled"
+                ));
+            }
+            None => {
+                // Aborted: a cleanup may have been cut short, never repeated
+                // (checked by `once` above).
+            }
+            Some(Ok(v)) => {
+                if cleanup_start.is_some() {
+                    return Err(format!("level {d} returned Ok({v}) but its cleanup ran"));
+                }
+                if body_done.is_none() {
+                    return Err(format!(
+                        "level {d} returned Ok({v}) without finishing its body"
+                    ));
+                }
+            }
+            Some(Err(c)) => {
+                if c.is_timeout() {
+                    return Err(format!("level {d}: a timeout without a timeout"));
+                }
+                if first_cancel.is_none() {
+                    return Err(format!("level {d} returned Err but nobody cancelled"));
+                }
+                let (Some(cs), Some(ce)) = (cleanup_start, cleanup_end) else {
+                    return Err(format!(
+                        "level {d} returned Err(Cancelled) but its cleanup did not run to \
+                         completion exactly once"
+                    ));
+                };
+                let steps: Vec<u32> = events[cs..ce]
+                    .iter()
+                    .filter_map(|e| match *e {
+                        Ev::CleanupStep(x, i) if x == l => Some(i),
+                        _ => None,
+                    })
+                    .collect();
+                let expected: Vec<u32> = (0..plan.cleanup_yields[d]).collect();
+                if steps != expected {
+                    return Err(format!(
+                        "level {d}: cleanup steps {steps:?}, expected {expected:?}"
+                    ));
+                }
+                if body_start.is_some() && dropped.is_none_or(|p| p > cs) {
+                    return Err(format!(
+                        "level {d}: the body was not dropped before the cleanup"
+                    ));
+                }
+                // Innermost first: everything nested in this level happened
+                // before its cleanup started.
+                if let Some(late) = events[cs..]
+                    .iter()
+                    .find(|e| level_of(e).is_some_and(|x| x > l))
+                {
+                    return Err(format!(
+                        "level {d}: {late:?} of a deeper level happened after this level's \
+                         cleanup started (cleanups must run innermost first)"
+                    ));
+                }
+            }
+        }
+        if let (Some(cs), Some(ce)) = (cleanup_start, cleanup_end) {
+            if ce < cs {
+                return Err(format!("level {d}: cleanup ended before it started"));
+            }
+        }
+        if cleanup_end.is_some() && cleanup_start.is_none() {
+            return Err(format!("level {d}: cleanup end without start"));
+        }
+        if let Some(p) = dropped {
+            if let Some(late) = events[p..]
+                .iter()
+                .find(|e| level_of(e).is_some_and(|x| x > l))
+            {
+                return Err(format!(
+                    "level {d}: {late:?} of a deeper level happened after this level's body \
+                     was dropped"
+                ));
+            }
+        }
+        // The value of an `Ok` chain is the sum of the levels that returned
+        // `Ok` down to the first `Err`.
+        if let Some(Ok(v)) = outcome {
+            let child = if d + 1 < plan.depth {
+                events.iter().find_map(|e| match *e {
+                    Ev::Returned { level, value, .. } if usize::from(level) == d + 1 => {
+                        Some(value.unwrap_or(0))
+                    }
+                    _ => None,
+                })
+            } else {
+                Some(0)
+            };
+            if let Some(child) = child {
+                if v != d as u32 + child {
+                    return Err(format!(
+                        "level {d} returned {v}, expected {}",
+                        d as u32 + child
+                    ));
+                }
+            }
+        }
+    }
+    if first_cancel.is_none() && complete {
+        // Nobody cancelled: every level ran to completion.
+        if root != Some(Ok(plan.value())) {
+            return Err(format!(
+                "nobody cancelled, yet the call returned {root:?} (expected Ok({}))",
+                plan.value()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One storm case of a single (possibly nested) call.
+#[derive(Debug)]
+struct Case {
+    plan: Plan,
+    how: How,
+}
+
+/// Runs one call of `level` under `how` and checks it.
+async fn run_case(ctx: Ctx, case: &Case, tally: &Tally) {
+    let _announce = Announce(ctx);
+    let root = CancellationToken::new();
+    let log = Log::default();
+    let plan = Arc::new(case.plan.clone());
+    let call = level(root.clone(), log.clone(), plan.clone(), root.clone(), 0);
+    let r = tokio::time::timeout(HANG, drive(call, &root, case.how, &log))
+        .await
+        .unwrap_or_else(|_| fail(ctx, case, &log.events(), "hang: the call did not return"));
+    log.push(returned(0, &r));
+    let events = log.events();
+    if let Err(why) = check_call(&case.plan, &events, Some(r)) {
+        fail(ctx, case, &events, &why);
+    }
+    tally.add(if r.is_ok() { "Ok" } else { "Err" });
+    let started = |d: usize| {
+        events
+            .iter()
+            .any(|e| matches!(e, Ev::SetupDone { level, .. } if usize::from(*level) == d))
+    };
+    if r.is_err() && (0..case.plan.depth).filter(|&d| started(d)).count() == case.plan.depth {
+        tally.add("Err with every level started");
+    }
+    if events.iter().any(|e| {
+        matches!(
+            e,
+            Ev::SetupDone {
+                saw_cancel: true,
+                ..
+            }
+        )
+    }) {
+        tally.add("cancelled during a setup");
+    }
+    if recancelled_during_cleanup(&events) {
+        tally.add("cancelled again during a cleanup");
+    }
+    if matches!(case.how, How::Thread { .. }) {
+        tally.add(if r.is_ok() {
+            "thread: Ok"
+        } else {
+            "thread: Err"
+        });
+    }
+}
+
+fn recancelled_during_cleanup(events: &[Ev]) -> bool {
+    let mut open = 0usize;
+    for e in events {
+        match e {
+            Ev::CleanupStart(_) => open += 1,
+            Ev::CleanupEnd(_) => open = open.saturating_sub(1),
+            Ev::Recancel(_) if open > 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Storm 1: cancel racing completion
+// ---------------------------------------------------------------------------
+
+/// A body that yields `k` times then returns, cancelled after `j` yields of
+/// a concurrent canceller (or by the body itself at step `j`).
+fn race_case(rng: &mut Rng) -> Case {
+    let k = rng.upto(12);
+    let mut plan = Plan {
+        depth: 1,
+        ..Plan::default()
+    };
+    plan.before[0] = k;
+    plan.cleanup_yields[0] = rng.upto(3);
+    let mut how = How::random(rng, 14);
+    if rng.chance(1, 6) {
+        // The body cancels its own token before its yield `j`.
+        how = How::Never;
+        plan.cancel_at = Some((0, Phase::Body, rng.upto(k + 1)));
+    }
+    Case { plan, how }
+}
+
+async fn race_storm(storm: &'static str) {
+    let tally = Tally::default();
+    let mut n = 0;
+    for (ctx, mut rng) in iterations(storm) {
+        let case = race_case(&mut rng);
+        run_case(ctx, &case, &tally).await;
+        n += 1;
+    }
+    tally.report(storm, n, &["Ok", "Err"]);
+}
+
+/// The body cancelling its own token at step `j < k` always loses the race
+/// at its next `.await`; at `j == k` it has no `.await` left and returns
+/// `Ok`. Checked exactly, on top of the general rules.
+#[test]
+fn cancel_racing_completion_self_cancel_is_exact() {
+    let rt = current_thread();
+    rt.block_on(async {
+        let tally = Tally::default();
+        for (ctx, mut rng) in iterations("cancel_racing_completion_self_cancel_is_exact") {
+            let k = rng.upto(12);
+            let j = rng.upto(k);
+            let mut plan = Plan {
+                depth: 1,
+                ..Plan::default()
+            };
+            plan.before[0] = k;
+            plan.cleanup_yields[0] = rng.upto(3);
+            plan.cancel_at = Some((0, Phase::Body, j));
+            let case = Case {
+                plan,
+                how: How::Never,
+            };
+            let _announce = Announce(ctx);
+            let root = CancellationToken::new();
+            let log = Log::default();
+            let r = level(
+                root.clone(),
+                log.clone(),
+                Arc::new(case.plan.clone()),
+                root,
+                0,
+            )
+            .await;
+            log.push(returned(0, &r));
+            let events = log.events();
+            if let Err(why) = check_call(&case.plan, &events, Some(r)) {
+                fail(ctx, &case, &events, &why);
+            }
+            let steps = count(&events, |e| matches!(e, Ev::Step(..)));
+            let ok = if j < k {
+                r == Err(Cancelled::new()) && steps == j as usize
+            } else {
+                r == Ok(0) && steps == k as usize
+            };
+            if !ok {
+                fail(
+                    ctx,
+                    &case,
+                    &events,
+                    &format!("self-cancel at step {j} of {k}: got {r:?} after {steps} steps"),
+                );
+            }
+            tally.add(if r.is_ok() { "Ok" } else { "Err" });
+        }
+    });
+}
+
+#[test]
+fn cancel_racing_completion_current_thread() {
+    current_thread().block_on(race_storm("cancel_racing_completion_current_thread"));
+}
+
+#[test]
+fn cancel_racing_completion_multi_thread() {
+    multi_thread().block_on(async {
+        // Run on a worker, so "another task" really is another thread too.
+        tokio::spawn(race_storm("cancel_racing_completion_multi_thread"))
+            .await
+            .unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Storm 2: timeout vs cancel vs completion, on a paused clock
+// ---------------------------------------------------------------------------
+
+#[cancellable(timeout = Duration::from_millis(limit_ms))]
+async fn timed(
+    log: Log,
+    limit_ms: u64,
+    work_ms: u64,
+    cleanup_ms: u64,
+    started: Option<oneshot::Sender<()>>,
+) -> u32 {
+    log.push(Ev::SetupDone {
+        level: 0,
+        saw_cancel: token.is_cancelled(),
+    });
+    on_cancel! {
+        log.push(Ev::CleanupStart(0));
+        if cleanup_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(cleanup_ms)).await;
+        }
+        log.push(Ev::CleanupEnd(0));
+    }
+    log.push(Ev::BodyStart(0));
+    if let Some(started) = started {
+        let _ = started.send(());
+    }
+    let _dropped = DropLog(log.clone(), 0);
+    log.push(Ev::Yield(0, 0));
+    tokio::time::sleep(Duration::from_millis(work_ms)).await;
+    log.push(Ev::Step(0, 0));
+    log.push(Ev::BodyDone(0));
+    u32::try_from(work_ms).expect("small")
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TimedHow {
+    Never,
+    Before,
+    /// A joined future sleeps this long, then cancels.
+    SiblingSleep(u64),
+    /// Another task sleeps this long, then cancels.
+    TaskSleep(u64),
+    /// The driver waits for the body to start, `advance`s the clock by this
+    /// much, then cancels.
+    Advance(u64),
+}
+
+#[derive(Debug)]
+struct TimedCase {
+    limit_ms: u64,
+    work_ms: u64,
+    cleanup_ms: u64,
+    how: TimedHow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Winner {
+    Completion,
+    Timeout,
+    Cancel,
+}
+
+async fn run_timed(ctx: Ctx, case: &TimedCase, tally: &Tally) {
+    let _announce = Announce(ctx);
+    let token = CancellationToken::new();
+    let log = Log::default();
+    let start = Instant::now();
+    let (limit, work, cleanup) = (case.limit_ms, case.work_ms, case.cleanup_ms);
+    // The call, and the virtual time when it returned.
+    let call = |started| {
+        let f = timed(token.clone(), log.clone(), limit, work, cleanup, started);
+        async move {
+            let r = f.await;
+            (r, start.elapsed())
+        }
+    };
+    let (r, elapsed) = match case.how {
+        TimedHow::Never => call(None).await,
+        TimedHow::Before => {
+            token.cancel();
+            log.cancelled(Source::Before);
+            call(None).await
+        }
+        TimedHow::SiblingSleep(c) => {
+            let canceller = async {
+                tokio::time::sleep(Duration::from_millis(c)).await;
+                token.cancel();
+                log.cancelled(Source::Sibling);
+            };
+            tokio::join!(call(None), canceller).0
+        }
+        TimedHow::TaskSleep(c) => {
+            let (t, l) = (token.clone(), log.clone());
+            let canceller = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(c)).await;
+                t.cancel();
+                l.cancelled(Source::Task);
+            });
+            let r = call(None).await;
+            canceller.await.unwrap();
+            r
+        }
+        TimedHow::Advance(c) => {
+            let (started_tx, started_rx) = oneshot::channel();
+            let task = tokio::spawn(call(Some(started_tx)));
+            // The body has started (so has its deadline); no time passed.
+            let _ = started_rx.await;
+            tokio::time::advance(Duration::from_millis(c)).await;
+            token.cancel();
+            log.cancelled(Source::Sibling);
+            task.await.unwrap()
+        }
+    };
+    let ms = u64::try_from(elapsed.as_millis()).expect("small");
+    log.push(returned(0, &r));
+    let events = log.events();
+    if let Err(why) = check_timed(&events, r) {
+        fail(ctx, case, &events, &why);
+    }
+
+    // Who may have won. `Some(true)`: that timer fired before the race
+    // looked, `None`: it may have (a tie).
+    let allowed = allowed_winners(case);
+    let winner = match r {
+        Ok(_) => Winner::Completion,
+        Err(c) if c.is_timeout() => Winner::Timeout,
+        Err(_) => Winner::Cancel,
+    };
+    if !allowed.contains(&winner) {
+        fail(
+            ctx,
+            case,
+            &events,
+            &format!("{winner:?} won (got {r:?}), expected one of {allowed:?}"),
+        );
+    }
+    // The virtual time it took: when the winner fired, plus the cleanup.
+    let cleanup_if_err = if r.is_err() { cleanup } else { 0 };
+    let expect_ms = match (case.how, winner) {
+        (TimedHow::Advance(c), _) => c + cleanup_if_err,
+        (_, Winner::Completion) => work,
+        (_, Winner::Timeout) => limit + cleanup,
+        (TimedHow::Before, Winner::Cancel) => cleanup,
+        (TimedHow::SiblingSleep(c) | TimedHow::TaskSleep(c), Winner::Cancel) => c + cleanup,
+        (TimedHow::Never, Winner::Cancel) => unreachable!("checked above"),
+    };
+    // Sleeps round up to the timer's millisecond tick.
+    if ms + 2 < expect_ms || ms > expect_ms + 2 {
+        fail(
+            ctx,
+            case,
+            &events,
+            &format!("{winner:?} after {ms}ms of virtual time, expected about {expect_ms}ms"),
+        );
+    }
+    if winner == Winner::Timeout && matches!(case.how, TimedHow::Never) && token.is_cancelled() {
+        fail(
+            ctx,
+            case,
+            &events,
+            "the timeout cancelled the caller's token",
+        );
+    }
+    tally.add(match winner {
+        Winner::Completion => "Completion",
+        Winner::Timeout => "Timeout",
+        Winner::Cancel => "Cancel",
+    });
+}
+
+/// The winners the contract allows. Timers fire in virtual-time order; on the
+/// same tick the deadline beats the body (cancellation wins ties: the race
+/// looks at the deadline first), and a canceller in another future may go
+/// either way. `advance(c)` fires every timer due by `c` at once (a timer
+/// due exactly at `c` may or may not fire, the clock not being aligned to
+/// the tick).
+fn allowed_winners(case: &TimedCase) -> Vec<Winner> {
+    let (limit, work) = (case.limit_ms, case.work_ms);
+    let mut allowed = Vec::new();
+    let mut allow = |w| {
+        if !allowed.contains(&w) {
+            allowed.push(w);
+        }
+    };
+    match case.how {
+        TimedHow::Before => allow(Winner::Cancel),
+        TimedHow::Advance(c) => {
+            let fired = |x: u64| -> &'static [bool] {
+                match x.cmp(&c) {
+                    std::cmp::Ordering::Less => &[true],
+                    std::cmp::Ordering::Equal => &[true, false],
+                    std::cmp::Ordering::Greater => &[false],
+                }
+            };
+            for &w in fired(work) {
+                for &l in fired(limit) {
+                    allow(if l {
+                        Winner::Timeout
+                    } else if w {
+                        Winner::Completion
+                    } else {
+                        Winner::Cancel
+                    });
+                }
+            }
+        }
+        TimedHow::Never | TimedHow::SiblingSleep(_) | TimedHow::TaskSleep(_) => {
+            let cancel = match case.how {
+                TimedHow::SiblingSleep(c) | TimedHow::TaskSleep(c) => Some(c),
+                _ => None,
+            };
+            let first = [Some(work), Some(limit), cancel]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("work is always there");
+            if cancel == Some(first) {
+                allow(Winner::Cancel);
+            }
+            if limit == first {
+                allow(Winner::Timeout);
+            } else if work == first {
+                allow(Winner::Completion);
+            }
+        }
+    }
+    allowed
+}
+
+/// The rules for the one-level `timed` fn: exactly one setup; the cleanup
+/// ran exactly once, to completion, iff the result is an `Err` (timeout or
+/// not), after the body was dropped; the body never resumed on `Err`; a
+/// token cancelled before the body would start means it never starts.
+fn check_timed(events: &[Ev], r: Result<u32, Cancelled>) -> Result<(), String> {
+    let n = |e: Ev| count(events, |x| *x == e);
+    let setup = events
+        .iter()
+        .position(|e| matches!(e, Ev::SetupDone { .. }))
+        .ok_or("no setup")?;
+    let (cs, ce) = (n(Ev::CleanupStart(0)), n(Ev::CleanupEnd(0)));
+    match r {
+        Ok(_) => {
+            if cs + ce != 0 {
+                return Err("Ok, but the cleanup ran".into());
+            }
+            if n(Ev::BodyDone(0)) != 1 {
+                return Err("Ok without the body finishing".into());
+            }
+        }
+        Err(_) => {
+            if cs != 1 || ce != 1 {
+                return Err(format!(
+                    "Err, but the cleanup started {cs} and ended {ce} times"
+                ));
+            }
+            if n(Ev::Step(0, 0)) + n(Ev::BodyDone(0)) != 0 {
+                return Err("Err, but the body resumed after its sleep".into());
+            }
+            let start = pos(events, Ev::CleanupStart(0));
+            let dropped = pos(events, Ev::BodyDropped(0));
+            if n(Ev::BodyStart(0)) == 1 && !(dropped.is_some() && dropped < start) {
+                return Err("the body was not dropped before the cleanup".into());
+            }
+            if r.is_err_and(|c| !c.is_timeout())
+                && !events.iter().any(|e| matches!(e, Ev::Cancel(_)))
+            {
+                return Err("cancelled, yet nobody cancelled".into());
+            }
+        }
+    }
+    let cancelled_first = events
+        .iter()
+        .position(|e| matches!(e, Ev::Cancel(_)))
+        .is_some_and(|c| c < setup)
+        || matches!(
+            events[setup],
+            Ev::SetupDone {
+                saw_cancel: true,
+                ..
+            }
+        );
+    if cancelled_first && n(Ev::BodyStart(0)) != 0 {
+        return Err("cancelled before the body would start, yet the body was polled".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn timeout_races_cancel_and_completion_on_a_paused_clock() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // In a task, so that `advance` lets the timers it fired run first.
+        tokio::spawn(async {
+            let storm = "timeout_races_cancel_and_completion_on_a_paused_clock";
+            let tally = Tally::default();
+            let mut n = 0;
+            for (ctx, mut rng) in iterations(storm) {
+                let c = 1 + rng.below(20);
+                let case = TimedCase {
+                    limit_ms: 1 + rng.below(20),
+                    work_ms: 1 + rng.below(20),
+                    cleanup_ms: if rng.chance(1, 3) { rng.below(5) } else { 0 },
+                    how: match rng.below(7) {
+                        0 => TimedHow::Never,
+                        1 => TimedHow::Before,
+                        2 | 3 => TimedHow::SiblingSleep(c),
+                        4 | 5 => TimedHow::TaskSleep(c),
+                        _ => TimedHow::Advance(c),
+                    },
+                };
+                run_timed(ctx, &case, &tally).await;
+                n += 1;
+            }
+            tally.report(storm, n, &["Completion", "Timeout", "Cancel"]);
+        })
+        .await
+        .unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Storm 3: cancel during the setup, and during the cleanup
+// ---------------------------------------------------------------------------
+
+/// The setup awaits; the cancellation is aimed at the setup's window (a
+/// cancellation seen there means the body is never polled, and the cleanup
+/// still runs exactly once), and the canceller keeps cancelling into the
+/// cleanup's window, as may the cleanup itself (nothing changes).
+fn setup_cleanup_case(rng: &mut Rng) -> Case {
+    let depth = if rng.chance(1, 3) { 2 } else { 1 };
+    let mut plan = Plan {
+        depth,
+        ..Plan::default()
+    };
+    for d in 0..depth {
+        plan.setup_yields[d] = 1 + rng.upto(5);
+        plan.before[d] = rng.upto(3);
+        plan.after[d] = rng.upto(2);
+        plan.cleanup_yields[d] = 1 + rng.upto(5);
+        plan.child_token[d] = rng.chance(1, 2);
+    }
+    let window = plan.setup_yields[0] + 2;
+    let mut how = How::random(rng, window);
+    // Keep cancelling while the cleanup runs.
+    match &mut how {
+        How::Sibling { repeat, .. } | How::Task { repeat, .. } => *repeat = 2 + rng.upto(8),
+        How::Thread { repeat, .. } => *repeat = rng.upto(4),
+        How::Never | How::Before => {}
+    }
+    let d = rng.below(depth as u64) as usize;
+    plan.cancel_at = match rng.below(4) {
+        // The setup cancels its own (root) token.
+        0 => Some((d, Phase::Setup, rng.upto(plan.setup_yields[d] - 1))),
+        // The cleanup cancels again.
+        1 => Some((d, Phase::Cleanup, rng.upto(plan.cleanup_yields[d] - 1))),
+        _ => None,
+    };
+    Case { plan, how }
+}
+
+#[test]
+fn cancel_during_setup_and_during_cleanup() {
+    let storm = "cancel_during_setup_and_during_cleanup";
+    current_thread().block_on(async {
+        let tally = Tally::default();
+        let mut n = 0;
+        for (ctx, mut rng) in iterations(storm) {
+            let case = setup_cleanup_case(&mut rng);
+            run_case(ctx, &case, &tally).await;
+            n += 1;
+        }
+        tally.report(
+            storm,
+            n,
+            &[
+                "Ok",
+                "Err",
+                "cancelled during a setup",
+                "cancelled again during a cleanup",
+            ],
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Storm 4: 8 nested `#[cancellable]` calls
+// ---------------------------------------------------------------------------
+
+fn nested_case(rng: &mut Rng, max_depth: usize, park_sometimes: bool) -> Case {
+    let depth = if rng.chance(2, 3) {
+        max_depth
+    } else {
+        1 + rng.below(max_depth as u64) as usize
+    };
+    let mut plan = Plan {
+        depth,
+        park: park_sometimes && rng.chance(1, 4),
+        ..Plan::default()
+    };
+    let mut total = 0;
+    for d in 0..depth {
+        plan.setup_yields[d] = if rng.chance(1, 2) { rng.upto(2) } else { 0 };
+        plan.before[d] = rng.upto(2);
+        plan.after[d] = rng.upto(2);
+        plan.cleanup_yields[d] = rng.upto(2);
+        plan.child_token[d] = rng.chance(1, 2);
+        total += plan.setup_yields[d] + plan.before[d] + plan.after[d];
+    }
+    let mut how = How::random(rng, total + 2);
+    if plan.park && matches!(how, How::Never) {
+        how = How::Before;
+    }
+    if rng.chance(1, 5) {
+        // Some level cancels the root token from its setup or its body.
+        let d = rng.below(depth as u64) as usize;
+        let in_setup = plan.setup_yields[d] > 0 && rng.chance(1, 2);
+        plan.cancel_at = if in_setup {
+            Some((d, Phase::Setup, rng.upto(plan.setup_yields[d] - 1)))
+        } else {
+            Some((d, Phase::Body, rng.upto(plan.before[d] + plan.after[d])))
+        };
+    }
+    Case { plan, how }
+}
+
+async fn nested_storm(storm: &'static str) {
+    let tally = Tally::default();
+    let mut n = 0;
+    for (ctx, mut rng) in iterations(storm) {
+        let case = nested_case(&mut rng, MAX_DEPTH, false);
+        run_case(ctx, &case, &tally).await;
+        n += 1;
+    }
+    tally.report(storm, n, &["Ok", "Err", "Err with every level started"]);
+}
+
+#[test]
+fn nested_eight_deep_cleanups_run_innermost_first() {
+    current_thread().block_on(nested_storm(
+        "nested_eight_deep_cleanups_run_innermost_first",
+    ));
+}
+
+#[test]
+fn nested_eight_deep_cleanups_run_innermost_first_multi_thread() {
+    multi_thread().block_on(async {
+        tokio::spawn(nested_storm(
+            "nested_eight_deep_cleanups_run_innermost_first_multi_thread",
+        ))
+        .await
+        .unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Minimized from the storms: a nested cleanup cut short
+// ---------------------------------------------------------------------------
+
+/// Records what happened, in order.
+type Trace = Arc<Mutex<Vec<&'static str>>>;
+
+#[cancellable]
+async fn cut_inner(trace: Trace) {
+    on_cancel! {
+        trace.lock().unwrap().push("inner cleanup start");
+        yield_now().await;
+        trace.lock().unwrap().push("inner cleanup end");
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Has a token of its own, not derived from the outer one, so it does not
+/// see the cancellation; the call nested in it does.
+#[cancellable]
+async fn cut_middle(trace: Trace, shutdown: CancellationToken) {
+    on_cancel! { trace.lock().unwrap().push("middle cleanup"); }
+    let _ = cut_inner(shutdown.child_token(), trace.clone()).await;
+}
+
+#[cancellable]
+async fn cut_outer(trace: Trace) {
+    on_cancel! { trace.lock().unwrap().push("outer cleanup"); }
+    let _ = cut_middle(CancellationToken::new(), trace.clone(), token.clone()).await;
+}
+
+/// The scope storm found, on a multi-thread runtime, nested cleanups cut
+/// short: with a chain of child tokens cancelled from another thread,
+/// tokio-util marks the tokens cancelled one by one, so one poll can see an
+/// outer and an inner level cancelled and a level between them not yet. The
+/// inner level starts its cleanup (and yields in it); the level between, not
+/// having seen the cancellation, reports the nested call as merely pending
+/// (`report(false)` in `Race::poll`), so the outer race, which is draining,
+/// sees no nested cleanup running and drops its body: the inner cleanup is
+/// dropped half-way and the middle level never returns.
+///
+/// This is the same situation made deterministic on one thread: the middle
+/// level's token is not derived from the outer one. The contract: a nested
+/// call that saw the cancellation runs its cleanup to completion before the
+/// outer body is dropped.
+#[tokio::test]
+async fn a_nested_cleanup_runs_to_completion_when_a_level_between_has_not_seen_the_cancellation() {
+    let trace = Trace::default();
+    let token = CancellationToken::new();
+    let mut call = Box::pin(cut_outer(token.clone(), trace.clone()));
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    assert!(polled.is_pending());
+    token.cancel();
+    assert_eq!(call.await, Err(Cancelled::new()));
+    // Whether the middle level, whose own token was not cancelled, is then
+    // cancelled too (rather than dropped) is the library's choice; either
+    // way the inner cleanup completes before the outer one starts.
+    let trace = trace.lock().unwrap().clone();
+    assert!(
+        trace == ["inner cleanup start", "inner cleanup end", "outer cleanup"]
+            || trace
+                == [
+                    "inner cleanup start",
+                    "inner cleanup end",
+                    "middle cleanup",
+                    "outer cleanup"
+                ],
+        "the inner cleanup was cut short: {trace:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Storm 5: the same calls as `Scope` tasks on a multi-thread runtime
+// ---------------------------------------------------------------------------
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits (bounded) until the runtime has `baseline` alive tasks again.
+async fn alive_tasks_back_to(ctx: Ctx, baseline: usize) {
+    for _ in 0..64 {
+        if alive_tasks() == baseline {
+            return;
+        }
+        yield_now().await;
+    }
+    let deadline = std::time::Instant::now() + HANG;
+    while alive_tasks() != baseline {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ctx}\n  why: {} tasks alive, expected {baseline}: a task outlived its scope",
+            alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// `shutdown` with a grace long enough for every cleanup.
+    Shutdown,
+    /// `shutdown` with no or almost no grace: stragglers are aborted.
+    ShutdownShort(u64),
+    /// `cancel`, then `join_all`.
+    CancelJoinAll,
+    /// Dropping the scope: every task aborted.
+    Drop,
+}
+
+#[derive(Debug)]
+struct ScopeCase {
+    tasks: Vec<Plan>,
+    /// The scope is a `child_of` a parent, which another OS thread cancels.
+    parent_from_thread: Option<u32>,
+    /// How many results to take with `join_next` before the end (each
+    /// raced against `yields` yields, which interrupts it at random).
+    join_next: Vec<u32>,
+    yields_before_end: u32,
+    end: End,
+}
+
+type TaskOut = (usize, Result<u32, Cancelled>);
+
+fn scope_case(rng: &mut Rng) -> ScopeCase {
+    let n = 1 + rng.below(10) as usize;
+    let tasks = (0..n)
+        .map(|_| {
+            let mut case = match rng.below(3) {
+                0 => race_case(rng),
+                1 => setup_cleanup_case(rng),
+                _ => nested_case(rng, MAX_DEPTH, true),
+            };
+            // Only the fn itself cancels its task's token; the scope does the
+            // rest.
+            if rng.chance(1, 4) {
+                case.plan.park = true;
+            }
+            case.plan
+        })
+        .collect();
+    ScopeCase {
+        tasks,
+        parent_from_thread: rng.chance(1, 4).then(|| rng.upto(20)),
+        join_next: (0..rng.below(4)).map(|_| rng.upto(30)).collect(),
+        yields_before_end: rng.upto(20),
+        end: match rng.below(8) {
+            0 => End::ShutdownShort(rng.below(2)),
+            1 => End::CancelJoinAll,
+            2 => End::Drop,
+            _ => End::Shutdown,
+        },
+    }
+}
+
+/// Logs the scope's cancellation in every task's log, once it is complete:
+/// when the parent is being cancelled by another thread at the same time,
+/// `scope.cancel()` may return before that thread has cancelled the tasks'
+/// tokens (see `LogInner::distrust_itself`), so wait for it first.
+async fn cancelled_by_scope(logs: &[Log], parent_done: &mut Option<oneshot::Receiver<()>>) {
+    if let Some(done) = parent_done.take() {
+        tokio::time::timeout(HANG, done).await.unwrap().unwrap();
+    }
+    for log in logs {
+        log.cancelled(Source::Scope);
+    }
+}
+
+async fn run_scope_case(ctx: Ctx, case: &ScopeCase, baseline: usize, tally: &Tally) {
+    let _announce = Announce(ctx);
+    let parent = CancellationToken::new();
+    let mut scope: Scope<TaskOut> = if case.parent_from_thread.is_some() {
+        Scope::child_of(&parent)
+    } else {
+        Scope::new()
+    };
+    let logs: Vec<Log> = case
+        .tasks
+        .iter()
+        .map(|_| Log::distrusting_itself())
+        .collect();
+    for (i, plan) in case.tasks.iter().enumerate() {
+        let log = logs[i].clone();
+        let plan = Arc::new(plan.clone());
+        scope.spawn(move |t| async move {
+            let r = level(t.clone(), log.clone(), plan, t, 0).await;
+            log.push(returned(0, &r));
+            (i, r)
+        });
+    }
+    // Another OS thread cancels the parent, hence the scope.
+    let mut parent_done = case.parent_from_thread.map(|spins| {
+        let (done_tx, done_rx) = oneshot::channel();
+        let parent = parent.clone();
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for _ in 0..spins * 100 {
+                std::hint::spin_loop();
+            }
+            parent.cancel();
+            for log in &logs {
+                log.cancelled(Source::Thread);
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+    });
+
+    let mut results: Vec<Option<Result<Result<u32, Cancelled>, TaskError>>> =
+        case.tasks.iter().map(|_| None).collect();
+    let mut taken = vec![false; case.tasks.len()];
+    for &yields in &case.join_next {
+        let raced = tokio::select! {
+            r = scope.join_next() => Some(r),
+            () = async { for _ in 0..yields { yield_now().await; } } => None,
+        };
+        match raced {
+            None => tally.add("join_next interrupted"),
+            Some(None) => {}
+            Some(Some(Ok((i, r)))) => {
+                if taken[i] {
+                    panic!("{ctx}\n  why: task {i} handed out twice");
+                }
+                taken[i] = true;
+                results[i] = Some(Ok(r));
+            }
+            Some(Some(Err(e))) => panic!("{ctx}\n  why: join_next before the end gave {e}"),
+        }
+    }
+    for _ in 0..case.yields_before_end {
+        yield_now().await;
+    }
+    // The scope's token is cancelled first, then the tasks are told.
+    let mut aborted_ok = false;
+    let rest: Option<Vec<Result<TaskOut, TaskError>>> = match case.end {
+        End::Shutdown => {
+            scope.cancel();
+            cancelled_by_scope(&logs, &mut parent_done).await;
+            Some(scope.shutdown(HANG).await)
+        }
+        End::ShutdownShort(ms) => {
+            aborted_ok = true;
+            scope.cancel();
+            cancelled_by_scope(&logs, &mut parent_done).await;
+            Some(scope.shutdown(Duration::from_millis(ms)).await)
+        }
+        End::CancelJoinAll => {
+            scope.cancel();
+            cancelled_by_scope(&logs, &mut parent_done).await;
+            Some(
+                tokio::time::timeout(HANG, scope.join_all())
+                    .await
+                    .unwrap_or_else(|_| panic!("{ctx}\n  why: join_all after cancel hangs")),
+            )
+        }
+        End::Drop => {
+            aborted_ok = true;
+            // Dropping the scope cancels its token, then aborts the tasks.
+            drop(scope);
+            cancelled_by_scope(&logs, &mut parent_done).await;
+            None
+        }
+    };
+    // Every task is gone: none outlives its scope.
+    alive_tasks_back_to(ctx, baseline).await;
+
+    if let Some(rest) = rest {
+        let remaining: Vec<usize> = (0..case.tasks.len()).filter(|&i| !taken[i]).collect();
+        if rest.len() != remaining.len() {
+            panic!(
+                "{ctx}\n  why: {} results for {} tasks not yet joined",
+                rest.len(),
+                remaining.len()
+            );
+        }
+        for (slot, r) in remaining.into_iter().zip(rest) {
+            results[slot] = Some(match r {
+                Ok((i, r)) => {
+                    if i != slot {
+                        panic!("{ctx}\n  why: result of task {i} in the place of task {slot}");
+                    }
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            });
+        }
+    }
+    for (i, plan) in case.tasks.iter().enumerate() {
+        let events = logs[i].events();
+        let root = match results[i].take() {
+            Some(Ok(r)) => {
+                tally.add(if r.is_ok() { "task Ok" } else { "task Err" });
+                Some(r)
+            }
+            Some(Err(e)) => {
+                if !(aborted_ok && e.is_aborted() && !e.is_panic()) {
+                    fail(ctx, case, &events, &format!("task {i}: {e}"));
+                }
+                tally.add("task aborted");
+                None
+            }
+            None => {
+                if !matches!(case.end, End::Drop) {
+                    fail(ctx, case, &events, &format!("task {i}: no result"));
+                }
+                None
+            }
+        };
+        if let Err(why) = check_call(plan, &events, root) {
+            fail(ctx, case, &events, &format!("task {i}: {why}"));
+        }
+    }
+}
+
+#[test]
+fn scope_storm_on_a_multi_thread_runtime_then_shutdown() {
+    let storm = "scope_storm_on_a_multi_thread_runtime_then_shutdown";
+    multi_thread().block_on(async {
+        let baseline = alive_tasks();
+        let tally = Tally::default();
+        let mut n = 0;
+        for (ctx, mut rng) in iterations(storm) {
+            let case = scope_case(&mut rng);
+            run_scope_case(ctx, &case, baseline, &tally).await;
+            n += 1;
+        }
+        tally.report(storm, n, &["task Ok", "task Err", "task aborted"]);
+    });
+}
+
+/// The generator is deterministic: the same (seed, storm, iteration) gives
+/// the same case, which is what makes a failure replayable.
+#[test]
+fn the_generator_replays_a_case_from_its_seed_and_iteration() {
+    let draw = |seed, iter| {
+        let mut rng = Rng::new(seed, "x", iter);
+        (0..8).map(|_| rng.next()).collect::<Vec<_>>()
+    };
+    assert_eq!(draw(1, 7), draw(1, 7));
+    assert_ne!(draw(1, 7), draw(1, 8));
+    assert_ne!(draw(1, 7), draw(2, 7));
+    let seen = AtomicU64::new(0);
+    let mut rng = Rng::new(DEFAULT_SEED, "x", 0);
+    for _ in 0..1_000 {
+        seen.fetch_or(1 << rng.below(64), Relaxed);
+    }
+    assert_eq!(
+        seen.load(Relaxed),
+        u64::MAX,
+        "every value of below(64) comes up"
+    );
+}
