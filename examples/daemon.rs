@@ -410,10 +410,13 @@ async fn supervise(
     tokio::pin!(deadline);
     let reason = loop {
         tokio::select! {
-            Some(line) = progress_rx.recv() => writeln!(out, "{line}")?,
+            // The scope's token is a child of the signal's: when both are
+            // cancelled, the signal is the reason.
+            biased;
             () = signal.token().cancelled() => {
                 break format!("{} received", signal.reason().unwrap_or("a signal"));
             }
+            Some(line) = progress_rx.recv() => writeln!(out, "{line}")?,
             () = &mut deadline => break format!("--run-for {} elapsed", human(config.run_for)),
             // `fail_fast`: a failing subsystem cancels the scope.
             () = subsystems.token().cancelled() => break "a subsystem failed".to_owned(),

@@ -60,7 +60,9 @@
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
-pub use cancel_scope_runtime::{CancellationToken, Cancelled, Scope, TaskError};
+pub use cancel_scope_runtime::{
+    CancellationToken, Cancelled, Scope, ShutdownReport, TaskError, TaskId, TaskOutcome, TaskReport,
+};
 
 /// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races
 /// its body against it, and runs an async cleanup when it is cancelled.
@@ -106,6 +108,19 @@ pub use cancel_scope_runtime::{CancellationToken, Cancelled, Scope, TaskError};
 ///   another branch, an aborted task) is not a cancellation: the body is
 ///   dropped, and the cleanup does not run, since nothing polls it any more.
 ///   Cancel the token and await the future when the cleanup must run.
+///
+/// # Nested calls
+///
+/// A `#[cancellable]` call inside a cancelled body is cancelled with it, and
+/// its cleanup runs before the outer one: innermost first. When the outer
+/// race sees its token cancelled while its body waits inside nested calls,
+/// it keeps polling the body ("drains" it) only until those calls have
+/// dropped their own bodies and run their cleanups, then drops it. The
+/// nested calls are cancelled whatever token they were given (a child, a
+/// clone, or an unrelated one), and once they have cleaned up they do not
+/// return into the cancelled body: no code after them runs, so a retry loop
+/// around a nested call cannot spin. A cleanup's own `#[cancellable]` calls
+/// run normally.
 ///
 /// # The cleanup
 ///

@@ -7,12 +7,14 @@
 mod cancelled;
 #[doc(hidden)]
 pub mod private;
+mod report;
 mod scope;
 #[cfg(feature = "signal")]
 mod signal;
 
 pub use cancelled::Cancelled;
-pub use scope::{Scope, TaskError};
+pub use report::{ShutdownReport, TaskOutcome, TaskReport};
+pub use scope::{Scope, TaskError, TaskId};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;
 pub use tokio_util::sync::CancellationToken;

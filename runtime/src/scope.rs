@@ -24,18 +24,26 @@
 //! taken results out of the middle (then [`Slot`]s record what it took).
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::task::{Id, JoinError, JoinSet};
+// `sync` is a feature of tokio that tokio-util turns on (it needs it for
+// `CancellationToken`).
+use tokio::sync::Semaphore;
+use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::report::{ShutdownReport, TaskOutcome, TaskReport};
 
 /// A panic payload, as [`std::panic::catch_unwind`] returns it.
 type Payload = Box<dyn Any + Send + 'static>;
@@ -97,6 +105,15 @@ impl TaskError {
     const fn detached() -> Self {
         TaskError {
             repr: Repr::Detached,
+        }
+    }
+
+    /// What the error means for a [`ShutdownReport`].
+    fn outcome(&self) -> TaskOutcome {
+        match self.repr {
+            Repr::Panic(_) => TaskOutcome::Panicked,
+            Repr::Aborted => TaskOutcome::Aborted,
+            Repr::Detached => TaskOutcome::Detached,
         }
     }
 
@@ -318,8 +335,9 @@ impl From<TaskError> for std::io::Error {
 }
 
 /// What a task does with its result before handing it back: nothing, or,
-/// in a fail-fast scope, cancel the scope's token on a failure. A type
-/// parameter of [`Task`] so that the plain case costs no space in the task.
+/// in a fail-fast or first-ok scope, cancel the scope's token on a failure
+/// or a success. A type parameter of [`Task`] so that the plain case costs no
+/// space in the task.
 trait Check<T> {
     fn check(&self, out: &Result<T, Payload>);
 }
@@ -328,15 +346,19 @@ impl<T> Check<T> for () {
     fn check(&self, _: &Result<T, Payload>) {}
 }
 
-/// Makes a failing task cancel the scope's token (see [`Scope::fail_fast`]).
-struct FailFast<T> {
+/// Which outcomes of a task cancel the scope's token (set by
+/// [`Scope::fail_fast`] and [`Scope::first_ok`]).
+type CancelRule<T> = fn(&Result<T, Payload>) -> bool;
+
+/// Makes a task whose outcome matches the rule cancel the scope's token.
+struct CancelOn<T> {
     token: CancellationToken,
-    is_failure: fn(&T) -> bool,
+    rule: CancelRule<T>,
 }
 
-impl<T> Check<T> for FailFast<T> {
+impl<T> Check<T> for CancelOn<T> {
     fn check(&self, out: &Result<T, Payload>) {
-        if out.as_ref().map_or(true, |value| (self.is_failure)(value)) {
+        if (self.rule)(out) {
             self.token.cancel();
         }
     }
@@ -351,9 +373,10 @@ impl<T, C: Check<T>> Check<T> for Option<C> {
 }
 
 pin_project! {
-    /// The future a scope spawns for `spawn`: the user's future, plus the
+    /// The future a scope spawns for `spawn` (behind a semaphore permit in
+    /// a scope with a limit, see [`limited`]): the user's future, plus the
     /// task's sequence number in its output, a panic guard, and the
-    /// fail-fast check.
+    /// fail-fast or first-ok check.
     ///
     /// It composes tokio and std primitives only (`catch_unwind`, the token's
     /// `cancel`) and holds no lock: it is polled by the runtime like the
@@ -393,6 +416,71 @@ impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
         };
         this.check.check(&out);
         Poll::Ready((*this.seq, out))
+    }
+}
+
+/// A task behind a semaphore permit, in a scope with a limit (see
+/// [`Scope::with_limit`]): waits for a permit, then runs the [`Task`], and
+/// releases the permit once the task is done, after its check (so a task
+/// queued behind a failing fail-fast task starts with its token cancelled),
+/// or when it is aborted.
+async fn limited<F: Future>(permits: Arc<Semaphore>, task: F) -> F::Output {
+    // The scope never closes its semaphore, so `acquire` never fails.
+    let _permit = permits.acquire().await.ok();
+    task.await
+}
+
+/// The concurrency limit of a scope (see [`Scope::with_limit`]).
+struct Limit {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+/// Identifies a task of a [`Scope`]: [`spawn`](Scope::spawn) returns it, and
+/// [`join_next_with_id`](Scope::join_next_with_id) hands it back with the
+/// task's result, so a result (or a panic) can be traced to its task.
+///
+/// An id is unique within its scope: ids are never reused, not even after
+/// the scope was emptied and spawned into again (ids of different scopes may
+/// be equal). Ids compare in spawn order: a task spawned later has a greater
+/// id. A `TaskId` displays as its number; a [`ShutdownReport`] names an
+/// unnamed task `task #<id>`.
+///
+/// ```
+/// use cancel_scope_runtime::Scope;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut scope = Scope::new();
+/// let parse = scope.spawn(|_token| async { "42".parse::<u32>() });
+/// let fetch = scope.spawn(|_token| async { "x".parse::<u32>() });
+/// assert!(parse < fetch);
+/// while let Some((id, result)) = scope.join_next_with_id().await {
+///     let value = result.unwrap(); // no panic here
+///     if id == fetch {
+///         assert!(value.is_err());
+///     } else {
+///         assert_eq!(value, Ok(42));
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+/// The task's number, as in `task #3`.
+///
+/// ```
+/// use cancel_scope_runtime::Scope;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut scope = Scope::new();
+/// let id = scope.spawn(|_token| async {});
+/// assert_eq!(format!("task #{id}"), "task #0");
+/// # }
+/// ```
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -467,6 +555,57 @@ impl Slot {
 /// a [`spawn_blocking`](Self::spawn_blocking) closure that is already
 /// running: blocking code cannot be aborted, so it runs until it returns (it
 /// sees its token cancelled); one that has not started yet never starts.
+///
+/// # Policies
+///
+/// Builders set how the scope treats its tasks; call them when building the
+/// scope, as they apply to the tasks spawned afterwards:
+///
+/// - [`fail_fast`](Self::fail_fast): the first failure cancels the scope;
+/// - [`first_ok`](Self::first_ok) and [`join_first_ok`](Self::join_first_ok):
+///   the first success wins and cancels the rest;
+/// - [`with_limit`](Self::with_limit): at most `n` tasks run at once, the
+///   others queue;
+/// - [`with_deadline`](Self::with_deadline) and
+///   [`with_timeout`](Self::with_timeout): the scope cancels itself at a
+///   deadline.
+///
+/// [`spawn_named`](Self::spawn_named) and
+/// [`shutdown_report`](Self::shutdown_report) say, for the logs, what
+/// happened to each task in a shutdown.
+///
+/// ```
+/// use std::time::Duration;
+/// use cancel_scope_runtime::Scope;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// // Ask three mirrors, two at a time, for at most 10 seconds; keep the
+/// // first answer.
+/// let mut scope = Scope::new()
+///     .first_ok()
+///     .with_limit(2)
+///     .with_timeout(Duration::from_secs(10));
+/// for (mirror, secs) in [("eu", 3), ("us", 1), ("asia", 2)] {
+///     scope.spawn_named(mirror, move |token| async move {
+///         tokio::select! {
+///             () = tokio::time::sleep(Duration::from_secs(secs)) => Ok(mirror),
+///             () = token.cancelled() => Err("cancelled"),
+///         }
+///     });
+/// }
+/// assert_eq!(scope.join_first_ok().await.unwrap(), "us");
+/// # }
+/// ```
+///
+/// # Reusing a scope
+///
+/// When every result has been handed out, the scope is empty and can be
+/// spawned into again, as long as its token is not cancelled. Its token is
+/// never reset: after [`cancel`](Self::cancel), [`shutdown`](Self::shutdown),
+/// [`shutdown_report`](Self::shutdown_report),
+/// [`join_first_ok`](Self::join_first_ok) found a winner, a deadline, a
+/// fail-fast or first-ok task, or the parent token, tasks spawned into it
+/// start with a cancelled token. Spawn into a fresh scope instead.
 pub struct Scope<T> {
     token: CancellationToken,
     /// Tasks from `spawn`.
@@ -505,8 +644,25 @@ pub struct Scope<T> {
     /// that many orphans count as taken. All aborted results look alike, so
     /// which ones does not matter.
     handed_aborts: usize,
-    /// Set by `fail_fast`: which values are failures.
-    fail_fast: Option<fn(&T) -> bool>,
+    /// Set by `fail_fast` and `first_ok`: which outcomes cancel the token
+    /// from inside the task. `None` costs the tasks nothing.
+    cancel_on: Option<CancelRule<T>>,
+    /// `fail_fast` was called.
+    fail_fast: bool,
+    /// `first_ok` was called.
+    first_ok: bool,
+    /// Set by `with_limit`. `None` costs the tasks nothing.
+    limit: Option<Limit>,
+    /// Set by `with_deadline` and `with_timeout`.
+    deadline: Option<Instant>,
+    /// The task that cancels the token at the deadline, while it waits.
+    deadline_timer: Option<AbortHandle>,
+    /// The names of the named tasks not yet handed out, by sequence number.
+    /// Unnamed tasks get their default name when a report needs it.
+    names: BTreeMap<u64, Cow<'static, str>>,
+    /// The sequence number of the first `Ok` that `join_first_ok` found and
+    /// kept in `results`, should it be interrupted before returning it.
+    winner: Option<u64>,
 }
 
 impl<T> Scope<T> {
@@ -562,8 +718,194 @@ impl<T> Scope<T> {
             taken: 0,
             running_async: 0,
             handed_aborts: 0,
-            fail_fast: None,
+            cancel_on: None,
+            fail_fast: false,
+            first_ok: false,
+            limit: None,
+            deadline: None,
+            deadline_timer: None,
+            names: BTreeMap::new(),
+            winner: None,
         }
+    }
+
+    /// Limits the scope to `n` tasks running at once: further spawns are
+    /// accepted at once and queue, in spawn order, until a running task
+    /// finishes.
+    ///
+    /// Each task waits for a permit of a [`Semaphore`] inside the task,
+    /// before its future is first polled. `f` still runs at spawn time to
+    /// build the future (build it cheaply; do the work in the future). A
+    /// [`spawn_blocking`](Self::spawn_blocking) task counts as well: it waits
+    /// for its permit on its blocking thread before calling its closure. A
+    /// task queued for a long time still shows in [`len`](Self::len) and is
+    /// joined like any other.
+    ///
+    /// A task frees its permit once it has ended, after a
+    /// [`fail_fast`](Self::fail_fast) or [`first_ok`](Self::first_ok) scope
+    /// has seen its result: a task queued behind the one that cancelled the
+    /// scope starts with its token cancelled.
+    ///
+    /// The limit also holds while the scope is cancelled: a task still queued
+    /// when the scope is cancelled keeps its place and runs when a permit
+    /// frees up, with its token already cancelled, so it can see that and
+    /// clean up (a `#[cancellable]` fn then runs its cleanup without polling
+    /// its body). A [`shutdown`](Self::shutdown)'s grace period must thus
+    /// cover the queue; a task still queued at the end of it is aborted
+    /// without having run.
+    ///
+    /// Applies to the tasks spawned after it; call it when building the
+    /// scope. A scope without a limit pays nothing for this feature.
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0. An `n` above [`Semaphore::MAX_PERMITS`] counts as
+    /// `MAX_PERMITS`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    /// use cancel_scope_runtime::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let running = Arc::new(AtomicUsize::new(0));
+    /// let mut scope = Scope::new().with_limit(2);
+    /// for _ in 0..10 {
+    ///     let running = running.clone();
+    ///     scope.spawn(move |_token| async move {
+    ///         let now = running.fetch_add(1, SeqCst) + 1;
+    ///         tokio::task::yield_now().await;
+    ///         running.fetch_sub(1, SeqCst);
+    ///         now
+    ///     });
+    /// }
+    /// let peak = scope.join_all().await.into_iter().map(Result::unwrap).max();
+    /// assert!(peak <= Some(2));
+    /// # }
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn with_limit(mut self, n: usize) -> Self {
+        assert!(
+            n > 0,
+            "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
+        );
+        let max = n.min(Semaphore::MAX_PERMITS);
+        self.limit = Some(Limit {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        });
+        self
+    }
+
+    /// Cancels the scope's token at `deadline`, as if [`cancel`](Self::cancel)
+    /// were called then: the tasks see their tokens cancelled and clean up.
+    /// Nothing is aborted: a deadline bounds how long the tasks run, not how
+    /// long a join waits for tasks that ignore their token; for that, follow
+    /// it with [`shutdown`](Self::shutdown).
+    ///
+    /// A small timer task, spawned with [`tokio::spawn`] and not a task of the
+    /// scope (it is never among the results), waits for the deadline; it
+    /// ends when the token is cancelled, and is aborted when the scope is
+    /// shut down or dropped. A deadline already past cancels the token at
+    /// once. Calling it again replaces the deadline.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime, or when the runtime has no timer
+    /// (`enable_time`), like [`tokio::time::sleep_until`] (unless the
+    /// deadline is already past).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::Scope;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let deadline = Instant::now() + Duration::from_secs(30);
+    /// let mut scope = Scope::new().with_deadline(deadline);
+    /// scope.spawn(|token| async move {
+    ///     token.cancelled().await; // works until the deadline
+    ///     Instant::now()
+    /// });
+    /// let stopped_at = scope.join_all().await.pop().unwrap().unwrap();
+    /// assert_eq!(stopped_at, deadline);
+    /// assert!(scope.token().is_cancelled());
+    /// # }
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        if let Some(timer) = self.deadline_timer.take() {
+            timer.abort();
+        }
+        self.deadline = Some(deadline);
+        if deadline <= Instant::now() {
+            self.token.cancel();
+            return self;
+        }
+        // Made here so that a missing timer panics here, not in the task.
+        let sleep = tokio::time::sleep_until(deadline);
+        let token = self.token.clone();
+        let timer = tokio::spawn(async move {
+            if token.run_until_cancelled(sleep).await.is_some() {
+                token.cancel();
+            }
+        });
+        self.deadline_timer = Some(timer.abort_handle());
+        self
+    }
+
+    /// Cancels the scope's token `timeout` from now; see
+    /// [`with_deadline`](Self::with_deadline).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime, or when the runtime has no timer
+    /// (`enable_time`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut scope = Scope::new().with_timeout(Duration::from_secs(5));
+    /// scope.spawn(|token| async move {
+    ///     let mut rounds = 0;
+    ///     while token.run_until_cancelled(tokio::time::sleep(Duration::from_secs(1))).await.is_some() {
+    ///         rounds += 1;
+    ///     }
+    ///     rounds
+    /// });
+    /// let rounds = scope.join_all().await.pop().unwrap().unwrap();
+    /// assert!(rounds <= 5);
+    /// # }
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let deadline = Instant::now() + timeout;
+        self.with_deadline(deadline)
+    }
+
+    /// The deadline set by [`with_deadline`](Self::with_deadline) or
+    /// [`with_timeout`](Self::with_timeout), if any, to bound other waits by
+    /// it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::Scope;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// assert_eq!(Scope::<()>::new().deadline(), None);
+    /// let scope = Scope::<()>::new().with_timeout(Duration::from_secs(5));
+    /// assert_eq!(scope.deadline(), Some(Instant::now() + Duration::from_secs(5)));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
@@ -583,8 +925,9 @@ impl<T> Scope<T> {
     }
 
     /// Cancels the scope's token, and so every task's token. Tasks stop as
-    /// they see fit; nothing is aborted and nothing is awaited. Tasks spawned
-    /// afterwards start with a cancelled token.
+    /// they see fit; nothing is aborted and nothing is awaited. The token
+    /// stays cancelled: tasks spawned afterwards start with a cancelled token
+    /// (spawn into a fresh scope instead).
     ///
     /// ```
     /// use cancel_scope_runtime::Scope;
@@ -658,6 +1001,11 @@ impl<T: 'static> Scope<T> {
     /// A panic in the task is caught and reported as a [`TaskError`] by the
     /// join methods.
     ///
+    /// Returns the task's [`TaskId`], unique within the scope, which
+    /// [`join_next_with_id`](Self::join_next_with_id) hands back with the
+    /// task's result. (Like [`JoinSet::spawn`]'s `AbortHandle`, it can be
+    /// ignored.)
+    ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
@@ -688,7 +1036,7 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     #[track_caller]
-    pub fn spawn<F, Fut>(&mut self, f: F)
+    pub fn spawn<F, Fut>(&mut self, f: F) -> TaskId
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
@@ -696,16 +1044,67 @@ impl<T: 'static> Scope<T> {
     {
         let fut = Some(f(self.token.child_token()));
         let seq = self.next_seq;
-        match self.fail_fast_guard() {
-            None => self.tasks.spawn(Task {
+        match (self.cancel_guard(), &self.limit) {
+            (None, None) => self.tasks.spawn(Task {
                 fut,
                 seq,
                 check: (),
             }),
-            Some(check) => self.tasks.spawn(Task { fut, seq, check }),
+            (Some(check), None) => self.tasks.spawn(Task { fut, seq, check }),
+            (None, Some(limit)) => self.tasks.spawn(limited(
+                limit.permits.clone(),
+                Task {
+                    fut,
+                    seq,
+                    check: (),
+                },
+            )),
+            (Some(check), Some(limit)) => self
+                .tasks
+                .spawn(limited(limit.permits.clone(), Task { fut, seq, check })),
         };
         self.next_seq += 1;
         self.running_async += 1;
+        TaskId(seq)
+    }
+
+    /// [`spawn`](Self::spawn), with a name for
+    /// [`shutdown_report`](Self::shutdown_report): a `&'static str` or a
+    /// `String`, kept as it is (not copied) until the task's result is handed
+    /// out. Only named tasks keep a name; unnamed ones are named `task #<id>`
+    /// (see [`TaskId`]) when a report is made.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn_named("metrics", |token| async move { token.cancelled().await });
+    /// for shard in 0..2 {
+    ///     scope.spawn_named(format!("shard-{shard}"), |token| async move {
+    ///         token.cancelled().await
+    ///     });
+    /// }
+    /// let report = scope.shutdown_report(Duration::from_secs(5)).await;
+    /// let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
+    /// assert_eq!(names, ["metrics", "shard-0", "shard-1"]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn_named<F, Fut>(&mut self, name: impl Into<Cow<'static, str>>, f: F) -> TaskId
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let id = self.spawn(f);
+        self.names.insert(id.0, name.into());
+        id
     }
 
     /// Runs `f(token)` on Tokio's blocking thread pool as a task of the
@@ -714,7 +1113,8 @@ impl<T: 'static> Scope<T> {
     /// [`token.is_cancelled()`](CancellationToken::is_cancelled) often
     /// enough for [`shutdown`](Self::shutdown) to be graceful. A closure
     /// still running at the end of the grace period is detached (see
-    /// [`TaskError::is_detached`]).
+    /// [`TaskError::is_detached`]). Returns the task's [`TaskId`], as
+    /// [`spawn`](Self::spawn) does.
     ///
     /// # Panics
     ///
@@ -739,21 +1139,61 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     #[track_caller]
-    pub fn spawn_blocking<F>(&mut self, f: F)
+    pub fn spawn_blocking<F>(&mut self, f: F) -> TaskId
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
         T: Send + 'static,
     {
         let token = self.token.child_token();
         let seq = self.next_seq;
-        let fail_fast = self.fail_fast_guard();
+        let check = self.cancel_guard();
+        let permits = self.limit.as_ref().map(|limit| limit.permits.clone());
         let handle = self.blocking.spawn_blocking(move || {
+            // A blocking thread is not an async context: it may block on the
+            // runtime to wait for its permit.
+            let permit = permits
+                .as_ref()
+                .map(|permits| tokio::runtime::Handle::current().block_on(permits.acquire()));
             let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-            fail_fast.check(&out);
+            check.check(&out);
+            drop(permit);
             (seq, out)
         });
         self.blocking_ids.push((seq, handle.id()));
         self.next_seq += 1;
+        TaskId(seq)
+    }
+
+    /// [`spawn_blocking`](Self::spawn_blocking), with a name for
+    /// [`shutdown_report`](Self::shutdown_report) (see
+    /// [`spawn_named`](Self::spawn_named)).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime, like [`JoinSet::spawn_blocking`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::{Scope, TaskOutcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn_blocking_named("checksum", |_token| 0xbeef_u32);
+    /// let report = scope.shutdown_report(Duration::from_secs(5)).await;
+    /// assert_eq!(report.tasks()[0].name(), "checksum");
+    /// assert!(report.is_clean());
+    /// assert_eq!(report.into_results()[0].as_ref().unwrap(), &0xbeef);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn_blocking_named<F>(&mut self, name: impl Into<Cow<'static, str>>, f: F) -> TaskId
+    where
+        F: FnOnce(CancellationToken) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let id = self.spawn_blocking(f);
+        self.names.insert(id.0, name.into());
+        id
     }
 
     /// Waits for the next task to finish and returns its result, in
@@ -788,22 +1228,93 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        let result = if self.done > 0 {
+        let next = self.next(false).await;
+        next.map(|(_, result)| result)
+    }
+
+    /// [`join_next`](Self::join_next), with the id of the task the result
+    /// belongs to: the [`TaskId`] that [`spawn`](Self::spawn) returned. A
+    /// task that panicked carries its id as well.
+    ///
+    /// The one result it may hand out later than `join_next` would is that
+    /// of a task aborted by a [`shutdown`](Self::shutdown) that was itself
+    /// interrupted after its grace period (a rare case): an abort does not
+    /// say which task it was, so such results come once no other task of
+    /// the scope is left running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like `join_next`.
+    ///
+    /// ```
+    /// use cancel_scope_runtime::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// let mut inputs = std::collections::HashMap::new();
+    /// for path in ["a.toml", "b.toml"] {
+    ///     let id = scope.spawn(move |_token| async move {
+    ///         if path == "b.toml" {
+    ///             panic!("corrupt file");
+    ///         }
+    ///         path.len()
+    ///     });
+    ///     inputs.insert(id, path);
+    /// }
+    /// let mut failed = Vec::new();
+    /// while let Some((id, result)) = scope.join_next_with_id().await {
+    ///     if let Err(err) = result {
+    ///         failed.push((inputs[&id], err.to_string()));
+    ///     }
+    /// }
+    /// assert_eq!(failed, [("b.toml", "task panicked: corrupt file".to_string())]);
+    /// # }
+    /// ```
+    pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
+        let next = self.next(true).await?;
+        match next {
+            (Some(seq), result) => Some((TaskId(seq), result)),
+            // `next(true)` places every result it hands out.
+            (None, _) => unreachable!("cancel-scope: a result without a task id"),
+        }
+    }
+
+    /// The next result, with its task's sequence number when it is known:
+    /// always with `ids`, which for that keeps the aborted tasks that an
+    /// interrupted shutdown left (their `JoinError` says nothing of the task)
+    /// until both sets are empty, when they are the indices left.
+    async fn next(&mut self, ids: bool) -> Option<(Option<u64>, Result<T, TaskError>)> {
+        let next = if self.done > 0 {
             self.take_first_done()
         } else {
-            match poll_fn(|cx| self.poll_raw(cx)).await {
-                Some((blocking, raw)) => Some(self.hand_out(blocking, raw)),
-                None => self.take_orphan(),
-            }
+            let joined = poll_fn(|cx| {
+                loop {
+                    match ready!(self.poll_raw(cx)) {
+                        Some((false, Err(_))) if ids => {
+                            // An orphan, placed by `take_orphan` below.
+                        }
+                        Some((blocking, raw)) => {
+                            return Poll::Ready(Some(self.hand_out(blocking, raw)));
+                        }
+                        None => return Poll::Ready(None),
+                    }
+                }
+            })
+            .await;
+            joined.or_else(|| self.take_orphan())
         };
+        if let Some((Some(seq), _)) = &next {
+            self.forget_name(*seq);
+        }
         self.tidy();
-        result
+        next
     }
 
     /// Waits for every task and returns the results of all tasks not already
     /// returned by [`join_next`](Self::join_next), in spawn order, so that
     /// results map to the tasks as they were spawned. The scope is empty
-    /// afterwards and can be reused.
+    /// afterwards; it can be spawned into again as long as its token is not
+    /// cancelled (see [Reusing a scope](Self#reusing-a-scope)).
     ///
     /// It waits as long as it takes: cancel first ([`cancel`](Self::cancel))
     /// to stop tasks that run until cancelled, or use
@@ -854,6 +1365,11 @@ impl<T: 'static> Scope<T> {
     /// dropped (as soon as each is not being polled), so when it returns no
     /// async task of the scope is left.
     ///
+    /// The token stays cancelled afterwards: tasks spawned into the scope
+    /// then start with a cancelled token. Spawn into a fresh scope instead.
+    /// [`shutdown_report`](Self::shutdown_report) also says what happened to
+    /// each task.
+    ///
     /// # Panics
     ///
     /// When the runtime has no timer (`enable_time`), like
@@ -886,16 +1402,153 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
+        self.stop(grace, |_| {}).await;
+        self.finish()
+    }
+
+    /// [`shutdown`](Self::shutdown), and a [`ShutdownReport`] of what
+    /// happened to each task, for the logs: its name (see
+    /// [`spawn_named`](Self::spawn_named)), its [`TaskOutcome`], and how long
+    /// its cleanup took; the results themselves come with
+    /// [`ShutdownReport::into_results`]. Its `Display` is a table.
+    ///
+    /// The outcomes are counted from the moment the shutdown cancels the
+    /// token:
+    ///
+    /// - [`Completed`](TaskOutcome::Completed): the task had finished before;
+    /// - [`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp): it
+    ///   finished within the grace period, so it saw its token cancelled and
+    ///   ran its cleanup; its cleanup time runs from the cancellation to its
+    ///   end;
+    /// - [`Aborted`](TaskOutcome::Aborted), [`Detached`](TaskOutcome::Detached)
+    ///   or [`Panicked`](TaskOutcome::Panicked), as its [`TaskError`] says.
+    ///
+    /// A task's end is seen when the shutdown collects its result (the
+    /// tasks themselves record nothing, to cost nothing when no report is
+    /// asked for), so a cleanup time is late by the time the shutdown takes
+    /// to get to it, usually microseconds; on a paused clock it is exact.
+    ///
+    /// When the token was already cancelled as the shutdown began (by
+    /// [`cancel`](Self::cancel), a parent token, a deadline, a fail-fast or
+    /// first-ok task), the scope cannot know when the tasks that had
+    /// finished by then did: they count as `Completed`, and cleanup times
+    /// count from the start of the shutdown.
+    /// [`ShutdownReport::was_cancelled_before`] says so, and so does the
+    /// table.
+    ///
+    /// # Panics
+    ///
+    /// When the runtime has no timer (`enable_time`), like
+    /// [`tokio::time::timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As for `shutdown`, no result is lost if the future is dropped before
+    /// it completes: they stay in the scope. What it measured is lost; a new
+    /// call counts the tasks the first one collected as `Completed`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::{Scope, TaskOutcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn_named("writer", |token| async move {
+    ///     token.cancelled().await;
+    ///     tokio::time::sleep(Duration::from_millis(250)).await; // flush
+    ///     "flushed"
+    /// });
+    /// scope.spawn_named("stuck", |_token| async move {
+    ///     std::future::pending::<()>().await; // ignores its token
+    ///     "never"
+    /// });
+    /// scope.spawn(|_token| async { "done" });
+    /// tokio::task::yield_now().await; // "done" finishes
+    ///
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// println!("{report}");
+    /// let tasks = report.tasks();
+    /// assert_eq!(tasks[0].outcome(), TaskOutcome::CancelledCleanedUp);
+    /// assert_eq!(tasks[0].cleanup_time(), Some(Duration::from_millis(250)));
+    /// assert_eq!(tasks[1].outcome(), TaskOutcome::Aborted);
+    /// assert_eq!((tasks[2].name(), tasks[2].outcome()), ("task #2", TaskOutcome::Completed));
+    /// assert!(!report.is_clean());
+    /// let results = report.into_results();
+    /// assert_eq!(results[0].as_ref().unwrap(), &"flushed");
+    /// # }
+    /// ```
+    ///
+    /// prints
+    ///
+    /// ```text
+    /// TASK     OUTCOME                  CLEANUP
+    /// writer   cancelled, cleaned up    250.0ms
+    /// stuck    aborted                        -
+    /// task #2  completed                      -
+    /// shutdown of 3 tasks took 1.000s (grace 1.000s): 1 completed, 1 cleaned up, 1 aborted
+    /// ```
+    pub async fn shutdown_report(&mut self, grace: Duration) -> ShutdownReport<T> {
+        let was_cancelled_before = self.token.is_cancelled();
+        // What has finished did not need the shutdown.
+        while let Some(raw) = self.tasks.try_join_next() {
+            self.store(false, raw);
+        }
+        while let Some(raw) = self.blocking.try_join_next() {
+            self.store(true, raw);
+        }
+        let start = Instant::now();
+        let mut finished_at: Vec<Option<Instant>> = vec![None; self.indices()];
+        self.stop(grace, |i| {
+            if let Some(at) = finished_at.get_mut(i) {
+                *at = Some(Instant::now());
+            }
+        })
+        .await;
+        let elapsed = start.elapsed();
+        let mut names = std::mem::take(&mut self.names);
+        let mut tasks = Vec::with_capacity(finished_at.len());
+        let results = self.finish_with(|i, seq, result| {
+            let finished = finished_at.get(i).copied().flatten();
+            let outcome = match &result {
+                Ok(_) if finished.is_some() => TaskOutcome::CancelledCleanedUp,
+                Ok(_) => TaskOutcome::Completed,
+                Err(e) => e.outcome(),
+            };
+            let cleanup_time = match outcome {
+                TaskOutcome::Aborted | TaskOutcome::Detached => None,
+                _ => finished.map(|at| at.saturating_duration_since(start)),
+            };
+            let name = names
+                .remove(&seq)
+                .unwrap_or_else(|| Cow::Owned(format!("task #{seq}")));
+            tasks.push(TaskReport::new(TaskId(seq), name, outcome, cleanup_time));
+            result
+        });
+        ShutdownReport::new(tasks, results, grace, elapsed, was_cancelled_before)
+    }
+
+    /// Cancels the token, waits up to `grace` for the tasks, then detaches
+    /// the blocking ones still running and aborts the async ones, and waits
+    /// for those. `on_store` sees the index of each result it collects.
+    async fn stop(&mut self, grace: Duration, mut on_store: impl FnMut(usize)) {
         self.token.cancel();
+        if let Some(timer) = self.deadline_timer.take() {
+            timer.abort();
+        }
         // `drain` keeps every result it collects in the scope, so dropping it
         // when the grace period ends loses nothing.
-        if tokio::time::timeout(grace, self.drain()).await.is_err() {
+        if tokio::time::timeout(grace, self.drain_with(&mut on_store))
+            .await
+            .is_err()
+        {
             if !self.blocking.is_empty() {
                 // Queued blocking tasks never start; running ones can't be
                 // stopped: take what finished, detach the rest.
                 self.blocking.abort_all();
                 while let Some(raw) = self.blocking.try_join_next() {
-                    self.store(true, raw);
+                    if let Some(i) = self.store(true, raw) {
+                        on_store(i);
+                    }
                 }
                 for (seq, _) in std::mem::take(&mut self.blocking_ids) {
                     if let Some(i) = self.index(seq) {
@@ -905,17 +1558,29 @@ impl<T: 'static> Scope<T> {
                 self.blocking.detach_all();
             }
             self.tasks.abort_all();
-            self.drain().await;
+            self.drain_with(&mut on_store).await;
         }
-        self.finish()
     }
 
-    /// The fail-fast check for a new task, when the scope has one.
-    fn fail_fast_guard(&self) -> Option<FailFast<T>> {
-        self.fail_fast.map(|is_failure| FailFast {
+    /// The fail-fast or first-ok check for a new task, when the scope has
+    /// one.
+    fn cancel_guard(&self) -> Option<CancelOn<T>> {
+        self.cancel_on.map(|rule| CancelOn {
             token: self.token.clone(),
-            is_failure,
+            rule,
         })
+    }
+
+    /// The sequence number of the task at index `i`.
+    fn seq_at(&self, i: usize) -> u64 {
+        seq_at(&self.slots, self.implicit_from, i)
+    }
+
+    /// Forgets the name of task `seq`, which was handed out.
+    fn forget_name(&mut self, seq: u64) {
+        if !self.names.is_empty() {
+            self.names.remove(&seq);
+        }
     }
 
     /// How many tasks have an index.
@@ -1004,13 +1669,22 @@ impl<T: 'static> Scope<T> {
     /// Waits until both sets are empty, keeping every result in `results`.
     /// Cancel safe: each result is stored in the poll that joins it.
     async fn drain(&mut self) {
+        self.drain_with(|_| {}).await;
+    }
+
+    /// `drain`, calling `on_store` with the index of each result it keeps.
+    async fn drain_with(&mut self, mut on_store: impl FnMut(usize)) {
         // Room for every result, so that `put` never grows the vector.
         self.results
             .reserve(self.indices().saturating_sub(self.results.len()));
         poll_fn(|cx| {
             loop {
                 match self.poll_raw(cx) {
-                    Poll::Ready(Some((blocking, raw))) => self.store(blocking, raw),
+                    Poll::Ready(Some((blocking, raw))) => {
+                        if let Some(i) = self.store(blocking, raw) {
+                            on_store(i);
+                        }
+                    }
                     Poll::Ready(None) => return Poll::Ready(()),
                     Poll::Pending => return Poll::Pending,
                 }
@@ -1019,30 +1693,31 @@ impl<T: 'static> Scope<T> {
         .await;
     }
 
-    /// Keeps a joined result, for `finish` (or `join_next`).
-    fn store(&mut self, blocking: bool, raw: Raw<T>) {
+    /// Keeps a joined result, for `finish` (or `join_next`); its index.
+    fn store(&mut self, blocking: bool, raw: Raw<T>) -> Option<usize> {
         let (seq, result) = match raw {
             Ok((seq, out)) => {
                 self.joined(blocking, seq);
                 (seq, out.map_err(TaskError::panic))
             }
-            Err(e) if blocking => match self.blocking_seq(e.id()) {
-                Some(seq) => (seq, Err(TaskError::from_join_error(e))),
-                None => return,
-            },
+            Err(e) if blocking => (
+                self.blocking_seq(e.id())?,
+                Err(TaskError::from_join_error(e)),
+            ),
             // An aborted async task: an orphan, reported as aborted. (Finding
             // its index by id would cost a scan per task, and aborts come by
             // the thousand in a shutdown. A panic raised while dropping an
             // aborted task is reported as the abort.)
-            Err(_) => return,
+            Err(_) => return None,
         };
-        if let Some(i) = self.index(seq) {
-            self.put(i, result);
-        }
+        let i = self.index(seq)?;
+        self.put(i, result);
+        Some(i)
     }
 
-    /// Hands a joined result to the user (`join_next`).
-    fn hand_out(&mut self, blocking: bool, raw: Raw<T>) -> Result<T, TaskError> {
+    /// Hands a joined result to the user (`join_next`), with its task's
+    /// sequence number unless it is an orphan.
+    fn hand_out(&mut self, blocking: bool, raw: Raw<T>) -> (Option<u64>, Result<T, TaskError>) {
         let (seq, result) = match raw {
             Ok((seq, out)) => {
                 self.joined(blocking, seq);
@@ -1060,21 +1735,26 @@ impl<T: 'static> Scope<T> {
         if let Some(i) = seq.and_then(|seq| self.index(seq)) {
             self.take(i);
         }
-        result
+        (seq, result)
     }
 
     /// Hands out the first result an interrupted drain collected.
-    fn take_first_done(&mut self) -> Option<Result<T, TaskError>> {
+    fn take_first_done(&mut self) -> Option<(Option<u64>, Result<T, TaskError>)> {
         let i = self.results.iter().position(Option::is_some)?;
-        let result = self.results[i].take()?;
+        self.take_stored(i)
+    }
+
+    /// Hands out the result kept at index `i`.
+    fn take_stored(&mut self, i: usize) -> Option<(Option<u64>, Result<T, TaskError>)> {
+        let result = self.results.get_mut(i)?.take()?;
         self.done -= 1;
         self.take(i);
-        Some(result)
+        Some((Some(self.seq_at(i)), result))
     }
 
     /// Both sets are empty: hands out an orphan (an aborted task joined by
     /// an interrupted drain), if one is owed.
-    fn take_orphan(&mut self) -> Option<Result<T, TaskError>> {
+    fn take_orphan(&mut self) -> Option<(Option<u64>, Result<T, TaskError>)> {
         if self.running_async == self.handed_aborts {
             return None;
         }
@@ -1083,7 +1763,7 @@ impl<T: 'static> Scope<T> {
         let i = (0..self.indices()).find(|&i| !self.is_taken(i))?;
         self.take(i);
         self.running_async -= 1;
-        Some(Err(TaskError::aborted()))
+        Some((Some(self.seq_at(i)), Err(TaskError::aborted())))
     }
 
     /// After `join_next`: forgets everything when nothing is left to hand
@@ -1102,26 +1782,38 @@ impl<T: 'static> Scope<T> {
     /// Both sets are empty: hands out every result not yet handed out, in
     /// spawn order, and empties the scope.
     fn finish(&mut self) -> Vec<Result<T, TaskError>> {
+        self.finish_with(|_, _, result| result)
+    }
+
+    /// `finish`, passing each result through `each` with its index and its
+    /// task's sequence number.
+    fn finish_with<R>(
+        &mut self,
+        mut each: impl FnMut(usize, u64, Result<T, TaskError>) -> R,
+    ) -> Vec<R> {
         debug_assert!(self.tasks.is_empty() && self.blocking.is_empty());
         let indices = self.indices();
         self.results.resize_with(indices, || None);
         let results = std::mem::take(&mut self.results);
         let mut skip = self.handed_aborts;
-        let slots = &self.slots;
-        // Reuses the allocation when `Option<Result<T, TaskError>>` and
-        // `Result<T, TaskError>` have the same layout, as they usually do.
+        let (slots, implicit_from) = (&self.slots, self.implicit_from);
+        // Reuses the allocation when `Option<Result<T, TaskError>>` and `R`
+        // have the same layout, as they usually do in `finish`.
         let results = results
             .into_iter()
             .enumerate()
-            .filter_map(|(i, result)| match result {
-                Some(result) => Some(result),
-                None if slots.get(i).is_some_and(|s| s.is_taken()) => None,
-                // An orphan: aborted.
-                None if skip > 0 => {
-                    skip -= 1;
-                    None
-                }
-                None => Some(Err(TaskError::aborted())),
+            .filter_map(|(i, result)| {
+                let result = match result {
+                    Some(result) => result,
+                    None if slots.get(i).is_some_and(|s| s.is_taken()) => return None,
+                    // An orphan: aborted.
+                    None if skip > 0 => {
+                        skip -= 1;
+                        return None;
+                    }
+                    None => Err(TaskError::aborted()),
+                };
+                Some(each(i, seq_at(slots, implicit_from, i), result))
             })
             .collect();
         self.reset();
@@ -1137,6 +1829,18 @@ impl<T: 'static> Scope<T> {
         self.taken = 0;
         self.running_async = 0;
         self.handed_aborts = 0;
+        self.names.clear();
+        self.winner = None;
+    }
+}
+
+/// The sequence number of the task at index `i`, given the scope's slots and
+/// its first implicit sequence number.
+fn seq_at(slots: &[Slot], implicit_from: u64, i: usize) -> u64 {
+    match slots.get(i) {
+        Some(slot) => slot.seq(),
+        // Indices fit in a `u64`.
+        None => implicit_from + (i - slots.len()) as u64,
     }
 }
 
@@ -1168,8 +1872,175 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(mut self) -> Self {
-        self.fail_fast = Some(Result::is_err);
+        self.fail_fast = true;
+        self.cancel_on = Some(Self::cancel_rule(self.fail_fast, self.first_ok));
         self
+    }
+
+    /// Makes the first success win: the first task that returns `Ok` cancels
+    /// the scope's token at once, from inside the task, so its siblings see
+    /// their tokens cancelled and run their cleanups without waiting for the
+    /// owner to join anything. The mirror of [`fail_fast`](Self::fail_fast);
+    /// with both, the first task to end in any way cancels the scope.
+    ///
+    /// An `Err` or a panic cancels nothing: the other tasks may still
+    /// succeed. [`join_first_ok`](Self::join_first_ok) returns the winner
+    /// (and works without `first_ok`, cancelling the rest itself when it
+    /// sees the first `Ok`; `first_ok` does it without waiting for the owner
+    /// to poll).
+    ///
+    /// Applies to the tasks spawned after it; call it when building the
+    /// scope.
+    ///
+    /// ```
+    /// use cancel_scope_runtime::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new().first_ok();
+    /// scope.spawn(|_token| async { Err("replica down") });
+    /// scope.spawn(|token| async move {
+    ///     token.cancelled().await; // a sibling succeeded
+    ///     Err("cancelled")
+    /// });
+    /// scope.spawn(|_token| async { Ok(42) });
+    /// let results = scope.join_all().await;
+    /// assert_eq!(results[0].as_ref().unwrap(), &Err("replica down"));
+    /// assert_eq!(results[1].as_ref().unwrap(), &Err("cancelled"));
+    /// assert_eq!(results[2].as_ref().unwrap(), &Ok(42));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn first_ok(mut self) -> Self {
+        self.first_ok = true;
+        self.cancel_on = Some(Self::cancel_rule(self.fail_fast, self.first_ok));
+        self
+    }
+
+    /// Which outcomes cancel the token, for `fail_fast` and `first_ok`.
+    fn cancel_rule(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
+        match (fail_fast, first_ok) {
+            (true, true) => |_| true,
+            (true, false) => |out| !matches!(out, Ok(Ok(_))),
+            (false, _) => |out| matches!(out, Ok(Ok(_))),
+        }
+    }
+}
+
+impl<U: 'static, E: 'static> Scope<Result<U, E>> {
+    /// Waits for the first task that returns `Ok`, cancels the scope's
+    /// token, waits for the other tasks (so their cleanups run and no task
+    /// is left), and returns the winner's value; the others' results are
+    /// dropped. When no task succeeds, it returns every result not already
+    /// handed out, in spawn order, as [`join_all`](Self::join_all) would.
+    ///
+    /// The first `Ok` is the first one the scope collects, in completion
+    /// order; an `Ok` that a task returns from its cleanup, once the scope
+    /// was cancelled, counts as well (return an `Err` from cleanups when it
+    /// should not). Like `join_all`, it waits as long as the tasks take;
+    /// [`with_timeout`](Self::with_timeout) bounds how long they run.
+    /// With [`first_ok`](Self::first_ok), the winner cancels its siblings
+    /// itself, without waiting for this call to see it.
+    ///
+    /// Named after [`first_ok`](Self::first_ok) and the `join_*` methods:
+    /// like `futures::future::select_ok`, but it waits for the losers, as a
+    /// scope lets no task outlive it, and hands back every failure rather
+    /// than the last one.
+    ///
+    /// # Errors
+    ///
+    /// When no task returns `Ok` (or the scope is empty): every result, each
+    /// an `Ok(Err(e))` or a [`TaskError`], in spawn order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped before it completes, no result
+    /// is lost; the results it collected stay in the scope for the next
+    /// join. Once it has found the winner (the token is then cancelled), the
+    /// next `join_first_ok` returns that same winner.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut scope = Scope::new();
+    /// for (replica, ms) in [("a", 300), ("b", 100), ("c", 200)] {
+    ///     scope.spawn(move |token| async move {
+    ///         let query = tokio::time::sleep(Duration::from_millis(ms));
+    ///         match token.run_until_cancelled(query).await {
+    ///             Some(()) => Ok(replica),
+    ///             None => Err("cancelled"),
+    ///         }
+    ///     });
+    /// }
+    /// assert_eq!(scope.join_first_ok().await.unwrap(), "b");
+    /// assert!(scope.is_empty()); // the others were cancelled and joined
+    ///
+    /// let mut scope = Scope::new();
+    /// scope.spawn(|_token| async { Err::<(), _>("refused") });
+    /// scope.spawn(|_token| async { panic!("bug") });
+    /// let failures = scope.join_first_ok().await.unwrap_err();
+    /// assert_eq!(failures[0].as_ref().unwrap(), &Err("refused"));
+    /// assert!(failures[1].as_ref().unwrap_err().is_panic());
+    /// # }
+    /// ```
+    pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
+        let found = match self.kept_winner() {
+            Some(seq) => Some(seq),
+            None => {
+                poll_fn(|cx| {
+                    loop {
+                        let Some((blocking, raw)) = ready!(self.poll_raw(cx)) else {
+                            return Poll::Ready(None);
+                        };
+                        let Some(i) = self.store(blocking, raw) else {
+                            continue;
+                        };
+                        if matches!(self.results[i], Some(Ok(Ok(_)))) {
+                            let seq = self.seq_at(i);
+                            self.winner = Some(seq);
+                            return Poll::Ready(Some(seq));
+                        }
+                    }
+                })
+                .await
+            }
+        };
+        if let Some(seq) = found {
+            self.token.cancel();
+            self.drain().await;
+            let won = self.index(seq).and_then(|i| self.take_stored(i));
+            let rest = self.finish();
+            if let Some((_, Ok(Ok(value)))) = won {
+                return Ok(value);
+            }
+            // Unreachable: the scope was borrowed all along.
+            return Err(rest);
+        }
+        Err(self.finish())
+    }
+
+    /// The winner a previous `join_first_ok` found, or else the first `Ok`
+    /// among the results an interrupted drain kept (in spawn order).
+    fn kept_winner(&mut self) -> Option<u64> {
+        let is_ok = |r: &Option<Result<Result<U, E>, TaskError>>| matches!(r, Some(Ok(Ok(_))));
+        if let Some(seq) = self.winner.take() {
+            if self
+                .index(seq)
+                .and_then(|i| self.results.get(i))
+                .is_some_and(is_ok)
+            {
+                self.winner = Some(seq);
+                return Some(seq);
+            }
+        }
+        if self.done == 0 {
+            return None;
+        }
+        let i = self.results.iter().position(is_ok)?;
+        let seq = self.seq_at(i);
+        self.winner = Some(seq);
+        Some(seq)
     }
 }
 
@@ -1185,8 +2056,8 @@ impl<T> Default for Scope<T> {
     }
 }
 
-/// Shows the number of tasks, whether the token is cancelled, and whether
-/// the scope fails fast.
+/// Shows the number of tasks, whether the token is cancelled, whether the
+/// scope fails fast, and the other policies when they are set.
 ///
 /// ```
 /// let scope = cancel_scope_runtime::Scope::<u8>::new();
@@ -1194,21 +2065,37 @@ impl<T> Default for Scope<T> {
 ///     format!("{scope:?}"),
 ///     "Scope { len: 0, cancelled: false, fail_fast: false, .. }",
 /// );
+/// let scope = cancel_scope_runtime::Scope::<Result<u8, ()>>::new()
+///     .first_ok()
+///     .with_limit(4);
+/// assert_eq!(
+///     format!("{scope:?}"),
+///     "Scope { len: 0, cancelled: false, fail_fast: false, first_ok: true, limit: 4, .. }",
+/// );
 /// ```
 impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scope")
-            .field("len", &self.len())
+        let mut d = f.debug_struct("Scope");
+        d.field("len", &self.len())
             .field("cancelled", &self.token.is_cancelled())
-            .field("fail_fast", &self.fail_fast.is_some())
-            .finish_non_exhaustive()
+            .field("fail_fast", &self.fail_fast);
+        if self.first_ok {
+            d.field("first_ok", &true);
+        }
+        if let Some(limit) = &self.limit {
+            d.field("limit", &limit.max);
+        }
+        d.finish_non_exhaustive()
     }
 }
 
-/// Cancels the token, then aborts the tasks (dropping the `JoinSet`s does);
-/// never blocks. See [`Scope`] for blocking tasks.
+/// Cancels the token, then aborts the tasks (dropping the `JoinSet`s does)
+/// and the deadline's timer; never blocks. See [`Scope`] for blocking tasks.
 impl<T> Drop for Scope<T> {
     fn drop(&mut self) {
         self.token.cancel();
+        if let Some(timer) = &self.deadline_timer {
+            timer.abort();
+        }
     }
 }
