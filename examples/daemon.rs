@@ -5,8 +5,10 @@
 //! cargo run --example daemon -- --run-for 0.5   # fractional seconds are fine
 //! ```
 //!
-//! A supervisor runs three subsystems as tasks of one [`Scope`], under the root
-//! token of a [`ShutdownSignal`] (cancelled on the first Ctrl-C or SIGTERM):
+//! A supervisor runs three subsystems as named tasks of one [`Scope`] and
+//! stops them when its [`ShutdownSignal`] fires (the first Ctrl-C or
+//! SIGTERM) or `--run-for` elapses, with `Scope::shutdown_report`, whose
+//! table ends the output:
 //!
 //! - **ingest** produces numbered records (0, 1, 2, ...) into a bounded
 //!   `tokio::sync::mpsc` channel;
@@ -367,11 +369,13 @@ async fn supervise(
     let counters = Arc::new(Counters::default());
     let (records_tx, records_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-    // The root token is the signal's: the first Ctrl-C or SIGTERM cancels it.
-    let mut subsystems: Scope<Subsystem> = Scope::child_of(signal.token()).fail_fast();
+    // The supervisor, not the signal, cancels the subsystems: it calls
+    // `shutdown_report`, which cancels the scope itself and so can tell
+    // which tasks finished on their own and how long each cleanup took.
+    let mut subsystems: Scope<Subsystem> = Scope::new().fail_fast();
 
     let c = counters.clone();
-    subsystems.spawn(|token| async move {
+    subsystems.spawn_named(NAMES[0], |token| async move {
         match ingest(token, records_tx, c).await {
             Ok(why) => Ok(Ending::Finished(why)),
             Err(_cancelled) => Ok(Ending::Cancelled),
@@ -383,7 +387,7 @@ async fn supervise(
         config.batch,
         config.slow_flush,
     );
-    subsystems.spawn(move |token| async move {
+    subsystems.spawn_named(NAMES[1], move |token| async move {
         let mut flush = None;
         let result = writer(
             token,
@@ -398,7 +402,7 @@ async fn supervise(
         writer_ending(result, flush, &c)
     });
     let (c, tick) = (counters.clone(), config.tick);
-    subsystems.spawn(move |token| async move {
+    subsystems.spawn_named(NAMES[2], move |token| async move {
         match metrics(token, c, tick, progress_tx).await {
             Ok(()) => Ok(Ending::Finished("nobody reads the progress".into())),
             Err(_cancelled) => Ok(Ending::Cancelled),
@@ -431,27 +435,32 @@ async fn supervise(
         human(config.grace)
     )?;
     let begun = Instant::now();
-    if !signal.token().is_cancelled() {
-        // Counts as the first signal: a Ctrl-C from now on forces the shutdown.
-        signal.trigger("shutdown");
-    }
+    // From now on any signal forces the shutdown: the second one if a signal
+    // started it, the first one otherwise.
+    let force = if signal.token().is_cancelled() {
+        signal.forced()
+    } else {
+        signal.token()
+    };
     let graceful = {
-        let shutdown = subsystems.shutdown(config.grace);
+        let shutdown = subsystems.shutdown_report(config.grace);
         tokio::pin!(shutdown);
         tokio::select! {
-            results = &mut shutdown => Ok(results),
-            () = signal.forced().cancelled() => Err("a second signal"),
+            report = &mut shutdown => Ok(report),
+            () = force.cancelled() => Err("a second signal"),
         }
     };
-    let (results, forced) = match graceful {
-        Ok(results) => (results, false),
+    let (shutdown_report, forced) = match graceful {
+        Ok(report) => (report, false),
         Err(signal) => {
             writeln!(out, "shutdown: {signal}; aborting what is left")?;
             // The interrupted shutdown lost nothing: what it collected is
             // still in the scope. A zero grace period aborts the rest now.
-            (subsystems.shutdown(Duration::ZERO).await, true)
+            (subsystems.shutdown_report(Duration::ZERO).await, true)
         }
     };
+    let table = shutdown_report.to_string();
+    let results = shutdown_report.into_results();
     let shutdown_took = begun.elapsed();
     while let Ok(line) = progress_rx.try_recv() {
         writeln!(out, "{line}")?;
@@ -482,6 +491,8 @@ async fn supervise(
         file: path.to_owned(),
     };
     print_report(&report, counters.batches.load(Relaxed), out)?;
+    writeln!(out)?;
+    writeln!(out, "{table}")?;
     Ok(report)
 }
 
