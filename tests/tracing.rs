@@ -6,7 +6,9 @@
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use cancel_scope::{CancellationToken, cancellable, on_cancel};
+use std::time::Duration;
+
+use cancel_scope::{CancellationToken, Scope, cancellable, on_cancel};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -14,9 +16,9 @@ use tracing::{Event, Metadata, Subscriber};
 /// One event's fields, as `(name, value)` pairs.
 type Recorded = Vec<(String, String)>;
 
-/// Records every event.
+/// Records every event, and every span's name and fields.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Recorded>>>);
+struct Recorder(Arc<Mutex<Vec<Recorded>>>, Arc<Mutex<Vec<Recorded>>>);
 
 struct Fields(Vec<(String, String)>);
 
@@ -33,8 +35,15 @@ impl Subscriber for Recorder {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let mut fields = Fields(vec![
+            ("target".into(), span.metadata().target().into()),
+            ("span".into(), span.metadata().name().into()),
+        ]);
+        span.record(&mut fields);
+        let mut spans = self.1.lock().unwrap();
+        spans.push(fields.0);
+        Id::from_u64(spans.len() as u64)
     }
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
@@ -109,4 +118,37 @@ fn a_cancelled_fn_emits_one_event_with_its_name_reason_and_cleanup_time() {
     assert_eq!(field(ours[1], "fn_name"), Some("without_cleanup"));
     assert_eq!(field(ours[1], "reason"), Some("cancelled"));
     assert_eq!(field(ours[1], "cleanup_us"), None);
+}
+
+#[test]
+fn every_scope_task_runs_in_a_span_with_its_id_and_name() {
+    let recorder = Recorder::default();
+    let spans = recorder.1.clone();
+    tracing::subscriber::with_default(recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut scope: Scope<()> = Scope::new();
+            scope.spawn(|_token| async {});
+            scope.spawn_named("writer", |token| async move { token.cancelled().await });
+            scope.shutdown(Duration::from_secs(5)).await;
+        });
+    });
+    let spans = spans.lock().unwrap();
+    let tasks: Vec<_> = spans
+        .iter()
+        .filter(|s| field(s, "span") == Some("task"))
+        .collect();
+    assert_eq!(tasks.len(), 2, "{spans:?}");
+    assert!(
+        tasks
+            .iter()
+            .all(|s| field(s, "target") == Some("cancel_scope"))
+    );
+    assert_eq!(field(tasks[0], "id"), Some("0"));
+    assert_eq!(field(tasks[0], "name"), None);
+    assert_eq!(field(tasks[1], "id"), Some("1"));
+    assert_eq!(field(tasks[1], "name"), Some("writer"));
 }

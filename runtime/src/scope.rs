@@ -1042,7 +1042,21 @@ impl<T: 'static> Scope<T> {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let fut = Some(f(self.token.child_token()));
+        self.spawn_task(f, None)
+    }
+
+    /// `spawn`, with the task's name for its `tracing` span.
+    #[track_caller]
+    fn spawn_task<F, Fut>(&mut self, f: F, _name: Option<&str>) -> TaskId
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = f(self.token.child_token());
+        #[cfg(feature = "tracing")]
+        let fut = tracing::Instrument::instrument(fut, task_span(self.next_seq, _name));
+        let fut = Some(fut);
         let seq = self.next_seq;
         match (self.cancel_guard(), &self.limit) {
             (None, None) => self.tasks.spawn(Task {
@@ -1102,8 +1116,9 @@ impl<T: 'static> Scope<T> {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let id = self.spawn(f);
-        self.names.insert(id.0, name.into());
+        let name = name.into();
+        let id = self.spawn_task(f, Some(&name));
+        self.names.insert(id.0, name);
         id
     }
 
@@ -2097,5 +2112,15 @@ impl<T> Drop for Scope<T> {
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }
+    }
+}
+
+/// The span a scope task runs in, with the `tracing` feature: target
+/// `cancel_scope`, name `task`, fields `id` and (for named tasks) `name`.
+#[cfg(feature = "tracing")]
+fn task_span(seq: u64, name: Option<&str>) -> tracing::Span {
+    match name {
+        Some(name) => tracing::debug_span!(target: "cancel_scope", "task", id = seq, name),
+        None => tracing::debug_span!(target: "cancel_scope", "task", id = seq),
     }
 }
