@@ -3,9 +3,9 @@
 //! Use it through the `cancel-scope` crate, which documents it: the generated
 //! code calls `::cancel_scope::__private`.
 //!
-//! The pipeline, one file per step: [`args`] parses the attribute's arguments,
-//! [`model`] splits the function into signature, token, setup, cleanup and
-//! body and checks it, [`expand`] writes the rewritten function (or, on an
+//! The pipeline, one file per step: `args.rs` parses the attribute's arguments,
+//! `model.rs` splits the function into signature, token, setup, cleanup and
+//! body and checks it, `expand.rs` writes the rewritten function (or, on an
 //! error, the closest fallback plus `compile_error!`s).
 
 mod args;
