@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use cancel_scope::{Scope, TaskError, cancellable, on_cancel};
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// One input of the batch: a name and how many chunks of work it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Input {
@@ -251,18 +254,7 @@ pub async fn run(config: &Config, out: &mut impl Write) -> io::Result<Report> {
 fn parse_args() -> Result<Config, String> {
     const USAGE: &str = "usage: batch [--corrupt <index 0-7> | --corrupt none]   (default 5)";
     let mut config = Config::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--corrupt" => args
-                .next()
-                .ok_or(format!("--corrupt needs a value\n{USAGE}"))?,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            _ => match arg.strip_prefix("--corrupt=") {
-                Some(value) => value.to_owned(),
-                None => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
-            },
-        };
+    if let Some(value) = common::flag("corrupt", USAGE)? {
         config.corrupt = match value.as_str() {
             "none" => None,
             _ => match value.parse::<usize>() {

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use cancel_scope::{CancellationToken, Scope, TaskError};
 use tokio::sync::oneshot;
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// What to run; `main` sets `stop_after` from the command line.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -141,9 +144,9 @@ pub async fn run(
     writeln!(
         out,
         "blocking: two CPU-bound jobs of {} on the blocking pool; cancel after {} (or Ctrl-C), grace {}",
-        human(config.job),
-        human(config.stop_after),
-        human(config.grace),
+        common::human(config.job),
+        common::human(config.stop_after),
+        common::human(config.grace),
     )?;
     writeln!(
         out,
@@ -164,7 +167,7 @@ pub async fn run(
     });
 
     let reason = tokio::select! {
-        () = tokio::time::sleep(config.stop_after) => format!("--stop-after {} elapsed", human(config.stop_after)),
+        () = tokio::time::sleep(config.stop_after) => format!("--stop-after {} elapsed", common::human(config.stop_after)),
         () = interrupt => "Ctrl-C".to_owned(),
     };
     let cancelled_at = Instant::now();
@@ -203,9 +206,9 @@ pub async fn run(
         (Ok(work), Some(latency)) if work.saw_cancel => writeln!(
             out,
             "  checked    stopped {} after the cancel, after {} units of ~{} each",
-            human(latency),
+            common::human(latency),
             work.units,
-            human(report.unit),
+            common::human(report.unit),
         )?,
         (Ok(work), _) => writeln!(
             out,
@@ -225,30 +228,19 @@ pub async fn run(
     writeln!(
         out,
         "  shutdown returned {} after the cancel",
-        human(report.shutdown_took)
+        common::human(report.shutdown_took)
     )?;
     if let (Err(e), Some(stopped)) = (&report.unchecked, report.unchecked_really_stopped) {
         if e.is_detached() {
             writeln!(
                 out,
                 "  but the unchecked thread kept running: it returned {} after the cancel, {} after shutdown gave up on it; its result was thrown away",
-                human(stopped),
-                human(stopped.saturating_sub(report.shutdown_took)),
+                common::human(stopped),
+                common::human(stopped.saturating_sub(report.shutdown_took)),
             )?;
         }
     }
     Ok(report)
-}
-
-/// `1.50s`, `250.0ms`, `42µs`.
-fn human(d: Duration) -> String {
-    if d.as_secs_f64() >= 0.9995 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else if d >= Duration::from_millis(1) {
-        format!("{:.1}ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{}µs", d.as_micros())
-    }
 }
 
 /// `--stop-after <secs>` (also `--stop-after=<secs>`).
@@ -256,25 +248,8 @@ fn parse_args() -> Result<Config, String> {
     const USAGE: &str =
         "usage: blocking [--stop-after <secs>]   (default 0.5; Ctrl-C cancels earlier)";
     let mut config = Config::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--stop-after" => args
-                .next()
-                .ok_or(format!("--stop-after needs a value\n{USAGE}"))?,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            _ => match arg.strip_prefix("--stop-after=") {
-                Some(value) => value.to_owned(),
-                None => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
-            },
-        };
-        config.stop_after = value
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or(format!(
-                "--stop-after: `{value}` is not a number of seconds\n{USAGE}"
-            ))?;
+    if let Some(value) = common::flag("stop-after", USAGE)? {
+        config.stop_after = common::seconds(&value, "stop-after", USAGE)?;
     }
     Ok(config)
 }

@@ -34,6 +34,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// Records ingest sends per millisecond.
 const BURST: u64 = 8;
 /// Room in the ingest → writer channel.
@@ -363,7 +366,7 @@ async fn supervise(
     writeln!(
         out,
         "daemon: stops after {} (--run-for), on Ctrl-C or on SIGTERM",
-        human(config.run_for)
+        common::human(config.run_for)
     )?;
 
     let counters = Arc::new(Counters::default());
@@ -421,7 +424,7 @@ async fn supervise(
                 break format!("{} received", signal.reason().unwrap_or("a signal"));
             }
             Some(line) = progress_rx.recv() => writeln!(out, "{line}")?,
-            () = &mut deadline => break format!("--run-for {} elapsed", human(config.run_for)),
+            () = &mut deadline => break format!("--run-for {} elapsed", common::human(config.run_for)),
             // `fail_fast`: a failing subsystem cancels the scope.
             () = subsystems.token().cancelled() => break "a subsystem failed".to_owned(),
         }
@@ -432,7 +435,7 @@ async fn supervise(
     writeln!(
         out,
         "shutdown: {reason}; cancelling the root token (grace {}; Ctrl-C again to abort at once)",
-        human(config.grace)
+        common::human(config.grace)
     )?;
     let begun = Instant::now();
     // From now on any signal forces the shutdown: the second one if a signal
@@ -570,7 +573,7 @@ fn print_report(report: &Report, batches: u64, out: &mut impl Write) -> io::Resu
     writeln!(
         out,
         "  shutdown took           {:>8}{}",
-        human(report.shutdown_took),
+        common::human(report.shutdown_took),
         if report.forced {
             "  (forced by a second signal)"
         } else {
@@ -606,41 +609,13 @@ fn unique_temp_dir() -> io::Result<PathBuf> {
     unreachable!()
 }
 
-/// `1.5s`, `250.0ms`, `42µs`.
-fn human(d: Duration) -> String {
-    if d.as_secs_f64() >= 0.9995 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else if d >= Duration::from_millis(1) {
-        format!("{:.1}ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{}µs", d.as_micros())
-    }
-}
-
 /// `--run-for <secs>` (also `--run-for=<secs>`), fractional seconds allowed.
 fn parse_args() -> Result<Config, String> {
     const USAGE: &str =
         "usage: daemon [--run-for <secs>]   (default 3; Ctrl-C or SIGTERM stop it earlier)";
     let mut config = Config::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--run-for" => args
-                .next()
-                .ok_or(format!("--run-for needs a value\n{USAGE}"))?,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            _ => match arg.strip_prefix("--run-for=") {
-                Some(value) => value.to_owned(),
-                None => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
-            },
-        };
-        config.run_for = value
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or(format!(
-                "--run-for: `{value}` is not a number of seconds\n{USAGE}"
-            ))?;
+    if let Some(value) = common::flag("run-for", USAGE)? {
+        config.run_for = common::seconds(&value, "run-for", USAGE)?;
     }
     Ok(config)
 }

@@ -37,6 +37,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// What the server says to a client when it shuts down.
 pub const BYE: &str = "BYE server shutting down";
 
@@ -445,7 +448,7 @@ pub async fn run(config: &Config, out: &mut impl Write) -> io::Result<Report> {
     writeln!(
         out,
         "server: listening on {addr} (SET k v | GET k | SLOW ms | QUIT); grace period {}",
-        human(config.grace)
+        common::human(config.grace)
     )?;
     let token = CancellationToken::new();
     let stats = Arc::new(Stats::default());
@@ -508,8 +511,8 @@ fn print_report(config: &Config, report: &Report, out: &mut impl Write) -> io::R
         out,
         "shutdown: stopped accepting with {} requests in flight; took {} (grace {})",
         report.server.in_flight_at_shutdown,
-        human(report.server.shutdown_took),
-        human(config.grace),
+        common::human(report.server.shutdown_took),
+        common::human(config.grace),
     )?;
     writeln!(out, "connections, seen from the server")?;
     for conn in &report.server.connections {
@@ -571,40 +574,12 @@ fn print_report(config: &Config, report: &Report, out: &mut impl Write) -> io::R
     Ok(())
 }
 
-/// `1.50s`, `250.0ms`, `42µs`.
-fn human(d: Duration) -> String {
-    if d.as_secs_f64() >= 0.9995 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else if d >= Duration::from_millis(1) {
-        format!("{:.1}ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{}µs", d.as_micros())
-    }
-}
-
 /// `--grace <secs>` (also `--grace=<secs>`).
 fn parse_args() -> Result<Config, String> {
     const USAGE: &str = "usage: server [--grace <secs>]   (default 1)";
     let mut config = Config::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--grace" => args
-                .next()
-                .ok_or(format!("--grace needs a value\n{USAGE}"))?,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            _ => match arg.strip_prefix("--grace=") {
-                Some(value) => value.to_owned(),
-                None => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
-            },
-        };
-        config.grace = value
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or(format!(
-                "--grace: `{value}` is not a number of seconds\n{USAGE}"
-            ))?;
+    if let Some(value) = common::flag("grace", USAGE)? {
+        config.grace = common::seconds(&value, "grace", USAGE)?;
     }
     Ok(config)
 }

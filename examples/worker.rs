@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use cancel_scope::{Scope, cancellable, on_cancel};
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// What to run; `main` sets `stop_after` from the command line.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -104,8 +107,8 @@ pub async fn run(
     writeln!(
         out,
         "worker: units of {} each; shutdown signal after {} (or Ctrl-C)",
-        human(config.unit),
-        human(config.stop_after)
+        common::human(config.unit),
+        common::human(config.stop_after)
     )?;
     let mut scope = Scope::new();
     let (unit, units) = (config.unit, config.units);
@@ -118,7 +121,7 @@ pub async fn run(
     // The shutdown signal, unless the worker finishes first.
     let (reason, finished) = tokio::select! {
         () = tokio::time::sleep(config.stop_after) => {
-            (format!("--stop-after {} elapsed", human(config.stop_after)), None)
+            (format!("--stop-after {} elapsed", common::human(config.stop_after)), None)
         }
         () = interrupt => ("Ctrl-C".to_owned(), None),
         joined = scope.join_next() => ("the worker finished first".to_owned(), joined),
@@ -160,32 +163,21 @@ pub async fn run(
         Some(n) => writeln!(
             out,
             "  unit {n} was dropped at its .await with {} of it left, and rolled back by on_cancel!",
-            human(report.unit_left)
+            common::human(report.unit_left)
         )?,
         None => writeln!(out, "  no unit was in progress")?,
     }
     writeln!(
         out,
         "  cancel latency          {}  (token.cancel() -> task returned, cleanup included)",
-        human(report.latency)
+        common::human(report.latency)
     )?;
     writeln!(
         out,
         "  a loop that checks a flag between units would have kept the shutdown waiting {}",
-        human(report.unit_left)
+        common::human(report.unit_left)
     )?;
     Ok(report)
-}
-
-/// `1.50s`, `250.0ms`, `42µs`.
-fn human(d: Duration) -> String {
-    if d.as_secs_f64() >= 0.9995 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else if d >= Duration::from_millis(1) {
-        format!("{:.1}ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{}µs", d.as_micros())
-    }
 }
 
 /// `--stop-after <secs>` (also `--stop-after=<secs>`).
@@ -193,25 +185,8 @@ fn parse_args() -> Result<Config, String> {
     const USAGE: &str =
         "usage: worker [--stop-after <secs>]   (default 1.3; Ctrl-C stops it earlier)";
     let mut config = Config::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--stop-after" => args
-                .next()
-                .ok_or(format!("--stop-after needs a value\n{USAGE}"))?,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            _ => match arg.strip_prefix("--stop-after=") {
-                Some(value) => value.to_owned(),
-                None => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
-            },
-        };
-        config.stop_after = value
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or(format!(
-                "--stop-after: `{value}` is not a number of seconds\n{USAGE}"
-            ))?;
+    if let Some(value) = common::flag("stop-after", USAGE)? {
+        config.stop_after = common::seconds(&value, "stop-after", USAGE)?;
     }
     Ok(config)
 }

@@ -3,6 +3,9 @@
 //! its `run` called directly.
 //!
 //! Time limits here only catch hangs; none asserts a tight wall-clock bound.
+// Each example is a module here and brings its own copy of the helpers the
+// examples share (`examples/common`), as each example binary does.
+#![allow(clippy::duplicate_mod)]
 
 use std::future::Future;
 use std::net::SocketAddr;
