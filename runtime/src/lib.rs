@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod cancelled;
+mod local;
 #[doc(hidden)]
 pub mod private;
 mod report;
@@ -13,6 +14,7 @@ mod scope;
 mod signal;
 
 pub use cancelled::Cancelled;
+pub use local::LocalScope;
 pub use report::{ShutdownReport, TaskOutcome, TaskReport};
 pub use scope::{Scope, TaskError, TaskId};
 #[cfg(feature = "signal")]

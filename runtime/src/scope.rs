@@ -90,13 +90,16 @@ enum Repr {
 }
 
 impl TaskError {
-    fn panic(payload: Payload) -> Self {
+    /// A panic of a task, with its payload (also for
+    /// [`LocalScope`](crate::LocalScope)).
+    pub(crate) fn panic(payload: Payload) -> Self {
         TaskError {
             repr: Repr::Panic(Box::new(Mutex::new(payload))),
         }
     }
 
-    const fn aborted() -> Self {
+    /// An aborted task (also for [`LocalScope`](crate::LocalScope)).
+    pub(crate) const fn aborted() -> Self {
         TaskError {
             repr: Repr::Aborted,
         }
@@ -466,6 +469,14 @@ struct Limit {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(u64);
+
+impl TaskId {
+    /// The id of the task with sequence number `seq`, for
+    /// [`LocalScope`](crate::LocalScope).
+    pub(crate) const fn from_seq(seq: u64) -> Self {
+        TaskId(seq)
+    }
+}
 
 /// The task's number, as in `task #3`.
 ///
