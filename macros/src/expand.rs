@@ -144,6 +144,12 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
         TokenParam::Injected(_) => quote!(let #name = #p::child_token(&#name);),
     });
 
+    // The race borrows the token: a `&CancellationToken` parameter is copied,
+    // an owned one borrowed.
+    let borrow = match &model.token {
+        TokenParam::Declared { by_ref: true, .. } => quote!(#name),
+        TokenParam::Declared { .. } | TokenParam::Injected(_) => quote!(&#name),
+    };
     let hint = type_hint(output);
     let warning = model.no_await_loop.map(no_await_warning);
     let stmts = &body.body;
@@ -167,10 +173,10 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let fn_name = model.sig.ident.to_string();
     let fn_name = quote!(#p::name(#fn_name));
     let Some(cleanup) = &body.cleanup else {
-        let outcome = flatten(quote!(#p::outcome(#fn_name, #race.without_cleanup().await)));
+        let outcome = flatten(quote!(#race.without_cleanup(#fn_name).await));
         return quote! {
             #shadow
-            let #token = &#name;
+            let #token = #borrow;
             #markers
             #outcome
         };
@@ -206,7 +212,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
         });
         return quote! {
             #shadow
-            let #token = &#name;
+            let #token = #borrow;
             #marker
             #markers
             #result
@@ -220,7 +226,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let run = flatten(quote! {
         #p::run(async move {
             #hint
-            let #token = &#name;
+            let #token = #borrow;
             #(#setup)*
             #marker
             #markers

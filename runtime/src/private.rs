@@ -83,7 +83,7 @@ pin_project! {
         deadline: D,
         #[pin]
         body: Option<F>,
-        then: PhantomData<K>,
+        then: K,
     }
 }
 
@@ -91,6 +91,8 @@ pin_project! {
 pub trait Then {
     /// Whether a cleanup runs after a cancelled race.
     const CLEANUP: bool;
+    /// The race returns `Err(reason)`.
+    fn cancelled(&self, reason: Cancelled);
 }
 
 /// A cleanup runs after the race when it is cancelled.
@@ -99,25 +101,35 @@ pub struct ThenCleanup;
 
 impl Then for ThenCleanup {
     const CLEANUP: bool = true;
+
+    /// The cleanup reports the cancellation when it ends.
+    fn cancelled(&self, _reason: Cancelled) {}
 }
 
 /// Nothing runs after the race: inside a draining race, a cancelled one never
-/// returns into the cancelled body.
+/// returns into the cancelled body. With the `tracing` feature, the race
+/// reports the cancellation itself.
 #[derive(Debug)]
-pub struct Final;
+pub struct Final(Name);
 
 impl Then for Final {
     const CLEANUP: bool = false;
+
+    fn cancelled(&self, reason: Cancelled) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "cancel_scope", fn_name = (self.0).0, %reason, "cancelled");
+        let _ = (&self.0, reason);
+    }
 }
 
 impl<'a, F, D> Race<'a, F, D, ThenCleanup> {
-    /// For a fn without `on_cancel!`.
-    pub fn without_cleanup(self) -> Race<'a, F, D, Final> {
+    /// For a fn without `on_cancel!`, named `name`.
+    pub fn without_cleanup(self, name: Name) -> Race<'a, F, D, Final> {
         Race {
             waiter: self.waiter,
             deadline: self.deadline,
             body: self.body,
-            then: PhantomData,
+            then: Final(name),
         }
     }
 }
@@ -149,7 +161,7 @@ pub fn race<F: Future>(token: &CancellationToken, body: F) -> Race<'_, F> {
         waiter: Waiter::Fresh { token },
         deadline: NoDeadline,
         body: Some(body),
-        then: PhantomData,
+        then: ThenCleanup,
     }
 }
 
@@ -169,7 +181,7 @@ pub fn race_timeout<F: Future>(
             sleep: None,
         },
         body: Some(body),
-        then: PhantomData,
+        then: ThenCleanup,
     }
 }
 
@@ -232,7 +244,7 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
         let (cancelled, nested) = match this.waiter.as_mut().project() {
             WaiterProj::Draining { reason } => {
                 let reason = *reason;
-                return cancel_body(this.body, this.waiter, true, K::CLEANUP, reason, cx);
+                return cancel_body(this.body, this.waiter, true, this.then, reason, cx);
             }
             WaiterProj::Fresh { token } => (forced || token.is_cancelled(), false),
             WaiterProj::Waiting { nested, cancelled } => {
@@ -241,11 +253,11 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
         };
         if cancelled {
             let reason = Cancelled::new();
-            return cancel_body(this.body, this.waiter, nested, K::CLEANUP, reason, cx);
+            return cancel_body(this.body, this.waiter, nested, this.then, reason, cx);
         }
         if this.deadline.poll_elapsed(cx) {
             let reason = Cancelled::timed_out();
-            return cancel_body(this.body, this.waiter, nested, K::CLEANUP, reason, cx);
+            return cancel_body(this.body, this.waiter, nested, this.then, reason, cx);
         }
         let Some(body) = this.body.as_mut().as_pin_mut() else {
             panic!("a `#[cancellable]` race was polled after completion");
@@ -273,7 +285,7 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
                             this.body,
                             this.waiter,
                             nest.nested,
-                            K::CLEANUP,
+                            this.then,
                             reason,
                             cx,
                         );
@@ -290,11 +302,11 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
 
 /// The body was cancelled: drop it at once, or drain it while it is inside
 /// nested calls that are still cancelling. `Ready` carries the race's result.
-fn cancel_body<F: Future, T>(
+fn cancel_body<F: Future, T, K: Then>(
     mut body: Pin<&mut Option<F>>,
     mut waiter: Pin<&mut Waiter<'_>>,
     drain: bool,
-    cleanup_follows: bool,
+    then: &K,
     reason: Cancelled,
     cx: &mut Context<'_>,
 ) -> Poll<Result<T, Cancelled>> {
@@ -313,7 +325,7 @@ fn cancel_body<F: Future, T>(
         }
     }
     body.set(None);
-    if !cleanup_follows && DRAINING.get() {
+    if !K::CLEANUP && DRAINING.get() {
         // Inside a draining race, with no cleanup of its own to run: never
         // return into the cancelled body, which is about to be dropped.
         if !matches!(*waiter, Waiter::Draining { .. }) {
@@ -321,6 +333,7 @@ fn cancel_body<F: Future, T>(
         }
         return Poll::Pending;
     }
+    then.cancelled(reason);
     Poll::Ready(Err(reason))
 }
 
@@ -348,18 +361,6 @@ pub const fn name(name: &'static str) -> Name {
 #[must_use]
 pub const fn name(_name: &'static str) -> Name {
     Name
-}
-
-/// The result of a fn without a cleanup; with the `tracing` feature, a
-/// cancellation is reported as an event.
-#[inline]
-pub fn outcome<T>(name: Name, result: Result<T, Cancelled>) -> Result<T, Cancelled> {
-    #[cfg(feature = "tracing")]
-    if let Err(reason) = &result {
-        tracing::debug!(target: "cancel_scope", fn_name = name.0, %reason, "cancelled");
-    }
-    let _ = name;
-    result
 }
 
 /// What a cleanup reports when it ends, with the `tracing` feature.
