@@ -16,7 +16,7 @@ mod signal;
 pub use cancelled::Cancelled;
 pub use local::LocalScope;
 pub use report::{ShutdownReport, TaskOutcome, TaskReport};
-pub use scope::{Scope, TaskError, TaskId};
+pub use scope::{CancelReason, Scope, TaskError, TaskId};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;
 pub use tokio_util::sync::CancellationToken;

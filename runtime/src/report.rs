@@ -7,7 +7,7 @@ use std::time::Duration;
 
 #[cfg(doc)]
 use crate::Scope;
-use crate::scope::{TaskError, TaskId};
+use crate::scope::{CancelReason, TaskError, TaskId};
 
 /// How a task of a [`Scope`] ended in a shutdown, in a [`ShutdownReport`].
 ///
@@ -248,7 +248,8 @@ pub struct ShutdownReport<T> {
     results: Vec<Result<T, TaskError>>,
     grace: Duration,
     elapsed: Duration,
-    was_cancelled_before: bool,
+    /// Why the token was already cancelled as the shutdown began.
+    cancelled_before: Option<CancelReason>,
 }
 
 impl<T> ShutdownReport<T> {
@@ -257,7 +258,7 @@ impl<T> ShutdownReport<T> {
         results: Vec<Result<T, TaskError>>,
         grace: Duration,
         elapsed: Duration,
-        was_cancelled_before: bool,
+        cancelled_before: Option<CancelReason>,
     ) -> Self {
         debug_assert_eq!(tasks.len(), results.len());
         ShutdownReport {
@@ -265,7 +266,7 @@ impl<T> ShutdownReport<T> {
             results,
             grace,
             elapsed,
-            was_cancelled_before,
+            cancelled_before,
         }
     }
 
@@ -437,7 +438,25 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn was_cancelled_before(&self) -> bool {
-        self.was_cancelled_before
+        self.cancelled_before.is_some()
+    }
+
+    /// Why the scope's token was cancelled: the cause recorded before the
+    /// shutdown began (see [`was_cancelled_before`](Self::was_cancelled_before)),
+    /// or [`CancelReason::Shutdown`] when the shutdown cancelled it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use cancel_scope_runtime::{CancelReason, Scope};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::<()>::new();
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert_eq!(report.cancel_reason(), CancelReason::Shutdown);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cancel_reason(&self) -> CancelReason {
+        self.cancelled_before.unwrap_or(CancelReason::Shutdown)
     }
 }
 
@@ -548,8 +567,11 @@ impl<T> fmt::Display for ShutdownReport<T> {
                 sep = ", ";
             }
         }
-        if self.was_cancelled_before {
-            f.write_str("; the token was already cancelled as it began")?;
+        if let Some(reason) = self.cancelled_before {
+            write!(
+                f,
+                "; the token was already cancelled as it began ({reason})"
+            )?;
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -342,35 +342,102 @@ impl From<TaskError> for std::io::Error {
 /// or a success. A type parameter of [`Task`] so that the plain case costs no
 /// space in the task.
 trait Check<T> {
-    fn check(&self, out: &Result<T, Payload>);
+    fn check(&self, seq: u64, out: &Result<T, Payload>);
 }
 
 impl<T> Check<T> for () {
-    fn check(&self, _: &Result<T, Payload>) {}
+    fn check(&self, _: u64, _: &Result<T, Payload>) {}
 }
 
 /// Which outcomes of a task cancel the scope's token (set by
 /// [`Scope::fail_fast`] and [`Scope::first_ok`]).
-type CancelRule<T> = fn(&Result<T, Payload>) -> bool;
+/// `Some(true)` for a success that cancels, `Some(false)` for a failure
+/// that does.
+type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
 
-/// Makes a task whose outcome matches the rule cancel the scope's token.
+/// Makes a task whose outcome matches the rule cancel the scope's token,
+/// recording itself as the reason.
 struct CancelOn<T> {
     token: CancellationToken,
+    reason: Arc<OnceLock<CancelReason>>,
     rule: CancelRule<T>,
 }
 
 impl<T> Check<T> for CancelOn<T> {
-    fn check(&self, out: &Result<T, Payload>) {
-        if (self.rule)(out) {
-            self.token.cancel();
+    fn check(&self, seq: u64, out: &Result<T, Payload>) {
+        if let Some(succeeded) = (self.rule)(out) {
+            let id = TaskId(seq);
+            let reason = if succeeded {
+                CancelReason::TaskSucceeded(id)
+            } else {
+                CancelReason::TaskFailed(id)
+            };
+            cancel_because(&self.token, &self.reason, reason);
         }
     }
 }
 
 impl<T, C: Check<T>> Check<T> for Option<C> {
-    fn check(&self, out: &Result<T, Payload>) {
+    fn check(&self, seq: u64, out: &Result<T, Payload>) {
         if let Some(check) = self {
-            check.check(out);
+            check.check(seq, out);
+        }
+    }
+}
+
+/// Cancels `token`, recording `reason` unless it was cancelled already
+/// (then the earlier cause stands, or it was the parent).
+fn cancel_because(token: &CancellationToken, cell: &OnceLock<CancelReason>, reason: CancelReason) {
+    if !token.is_cancelled() {
+        let _ = cell.set(reason);
+    }
+    token.cancel();
+}
+
+/// Why a [`Scope`]'s token was cancelled: the first cause, as
+/// [`Scope::cancel_reason`] reports it.
+///
+/// ```
+/// use cancel_scope_runtime::{CancelReason, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
+/// let bad = scope.spawn(|_token| async { Err("disk full") });
+/// scope.spawn(|token| async move { token.cancelled().await; Ok(()) });
+/// scope.join_all().await;
+/// assert_eq!(scope.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
+/// assert_eq!(scope.cancel_reason().unwrap().to_string(), format!("task #{bad} failed"));
+/// # }
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    /// [`Scope::cancel`] was called.
+    Requested,
+    /// [`Scope::shutdown`] or [`Scope::shutdown_report`] began.
+    Shutdown,
+    /// Under [`fail_fast`](Scope::fail_fast), this task returned `Err` or
+    /// panicked.
+    TaskFailed(TaskId),
+    /// Under [`first_ok`](Scope::first_ok), this task succeeded.
+    TaskSucceeded(TaskId),
+    /// The scope's deadline ([`with_deadline`](Scope::with_deadline),
+    /// [`with_timeout`](Scope::with_timeout)) passed.
+    Deadline,
+    /// The parent token of [`Scope::child_of`] was cancelled, for example by
+    /// a `ShutdownSignal`.
+    Parent,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Requested => f.write_str("cancelled by the scope's owner"),
+            CancelReason::Shutdown => f.write_str("shut down"),
+            CancelReason::TaskFailed(id) => write!(f, "task #{id} failed"),
+            CancelReason::TaskSucceeded(id) => write!(f, "task #{id} succeeded first"),
+            CancelReason::Deadline => f.write_str("the scope's deadline passed"),
+            CancelReason::Parent => f.write_str("the parent token was cancelled"),
         }
     }
 }
@@ -417,7 +484,7 @@ impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
                 Err(payload)
             }
         };
-        this.check.check(&out);
+        this.check.check(*this.seq, &out);
         Poll::Ready((*this.seq, out))
     }
 }
@@ -668,6 +735,10 @@ pub struct Scope<T> {
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
     deadline_timer: Option<AbortHandle>,
+    /// Why the token was cancelled, set by the first of the scope's own
+    /// causes (shared with the fail-fast / first-ok tasks and the deadline
+    /// timer).
+    reason: Arc<OnceLock<CancelReason>>,
     /// The names of the named tasks not yet handed out, by sequence number.
     /// Unnamed tasks get their default name when a report needs it.
     names: BTreeMap<u64, Cow<'static, str>>,
@@ -735,6 +806,7 @@ impl<T> Scope<T> {
             limit: None,
             deadline: None,
             deadline_timer: None,
+            reason: Arc::new(OnceLock::new()),
             names: BTreeMap::new(),
             winner: None,
         }
@@ -852,15 +924,16 @@ impl<T> Scope<T> {
         }
         self.deadline = Some(deadline);
         if deadline <= Instant::now() {
-            self.token.cancel();
+            cancel_because(&self.token, &self.reason, CancelReason::Deadline);
             return self;
         }
         // Made here so that a missing timer panics here, not in the task.
         let sleep = tokio::time::sleep_until(deadline);
         let token = self.token.clone();
+        let reason = Arc::clone(&self.reason);
         let timer = tokio::spawn(async move {
             if token.run_until_cancelled(sleep).await.is_some() {
-                token.cancel();
+                cancel_because(&token, &reason, CancelReason::Deadline);
             }
         });
         self.deadline_timer = Some(timer.abort_handle());
@@ -954,7 +1027,36 @@ impl<T> Scope<T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.token.cancel();
+        cancel_because(&self.token, &self.reason, CancelReason::Requested);
+    }
+
+    /// Why the scope's token was cancelled, `None` while it is not: the
+    /// first cause wins.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::{CancelReason, CancellationToken, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let scope: Scope<()> = Scope::new().with_timeout(Duration::from_secs(1));
+    /// assert_eq!(scope.cancel_reason(), None);
+    /// scope.token().cancelled().await;
+    /// assert_eq!(scope.cancel_reason(), Some(CancelReason::Deadline));
+    ///
+    /// let parent = CancellationToken::new();
+    /// let child: Scope<()> = Scope::child_of(&parent);
+    /// parent.cancel();
+    /// assert_eq!(child.cancel_reason(), Some(CancelReason::Parent));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        match self.reason.get() {
+            Some(reason) => Some(*reason),
+            // Cancelled, and none of the scope's own causes recorded: only
+            // the parent is left.
+            None => self.token.is_cancelled().then_some(CancelReason::Parent),
+        }
     }
 
     /// The number of tasks whose result has not been handed out yet,
@@ -1181,7 +1283,7 @@ impl<T: 'static> Scope<T> {
                 .as_ref()
                 .map(|permits| tokio::runtime::Handle::current().block_on(permits.acquire()));
             let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-            check.check(&out);
+            check.check(seq, &out);
             drop(permit);
             (seq, out)
         });
@@ -1514,7 +1616,7 @@ impl<T: 'static> Scope<T> {
     /// shutdown of 3 tasks took 1.000s (grace 1.000s): 1 completed, 1 cleaned up, 1 aborted
     /// ```
     pub async fn shutdown_report(&mut self, grace: Duration) -> ShutdownReport<T> {
-        let was_cancelled_before = self.token.is_cancelled();
+        let cancelled_before = self.cancel_reason();
         // What has finished did not need the shutdown.
         while let Some(raw) = self.tasks.try_join_next() {
             self.store(false, raw);
@@ -1550,14 +1652,14 @@ impl<T: 'static> Scope<T> {
             tasks.push(TaskReport::new(TaskId(seq), name, outcome, cleanup_time));
             result
         });
-        ShutdownReport::new(tasks, results, grace, elapsed, was_cancelled_before)
+        ShutdownReport::new(tasks, results, grace, elapsed, cancelled_before)
     }
 
     /// Cancels the token, waits up to `grace` for the tasks, then detaches
     /// the blocking ones still running and aborts the async ones, and waits
     /// for those. `on_store` sees the index of each result it collects.
     async fn stop(&mut self, grace: Duration, mut on_store: impl FnMut(usize)) {
-        self.token.cancel();
+        cancel_because(&self.token, &self.reason, CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
         }
@@ -1593,6 +1695,7 @@ impl<T: 'static> Scope<T> {
     fn cancel_guard(&self) -> Option<CancelOn<T>> {
         self.cancel_on.map(|rule| CancelOn {
             token: self.token.clone(),
+            reason: Arc::clone(&self.reason),
             rule,
         })
     }
@@ -1945,9 +2048,9 @@ impl<U, E> Scope<Result<U, E>> {
     /// Which outcomes cancel the token, for `fail_fast` and `first_ok`.
     fn cancel_rule(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
         match (fail_fast, first_ok) {
-            (true, true) => |_| true,
-            (true, false) => |out| !matches!(out, Ok(Ok(_))),
-            (false, _) => |out| matches!(out, Ok(Ok(_))),
+            (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
+            (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
+            (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use cancel_scope_runtime::{
-    CancellationToken, Scope, ShutdownReport, TaskError, TaskId, TaskOutcome,
+    CancelReason, CancellationToken, Scope, ShutdownReport, TaskError, TaskId, TaskOutcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -882,6 +882,7 @@ async fn a_report_after_an_earlier_cancel_says_so() {
     tokio::task::yield_now().await; // "quick" is done before the shutdown
     let report = scope.shutdown_report(Duration::from_secs(5)).await;
     assert!(report.was_cancelled_before());
+    assert_eq!(report.cancel_reason(), CancelReason::Requested);
     assert_eq!(
         rows(&report),
         [
@@ -895,9 +896,10 @@ async fn a_report_after_an_earlier_cancel_says_so() {
     );
     assert!(report.is_clean());
     assert!(
-        report
-            .to_string()
-            .ends_with("1 completed, 1 cleaned up; the token was already cancelled as it began"),
+        report.to_string().ends_with(
+            "1 completed, 1 cleaned up; the token was already cancelled as it began \
+                 (cancelled by the scope's owner)"
+        ),
         "{report}"
     );
 }
@@ -1039,4 +1041,76 @@ async fn a_report_after_many_joins_shows_only_what_is_left() {
     tokio::task::yield_now().await; // finishes before the shutdown
     let report = scope.shutdown_report(HANG).await;
     assert_eq!(rows(&report), [("task #100", TaskOutcome::Completed, None)]);
+}
+
+// ---------------------------------------------------------------------------
+// Cancel reasons
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn the_scope_says_why_its_token_was_cancelled() {
+    // Not cancelled: no reason.
+    let scope: Scope<()> = Scope::new();
+    assert_eq!(scope.cancel_reason(), None);
+    scope.cancel();
+    assert_eq!(scope.cancel_reason(), Some(CancelReason::Requested));
+
+    // A failing task under fail_fast names itself; later causes do not
+    // replace it.
+    let mut scope: Scope<Result<u32, &str>> = Scope::new().fail_fast();
+    let _ok = scope.spawn(|token| async move {
+        token.cancelled().await;
+        Ok(1)
+    });
+    let bad = scope.spawn(|_token| async { Err("boom") });
+    scope.token().cancelled().await;
+    assert_eq!(scope.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
+    scope.cancel();
+    let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    assert_eq!(report.cancel_reason(), CancelReason::TaskFailed(bad));
+    assert!(
+        report
+            .to_string()
+            .contains(&format!("(task #{bad} failed)")),
+        "{report}"
+    );
+
+    // A panic under fail_fast counts as a failure.
+    let mut scope: Scope<Result<u32, &str>> = Scope::new().fail_fast();
+    let panicked = scope.spawn(|_token| async { panic!("boom") });
+    scope.token().cancelled().await;
+    assert_eq!(
+        scope.cancel_reason(),
+        Some(CancelReason::TaskFailed(panicked))
+    );
+    drop(scope.join_all().await);
+
+    // The first success under first_ok.
+    let mut scope: Scope<Result<u32, &str>> = Scope::new().first_ok();
+    let winner = scope.spawn(|_token| async { Ok(7) });
+    scope.token().cancelled().await;
+    assert_eq!(
+        scope.cancel_reason(),
+        Some(CancelReason::TaskSucceeded(winner))
+    );
+    drop(scope.join_all().await);
+
+    // The deadline.
+    let scope: Scope<()> = Scope::new().with_timeout(Duration::from_secs(3));
+    scope.token().cancelled().await;
+    assert_eq!(scope.cancel_reason(), Some(CancelReason::Deadline));
+
+    // The parent.
+    let parent = CancellationToken::new();
+    let scope: Scope<()> = Scope::child_of(&parent);
+    parent.cancel();
+    assert_eq!(scope.cancel_reason(), Some(CancelReason::Parent));
+
+    // A shutdown of a live scope.
+    let mut scope: Scope<()> = Scope::new();
+    scope.spawn(|token| async move { token.cancelled().await });
+    let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    assert_eq!(scope.cancel_reason(), Some(CancelReason::Shutdown));
+    assert_eq!(report.cancel_reason(), CancelReason::Shutdown);
+    assert!(!report.was_cancelled_before());
 }
