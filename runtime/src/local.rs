@@ -23,7 +23,6 @@
 //!   number in a completion-order queue, until a join hands it out; so no
 //!   join loses a result when its future is dropped half way.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -37,14 +36,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::scope::{TaskError, TaskId};
-
-/// A panic payload, as [`std::panic::catch_unwind`] returns it.
-type Payload = Box<dyn Any + Send + 'static>;
-
-/// Which outcomes of a task cancel the scope's token (set by
-/// [`LocalScope::fail_fast`] and [`LocalScope::first_ok`]).
-type CancelRule<T> = fn(&Result<T, Payload>) -> bool;
+use crate::scope::{CancelRule, TaskError, TaskId, cancel_rule};
 
 /// The waker of one task: it sends the task's sequence number to the scope's
 /// ready queue, a tokio `mpsc` channel (so the scope writes no
@@ -748,7 +740,7 @@ impl<'env, T> LocalScope<'env, T> {
             }
         };
         if let Some(rule) = self.cancel_on {
-            if rule(&out) {
+            if rule(&out).is_some() {
                 self.token.cancel();
             }
         }
@@ -859,7 +851,7 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     #[must_use]
     pub fn fail_fast(mut self) -> Self {
         self.fail_fast = true;
-        self.cancel_on = Some(Self::cancel_rule(self.fail_fast, self.first_ok));
+        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
         self
     }
 
@@ -894,17 +886,8 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     #[must_use]
     pub fn first_ok(mut self) -> Self {
         self.first_ok = true;
-        self.cancel_on = Some(Self::cancel_rule(self.fail_fast, self.first_ok));
+        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
         self
-    }
-
-    /// Which outcomes cancel the token, for `fail_fast` and `first_ok`.
-    fn cancel_rule(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
-        match (fail_fast, first_ok) {
-            (true, true) => |_| true,
-            (true, false) => |out| !matches!(out, Ok(Ok(_))),
-            (false, _) => |out| matches!(out, Ok(Ok(_))),
-        }
     }
 }
 

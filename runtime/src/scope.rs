@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::report::{ShutdownReport, TaskOutcome, TaskReport};
 
 /// A panic payload, as [`std::panic::catch_unwind`] returns it.
-type Payload = Box<dyn Any + Send + 'static>;
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
 
 /// What a task of the scope sends back: its spawn sequence number, and its
 /// value or the payload of its panic.
@@ -353,7 +353,17 @@ impl<T> Check<T> for () {
 /// [`Scope::fail_fast`] and [`Scope::first_ok`]).
 /// `Some(true)` for a success that cancels, `Some(false)` for a failure
 /// that does.
-type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
+pub(crate) type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
+
+/// Which outcomes of a `Result` task cancel its scope, for `fail_fast` and
+/// `first_ok` (shared by [`Scope`] and `LocalScope`).
+pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
+    match (fail_fast, first_ok) {
+        (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
+        (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
+        (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
+    }
+}
 
 /// Makes a task whose outcome matches the rule cancel the scope's token,
 /// recording itself as the reason.
@@ -2002,7 +2012,7 @@ impl<U, E> Scope<Result<U, E>> {
     #[must_use]
     pub fn fail_fast(mut self) -> Self {
         self.fail_fast = true;
-        self.cancel_on = Some(Self::cancel_rule(self.fail_fast, self.first_ok));
+        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
         self
     }
 
@@ -2041,17 +2051,8 @@ impl<U, E> Scope<Result<U, E>> {
     #[must_use]
     pub fn first_ok(mut self) -> Self {
         self.first_ok = true;
-        self.cancel_on = Some(Self::cancel_rule(self.fail_fast, self.first_ok));
+        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
         self
-    }
-
-    /// Which outcomes cancel the token, for `fail_fast` and `first_ok`.
-    fn cancel_rule(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
-        match (fail_fast, first_ok) {
-            (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
-            (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
-            (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
-        }
     }
 }
 
