@@ -12,22 +12,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cancel_scope_runtime::{CancellationToken, LocalScope, TaskError, TaskId};
+use cancel_scope_runtime::{CancellationToken, LocalScope, TaskId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep};
 
-/// Generous bound for waits that only exist to turn a hang into a failure.
-const HANG: Duration = Duration::from_secs(10);
-
-fn unwrap_all<T>(results: Vec<Result<T, TaskError>>) -> Vec<T> {
-    results.into_iter().map(Result::unwrap).collect()
-}
-
-/// Polls `fut` once with the current task's context.
-async fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
-    let mut fut = Some(fut);
-    std::future::poll_fn(|cx| Poll::Ready(fut.take().expect("polled once").poll(cx))).await
-}
+mod common;
+use common::{HANG, poll_once, unwrap_all};
 
 /// Increments its counter when dropped.
 struct OnDrop<'a>(&'a Cell<usize>);

@@ -4,49 +4,17 @@
 //! No test asserts on wall-clock durations: time-dependent tests run on a
 //! paused clock, and the real-time ones only bound a wait to catch a hang.
 
-use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
-use std::task::Poll;
 use std::time::Duration;
 
 use cancel_scope_runtime::{CancellationToken, Scope, TaskError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Generous bound for waits that only exist to turn a hang into a failure.
-const HANG: Duration = Duration::from_secs(10);
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits (real time, bounded) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + HANG;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Waits until the runtime has `baseline` alive tasks again.
-async fn alive_tasks_back_to(baseline: usize) {
-    eventually("alive tasks back to baseline", || alive_tasks() == baseline).await;
-    assert_eq!(alive_tasks(), baseline);
-}
-
-/// Polls `fut` once with the current task's context.
-async fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    let mut fut = Some(fut);
-    std::future::poll_fn(|cx| Poll::Ready(fut.take().expect("polled once").poll(cx))).await
-}
+mod common;
+use common::{HANG, alive_tasks, alive_tasks_become, eventually, poll_once, unwrap_all};
 
 /// Increments its counter when dropped.
 struct OnDrop(Arc<AtomicUsize>);
@@ -55,10 +23,6 @@ impl Drop for OnDrop {
     fn drop(&mut self) {
         self.0.fetch_add(1, SeqCst);
     }
-}
-
-fn unwrap_all<T>(results: Vec<Result<T, TaskError>>) -> Vec<T> {
-    results.into_iter().map(Result::unwrap).collect()
 }
 
 // ---------------------------------------------------------------- scale
@@ -96,7 +60,7 @@ async fn shutdown_runs_every_cleanup_of_20k_parked_tasks_and_leaves_no_task() {
         "each cleanup ran exactly once"
     );
     assert!(scope.is_empty());
-    alive_tasks_back_to(baseline).await;
+    alive_tasks_become(baseline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +86,7 @@ async fn dropping_a_scope_of_20k_parked_tasks_aborts_them_all() {
     drop(scope);
     assert!(token.is_cancelled());
     eventually("every task dropped", || dropped.load(SeqCst) == N).await;
-    alive_tasks_back_to(baseline).await;
+    alive_tasks_become(baseline).await;
 }
 
 // ---------------------------------------------------------------- shutdown

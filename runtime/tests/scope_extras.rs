@@ -8,55 +8,19 @@
 //! bound a wait to catch a hang.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use cancel_scope_runtime::{
-    CancelReason, CancellationToken, Scope, ShutdownReport, TaskError, TaskId, TaskOutcome,
+    CancelReason, CancellationToken, Scope, ShutdownReport, TaskId, TaskOutcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Generous bound for waits that only exist to turn a hang into a failure.
-const HANG: Duration = Duration::from_secs(10);
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits (real time, bounded) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + HANG;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Waits until the runtime has `n` alive tasks.
-async fn alive_tasks_become(n: usize) {
-    eventually("alive tasks", || alive_tasks() == n).await;
-    assert_eq!(alive_tasks(), n);
-}
-
-/// Polls `fut` once with the current task's context.
-async fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    let mut fut = Some(fut);
-    std::future::poll_fn(|cx| Poll::Ready(fut.take().expect("polled once").poll(cx))).await
-}
-
-fn unwrap_all<T>(results: Vec<Result<T, TaskError>>) -> Vec<T> {
-    results.into_iter().map(Result::unwrap).collect()
-}
+mod common;
+use common::{HANG, alive_tasks, alive_tasks_become, eventually, poll_once, unwrap_all};
 
 /// Counts the tasks inside a region, and the most there ever were at once.
 #[derive(Default)]
