@@ -14,8 +14,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Cancelled;
 
-pub use tokio_util::sync::CancellationToken as Token;
-
 /// What the `#[cancellable]` calls nested in a body reported during one poll
 /// of it. Kept per thread: a poll runs on one thread, and each race saves
 /// and restores its caller's record around the poll of its body, so nested

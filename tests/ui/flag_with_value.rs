@@ -1,0 +1,8 @@
+use cancel_scope::cancellable;
+
+#[cancellable(flatten = true)]
+async fn work() -> std::io::Result<()> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use cancel_scope::cancellable;
+
+#[cancellable(token)]
+async fn work() {}
+
+fn main() {}
