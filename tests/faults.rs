@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use cancel_scope::{CancellationToken, Cancelled, Scope, cancellable, on_cancel};
+use cancel_scope::{CancelReason, CancellationToken, Cancelled, Scope, cancellable, on_cancel};
 use tokio::sync::oneshot;
 use tokio::task::yield_now;
 
@@ -226,7 +226,7 @@ async fn a_panic_in_a_cleanup_is_the_scope_tasks_panic_with_its_payload() {
         ["setup", "body dropped", "cleanup start"]
     );
     for (r, log) in results.zip(&siblings) {
-        assert_eq!(r.unwrap(), Err(Cancelled::new()));
+        assert_eq!(r.unwrap(), Err(Cancelled::because(CancelReason::Shutdown)));
         assert_eq!(log.count("cleanup end"), 1);
     }
 }
@@ -266,7 +266,7 @@ async fn a_panic_under_fail_fast_cancels_the_siblings_which_run_their_cleanups()
         scope.spawn(move |t| parked(t, log, tx));
     }
     let (fail_tx, fail_rx) = oneshot::channel::<()>();
-    scope.spawn(move |_t| async move {
+    let bad = scope.spawn(move |_t| async move {
         fail_rx.await.unwrap();
         panic!("task boom {}", 7);
     });
@@ -291,7 +291,9 @@ async fn a_panic_under_fail_fast_cancels_the_siblings_which_run_their_cleanups()
     let results = tokio::time::timeout(HANG, scope.join_all()).await.unwrap();
     assert_eq!(results.len(), 5);
     for (r, log) in results.iter().zip(&logs) {
-        assert_eq!(r.as_ref().unwrap(), &Err(Cancelled::new()));
+        // Each sibling knows which task brought it down.
+        let cancelled = Cancelled::because(CancelReason::TaskFailed(bad));
+        assert_eq!(r.as_ref().unwrap(), &Err(cancelled));
         assert_eq!(
             log.events(),
             ["setup", "body dropped", "cleanup start", "cleanup end"]
@@ -403,7 +405,10 @@ async fn a_cancellable_body_that_hogs_the_thread_still_cleans_up_at_its_first_aw
         .await
         .expect("shutdown returns");
     assert_eq!(results.len(), 1);
-    assert_eq!(*results[0].as_ref().unwrap(), Err(Cancelled::new()));
+    assert_eq!(
+        *results[0].as_ref().unwrap(),
+        Err(Cancelled::because(CancelReason::Shutdown))
+    );
     assert_eq!(log.events(), ["setup", "hogged", "cleanup"]);
 }
 
@@ -447,9 +452,13 @@ async fn shutdown_detaches_a_blocking_task_that_ignores_its_token() {
         "shutdown waited for the blocking task"
     );
     assert_eq!(results.len(), 2);
-    assert_eq!(*results[0].as_ref().unwrap(), Err(Cancelled::new()));
+    assert_eq!(
+        *results[0].as_ref().unwrap(),
+        Err(Cancelled::because(CancelReason::Shutdown))
+    );
     assert_eq!(sibling.count("cleanup end"), 1);
     let err = results[1].as_ref().unwrap_err();
+    assert_eq!(err.cancel_reason(), Some(CancelReason::Shutdown));
     assert!(err.is_detached() && err.is_aborted() && !err.is_panic());
     assert!(scope.is_empty());
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cancel_scope::{Scope, ShutdownSignal};
+use cancel_scope::{CancelReason, Scope, ShutdownSignal};
 
 fn send(signal: &str) {
     let status = std::process::Command::new("kill")
@@ -35,6 +35,11 @@ async fn first_signal_cancels_the_root_and_second_forces() {
         "one signal is a graceful shutdown"
     );
     assert_eq!(signal.reason(), Some("SIGTERM"));
+    assert_eq!(
+        scope.cancel_reason(),
+        Some(CancelReason::Signal("SIGTERM")),
+        "a scope made from the signal's token names the signal"
+    );
     let results = scope.shutdown(Duration::from_secs(30)).await;
     assert_eq!(results.len(), 1);
     assert!(

@@ -120,6 +120,54 @@ fn a_cancelled_fn_emits_one_event_with_its_name_reason_and_cleanup_time() {
     assert_eq!(field(ours[1], "cleanup_us"), None);
 }
 
+#[cancellable]
+async fn calls_two(log: &mut Vec<&'static str>) {
+    let _ = without_cleanup(token.clone()).await;
+    let _ = with_cleanup(token.clone(), log).await;
+}
+
+#[test]
+fn calls_nested_in_a_scope_task_each_report_the_scopes_reason() {
+    let recorder = Recorder::default();
+    let events = recorder.0.clone();
+    let bad = tracing::subscriber::with_default(recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
+            scope.spawn(|token| async move {
+                let mut log = Vec::new();
+                let _ = calls_two(token, &mut log).await;
+                Ok(())
+            });
+            let bad = scope.spawn(|_token| async {
+                tokio::task::yield_now().await;
+                Err("bad")
+            });
+            scope.join_all().await;
+            bad
+        })
+    });
+    let events = events.lock().unwrap();
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| field(e, "target") == Some("cancel_scope"))
+        .map(|e| (field(e, "fn_name").unwrap(), field(e, "reason").unwrap()))
+        .collect();
+    let reason = format!("cancelled: task #{bad} failed");
+    // The nested call first, cancelled while its caller drains it, then the
+    // caller; the second nested call never starts.
+    assert_eq!(
+        ours,
+        [
+            ("without_cleanup", reason.as_str()),
+            ("calls_two", reason.as_str())
+        ],
+    );
+}
+
 #[test]
 fn every_scope_task_runs_in_a_span_with_its_id_and_name() {
     let recorder = Recorder::default();

@@ -190,23 +190,21 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     let cleanup_block = quote_spanned!(span=> async { if false { return; } #(#cleanup_stmts)* });
     let value = hidden("cancel_scope_value");
     let cancelled = hidden("cancel_scope_cancelled");
-    let run_cleanup = match &model.cleanup_timeout {
-        None => quote!(#p::cleanup(#fn_name, #cancelled, #cleanup_block).await;),
-        Some(limit) => {
-            quote!(#p::cleanup_within(#fn_name, #cancelled, #limit, #cleanup_block).await;)
-        }
+    // The cleanup future holds the `Cancelled` and gives it back: nothing
+    // else keeps a copy across the cleanup's awaits.
+    let cleanup = match &model.cleanup_timeout {
+        None => quote!(#p::cleanup(#fn_name, #cancelled, #cleanup_block)),
+        Some(limit) => quote!(#p::cleanup_within(#fn_name, #cancelled, #limit, #cleanup_block)),
     };
 
     if body.setup.is_empty() {
         // Nothing before `on_cancel!`, so no `return` or `?` outside the
-        // raced body: the cleanup can follow the race directly. Only the
-        // `Cancelled` is kept across the cleanup's awaits.
+        // raced body: the cleanup can follow the race directly.
         let result = flatten(quote! {
             match #race.await {
                 ::core::result::Result::Ok(#value) => ::core::result::Result::Ok(#value),
                 ::core::result::Result::Err(#cancelled) => {
-                    #run_cleanup
-                    ::core::result::Result::Err(#cancelled)
+                    ::core::result::Result::Err(#cleanup.await)
                 }
             }
         });
@@ -221,7 +219,8 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
 
     // A setup's `return` and `?` must see the declared type `T`, so setup,
     // race and cleanup run in one block whose output is `T`; a cancelled run
-    // leaves through `exit`, which hands its `Cancelled` to `run`.
+    // leaves through `exit`, which runs the cleanup and hands its `Cancelled`
+    // to `run`.
     let setup: &[Stmt] = &body.setup;
     let run = flatten(quote! {
         #p::run(async move {
@@ -232,10 +231,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
             #markers
             match #race.await {
                 ::core::result::Result::Ok(#value) => #value,
-                ::core::result::Result::Err(#cancelled) => {
-                    #run_cleanup
-                    #p::exit(#cancelled).await
-                }
+                ::core::result::Result::Err(#cancelled) => #p::exit(#cleanup).await,
             }
         })
         .await

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::CancelReason;
+
 /// Why a `#[cancellable]` fn stopped before its body finished.
 ///
 /// `#[cancellable]` turns an `async fn` returning `T` into one returning
@@ -9,11 +11,19 @@ use std::fmt;
 /// because its token was cancelled (or its `timeout` elapsed) and the
 /// `on_cancel!` cleanup, if any, has run.
 ///
-/// `Cancelled` is a small `Copy` value, so it can be matched, stored and
-/// compared freely.
+/// It says why: [`reason`](Self::reason) is the fn's own timeout, or, for a
+/// fn running in a task of a [`Scope`](crate::Scope) or
+/// [`LocalScope`](crate::LocalScope) that was cancelled, the scope's reason
+/// (a sibling that failed under `fail_fast`, the scope's deadline, its
+/// shutdown, a shutdown signal, ...), else just "its token was cancelled".
+/// See [`CancelReason`] for how the reason is found.
+///
+/// `Cancelled` is a small `Copy` value (the size of a [`CancelReason`]), so
+/// it can be matched, stored and compared freely; two are equal when their
+/// reasons are.
 ///
 /// ```
-/// use cancel_scope_runtime::Cancelled;
+/// use cancel_scope_runtime::{CancelReason, Cancelled};
 ///
 /// fn describe(r: Result<u32, Cancelled>) -> String {
 ///     match r {
@@ -24,25 +34,34 @@ use std::fmt;
 /// }
 /// assert_eq!(describe(Err(Cancelled::new())), "cancelled");
 /// assert_eq!(describe(Err(Cancelled::timed_out())), "gave up");
+/// assert_eq!(
+///     describe(Err(Cancelled::because(CancelReason::Shutdown))),
+///     "cancelled: shut down"
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cancelled {
-    timeout: bool,
+    reason: CancelReason,
 }
 
 impl Cancelled {
-    /// Cancelled through its token.
+    /// Cancelled through its token, for no known reason
+    /// ([`CancelReason::Token`]).
     ///
     /// ```
-    /// let c = cancel_scope_runtime::Cancelled::new();
+    /// use cancel_scope_runtime::{CancelReason, Cancelled};
+    ///
+    /// let c = Cancelled::new();
     /// assert!(!c.is_timeout());
+    /// assert_eq!(c.reason(), CancelReason::Token);
     /// ```
     #[must_use]
     pub const fn new() -> Self {
-        Cancelled { timeout: false }
+        Cancelled::because(CancelReason::Token)
     }
 
-    /// Cancelled because the fn's `timeout` elapsed.
+    /// Cancelled because the fn's `timeout` elapsed
+    /// ([`CancelReason::Timeout`]).
     ///
     /// ```
     /// let c = cancel_scope_runtime::Cancelled::timed_out();
@@ -51,18 +70,54 @@ impl Cancelled {
     /// ```
     #[must_use]
     pub const fn timed_out() -> Self {
-        Cancelled { timeout: true }
+        Cancelled::because(CancelReason::Timeout)
+    }
+
+    /// Cancelled for `reason`: for code that cancels by hand and wants to say
+    /// why in the same type.
+    ///
+    /// ```
+    /// use cancel_scope_runtime::{CancelReason, Cancelled};
+    ///
+    /// let c = Cancelled::because(CancelReason::Signal("SIGTERM"));
+    /// assert_eq!(c.reason(), CancelReason::Signal("SIGTERM"));
+    /// assert_eq!(c.to_string(), "cancelled: shutdown signal: SIGTERM");
+    /// ```
+    #[must_use]
+    pub const fn because(reason: CancelReason) -> Self {
+        Cancelled { reason }
+    }
+
+    /// Why the fn was cancelled. In a scope's task this is the scope's
+    /// reason; the `cancel-scope` crate's docs show it with `#[cancellable]`.
+    ///
+    /// ```
+    /// use cancel_scope_runtime::{CancelReason, Cancelled};
+    ///
+    /// fn log(c: Cancelled) -> String {
+    ///     match c.reason() {
+    ///         CancelReason::TaskFailed(id) => format!("gave up: task #{id} failed"),
+    ///         CancelReason::Signal(signal) => format!("stopped by {signal}"),
+    ///         other => format!("stopped: {other}"),
+    ///     }
+    /// }
+    /// assert_eq!(log(Cancelled::because(CancelReason::Signal("SIGTERM"))), "stopped by SIGTERM");
+    /// assert_eq!(log(Cancelled::timed_out()), "stopped: timed out");
+    /// ```
+    #[must_use]
+    pub const fn reason(&self) -> CancelReason {
+        self.reason
     }
 
     /// `true` when the cancellation came from `#[cancellable(timeout = ..)]`
-    /// rather than from the token.
+    /// (of this fn or of an enclosing one) rather than from the token.
     ///
     /// ```
     /// assert!(!cancel_scope_runtime::Cancelled::new().is_timeout());
     /// ```
     #[must_use]
     pub const fn is_timeout(&self) -> bool {
-        self.timeout
+        matches!(self.reason, CancelReason::Timeout)
     }
 }
 
@@ -72,19 +127,21 @@ impl Default for Cancelled {
     }
 }
 
+/// `cancelled` for [`CancelReason::Token`], else `cancelled: <reason>`, as
+/// in `cancelled: timed out` or `cancelled: task #3 failed`.
 impl fmt::Display for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.timeout {
-            f.write_str("cancelled: timed out")
-        } else {
-            f.write_str("cancelled")
+        match self.reason {
+            CancelReason::Token => f.write_str("cancelled"),
+            reason => write!(f, "cancelled: {reason}"),
         }
     }
 }
 
 impl std::error::Error for Cancelled {}
 
-/// A timeout becomes [`std::io::ErrorKind::TimedOut`], a cancellation
+/// A timeout (the fn's own or a scope's deadline) becomes
+/// [`std::io::ErrorKind::TimedOut`], any other cancellation
 /// [`std::io::ErrorKind::Other`]; the `Cancelled` stays reachable through
 /// [`std::io::Error::get_ref`]. (`Interrupted` is deliberately not used: the
 /// standard library retries operations that fail with it.)
@@ -97,10 +154,9 @@ impl std::error::Error for Cancelled {}
 /// ```
 impl From<Cancelled> for std::io::Error {
     fn from(c: Cancelled) -> Self {
-        let kind = if c.timeout {
-            std::io::ErrorKind::TimedOut
-        } else {
-            std::io::ErrorKind::Other
+        let kind = match c.reason {
+            CancelReason::Timeout | CancelReason::Deadline => std::io::ErrorKind::TimedOut,
+            _ => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, c)
     }

@@ -8,6 +8,7 @@ mod cancelled;
 mod local;
 #[doc(hidden)]
 pub mod private;
+mod reason;
 mod report;
 mod scope;
 #[cfg(feature = "signal")]
@@ -15,8 +16,9 @@ mod signal;
 
 pub use cancelled::Cancelled;
 pub use local::LocalScope;
+pub use reason::CancelReason;
 pub use report::{ShutdownReport, TaskOutcome, TaskReport};
-pub use scope::{CancelReason, Scope, TaskError, TaskId};
+pub use scope::{Scope, TaskError, TaskId};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;
 pub use tokio_util::sync::CancellationToken;

@@ -36,6 +36,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
+use crate::CancelReason;
+use crate::reason::{self, Cause};
 use crate::scope::{CancelRule, TaskError, TaskId, cancel_rule};
 
 /// The waker of one task: it sends the task's sequence number to the scope's
@@ -239,6 +241,9 @@ struct Slot<'env, T> {
 /// themselves cannot starve the owner's other work.
 pub struct LocalScope<'env, T> {
     token: CancellationToken,
+    /// The token (a clone) and why it was cancelled; current while the
+    /// tasks are polled.
+    cause: Arc<Cause>,
     /// Every task not yet handed out (and some that were, see `tidy`),
     /// sorted by sequence number.
     slots: Vec<Slot<'env, T>>,
@@ -279,7 +284,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     #[must_use]
     pub fn new() -> Self {
-        LocalScope::with_token(CancellationToken::new())
+        LocalScope::with_cause(Cause::root(CancellationToken::new()))
     }
 
     /// A scope whose token is a child of `parent`: cancelling `parent`
@@ -300,13 +305,14 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     #[must_use]
     pub fn child_of(parent: &CancellationToken) -> Self {
-        LocalScope::with_token(parent.child_token())
+        LocalScope::with_cause(Cause::child_of(parent))
     }
 
-    fn with_token(token: CancellationToken) -> Self {
+    fn with_cause(cause: Arc<Cause>) -> Self {
         let (ready, woken) = unbounded_channel();
         LocalScope {
-            token,
+            token: cause.token().clone(),
+            cause,
             slots: Vec::new(),
             ready,
             woken,
@@ -357,7 +363,28 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.token.cancel();
+        self.cause.cancel(CancelReason::Requested);
+    }
+
+    /// Why the scope's token was cancelled, `None` while it is not: the
+    /// first cause wins. As [`Scope::cancel_reason`](crate::Scope::cancel_reason),
+    /// without a deadline.
+    ///
+    /// ```
+    /// use cancel_scope_runtime::{CancelReason, LocalScope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope: LocalScope<Result<(), &str>> = LocalScope::new().first_ok();
+    /// let fast = scope.spawn(|_token| async { Ok(()) });
+    /// scope.spawn(|token| async move { token.cancelled().await; Err("cancelled") });
+    /// assert_eq!(scope.cancel_reason(), None);
+    /// scope.join_all().await;
+    /// assert_eq!(scope.cancel_reason(), Some(CancelReason::TaskSucceeded(fast)));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.cause.reason()
     }
 
     /// The number of tasks whose result has not been handed out yet,
@@ -639,7 +666,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
-        self.token.cancel();
+        self.cause.cancel(CancelReason::Shutdown);
         if self.running > 0 {
             let mut grace = pin!(tokio::time::sleep(grace));
             let all_finished = poll_fn(|cx| {
@@ -678,6 +705,9 @@ impl<'env, T> LocalScope<'env, T> {
         let budget = self.running;
         let mut polled = 0;
         let mut batch = mem::take(&mut self.batch);
+        // The scope's cause is current while its tasks run, so that a
+        // `#[cancellable]` fn cancelled in one can tell why.
+        let outer = reason::enter(Some(Arc::clone(&self.cause)));
         loop {
             // `try_recv` takes no coop budget: the tasks' own Tokio resources
             // need it. Only an empty queue is polled, to register `cx`'s
@@ -704,6 +734,7 @@ impl<'env, T> LocalScope<'env, T> {
                 break;
             }
         }
+        reason::leave(outer);
         self.batch = batch;
     }
 
@@ -740,8 +771,13 @@ impl<'env, T> LocalScope<'env, T> {
             }
         };
         if let Some(rule) = self.cancel_on {
-            if rule(&out).is_some() {
-                self.token.cancel();
+            if let Some(succeeded) = rule(&out) {
+                let id = TaskId::from_seq(seq);
+                self.cause.cancel(if succeeded {
+                    CancelReason::TaskSucceeded(id)
+                } else {
+                    CancelReason::TaskFailed(id)
+                });
             }
         }
         self.slots[i].state = State::Done(out.map_err(TaskError::panic));
@@ -751,9 +787,13 @@ impl<'env, T> LocalScope<'env, T> {
 
     /// Drops the futures of the tasks still running, which count as aborted.
     fn abort_running(&mut self) {
+        let reason = self.cause.reason();
         for slot in &mut self.slots {
             if matches!(slot.state, State::Running(_)) {
-                let state = mem::replace(&mut slot.state, State::Done(Err(TaskError::aborted())));
+                let state = mem::replace(
+                    &mut slot.state,
+                    State::Done(Err(TaskError::aborted(reason))),
+                );
                 // Reported as the abort, as in a `Scope`.
                 let _ = catch_unwind(AssertUnwindSafe(move || drop(state)));
                 self.done.push_back(slot.seq);

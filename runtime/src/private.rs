@@ -31,13 +31,13 @@ thread_local! {
     static NEST: std::cell::Cell<Nest> = const {
         std::cell::Cell::new(Nest { nested: false, cleaning: 0 })
     };
-    /// Set while a cancelled race drains its body: the `#[cancellable]`
-    /// calls nested in it are cancelled with it, whatever their own token
-    /// (they may not have seen it yet: a token tree is cancelled one node at
-    /// a time), and once they have cleaned up they never return into the
-    /// cancelled body. Cleared while a cleanup runs, so that a cleanup's own
-    /// calls run normally.
-    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set, to its reason, while a cancelled race drains its body: the
+    /// `#[cancellable]` calls nested in it are cancelled with it, for the same
+    /// reason, whatever their own token (they may not have seen it yet: a
+    /// token tree is cancelled one node at a time), and once they have
+    /// cleaned up they never return into the cancelled body. Cleared while a
+    /// cleanup runs, so that a cleanup's own calls run normally.
+    static DRAINING: std::cell::Cell<Option<Cancelled>> = const { std::cell::Cell::new(None) };
 }
 
 /// Polls a body with a fresh record; returns what its nested calls reported.
@@ -244,13 +244,13 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
                 let reason = *reason;
                 return cancel_body(this.body, this.waiter, true, this.then, reason, cx);
             }
-            WaiterProj::Fresh { token } => (forced || token.is_cancelled(), false),
+            WaiterProj::Fresh { token } => (forced.is_some() || token.is_cancelled(), false),
             WaiterProj::Waiting { nested, cancelled } => {
-                (forced || cancelled.poll(cx).is_ready(), *nested)
+                (forced.is_some() || cancelled.poll(cx).is_ready(), *nested)
             }
         };
         if cancelled {
-            let reason = Cancelled::new();
+            let reason = forced.unwrap_or_else(token_cancelled);
             return cancel_body(this.body, this.waiter, nested, this.then, reason, cx);
         }
         if this.deadline.poll_elapsed(cx) {
@@ -278,7 +278,7 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
                 });
                 if let WaiterProj::Waiting { cancelled, .. } = this.waiter.as_mut().project() {
                     if cancelled.poll(cx).is_ready() {
-                        let reason = Cancelled::new();
+                        let reason = token_cancelled();
                         return cancel_body(
                             this.body,
                             this.waiter,
@@ -298,6 +298,13 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
     }
 }
 
+/// Why a race whose token was cancelled was: see
+/// [`CancelReason`](crate::CancelReason).
+#[cold]
+fn token_cancelled() -> Cancelled {
+    Cancelled::because(crate::reason::of_current_task())
+}
+
 /// The body was cancelled: drop it at once, or drain it while it is inside
 /// nested calls that are still cancelling. `Ready` carries the race's result.
 fn cancel_body<F: Future, T, K: Then>(
@@ -310,7 +317,7 @@ fn cancel_body<F: Future, T, K: Then>(
 ) -> Poll<Result<T, Cancelled>> {
     if drain {
         if let Some(fut) = body.as_mut().as_pin_mut() {
-            let outer = DRAINING.replace(true);
+            let outer = DRAINING.replace(Some(reason));
             let (poll, nest) = poll_scoped(fut, cx);
             DRAINING.set(outer);
             if poll.is_pending() && nest.cleaning > 0 {
@@ -322,10 +329,15 @@ fn cancel_body<F: Future, T, K: Then>(
             }
         }
     }
+    let dropped_now = body.is_some();
     body.set(None);
-    if !K::CLEANUP && DRAINING.get() {
+    if !K::CLEANUP && DRAINING.get().is_some() {
         // Inside a draining race, with no cleanup of its own to run: never
-        // return into the cancelled body, which is about to be dropped.
+        // return into the cancelled body, which is about to be dropped. It
+        // was cancelled all the same: say so, once.
+        if dropped_now {
+            then.cancelled(reason);
+        }
         if !matches!(*waiter, Waiter::Draining { .. }) {
             waiter.set(Waiter::Draining { reason });
         }
@@ -367,23 +379,20 @@ pub struct Trace {
     #[cfg(feature = "tracing")]
     name: &'static str,
     #[cfg(feature = "tracing")]
-    reason: Cancelled,
-    #[cfg(feature = "tracing")]
     started: Option<std::time::Instant>,
 }
 
 impl Trace {
     #[cfg(feature = "tracing")]
-    fn new(name: Name, reason: Cancelled) -> Self {
+    fn new(name: Name) -> Self {
         Trace {
             name: name.0,
-            reason,
             started: None,
         }
     }
 
     #[cfg(not(feature = "tracing"))]
-    fn new(_name: Name, _reason: Cancelled) -> Self {
+    fn new(_name: Name) -> Self {
         Trace {}
     }
 
@@ -392,14 +401,14 @@ impl Trace {
         self.started.get_or_insert_with(std::time::Instant::now);
     }
 
-    fn done(&self) {
+    fn done(&self, _reason: Cancelled) {
         #[cfg(feature = "tracing")]
         {
             let cleanup = self.started.map(|t| t.elapsed()).unwrap_or_default();
             tracing::debug!(
                 target: "cancel_scope",
                 fn_name = self.name,
-                reason = %self.reason,
+                reason = %_reason,
                 cleanup_us = u64::try_from(cleanup.as_micros()).unwrap_or(u64::MAX),
                 "cancelled; cleanup done"
             );
@@ -408,12 +417,15 @@ impl Trace {
 }
 
 pin_project! {
-    /// Runs a cleanup; while it waits, it tells an enclosing race that a
-    /// nested call is still cancelling, so that race drains rather than
-    /// drops its body. Inside a draining race, a finished cleanup never
-    /// completes: its fn does not return into the cancelled body.
+    /// Runs a cleanup, then gives back the [`Cancelled`] it ran for (so that
+    /// the generated code keeps no copy of it across the cleanup's awaits);
+    /// while it waits, it tells an enclosing race that a nested call is still
+    /// cancelling, so that race drains rather than drops its body. Inside a
+    /// draining race, a finished cleanup never completes: its fn does not
+    /// return into the cancelled body.
     #[must_use = "futures do nothing unless polled"]
     pub struct Cleanup<F> {
+        reason: Cancelled,
         trace: Trace,
         #[pin]
         cleanup: Option<F>,
@@ -423,15 +435,16 @@ pin_project! {
 /// See [`Cleanup`].
 pub fn cleanup<F: Future<Output = ()>>(name: Name, reason: Cancelled, cleanup: F) -> Cleanup<F> {
     Cleanup {
-        trace: Trace::new(name, reason),
+        reason,
+        trace: Trace::new(name),
         cleanup: Some(cleanup),
     }
 }
 
 impl<F: Future<Output = ()>> Future for Cleanup<F> {
-    type Output = ();
+    type Output = Cancelled;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
         let mut this = self.project();
         let Some(cleanup) = this.cleanup.as_mut().as_pin_mut() else {
             // Finished inside a draining race: wait to be dropped with it.
@@ -439,19 +452,19 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
         };
         this.trace.polled();
         // The cleanup's own `#[cancellable]` calls run normally.
-        let draining = DRAINING.replace(false);
+        let draining = DRAINING.replace(None);
         let poll = cleanup.poll(cx);
         DRAINING.set(draining);
         if poll.is_pending() {
             report(true);
             return Poll::Pending;
         }
-        this.trace.done();
-        if draining {
+        this.trace.done(*this.reason);
+        if draining.is_some() {
             this.cleanup.set(None);
             return Poll::Pending;
         }
-        Poll::Ready(())
+        Poll::Ready(*this.reason)
     }
 }
 
@@ -493,29 +506,34 @@ impl<F: Future> Future for Run<F> {
     }
 }
 
-/// The last `.await` of a cancelled run: hands `c` to the [`Run`] around it
-/// and never completes, so it can stand for a value of any type `T`. `Run`
-/// takes it in the same `poll` and returns `Err(c)`.
-#[must_use = "futures do nothing unless polled"]
-#[derive(Debug)]
-pub struct Exit<T> {
-    cancelled: Cancelled,
-    _output: PhantomData<fn() -> T>,
+pin_project! {
+    /// The last `.await` of a cancelled run: runs the cleanup, then hands its
+    /// `Cancelled` to the [`Run`] around it and never completes, so it can
+    /// stand for a value of any type `T`. `Run` takes it in the same `poll`
+    /// and returns `Err(c)`.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Exit<F, T> {
+        #[pin]
+        cleanup: Cleanup<F>,
+        _output: PhantomData<fn() -> T>,
+    }
 }
 
 /// See [`Exit`].
-pub fn exit<T>(cancelled: Cancelled) -> Exit<T> {
+pub fn exit<F, T>(cleanup: Cleanup<F>) -> Exit<F, T> {
     Exit {
-        cancelled,
+        cleanup,
         _output: PhantomData,
     }
 }
 
-impl<T> Future for Exit<T> {
+impl<F: Future<Output = ()>, T> Future for Exit<F, T> {
     type Output = T;
 
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
-        EXIT.set(Some(self.cancelled));
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if let Poll::Ready(c) = self.project().cleanup.poll(cx) {
+            EXIT.set(Some(c));
+        }
         Poll::Pending
     }
 }
@@ -529,7 +547,8 @@ pub fn cleanup_within<F: Future<Output = ()>>(
     cleanup: F,
 ) -> Cleanup<impl Future<Output = ()>> {
     Cleanup {
-        trace: Trace::new(name, reason),
+        reason,
+        trace: Trace::new(name),
         cleanup: Some(async move {
             let _elapsed = tokio::time::timeout(limit, cleanup).await;
             #[cfg(feature = "tracing")]

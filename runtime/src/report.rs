@@ -5,9 +5,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use crate::CancelReason;
 #[cfg(doc)]
 use crate::Scope;
-use crate::scope::{CancelReason, TaskError, TaskId};
+use crate::scope::{TaskError, TaskId};
 
 /// How a task of a [`Scope`] ended in a shutdown, in a [`ShutdownReport`].
 ///

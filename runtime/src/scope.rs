@@ -31,7 +31,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::reason::{self, CancelReason, Cause};
 use crate::report::{ShutdownReport, TaskOutcome, TaskReport};
 
 /// A panic payload, as [`std::panic::catch_unwind`] returns it.
@@ -85,8 +86,9 @@ enum Repr {
     /// The mutex only makes the payload `Sync`; it is locked to read the
     /// message in `Display`, never held across anything else.
     Panic(Box<Mutex<Payload>>),
-    Aborted,
-    Detached,
+    /// With the scope's reason for cancelling, when it was cancelled.
+    Aborted(Option<CancelReason>),
+    Detached(Option<CancelReason>),
 }
 
 impl TaskError {
@@ -98,16 +100,17 @@ impl TaskError {
         }
     }
 
-    /// An aborted task (also for [`LocalScope`](crate::LocalScope)).
-    pub(crate) const fn aborted() -> Self {
+    /// A task aborted by a scope cancelled for `reason` (also for
+    /// [`LocalScope`](crate::LocalScope)).
+    pub(crate) const fn aborted(reason: Option<CancelReason>) -> Self {
         TaskError {
-            repr: Repr::Aborted,
+            repr: Repr::Aborted(reason),
         }
     }
 
-    const fn detached() -> Self {
+    const fn detached(reason: Option<CancelReason>) -> Self {
         TaskError {
-            repr: Repr::Detached,
+            repr: Repr::Detached(reason),
         }
     }
 
@@ -115,16 +118,16 @@ impl TaskError {
     fn outcome(&self) -> TaskOutcome {
         match self.repr {
             Repr::Panic(_) => TaskOutcome::Panicked,
-            Repr::Aborted => TaskOutcome::Aborted,
-            Repr::Detached => TaskOutcome::Detached,
+            Repr::Aborted(_) => TaskOutcome::Aborted,
+            Repr::Detached(_) => TaskOutcome::Detached,
         }
     }
 
-    fn from_join_error(e: JoinError) -> Self {
+    fn from_join_error(e: JoinError, reason: Option<CancelReason>) -> Self {
         if e.is_panic() {
             TaskError::panic(e.into_panic())
         } else {
-            TaskError::aborted()
+            TaskError::aborted(reason)
         }
     }
 
@@ -165,7 +168,7 @@ impl TaskError {
     /// ```
     #[must_use]
     pub fn is_aborted(&self) -> bool {
-        matches!(self.repr, Repr::Aborted | Repr::Detached)
+        matches!(self.repr, Repr::Aborted(_) | Repr::Detached(_))
     }
 
     /// `true` for a [`Scope::spawn_blocking`] task that was still running
@@ -191,7 +194,37 @@ impl TaskError {
     /// ```
     #[must_use]
     pub fn is_detached(&self) -> bool {
-        matches!(self.repr, Repr::Detached)
+        matches!(self.repr, Repr::Detached(_))
+    }
+
+    /// Why the scope of an aborted (or detached) task was cancelled: the
+    /// first cause, which may have come before the shutdown that aborted it
+    /// (a task that failed under [`fail_fast`](Scope::fail_fast), the
+    /// deadline, a shutdown signal). `None` for a panic.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cancel_scope_runtime::{CancelReason, Scope};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
+    /// let bad = scope.spawn(|_token| async { Err("disk full") });
+    /// // Ignores its token: only an abort stops it.
+    /// scope.spawn(|_token| std::future::pending());
+    /// scope.token().cancelled().await; // the first task failed
+    /// let results = scope.shutdown(Duration::from_millis(10)).await;
+    /// let err = results[1].as_ref().unwrap_err();
+    /// assert!(err.is_aborted());
+    /// assert_eq!(err.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
+    /// assert_eq!(err.to_string(), format!("task aborted (scope cancelled: task #{bad} failed)"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        match self.repr {
+            Repr::Panic(_) => None,
+            Repr::Aborted(reason) | Repr::Detached(reason) => reason,
+        }
     }
 
     /// The payload the task panicked with, to inspect or to
@@ -274,15 +307,25 @@ impl fmt::Debug for TaskError {
                     None => f.write_str("TaskError::Panic(..)"),
                 }
             }
-            Repr::Aborted => f.write_str("TaskError::Aborted"),
-            Repr::Detached => f.write_str("TaskError::Detached"),
+            Repr::Aborted(reason) => f.debug_tuple("TaskError::Aborted").field(reason).finish(),
+            Repr::Detached(reason) => f.debug_tuple("TaskError::Detached").field(reason).finish(),
         }
+    }
+}
+
+/// ` (scope cancelled: <reason>)`, after an abort.
+fn write_reason(f: &mut fmt::Formatter<'_>, reason: Option<CancelReason>) -> fmt::Result {
+    match reason {
+        Some(reason) => write!(f, " (scope cancelled: {reason})"),
+        None => Ok(()),
     }
 }
 
 /// `task panicked: <message>` (the message when the payload is a string),
 /// `task aborted`, or, for a detached blocking task,
-/// `task detached: still blocking at the end of the grace period`.
+/// `task detached: still blocking at the end of the grace period`; an
+/// aborted or detached task adds why its scope was cancelled
+/// ([`cancel_reason`](TaskError::cancel_reason)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -292,7 +335,7 @@ impl fmt::Debug for TaskError {
 /// let mut scope = Scope::<()>::new();
 /// scope.spawn(|_token| std::future::pending());
 /// let results = scope.shutdown(Duration::ZERO).await;
-/// assert_eq!(results[0].as_ref().unwrap_err().to_string(), "task aborted");
+/// assert_eq!(results[0].as_ref().unwrap_err().to_string(), "task aborted (scope cancelled: shut down)");
 /// # }
 /// ```
 impl fmt::Display for TaskError {
@@ -305,9 +348,13 @@ impl fmt::Display for TaskError {
                     None => f.write_str("task panicked"),
                 }
             }
-            Repr::Aborted => f.write_str("task aborted"),
-            Repr::Detached => {
-                f.write_str("task detached: still blocking at the end of the grace period")
+            Repr::Aborted(reason) => {
+                f.write_str("task aborted")?;
+                write_reason(f, *reason)
+            }
+            Repr::Detached(reason) => {
+                f.write_str("task detached: still blocking at the end of the grace period")?;
+                write_reason(f, *reason)
             }
         }
     }
@@ -368,8 +415,7 @@ pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<R
 /// Makes a task whose outcome matches the rule cancel the scope's token,
 /// recording itself as the reason.
 struct CancelOn<T> {
-    token: CancellationToken,
-    reason: Arc<OnceLock<CancelReason>>,
+    cause: Arc<Cause>,
     rule: CancelRule<T>,
 }
 
@@ -382,7 +428,7 @@ impl<T> Check<T> for CancelOn<T> {
             } else {
                 CancelReason::TaskFailed(id)
             };
-            cancel_because(&self.token, &self.reason, reason);
+            self.cause.cancel(reason);
         }
     }
 }
@@ -391,63 +437,6 @@ impl<T, C: Check<T>> Check<T> for Option<C> {
     fn check(&self, seq: u64, out: &Result<T, Payload>) {
         if let Some(check) = self {
             check.check(seq, out);
-        }
-    }
-}
-
-/// Cancels `token`, recording `reason` unless it was cancelled already
-/// (then the earlier cause stands, or it was the parent).
-fn cancel_because(token: &CancellationToken, cell: &OnceLock<CancelReason>, reason: CancelReason) {
-    if !token.is_cancelled() {
-        let _ = cell.set(reason);
-    }
-    token.cancel();
-}
-
-/// Why a [`Scope`]'s token was cancelled: the first cause, as
-/// [`Scope::cancel_reason`] reports it.
-///
-/// ```
-/// use cancel_scope_runtime::{CancelReason, Scope};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
-/// let bad = scope.spawn(|_token| async { Err("disk full") });
-/// scope.spawn(|token| async move { token.cancelled().await; Ok(()) });
-/// scope.join_all().await;
-/// assert_eq!(scope.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
-/// assert_eq!(scope.cancel_reason().unwrap().to_string(), format!("task #{bad} failed"));
-/// # }
-/// ```
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CancelReason {
-    /// [`Scope::cancel`] was called.
-    Requested,
-    /// [`Scope::shutdown`] or [`Scope::shutdown_report`] began.
-    Shutdown,
-    /// Under [`fail_fast`](Scope::fail_fast), this task returned `Err` or
-    /// panicked.
-    TaskFailed(TaskId),
-    /// Under [`first_ok`](Scope::first_ok), this task succeeded.
-    TaskSucceeded(TaskId),
-    /// The scope's deadline ([`with_deadline`](Scope::with_deadline),
-    /// [`with_timeout`](Scope::with_timeout)) passed.
-    Deadline,
-    /// The parent token of [`Scope::child_of`] was cancelled, for example by
-    /// a `ShutdownSignal`.
-    Parent,
-}
-
-impl fmt::Display for CancelReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CancelReason::Requested => f.write_str("cancelled by the scope's owner"),
-            CancelReason::Shutdown => f.write_str("shut down"),
-            CancelReason::TaskFailed(id) => write!(f, "task #{id} failed"),
-            CancelReason::TaskSucceeded(id) => write!(f, "task #{id} succeeded first"),
-            CancelReason::Deadline => f.write_str("the scope's deadline passed"),
-            CancelReason::Parent => f.write_str("the parent token was cancelled"),
         }
     }
 }
@@ -466,6 +455,10 @@ pin_project! {
         fut: Option<F>,
         seq: u64,
         check: C,
+        // The scope's cause, current while the task is polled, so that a
+        // `#[cancellable]` fn cancelled in it can tell why. Moved into the
+        // thread-local and back around each poll, never cloned there.
+        cause: Option<Arc<Cause>>,
     }
 }
 
@@ -474,6 +467,7 @@ impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let outer = reason::enter(this.cause.take());
         let polled = catch_unwind(AssertUnwindSafe(|| {
             let Some(fut) = this.fut.as_mut().as_pin_mut() else {
                 panic!("cancel-scope task polled after completion");
@@ -484,6 +478,7 @@ impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
             this.fut.set(None);
             Poll::Ready(value)
         }));
+        *this.cause = reason::leave(outer);
         let out = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(value)) => Ok(value),
@@ -745,10 +740,10 @@ pub struct Scope<T> {
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
     deadline_timer: Option<AbortHandle>,
-    /// Why the token was cancelled, set by the first of the scope's own
-    /// causes (shared with the fail-fast / first-ok tasks and the deadline
-    /// timer).
-    reason: Arc<OnceLock<CancelReason>>,
+    /// The token (a clone) and why it was cancelled, set by the first of the
+    /// scope's own causes (shared with the tasks, which make it current
+    /// while they are polled, and with the deadline timer).
+    cause: Arc<Cause>,
     /// The names of the named tasks not yet handed out, by sequence number.
     /// Unnamed tasks get their default name when a report needs it.
     names: BTreeMap<u64, Cow<'static, str>>,
@@ -772,7 +767,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn new() -> Self {
-        Scope::with_token(CancellationToken::new())
+        Scope::with_cause(Cause::root(CancellationToken::new()))
     }
 
     /// A scope whose token is a child of `parent`: cancelling `parent`
@@ -793,12 +788,12 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn child_of(parent: &CancellationToken) -> Self {
-        Scope::with_token(parent.child_token())
+        Scope::with_cause(Cause::child_of(parent))
     }
 
-    fn with_token(token: CancellationToken) -> Self {
+    fn with_cause(cause: Arc<Cause>) -> Self {
         Scope {
-            token,
+            token: cause.token().clone(),
             tasks: JoinSet::new(),
             blocking: JoinSet::new(),
             slots: Vec::new(),
@@ -816,7 +811,7 @@ impl<T> Scope<T> {
             limit: None,
             deadline: None,
             deadline_timer: None,
-            reason: Arc::new(OnceLock::new()),
+            cause,
             names: BTreeMap::new(),
             winner: None,
         }
@@ -934,16 +929,15 @@ impl<T> Scope<T> {
         }
         self.deadline = Some(deadline);
         if deadline <= Instant::now() {
-            cancel_because(&self.token, &self.reason, CancelReason::Deadline);
+            self.cause.cancel(CancelReason::Deadline);
             return self;
         }
         // Made here so that a missing timer panics here, not in the task.
         let sleep = tokio::time::sleep_until(deadline);
-        let token = self.token.clone();
-        let reason = Arc::clone(&self.reason);
+        let cause = Arc::clone(&self.cause);
         let timer = tokio::spawn(async move {
-            if token.run_until_cancelled(sleep).await.is_some() {
-                cancel_because(&token, &reason, CancelReason::Deadline);
+            if cause.token().run_until_cancelled(sleep).await.is_some() {
+                cause.cancel(CancelReason::Deadline);
             }
         });
         self.deadline_timer = Some(timer.abort_handle());
@@ -1037,7 +1031,7 @@ impl<T> Scope<T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        cancel_because(&self.token, &self.reason, CancelReason::Requested);
+        self.cause.cancel(CancelReason::Requested);
     }
 
     /// Why the scope's token was cancelled, `None` while it is not: the
@@ -1061,12 +1055,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        match self.reason.get() {
-            Some(reason) => Some(*reason),
-            // Cancelled, and none of the scope's own causes recorded: only
-            // the parent is left.
-            None => self.token.is_cancelled().then_some(CancelReason::Parent),
-        }
+        self.cause.reason()
     }
 
     /// The number of tasks whose result has not been handed out yet,
@@ -1181,24 +1170,38 @@ impl<T: 'static> Scope<T> {
         let fut = tracing::Instrument::instrument(fut, task_span(self.next_seq, _name));
         let fut = Some(fut);
         let seq = self.next_seq;
+        let cause = Some(Arc::clone(&self.cause));
         match (self.cancel_guard(), &self.limit) {
             (None, None) => self.tasks.spawn(Task {
                 fut,
                 seq,
                 check: (),
+                cause,
             }),
-            (Some(check), None) => self.tasks.spawn(Task { fut, seq, check }),
+            (Some(check), None) => self.tasks.spawn(Task {
+                fut,
+                seq,
+                check,
+                cause,
+            }),
             (None, Some(limit)) => self.tasks.spawn(limited(
                 limit.permits.clone(),
                 Task {
                     fut,
                     seq,
                     check: (),
+                    cause,
                 },
             )),
-            (Some(check), Some(limit)) => self
-                .tasks
-                .spawn(limited(limit.permits.clone(), Task { fut, seq, check })),
+            (Some(check), Some(limit)) => self.tasks.spawn(limited(
+                limit.permits.clone(),
+                Task {
+                    fut,
+                    seq,
+                    check,
+                    cause,
+                },
+            )),
         };
         self.next_seq += 1;
         self.running_async += 1;
@@ -1669,7 +1672,7 @@ impl<T: 'static> Scope<T> {
     /// the blocking ones still running and aborts the async ones, and waits
     /// for those. `on_store` sees the index of each result it collects.
     async fn stop(&mut self, grace: Duration, mut on_store: impl FnMut(usize)) {
-        cancel_because(&self.token, &self.reason, CancelReason::Shutdown);
+        self.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
         }
@@ -1688,9 +1691,10 @@ impl<T: 'static> Scope<T> {
                         on_store(i);
                     }
                 }
+                let reason = self.cause.reason();
                 for (seq, _) in std::mem::take(&mut self.blocking_ids) {
                     if let Some(i) = self.index(seq) {
-                        self.put(i, Err(TaskError::detached()));
+                        self.put(i, Err(TaskError::detached(reason)));
                     }
                 }
                 self.blocking.detach_all();
@@ -1704,8 +1708,7 @@ impl<T: 'static> Scope<T> {
     /// one.
     fn cancel_guard(&self) -> Option<CancelOn<T>> {
         self.cancel_on.map(|rule| CancelOn {
-            token: self.token.clone(),
-            reason: Arc::clone(&self.reason),
+            cause: Arc::clone(&self.cause),
             rule,
         })
     }
@@ -1841,7 +1844,7 @@ impl<T: 'static> Scope<T> {
             }
             Err(e) if blocking => (
                 self.blocking_seq(e.id())?,
-                Err(TaskError::from_join_error(e)),
+                Err(TaskError::from_join_error(e, self.cause.reason())),
             ),
             // An aborted async task: an orphan, reported as aborted. (Finding
             // its index by id would cost a scan per task, and aborts come by
@@ -1864,11 +1867,14 @@ impl<T: 'static> Scope<T> {
             }
             Err(e) if blocking => (
                 self.blocking_seq(e.id()),
-                Err(TaskError::from_join_error(e)),
+                Err(TaskError::from_join_error(e, self.cause.reason())),
             ),
             Err(e) => {
                 self.handed_aborts += 1;
-                (None, Err(TaskError::from_join_error(e)))
+                (
+                    None,
+                    Err(TaskError::from_join_error(e, self.cause.reason())),
+                )
             }
         };
         if let Some(i) = seq.and_then(|seq| self.index(seq)) {
@@ -1902,7 +1908,10 @@ impl<T: 'static> Scope<T> {
         let i = (0..self.indices()).find(|&i| !self.is_taken(i))?;
         self.take(i);
         self.running_async -= 1;
-        Some((Some(self.seq_at(i)), Err(TaskError::aborted())))
+        Some((
+            Some(self.seq_at(i)),
+            Err(TaskError::aborted(self.cause.reason())),
+        ))
     }
 
     /// After `join_next`: forgets everything when nothing is left to hand
@@ -1936,6 +1945,7 @@ impl<T: 'static> Scope<T> {
         let results = std::mem::take(&mut self.results);
         let mut skip = self.handed_aborts;
         let (slots, implicit_from) = (&self.slots, self.implicit_from);
+        let reason = self.cause.reason();
         // Reuses the allocation when `Option<Result<T, TaskError>>` and `R`
         // have the same layout, as they usually do in `finish`.
         let results = results
@@ -1950,7 +1960,7 @@ impl<T: 'static> Scope<T> {
                         skip -= 1;
                         return None;
                     }
-                    None => Err(TaskError::aborted()),
+                    None => Err(TaskError::aborted(reason)),
                 };
                 Some(each(i, seq_at(slots, implicit_from, i), result))
             })

@@ -8,6 +8,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::CancelReason;
+use crate::reason::{self, Cause};
+
 /// The root of a daemon's shutdown: [`token`](Self::token) is cancelled on
 /// the first Ctrl-C (SIGINT) or, on Unix, SIGTERM; [`forced`](Self::forced)
 /// on the second, for a supervisor that should stop waiting for cleanups.
@@ -43,7 +46,8 @@ pub struct ShutdownSignal {
 
 #[derive(Debug)]
 struct Shared {
-    graceful: CancellationToken,
+    /// The graceful token, and the signal it was cancelled for.
+    cause: Arc<Cause>,
     forced: CancellationToken,
     received: AtomicUsize,
     first: OnceLock<&'static str>,
@@ -56,7 +60,7 @@ impl Shared {
         if self.received.fetch_add(1, Ordering::AcqRel) > 0 {
             self.forced.cancel();
         }
-        self.graceful.cancel();
+        self.cause.cancel(CancelReason::Signal(name));
     }
 }
 
@@ -76,8 +80,10 @@ impl ShutdownSignal {
     /// # Ok(()) }
     /// ```
     pub fn install() -> io::Result<Self> {
+        let cause = Cause::root(CancellationToken::new());
+        reason::register_signal(&cause);
         let shared = Arc::new(Shared {
-            graceful: CancellationToken::new(),
+            cause,
             forced: CancellationToken::new(),
             received: AtomicUsize::new(0),
             first: OnceLock::new(),
@@ -124,7 +130,7 @@ impl ShutdownSignal {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        &self.shared.graceful
+        self.shared.cause.token()
     }
 
     /// Cancelled on the second signal: stop waiting for cleanups.

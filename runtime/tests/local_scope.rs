@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cancel_scope_runtime::{CancellationToken, LocalScope, TaskId};
+use cancel_scope_runtime::{CancelReason, CancellationToken, LocalScope, TaskId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep};
 
@@ -291,7 +291,8 @@ async fn a_straggler_is_dropped_at_the_end_of_grace_and_not_before() {
     assert_eq!(start.elapsed(), grace);
     let err = results[0].as_ref().unwrap_err();
     assert!(err.is_aborted() && !err.is_panic());
-    assert_eq!(err.to_string(), "task aborted");
+    assert_eq!(err.to_string(), "task aborted (scope cancelled: shut down)");
+    assert_eq!(err.cancel_reason(), Some(CancelReason::Shutdown));
     assert_eq!(results[1].as_ref().unwrap(), &"cleaned up");
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use cancel_scope_runtime::{CancellationToken, Scope, TaskError};
+use cancel_scope_runtime::{CancelReason, CancellationToken, Scope, TaskError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -754,8 +754,12 @@ async fn task_error_describes_panics_and_aborts() {
     );
 
     let aborted = next_err();
-    assert_eq!(aborted.to_string(), "task aborted");
-    assert_eq!(format!("{aborted:?}"), "TaskError::Aborted");
+    assert_eq!(
+        aborted.to_string(),
+        "task aborted (scope cancelled: shut down)"
+    );
+    assert_eq!(format!("{aborted:?}"), "TaskError::Aborted(Some(Shutdown))");
+    assert_eq!(aborted.cancel_reason(), Some(CancelReason::Shutdown));
     let dyn_err: &dyn std::error::Error = &aborted;
     assert!(dyn_err.source().is_none());
     let aborted = aborted.try_into_panic().unwrap_err();

@@ -189,8 +189,14 @@ async fn tasks_aborted_by_an_interrupted_shutdown_are_reported_with_their_ids() 
     }
     assert_eq!(rest.len(), 3);
     assert_eq!(rest[&late], "late");
-    assert_eq!(rest[&straggler_a], "task aborted");
-    assert_eq!(rest[&straggler_b], "task aborted");
+    assert_eq!(
+        rest[&straggler_a],
+        "task aborted (scope cancelled: shut down)"
+    );
+    assert_eq!(
+        rest[&straggler_b],
+        "task aborted (scope cancelled: shut down)"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,246 @@
+//! Why something was cancelled: [`CancelReason`], and how a reason travels
+//! from the scope (or signal) that cancelled a token to the `Cancelled` of a
+//! `#[cancellable]` fn that saw it.
+//!
+//! A [`CancellationToken`] carries no payload, so the reason is kept beside
+//! it, in a [`Cause`]: the token, the first reason it was cancelled for, and
+//! the cause of its parent when that is known. Every [`Scope`] and
+//! [`LocalScope`] has one, and so has a
+//! [`ShutdownSignal`](crate::ShutdownSignal). While a scope polls one of its
+//! tasks it makes its cause the thread's current one; a `#[cancellable]` fn
+//! cancelled during that poll asks it why. Nothing of this runs unless
+//! something is cancelled, apart from setting the current cause around each
+//! poll of a scope's task (two thread-local writes, no reference counting).
+//!
+//! [`Scope`]: crate::Scope
+//! [`LocalScope`]: crate::LocalScope
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::TaskId;
+
+/// Why something was cancelled: what [`Cancelled::reason`],
+/// [`Scope::cancel_reason`], [`LocalScope::cancel_reason`] and
+/// [`TaskError::cancel_reason`] report. The first cause wins: once a token is
+/// cancelled, later causes do not change its reason.
+///
+/// A `#[cancellable]` fn learns the reason from the scope whose task runs it
+/// (a [`Scope`] or [`LocalScope`] task, or a fn called from one, however
+/// deeply): when that scope's token is cancelled, the fn's `Cancelled`
+/// carries the scope's reason. Called anywhere else, or when its token was
+/// cancelled while the scope's was not, a fn reports
+/// [`Token`](Self::Token), or [`Timeout`](Self::Timeout) for its own
+/// `timeout`.
+///
+/// ```
+/// use cancel_scope_runtime::{CancelReason, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
+/// let bad = scope.spawn(|_token| async { Err("disk full") });
+/// scope.spawn(|token| async move { token.cancelled().await; Ok(()) });
+/// scope.join_all().await;
+/// assert_eq!(scope.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
+/// assert_eq!(scope.cancel_reason().unwrap().to_string(), format!("task #{bad} failed"));
+/// # }
+/// ```
+///
+/// [`Cancelled::reason`]: crate::Cancelled::reason
+/// [`Scope`]: crate::Scope
+/// [`Scope::cancel_reason`]: crate::Scope::cancel_reason
+/// [`LocalScope`]: crate::LocalScope
+/// [`LocalScope::cancel_reason`]: crate::LocalScope::cancel_reason
+/// [`TaskError::cancel_reason`]: crate::TaskError::cancel_reason
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    /// The fn's token was cancelled, and nothing more is known: it was not
+    /// running in a task of a scope that was cancelled too (for example, it
+    /// was called with a token its caller cancelled by hand).
+    Token,
+    /// The fn's own `#[cancellable(timeout = ..)]` elapsed, or that of an
+    /// enclosing `#[cancellable]` fn it was called from.
+    Timeout,
+    /// The scope's owner called `cancel` ([`Scope::cancel`](crate::Scope::cancel),
+    /// [`LocalScope::cancel`](crate::LocalScope::cancel)).
+    Requested,
+    /// The scope's `shutdown` (or `shutdown_report`) began.
+    Shutdown,
+    /// Under `fail_fast`, this task of the scope returned `Err` or panicked.
+    TaskFailed(TaskId),
+    /// Under `first_ok`, this task of the scope succeeded first.
+    TaskSucceeded(TaskId),
+    /// The scope's deadline ([`with_deadline`](crate::Scope::with_deadline),
+    /// [`with_timeout`](crate::Scope::with_timeout)) passed.
+    Deadline,
+    /// A [`ShutdownSignal`](crate::ShutdownSignal) received this signal
+    /// (`"Ctrl-C"`, `"SIGTERM"`) or was triggered with this reason: the
+    /// scope was made with `child_of(signal.token())`, or is nested in one
+    /// that was.
+    Signal(&'static str),
+    /// The parent token given to `child_of` was cancelled, by something
+    /// other than a scope or signal that cancel-scope knows of.
+    Parent,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Token => f.write_str("its token was cancelled"),
+            CancelReason::Timeout => f.write_str("timed out"),
+            CancelReason::Requested => f.write_str("cancelled by the scope's owner"),
+            CancelReason::Shutdown => f.write_str("shut down"),
+            CancelReason::TaskFailed(id) => write!(f, "task #{id} failed"),
+            CancelReason::TaskSucceeded(id) => write!(f, "task #{id} succeeded first"),
+            CancelReason::Deadline => f.write_str("the scope's deadline passed"),
+            CancelReason::Signal(name) => write!(f, "shutdown signal: {name}"),
+            CancelReason::Parent => f.write_str("the parent token was cancelled"),
+        }
+    }
+}
+
+/// A token, why it was cancelled, and the cause of the token it is a child
+/// of, when known.
+#[derive(Debug)]
+pub(crate) struct Cause {
+    token: CancellationToken,
+    reason: OnceLock<CancelReason>,
+    parent: Option<Arc<Cause>>,
+}
+
+impl Cause {
+    /// The cause of a root token.
+    pub(crate) fn root(token: CancellationToken) -> Arc<Self> {
+        Arc::new(Cause {
+            token,
+            reason: OnceLock::new(),
+            parent: None,
+        })
+    }
+
+    /// The cause of a new child of `parent`, linked to the cause `parent`
+    /// belongs to when that is known: a `ShutdownSignal`'s token (compared by
+    /// identity), or else the scope whose task is running (the usual way to
+    /// nest scopes is to make one, inside a task, from the task's token). The
+    /// link is only followed while the linked token is cancelled too, so an
+    /// unrelated parent never borrows its reason.
+    pub(crate) fn child_of(parent: &CancellationToken) -> Arc<Self> {
+        Arc::new(Cause {
+            token: parent.child_token(),
+            reason: OnceLock::new(),
+            parent: signal_cause(parent).or_else(current),
+        })
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Cancels the token, recording `reason` unless it was cancelled
+    /// already (then the earlier cause stands).
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        if !self.token.is_cancelled() {
+            let _ = self.reason.set(reason);
+        }
+        self.token.cancel();
+    }
+
+    /// Why the token was cancelled; `None` while it is not.
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        if let Some(reason) = self.reason.get() {
+            return Some(*reason);
+        }
+        if !self.token.is_cancelled() {
+            return None;
+        }
+        // Cancelled, and none of its own causes recorded: it came from above.
+        // (`cancel` records before it cancels, so a cancellation seen here
+        // without a reason is the parent's.)
+        Some(
+            self.parent
+                .as_ref()
+                .and_then(|parent| parent.reason())
+                .unwrap_or(CancelReason::Parent),
+        )
+    }
+}
+
+thread_local! {
+    /// The cause of the scope whose task this thread is polling.
+    static CURRENT: Cell<Option<Arc<Cause>>> = const { Cell::new(None) };
+}
+
+/// Makes `cause` the current one, returning the one it replaces; give that
+/// back to [`leave`] after the poll. Moves the `Arc`s, never clones them.
+pub(crate) fn enter(cause: Option<Arc<Cause>>) -> Option<Arc<Cause>> {
+    CURRENT.replace(cause)
+}
+
+/// Restores the cause [`enter`] replaced; returns the task's own.
+pub(crate) fn leave(outer: Option<Arc<Cause>>) -> Option<Arc<Cause>> {
+    CURRENT.replace(outer)
+}
+
+/// The cause of the scope whose task is running, if any.
+fn current() -> Option<Arc<Cause>> {
+    let cause = CURRENT.take();
+    let copy = cause.clone();
+    CURRENT.set(cause);
+    copy
+}
+
+/// Why a `#[cancellable]` fn whose token was cancelled was: the reason of
+/// the scope whose task is running it, when that scope's token is cancelled,
+/// else [`CancelReason::Token`].
+pub(crate) fn of_current_task() -> CancelReason {
+    let cause = CURRENT.take();
+    let reason = cause.as_ref().and_then(|cause| cause.reason());
+    CURRENT.set(cause);
+    reason.unwrap_or(CancelReason::Token)
+}
+
+#[cfg(feature = "signal")]
+mod signals {
+    use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::Cause;
+
+    /// The causes of the live `ShutdownSignal`s, to link a scope made with
+    /// `child_of(signal.token())` to its signal. Read when a scope is made
+    /// with `child_of`, written when a signal is installed.
+    static SIGNALS: Mutex<Vec<Weak<Cause>>> = Mutex::new(Vec::new());
+
+    pub(crate) fn register(cause: &Arc<Cause>) {
+        let mut signals = SIGNALS.lock().unwrap_or_else(PoisonError::into_inner);
+        signals.retain(|s| s.strong_count() > 0);
+        signals.push(Arc::downgrade(cause));
+    }
+
+    pub(super) fn find(token: &CancellationToken) -> Option<Arc<Cause>> {
+        let signals = SIGNALS.lock().unwrap_or_else(PoisonError::into_inner);
+        signals
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|cause| cause.token == *token)
+    }
+}
+
+#[cfg(feature = "signal")]
+pub(crate) use signals::register as register_signal;
+
+/// The cause of the `ShutdownSignal` whose token is `token`, if any.
+fn signal_cause(token: &CancellationToken) -> Option<Arc<Cause>> {
+    #[cfg(feature = "signal")]
+    return signals::find(token);
+    #[cfg(not(feature = "signal"))]
+    {
+        let _ = token;
+        None
+    }
+}
