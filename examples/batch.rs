@@ -17,7 +17,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use cancel_scope::{Scope, TaskError, cancellable, on_cancel};
+use cancel_scope::{CancelReason, Scope, TaskError, cancellable, on_cancel};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -96,6 +96,8 @@ pub enum JobError {
         done: u32,
         /// Its cleanup discarded the staged output.
         discarded: bool,
+        /// Why: which sibling failed, as its `Cancelled` says.
+        why: CancelReason,
     },
 }
 
@@ -103,8 +105,12 @@ impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JobError::Fatal(why) => write!(f, "FAILED: {why}"),
-            JobError::Cancelled { done, discarded } => {
-                write!(f, "cancelled after {done} chunks")?;
+            JobError::Cancelled {
+                done,
+                discarded,
+                why,
+            } => {
+                write!(f, "cancelled after {done} chunks ({why})")?;
                 if *discarded {
                     f.write_str(", staged output discarded")?;
                 }
@@ -186,9 +192,10 @@ pub async fn run(config: &Config, out: &mut impl Write) -> io::Result<Report> {
             match process(token, &input, chunk, &mut progress).await {
                 Ok(Ok(output)) => Ok(output),
                 Ok(Err(why)) => Err(JobError::Fatal(why)),
-                Err(_cancelled) => Err(JobError::Cancelled {
+                Err(cancelled) => Err(JobError::Cancelled {
                     done: progress.done,
                     discarded: progress.discarded,
+                    why: cancelled.reason(),
                 }),
             }
         });

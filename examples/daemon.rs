@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cancel_scope::{Cancelled, Scope, ShutdownSignal, TaskError, cancellable, on_cancel};
+use cancel_scope::{
+    CancelReason, Cancelled, Scope, ShutdownSignal, TaskError, cancellable, on_cancel,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -78,8 +80,8 @@ pub enum Status {
     /// It returned on its own.
     Finished(String),
     /// It saw its token cancelled and stopped at its next `.await`; it had
-    /// nothing to clean up.
-    Cancelled,
+    /// nothing to clean up. Why (the `Cancelled`'s reason).
+    Cancelled(CancelReason),
     /// It saw its token cancelled, and its `on_cancel!` cleanup ran to
     /// completion (what the cleanup did).
     CleanedUp(String),
@@ -96,7 +98,12 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Finished(what) => write!(f, "finished: {what}"),
-            Status::Cancelled => f.write_str("cancelled (stopped at its next .await, no cleanup)"),
+            Status::Cancelled(why) => {
+                write!(
+                    f,
+                    "cancelled ({why}): stopped at its next .await, no cleanup"
+                )
+            }
             Status::CleanedUp(what) => write!(f, "cancelled and cleaned up: {what}"),
             Status::Failed(e) => write!(f, "FAILED: {e}"),
             Status::Aborted => f.write_str("ABORTED: dropped where it stood, cleanup not finished"),
@@ -157,7 +164,7 @@ type Subsystem = Result<Ending, String>;
 
 enum Ending {
     Finished(String),
-    Cancelled,
+    Cancelled(CancelReason),
     CleanedUp(String),
 }
 
@@ -381,7 +388,7 @@ async fn supervise(
     subsystems.spawn_named(NAMES[0], |token| async move {
         match ingest(token, records_tx, c).await {
             Ok(why) => Ok(Ending::Finished(why)),
-            Err(_cancelled) => Ok(Ending::Cancelled),
+            Err(cancelled) => Ok(Ending::Cancelled(cancelled.reason())),
         }
     });
     let (c, file, batch, slow_flush) = (
@@ -408,7 +415,7 @@ async fn supervise(
     subsystems.spawn_named(NAMES[2], move |token| async move {
         match metrics(token, c, tick, progress_tx).await {
             Ok(()) => Ok(Ending::Finished("nobody reads the progress".into())),
-            Err(_cancelled) => Ok(Ending::Cancelled),
+            Err(cancelled) => Ok(Ending::Cancelled(cancelled.reason())),
         }
     });
 
@@ -426,7 +433,11 @@ async fn supervise(
             Some(line) = progress_rx.recv() => writeln!(out, "{line}")?,
             () = &mut deadline => break format!("--run-for {} elapsed", common::human(config.run_for)),
             // `fail_fast`: a failing subsystem cancels the scope.
-            () = subsystems.token().cancelled() => break "a subsystem failed".to_owned(),
+            () = subsystems.token().cancelled() => {
+                // `fail_fast` records which task failed: "task #1 failed".
+                let why = subsystems.cancel_reason().map(|r| r.to_string());
+                break format!("a subsystem failed ({})", why.unwrap_or_default());
+            }
         }
     };
 
@@ -533,7 +544,7 @@ fn writer_ending(
 fn status(result: Result<Subsystem, TaskError>) -> Status {
     match result {
         Ok(Ok(Ending::Finished(why))) => Status::Finished(why),
-        Ok(Ok(Ending::Cancelled)) => Status::Cancelled,
+        Ok(Ok(Ending::Cancelled(why))) => Status::Cancelled(why),
         Ok(Ok(Ending::CleanedUp(what))) => Status::CleanedUp(what),
         Ok(Err(e)) => Status::Failed(e),
         Err(e) if e.is_panic() => Status::Panicked(e.to_string()),

@@ -210,6 +210,42 @@ pub use cancel_scope_runtime::{
 /// # }
 /// ```
 ///
+/// # Why it was cancelled
+///
+/// [`Cancelled::reason`] says why: the fn's own `timeout`
+/// ([`CancelReason::Timeout`]), or, for a fn running in a task of a
+/// [`Scope`] or [`LocalScope`] that was cancelled, the scope's reason (a
+/// sibling that failed under `fail_fast`, the winner under `first_ok`, the
+/// deadline, the shutdown, a [`ShutdownSignal`], the owner's `cancel`), else
+/// [`CancelReason::Token`]. A nested `#[cancellable]` call cancelled with its
+/// caller reports the caller's reason. The reason costs nothing until
+/// something is cancelled.
+///
+/// ```
+/// use cancel_scope::{cancellable, on_cancel, CancelReason, Cancelled, Scope};
+///
+/// #[cancellable]
+/// async fn worker(flushed: &std::sync::atomic::AtomicBool) -> u32 {
+///     on_cancel! { flushed.store(true, std::sync::atomic::Ordering::SeqCst); }
+///     std::future::pending().await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// static FLUSHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// let mut scope: Scope<Result<u32, Cancelled>> = Scope::new().fail_fast();
+/// scope.spawn(|token| worker(token, &FLUSHED));
+/// let bad = scope.spawn(|_token| async {
+///     tokio::task::yield_now().await;
+///     Err(Cancelled::new()) // any `Err` brings the scope down
+/// });
+/// let results = scope.join_all().await;
+/// let cancelled = results[0].as_ref().unwrap().unwrap_err();
+/// assert_eq!(cancelled.reason(), CancelReason::TaskFailed(bad));
+/// assert_eq!(cancelled.to_string(), format!("cancelled: task #{bad} failed"));
+/// assert!(FLUSHED.load(std::sync::atomic::Ordering::SeqCst));
+/// # }
+/// ```
+///
 /// # A body that never awaits
 ///
 /// A raced body that loops (`loop`, `while`, `for`) without any `.await`

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use cancel_scope::{CancellationToken, ShutdownSignal};
+use cancel_scope::{CancelReason, CancellationToken, ShutdownSignal};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -87,12 +87,20 @@ async fn daemon_shuts_down_without_losing_a_record() {
     assert!(!report.forced);
     let names: Vec<_> = report.tasks.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, ["ingest", "writer", "metrics"]);
-    assert_eq!(report.tasks[0].1, Status::Cancelled, "{out}");
+    assert_eq!(
+        report.tasks[0].1,
+        Status::Cancelled(CancelReason::Shutdown),
+        "{out}"
+    );
     assert!(
         matches!(&report.tasks[1].1, Status::CleanedUp(what) if what.contains("flushed")),
         "{out}"
     );
-    assert_eq!(report.tasks[2].1, Status::Cancelled, "{out}");
+    assert_eq!(
+        report.tasks[2].1,
+        Status::Cancelled(CancelReason::Shutdown),
+        "{out}"
+    );
     assert!(report.shutdown_took < Duration::from_secs(20), "{out}");
     // What the user sees: progress, the reason, the verdict.
     assert!(out.contains("] produced"), "no progress line:\n{out}");
@@ -259,10 +267,16 @@ async fn batch_fails_fast_and_maps_results_to_inputs() {
                 assert_eq!(i, 5, "{out}");
                 assert!(why.contains("corrupt"), "{out}");
             }
-            Err(JobError::Cancelled { done, discarded }) => {
+            Err(JobError::Cancelled {
+                done,
+                discarded,
+                why,
+            }) => {
                 assert_ne!(i, 5, "{out}");
                 assert!(*done < input.chunks, "{out}");
                 assert!(*discarded, "the cleanup ran:\n{out}");
+                // Task ids count spawns from 0: input #5 is task #5.
+                assert_eq!(why.to_string(), "task #5 failed", "{out}");
             }
         }
         // The printout lists the inputs in order.

@@ -18,6 +18,9 @@ use crate::reason::{self, Cause};
 /// Hand `token()` (or children of it) to the daemon's subsystems, usually
 /// through [`Scope::child_of`](crate::Scope::child_of); when it fires, shut
 /// the scope down with a grace period, and abort if `forced()` fires first.
+/// A scope made with `child_of(signal.token())`, and any scope nested in its
+/// tasks, reports [`CancelReason::Signal`] with the signal's name, and so do
+/// the `#[cancellable]` fns its tasks run.
 ///
 /// ```no_run
 /// use std::time::Duration;
