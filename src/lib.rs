@@ -95,6 +95,11 @@ pub use cancel_scope_runtime::{
 ///   `#[cancellable(flatten)]` a declared `Result<T, E>` stays as written
 ///   (`E: From<Cancelled>`, as `std::io::Error` is) and a cancellation returns
 ///   `Err(E::from(Cancelled))`.
+///   A fn with a setup before `on_cancel!` is emitted as a plain `fn`
+///   returning `impl Future<Output = ..>` (its future then stores the
+///   parameters once, not twice); it is called and awaited as the
+///   `async fn` would be, captures the same lifetimes, and can implement an
+///   `async fn` of a trait.
 /// - **Setup, cleanup, body.** Statements before [`on_cancel!`] are the
 ///   setup: they run first and are not raced. Statements after it are the
 ///   body, raced against `token.cancelled()`. Without `on_cancel!` the whole

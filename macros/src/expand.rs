@@ -65,23 +65,48 @@ fn expand(model: &Model) -> TokenStream {
         inject_token(&mut sig, name);
     }
     let output = declared_output(&model.sig.output);
-    if !model.flatten {
+    let returned: Type = if model.flatten {
+        output.clone()
+    } else {
         let span = output.span();
-        let wrapped: Type =
-            parse_quote_spanned!(span=> ::core::result::Result<#output, ::cancel_scope::Cancelled>);
-        sig.output = ReturnType::Type(Default::default(), Box::new(wrapped));
-    }
+        parse_quote_spanned!(span=> ::core::result::Result<#output, ::cancel_scope::Cancelled>)
+    };
     let attrs = &model.attrs;
     let vis = &model.vis;
     let Some(body) = &model.body else {
+        if !model.flatten {
+            sig.output = ReturnType::Type(Default::default(), Box::new(returned));
+        }
         let semi = &model.semi;
         return quote!(#(#attrs)* #vis #sig #semi);
     };
+    if is_plain(body) {
+        // `fn f(..) -> impl Future<Output = R>` whose body is the future:
+        // the parameters are stored once, by the block (an `async fn` would
+        // keep them as well). The `impl` carries this crate's span, so the
+        // edition-2024 capture rules apply whatever the user's edition: the
+        // future captures every lifetime in scope, as an `async fn`'s does
+        // (`tests/edition2021` checks it).
+        sig.asyncness = None;
+        let future: Type = parse_quote_spanned!(Span::mixed_site()=>
+            impl ::core::future::Future<Output = #returned>
+        );
+        sig.output = ReturnType::Type(Default::default(), Box::new(future));
+    } else if !model.flatten {
+        sig.output = ReturnType::Type(Default::default(), Box::new(returned));
+    }
     let block = expand_body(model, body, &output);
     let mut block_tokens = TokenStream::new();
     body.brace
         .surround(&mut block_tokens, |tokens| block.to_tokens(tokens));
     quote!(#(#attrs)* #vis #sig #block_tokens)
+}
+
+/// Whether the fn becomes a plain `fn` returning its future: with a setup
+/// before `on_cancel!`, whose `return` and `?` must see the declared type, so
+/// everything runs in one block (see [`expand_body`]).
+fn is_plain(body: &Body) -> bool {
+    body.cleanup.is_some() && !body.setup.is_empty()
 }
 
 /// `quote_spanned!` + `parse_quote!`.
@@ -220,10 +245,21 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     // A setup's `return` and `?` must see the declared type `T`, so setup,
     // race and cleanup run in one block whose output is `T`; a cancelled run
     // leaves through `exit`, which runs the cleanup and hands its `Cancelled`
-    // to `run`.
+    // to `run`. The fn is a plain `fn` (see `is_plain`) and `run` is its
+    // future.
+    debug_assert!(is_plain(body));
     let setup: &[Stmt] = &body.setup;
-    let run = flatten(quote! {
-        #p::run(async move {
+    let run = if model.flatten {
+        // Spanned at the return type: a missing `From<Cancelled>` for the
+        // error type is reported there.
+        let span = output.span();
+        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#output, _>)
+    } else {
+        quote!(#p::run)
+    };
+    quote! {
+        #run(async move {
+            #shadow
             #hint
             let #token = #borrow;
             #(#setup)*
@@ -234,11 +270,6 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
                 ::core::result::Result::Err(#cancelled) => #p::exit(#cleanup).await,
             }
         })
-        .await
-    });
-    quote! {
-        #shadow
-        #run
     }
 }
 

@@ -479,27 +479,76 @@ thread_local! {
 pin_project! {
     /// Runs the part of a `#[cancellable]` fn whose `return` and `?` must see
     /// the declared return type `T`: `Ok(v)` when it returns `v`, `Err(c)`
-    /// when it reaches [`exit`] after its cleanup.
+    /// when it reaches [`exit`] after its cleanup ([`Wrap`]), or, for
+    /// `#[cancellable(flatten)]`, `v` and `Err(E::from(c))` ([`Flat`]).
+    ///
+    /// It is the whole future of a fn with a setup before `on_cancel!`: the
+    /// fn is expanded to a plain `fn` returning it, so that the parameters are
+    /// stored once, in the block it runs.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Run<F> {
+    pub struct Run<F, K = Wrap> {
         #[pin]
         inner: F,
+        finish: PhantomData<fn() -> K>,
+    }
+}
+
+/// What a [`Run`] returns.
+pub trait Finish<T> {
+    /// The fn's return type.
+    type Output;
+    /// The fn's value from the block's.
+    fn finish(r: Result<T, Cancelled>) -> Self::Output;
+}
+
+/// A [`Run`] returns `Result<T, Cancelled>`.
+#[derive(Debug)]
+pub struct Wrap;
+
+impl<T> Finish<T> for Wrap {
+    type Output = Result<T, Cancelled>;
+
+    fn finish(r: Result<T, Cancelled>) -> Self::Output {
+        r
+    }
+}
+
+/// A [`Run`] of a `#[cancellable(flatten)]` fn returns `T` itself.
+#[derive(Debug)]
+pub struct Flat;
+
+impl<R: Flatten> Finish<R> for Flat {
+    type Output = R;
+
+    fn finish(r: Result<R, Cancelled>) -> R {
+        flatten(r)
     }
 }
 
 /// See [`Run`].
 pub fn run<F: Future>(inner: F) -> Run<F> {
-    Run { inner }
+    Run {
+        inner,
+        finish: PhantomData,
+    }
 }
 
-impl<F: Future> Future for Run<F> {
-    type Output = Result<F::Output, Cancelled>;
+/// See [`Run`]; `R` is the declared return type.
+pub fn run_flatten<R: Flatten, F: Future<Output = R>>(inner: F) -> Run<F, Flat> {
+    Run {
+        inner,
+        finish: PhantomData,
+    }
+}
+
+impl<F: Future, K: Finish<F::Output>> Future for Run<F, K> {
+    type Output = K::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().inner.poll(cx) {
-            Poll::Ready(value) => Poll::Ready(Ok(value)),
+            Poll::Ready(value) => Poll::Ready(K::finish(Ok(value))),
             Poll::Pending => match EXIT.take() {
-                Some(c) => Poll::Ready(Err(c)),
+                Some(c) => Poll::Ready(K::finish(Err(c))),
                 None => Poll::Pending,
             },
         }
