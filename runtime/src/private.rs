@@ -40,11 +40,24 @@ thread_local! {
     static DRAINING: std::cell::Cell<Option<Cancelled>> = const { std::cell::Cell::new(None) };
 }
 
-/// Polls a body with a fresh record; returns what its nested calls reported.
-fn poll_scoped<F: Future>(body: Pin<&mut F>, cx: &mut Context<'_>) -> (Poll<F::Output>, Nest) {
-    let saved = NEST.replace(Nest::default());
-    let poll = body.poll(cx);
-    (poll, NEST.replace(saved))
+// The code below is split so that what depends on the body's type (polling
+// it, dropping it) is all that is compiled again for every `#[cancellable]`
+// fn; the rest is compiled once, here. The non-generic helpers are
+// `#[inline]`: an optimised build may still inline them, an unoptimised one
+// calls this crate's copy.
+
+/// Before polling a body: a fresh record for its nested calls. Give what it
+/// returns to [`nest_leave`] after the poll.
+#[inline]
+fn nest_enter() -> Nest {
+    NEST.replace(Nest::default())
+}
+
+/// After polling a body: what its nested calls reported; restores the
+/// caller's record.
+#[inline]
+fn nest_leave(saved: Nest) -> Nest {
+    NEST.replace(saved)
 }
 
 /// Tells the enclosing race that a nested call is pending (and whether it is
@@ -230,19 +243,28 @@ impl RaceDeadline for Deadline<'_> {
     }
 }
 
-impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
-    type Output = Result<F::Output, Cancelled>;
+/// What a race does next, as its waiter sees it.
+enum Step {
+    /// Poll the body.
+    Go,
+    /// Cancelled for `reason`; `drain` when the body waits inside nested
+    /// calls, which must see it first.
+    Cancel { reason: Cancelled, drain: bool },
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        // Cancelled with an enclosing race that is draining its body.
+impl Waiter<'_> {
+    /// Before the body's poll: cancelled (or cancelled with an enclosing
+    /// race that drains its body), or go on. Cancellation first: it wins
+    /// ties, and an already-cancelled token means the body is never polled.
+    #[inline]
+    fn check(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step {
         let forced = DRAINING.get();
-        // Cancellation first: it wins ties, and an already-cancelled token
-        // means the body is never polled.
-        let (cancelled, nested) = match this.waiter.as_mut().project() {
+        let (cancelled, nested) = match self.project() {
             WaiterProj::Draining { reason } => {
-                let reason = *reason;
-                return cancel_body(this.body, this.waiter, true, this.then, reason, cx);
+                return Step::Cancel {
+                    reason: *reason,
+                    drain: true,
+                };
             }
             WaiterProj::Fresh { token } => (forced.is_some() || token.is_cancelled(), false),
             WaiterProj::Waiting { nested, cancelled } => {
@@ -251,42 +273,40 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
         };
         if cancelled {
             let reason = forced.unwrap_or_else(token_cancelled);
-            return cancel_body(this.body, this.waiter, nested, this.then, reason, cx);
+            return Step::Cancel {
+                reason,
+                drain: nested,
+            };
         }
-        if this.deadline.poll_elapsed(cx) {
-            let reason = Cancelled::timed_out();
-            return cancel_body(this.body, this.waiter, nested, this.then, reason, cx);
-        }
-        let Some(body) = this.body.as_mut().as_pin_mut() else {
-            panic!("a `#[cancellable]` race was polled after completion");
-        };
-        let (poll, nest) = poll_scoped(body, cx);
-        if let Poll::Ready(value) = poll {
-            this.body.set(None);
-            return Poll::Ready(Ok(value));
-        }
-        // The body is waiting: only now register a waiter on the token. A
-        // cancellation that landed while the body was polled is seen here.
-        match this.waiter.as_mut().project() {
+        Step::Go
+    }
+
+    /// Whether the body waits inside a nested call.
+    #[inline]
+    fn nested(&self) -> bool {
+        matches!(
+            self,
+            Waiter::Waiting { nested: true, .. } | Waiter::Draining { .. }
+        )
+    }
+
+    /// The body is waiting: only now register a waiter on the token. A
+    /// cancellation that landed while the body was polled is seen here.
+    /// `None` to wait, or the reason it was cancelled.
+    #[inline]
+    fn pending(mut self: Pin<&mut Self>, nest: Nest, cx: &mut Context<'_>) -> Option<Cancelled> {
+        match self.as_mut().project() {
             WaiterProj::Waiting { nested, .. } => *nested = nest.nested,
             WaiterProj::Draining { .. } => unreachable!("a draining race polls its body elsewhere"),
             WaiterProj::Fresh { token } => {
                 let token: &CancellationToken = token;
-                this.waiter.set(Waiter::Waiting {
+                self.set(Waiter::Waiting {
                     nested: nest.nested,
                     cancelled: token.cancelled(),
                 });
-                if let WaiterProj::Waiting { cancelled, .. } = this.waiter.as_mut().project() {
+                if let WaiterProj::Waiting { cancelled, .. } = self.as_mut().project() {
                     if cancelled.poll(cx).is_ready() {
-                        let reason = token_cancelled();
-                        return cancel_body(
-                            this.body,
-                            this.waiter,
-                            nest.nested,
-                            this.then,
-                            reason,
-                            cx,
-                        );
+                        return Some(token_cancelled());
                     }
                 }
             }
@@ -294,8 +314,80 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
         // Pass on whether a cleanup is running below: an enclosing race that
         // drains must wait for it even though this race was not cancelled.
         report(nest.cleaning > 0);
-        Poll::Pending
+        None
     }
+
+    /// After a drained poll of the body: `true` while nested calls are
+    /// still cancelling (then the race waits, draining).
+    #[inline]
+    fn keep_draining(
+        mut self: Pin<&mut Self>,
+        pending: bool,
+        nest: Nest,
+        reason: Cancelled,
+    ) -> bool {
+        if pending && nest.cleaning > 0 {
+            self.as_mut().drain(reason);
+            report(true);
+            return true;
+        }
+        false
+    }
+
+    /// From now on the race only drains (or, with no cleanup of its own,
+    /// waits to be dropped).
+    #[inline]
+    fn drain(mut self: Pin<&mut Self>, reason: Cancelled) {
+        if !matches!(*self, Waiter::Draining { .. }) {
+            self.set(Waiter::Draining { reason });
+        }
+    }
+}
+
+impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut step = this.waiter.as_mut().check(cx);
+        if matches!(step, Step::Go) && this.deadline.poll_elapsed(cx) {
+            step = Step::Cancel {
+                reason: Cancelled::timed_out(),
+                drain: this.waiter.nested(),
+            };
+        }
+        if let Step::Go = step {
+            let Some(body) = this.body.as_mut().as_pin_mut() else {
+                polled_after_completion()
+            };
+            let saved = nest_enter();
+            let poll = body.poll(cx);
+            let nest = nest_leave(saved);
+            if let Poll::Ready(value) = poll {
+                this.body.set(None);
+                return Poll::Ready(Ok(value));
+            }
+            match this.waiter.as_mut().pending(nest, cx) {
+                None => return Poll::Pending,
+                Some(reason) => {
+                    step = Step::Cancel {
+                        reason,
+                        drain: nest.nested,
+                    };
+                }
+            }
+        }
+        let Step::Cancel { reason, drain } = step else {
+            unreachable!("a race that goes on returned above")
+        };
+        cancel_body(this.body, this.waiter, drain, this.then, reason, cx)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn polled_after_completion() -> ! {
+    panic!("a `#[cancellable]` race was polled after completion")
 }
 
 /// Why a race whose token was cancelled was: see
@@ -307,44 +399,55 @@ fn token_cancelled() -> Cancelled {
 
 /// The body was cancelled: drop it at once, or drain it while it is inside
 /// nested calls that are still cancelling. `Ready` carries the race's result.
-fn cancel_body<F: Future, T, K: Then>(
+fn cancel_body<F: Future, K: Then>(
     mut body: Pin<&mut Option<F>>,
     mut waiter: Pin<&mut Waiter<'_>>,
     drain: bool,
     then: &K,
     reason: Cancelled,
     cx: &mut Context<'_>,
-) -> Poll<Result<T, Cancelled>> {
+) -> Poll<Result<F::Output, Cancelled>> {
     if drain {
         if let Some(fut) = body.as_mut().as_pin_mut() {
             let outer = DRAINING.replace(Some(reason));
-            let (poll, nest) = poll_scoped(fut, cx);
+            let saved = nest_enter();
+            let pending = fut.poll(cx).is_pending();
+            let nest = nest_leave(saved);
             DRAINING.set(outer);
-            if poll.is_pending() && nest.cleaning > 0 {
-                if !matches!(*waiter, Waiter::Draining { .. }) {
-                    waiter.set(Waiter::Draining { reason });
-                }
-                report(true);
+            if waiter.as_mut().keep_draining(pending, nest, reason) {
                 return Poll::Pending;
             }
         }
     }
     let dropped_now = body.is_some();
     body.set(None);
-    if !K::CLEANUP && DRAINING.get().is_some() {
-        // Inside a draining race, with no cleanup of its own to run: never
-        // return into the cancelled body, which is about to be dropped. It
-        // was cancelled all the same: say so, once.
-        if dropped_now {
-            then.cancelled(reason);
-        }
-        if !matches!(*waiter, Waiter::Draining { .. }) {
-            waiter.set(Waiter::Draining { reason });
-        }
-        return Poll::Pending;
+    let (report, ready) = finished(waiter, K::CLEANUP, dropped_now, reason);
+    if report {
+        then.cancelled(reason);
     }
-    then.cancelled(reason);
-    Poll::Ready(Err(reason))
+    if ready {
+        Poll::Ready(Err(reason))
+    } else {
+        Poll::Pending
+    }
+}
+
+/// A cancelled race whose body is gone: whether to report the cancellation,
+/// and whether to return `Err(reason)` or wait to be dropped: inside a
+/// draining race, a race with no cleanup of its own never returns into the
+/// cancelled body (it was cancelled all the same, and says so once).
+#[inline]
+fn finished(
+    waiter: Pin<&mut Waiter<'_>>,
+    cleanup: bool,
+    dropped_now: bool,
+    reason: Cancelled,
+) -> (bool, bool) {
+    if !cleanup && DRAINING.get().is_some() {
+        waiter.drain(reason);
+        return (dropped_now, false);
+    }
+    (true, true)
 }
 
 /// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
@@ -450,22 +553,44 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
             // Finished inside a draining race: wait to be dropped with it.
             return Poll::Pending;
         };
-        this.trace.polled();
-        // The cleanup's own `#[cancellable]` calls run normally.
-        let draining = DRAINING.replace(None);
+        let draining = cleanup_enter(this.trace);
         let poll = cleanup.poll(cx);
-        DRAINING.set(draining);
-        if poll.is_pending() {
-            report(true);
-            return Poll::Pending;
+        match cleanup_leave(this.trace, draining, poll.is_pending(), *this.reason) {
+            Poll::Ready(true) => {
+                this.cleanup.set(None);
+                Poll::Pending
+            }
+            Poll::Ready(false) => Poll::Ready(*this.reason),
+            Poll::Pending => Poll::Pending,
         }
-        this.trace.done(*this.reason);
-        if draining.is_some() {
-            this.cleanup.set(None);
-            return Poll::Pending;
-        }
-        Poll::Ready(*this.reason)
     }
+}
+
+/// Before a poll of a cleanup: its own `#[cancellable]` calls run normally.
+/// Give what it returns to [`cleanup_leave`].
+#[inline]
+fn cleanup_enter(trace: &mut Trace) -> Option<Cancelled> {
+    trace.polled();
+    DRAINING.replace(None)
+}
+
+/// After a poll of a cleanup: `Pending` while it runs, else whether the
+/// cleanup finished inside a draining race (then it waits to be dropped
+/// with it rather than return into the cancelled body).
+#[inline]
+fn cleanup_leave(
+    trace: &Trace,
+    draining: Option<Cancelled>,
+    pending: bool,
+    reason: Cancelled,
+) -> Poll<bool> {
+    DRAINING.set(draining);
+    if pending {
+        report(true);
+        return Poll::Pending;
+    }
+    trace.done(reason);
+    Poll::Ready(draining.is_some())
 }
 
 thread_local! {
