@@ -782,3 +782,53 @@ async fn a_cancelled_body_does_not_retry_a_nested_call_that_returned_cancelled()
         "the cancelled body went on retrying (attempts, cleanups)"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A panic while a cancelled body is drained
+// ---------------------------------------------------------------------------
+
+/// Panics when dropped.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("drop boom");
+    }
+}
+
+#[cancellable]
+async fn holds_a_panicking_drop() {
+    let _boom = PanicOnDrop;
+    std::future::pending::<()>().await;
+}
+
+#[cancellable]
+async fn waits_inside_a_nested_call() {
+    let _ = holds_a_panicking_drop(token.clone()).await;
+}
+
+#[cancellable]
+async fn answers() -> u32 {
+    yield_now().await;
+    42
+}
+
+/// The nested body's `Drop` panics while its cancelled caller drains it; the
+/// panic reaches the task. The thread is left as it was: a later call with a
+/// live token runs normally (it is not taken for a drained one).
+#[tokio::test]
+async fn a_panic_while_draining_leaves_later_calls_on_the_thread_alone() {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(waits_inside_a_nested_call(token.clone()));
+    yield_now().await; // the task now waits inside the nested call
+    token.cancel();
+    let err = task.await.unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(panic_message(&*err.into_panic()), "drop boom");
+
+    // Same thread (current-thread runtime), fresh token.
+    let later = tokio::time::timeout(HANG, answers(CancellationToken::new()))
+        .await
+        .expect("the call does not hang");
+    assert_eq!(later, Ok(42));
+}

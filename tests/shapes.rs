@@ -500,3 +500,57 @@ async fn early_return_inside_a_nested_closure() {
         Err(Cancelled::new())
     );
 }
+
+// ---------------------------------------------------------------------------
+// Parameters live as long as the future, as in an `async fn`
+// ---------------------------------------------------------------------------
+
+/// Counts its drops.
+struct Dropped(Arc<AtomicU32>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+struct Pair {
+    used: u32,
+    _unused: Dropped,
+}
+
+/// A fn with a setup (expanded to a plain `fn` returning its future) whose
+/// body uses none of `_permit`, the `_` of the pattern, or `pair._unused`.
+#[cancellable]
+async fn uses_little(_permit: Dropped, (n, _): (u32, Dropped), pair: Pair) -> u32 {
+    let base = n + pair.used;
+    on_cancel! {}
+    tokio::task::yield_now().await;
+    base
+}
+
+#[tokio::test]
+async fn unused_parameters_are_dropped_with_the_future_not_at_the_call() {
+    let drops = Arc::new(AtomicU32::new(0));
+    let call = || {
+        uses_little(
+            live(),
+            Dropped(drops.clone()),
+            (1, Dropped(drops.clone())),
+            Pair {
+                used: 2,
+                _unused: Dropped(drops.clone()),
+            },
+        )
+    };
+    let future = call();
+    assert_eq!(drops.load(SeqCst), 0, "nothing is dropped by the call");
+    assert_eq!(future.await, Ok(3));
+    assert_eq!(drops.load(SeqCst), 3);
+
+    // A future dropped unpolled drops them then.
+    let future = call();
+    assert_eq!(drops.load(SeqCst), 3);
+    drop(future);
+    assert_eq!(drops.load(SeqCst), 6);
+}

@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
-use syn::{FnArg, Ident, Macro, ReturnType, Stmt, Type, parse_quote};
+use syn::{Attribute, FnArg, Ident, Macro, Pat, ReturnType, Stmt, Type, parse_quote};
 
 use crate::args;
 use crate::model::{self, Body, Errors, Input, Model, TokenParam};
@@ -80,7 +80,8 @@ fn expand(model: &Model) -> TokenStream {
         let semi = &model.semi;
         return quote!(#(#attrs)* #vis #sig #semi);
     };
-    if is_plain(body) {
+    let plain = is_plain(model, body);
+    let kept = if plain {
         // `fn f(..) -> impl Future<Output = R>` whose body is the future:
         // the parameters are stored once, by the block (an `async fn` would
         // keep them as well). The `impl` carries this crate's span, so the
@@ -92,10 +93,14 @@ fn expand(model: &Model) -> TokenStream {
             impl ::core::future::Future<Output = #returned>
         );
         sig.output = ReturnType::Type(Default::default(), Box::new(future));
-    } else if !model.flatten {
-        sig.output = ReturnType::Type(Default::default(), Box::new(returned));
-    }
-    let block = expand_body(model, body, &output);
+        Some(keep_params(&mut sig))
+    } else {
+        if !model.flatten {
+            sig.output = ReturnType::Type(Default::default(), Box::new(returned));
+        }
+        None
+    };
+    let block = expand_body(model, body, &output, kept);
     let mut block_tokens = TokenStream::new();
     body.brace
         .surround(&mut block_tokens, |tokens| block.to_tokens(tokens));
@@ -104,9 +109,62 @@ fn expand(model: &Model) -> TokenStream {
 
 /// Whether the fn becomes a plain `fn` returning its future: with a setup
 /// before `on_cancel!`, whose `return` and `?` must see the declared type, so
-/// everything runs in one block (see [`expand_body`]).
-fn is_plain(body: &Body) -> bool {
-    body.cleanup.is_some() && !body.setup.is_empty()
+/// everything runs in one block (see [`expand_body`]), which need not be
+/// nested in an `async fn`'s. Not when another attribute could be a macro
+/// that expects an `async fn` (`#[tracing::instrument]` does): then it stays
+/// one.
+fn is_plain(model: &Model, body: &Body) -> bool {
+    body.cleanup.is_some() && !body.setup.is_empty() && model.attrs.iter().all(is_inert)
+}
+
+/// Built-in attributes that do not care whether the fn is `async`.
+fn is_inert(attr: &Attribute) -> bool {
+    const INERT: [&str; 12] = [
+        "doc",
+        "allow",
+        "warn",
+        "deny",
+        "forbid",
+        "expect",
+        "deprecated",
+        "must_use",
+        "inline",
+        "cold",
+        "track_caller",
+        "cfg",
+    ];
+    attr.path()
+        .get_ident()
+        .is_some_and(|name| INERT.iter().any(|inert| name == inert))
+}
+
+/// For a plain `fn`: moves every parameter whole into the future, as an
+/// `async fn` does, so that none is dropped, in whole or in part, when the
+/// fn is called (an unused `_permit`, the `_` of a pattern, the fields the
+/// block does not use). A parameter named by a pattern is renamed `arg<i>`
+/// (hidden from the user's code) and destructured inside.
+fn keep_params(sig: &mut syn::Signature) -> TokenStream {
+    let mut kept = TokenStream::new();
+    for (i, arg) in sig.inputs.iter_mut().enumerate() {
+        let FnArg::Typed(param) = arg else {
+            kept.extend(quote!(let _ = &self;));
+            continue;
+        };
+        let attrs = &param.attrs;
+        match &mut *param.pat {
+            Pat::Ident(ident) if ident.by_ref.is_none() && ident.subpat.is_none() => {
+                let mutability = ident.mutability.take();
+                let name = &ident.ident;
+                kept.extend(quote!(#(#attrs)* let #mutability #name = #name;));
+            }
+            pat => {
+                let name = Ident::new(&format!("arg{i}"), Span::mixed_site());
+                kept.extend(quote!(let #name = #name; #(#attrs)* let #pat = #name;));
+                *pat = parse_quote!(#name);
+            }
+        }
+    }
+    kept
 }
 
 /// `quote_spanned!` + `parse_quote!`.
@@ -122,8 +180,7 @@ use parse_quote_spanned;
 /// reported at the user's expression.
 fn type_hint(output: &Type) -> TokenStream {
     let p = private();
-    let mut erased = output.clone();
-    EraseImplTrait.visit_type_mut(&mut erased);
+    let erased = erase_impl_trait(output);
     // Spanned at the return type, so "return type inferred to be `T` here"
     // points at the user's `-> T`.
     let span = output.span();
@@ -131,7 +188,14 @@ fn type_hint(output: &Type) -> TokenStream {
     quote!(if false { #ret #p::fake::<#erased>(); })
 }
 
-/// `impl Trait` cannot be named in a turbofish: it becomes `_` there.
+/// `ty` for a turbofish, which cannot name `impl Trait`: each becomes `_`.
+fn erase_impl_trait(ty: &Type) -> Type {
+    let mut erased = ty.clone();
+    EraseImplTrait.visit_type_mut(&mut erased);
+    erased
+}
+
+/// See [`erase_impl_trait`].
 struct EraseImplTrait;
 
 impl VisitMut for EraseImplTrait {
@@ -152,7 +216,14 @@ fn consumed(mac: &Macro) -> TokenStream {
     quote!(#path #bang (@__cancel_scope_consumed);)
 }
 
-fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
+/// The fn's block. `kept` is `Some` for a plain `fn` (see [`is_plain`]): the
+/// statements that keep its parameters.
+fn expand_body(
+    model: &Model,
+    body: &Body,
+    output: &Type,
+    kept: Option<TokenStream>,
+) -> TokenStream {
     let p = private();
     let name = model.token.ident();
     let token = hidden("cancel_scope_token");
@@ -189,7 +260,8 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
             // Spanned at the return type: a missing `From<Cancelled>` for the
             // error type is reported there.
             let span = output.span();
-            quote_spanned!(span=> ::cancel_scope::__private::flatten::<#output>(#outcome))
+            let erased = erase_impl_trait(output);
+            quote_spanned!(span=> ::cancel_scope::__private::flatten::<#erased>(#outcome))
         } else {
             outcome
         }
@@ -245,20 +317,22 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
     // A setup's `return` and `?` must see the declared type `T`, so setup,
     // race and cleanup run in one block whose output is `T`; a cancelled run
     // leaves through `exit`, which runs the cleanup and hands its `Cancelled`
-    // to `run`. The fn is a plain `fn` (see `is_plain`) and `run` is its
-    // future.
-    debug_assert!(is_plain(body));
+    // to `run`. In a plain `fn` (see `is_plain`), `run` is the fn's future;
+    // else the `async fn` awaits it.
     let setup: &[Stmt] = &body.setup;
     let run = if model.flatten {
         // Spanned at the return type: a missing `From<Cancelled>` for the
         // error type is reported there.
         let span = output.span();
-        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#output, _>)
+        let erased = erase_impl_trait(output);
+        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#erased, _>)
     } else {
         quote!(#p::run)
     };
+    let await_run = kept.is_none().then(|| quote!(.await));
     quote! {
         #run(async move {
+            #kept
             #shadow
             #hint
             let #token = #borrow;
@@ -270,6 +344,7 @@ fn expand_body(model: &Model, body: &Body, output: &Type) -> TokenStream {
                 ::core::result::Result::Err(#cancelled) => #p::exit(#cleanup).await,
             }
         })
+        #await_run
     }
 }
 

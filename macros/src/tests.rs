@@ -65,6 +65,40 @@ fn writer_loop() {
     ));
 }
 
+/// A setup with patterns and a `mut` parameter: the plain `fn` keeps every
+/// parameter whole.
+#[test]
+fn setup_keeps_every_parameter() {
+    insta::assert_snapshot!(pretty(
+        quote!(),
+        quote! {
+            #[inline]
+            async fn keeps((a, _): (u32, Guard), mut n: u32, _permit: Permit) -> u32 {
+                n += a;
+                on_cancel! {}
+                n
+            }
+        }
+    ));
+}
+
+/// With an attribute that may be a macro expecting an `async fn` (here
+/// tracing's `instrument`), a fn with a setup stays `async`.
+#[test]
+fn setup_under_another_attribute_stays_async() {
+    insta::assert_snapshot!(pretty(
+        quote!(),
+        quote! {
+            #[tracing::instrument]
+            async fn stays_async(n: u32) -> u32 {
+                let m = n;
+                on_cancel! {}
+                m
+            }
+        }
+    ));
+}
+
 #[test]
 fn flatten_timeouts_and_declared_token() {
     insta::assert_snapshot!(pretty(

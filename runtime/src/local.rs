@@ -994,6 +994,6 @@ impl<T> fmt::Debug for LocalScope<'_, T> {
 /// ```
 impl<T> Drop for LocalScope<'_, T> {
     fn drop(&mut self) {
-        self.token.cancel();
+        self.cause.cancel(CancelReason::Dropped);
     }
 }

@@ -46,6 +46,29 @@ thread_local! {
 // `#[inline]`: an optimised build may still inline them, an unoptimised one
 // calls this crate's copy.
 
+/// Sets [`DRAINING`] until dropped, then restores it, also when the poll in
+/// between panics (else every later `#[cancellable]` call on the thread
+/// would be cancelled, and never return).
+struct Draining {
+    outer: Option<Cancelled>,
+}
+
+impl Draining {
+    #[inline]
+    fn set(value: Option<Cancelled>) -> Draining {
+        Draining {
+            outer: DRAINING.replace(value),
+        }
+    }
+}
+
+impl Drop for Draining {
+    #[inline]
+    fn drop(&mut self) {
+        DRAINING.set(self.outer);
+    }
+}
+
 /// Before polling a body: a fresh record for its nested calls. Give what it
 /// returns to [`nest_leave`] after the poll.
 #[inline]
@@ -356,29 +379,24 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
                 drain: this.waiter.nested(),
             };
         }
-        if let Step::Go = step {
-            let Some(body) = this.body.as_mut().as_pin_mut() else {
-                polled_after_completion()
-            };
-            let saved = nest_enter();
-            let poll = body.poll(cx);
-            let nest = nest_leave(saved);
-            if let Poll::Ready(value) = poll {
-                this.body.set(None);
-                return Poll::Ready(Ok(value));
-            }
-            match this.waiter.as_mut().pending(nest, cx) {
-                None => return Poll::Pending,
-                Some(reason) => {
-                    step = Step::Cancel {
-                        reason,
-                        drain: nest.nested,
-                    };
+        let (reason, drain) = match step {
+            Step::Cancel { reason, drain } => (reason, drain),
+            Step::Go => {
+                let Some(body) = this.body.as_mut().as_pin_mut() else {
+                    polled_after_completion()
+                };
+                let saved = nest_enter();
+                let poll = body.poll(cx);
+                let nest = nest_leave(saved);
+                if let Poll::Ready(value) = poll {
+                    this.body.set(None);
+                    return Poll::Ready(Ok(value));
+                }
+                match this.waiter.as_mut().pending(nest, cx) {
+                    None => return Poll::Pending,
+                    Some(reason) => (reason, nest.nested),
                 }
             }
-        }
-        let Step::Cancel { reason, drain } = step else {
-            unreachable!("a race that goes on returned above")
         };
         cancel_body(this.body, this.waiter, drain, this.then, reason, cx)
     }
@@ -409,11 +427,11 @@ fn cancel_body<F: Future, K: Then>(
 ) -> Poll<Result<F::Output, Cancelled>> {
     if drain {
         if let Some(fut) = body.as_mut().as_pin_mut() {
-            let outer = DRAINING.replace(Some(reason));
+            let draining = Draining::set(Some(reason));
             let saved = nest_enter();
             let pending = fut.poll(cx).is_pending();
             let nest = nest_leave(saved);
-            DRAINING.set(outer);
+            drop(draining);
             if waiter.as_mut().keep_draining(pending, nest, reason) {
                 return Poll::Pending;
             }
@@ -554,8 +572,8 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
             return Poll::Pending;
         };
         let draining = cleanup_enter(this.trace);
-        let poll = cleanup.poll(cx);
-        match cleanup_leave(this.trace, draining, poll.is_pending(), *this.reason) {
+        let pending = cleanup.poll(cx).is_pending();
+        match cleanup_leave(this.trace, draining, pending, *this.reason) {
             Poll::Ready(true) => {
                 this.cleanup.set(None);
                 Poll::Pending
@@ -569,9 +587,9 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
 /// Before a poll of a cleanup: its own `#[cancellable]` calls run normally.
 /// Give what it returns to [`cleanup_leave`].
 #[inline]
-fn cleanup_enter(trace: &mut Trace) -> Option<Cancelled> {
+fn cleanup_enter(trace: &mut Trace) -> Draining {
     trace.polled();
-    DRAINING.replace(None)
+    Draining::set(None)
 }
 
 /// After a poll of a cleanup: `Pending` while it runs, else whether the
@@ -580,17 +598,17 @@ fn cleanup_enter(trace: &mut Trace) -> Option<Cancelled> {
 #[inline]
 fn cleanup_leave(
     trace: &Trace,
-    draining: Option<Cancelled>,
+    draining: Draining,
     pending: bool,
     reason: Cancelled,
 ) -> Poll<bool> {
-    DRAINING.set(draining);
+    let draining = draining.outer.is_some();
     if pending {
         report(true);
         return Poll::Pending;
     }
     trace.done(reason);
-    Poll::Ready(draining.is_some())
+    Poll::Ready(draining)
 }
 
 thread_local! {

@@ -8,9 +8,10 @@
 //! [`LocalScope`] has one, and so has a
 //! [`ShutdownSignal`](crate::ShutdownSignal). While a scope polls one of its
 //! tasks it makes its cause the thread's current one; a `#[cancellable]` fn
-//! cancelled during that poll asks it why. Nothing of this runs unless
-//! something is cancelled, apart from setting the current cause around each
-//! poll of a scope's task (two thread-local writes, no reference counting).
+//! cancelled during that poll asks it why. What it costs before anything is
+//! cancelled: an `Arc` per scope and its clone per task (one reference-count
+//! increment), two thread-local writes around each poll of a `Scope`'s task,
+//! and a clone per batch of polls of a `LocalScope`'s tasks.
 //!
 //! [`Scope`]: crate::Scope
 //! [`LocalScope`]: crate::LocalScope
@@ -82,8 +83,12 @@ pub enum CancelReason {
     /// scope was made with `child_of(signal.token())`, or is nested in one
     /// that was.
     Signal(&'static str),
-    /// The parent token given to `child_of` was cancelled, by something
-    /// other than a scope or signal that cancel-scope knows of.
+    /// The scope was dropped (which cancels its token): what the tasks of a
+    /// scope nested in one of its tasks see.
+    Dropped,
+    /// The parent token given to `child_of` was cancelled by something that
+    /// is not a scope or a signal: by hand, or by the `timeout` of the
+    /// `#[cancellable]` fn whose token it is.
     Parent,
 }
 
@@ -98,17 +103,22 @@ impl fmt::Display for CancelReason {
             CancelReason::TaskSucceeded(id) => write!(f, "task #{id} succeeded first"),
             CancelReason::Deadline => f.write_str("the scope's deadline passed"),
             CancelReason::Signal(name) => write!(f, "shutdown signal: {name}"),
+            CancelReason::Dropped => f.write_str("the scope was dropped"),
             CancelReason::Parent => f.write_str("the parent token was cancelled"),
         }
     }
 }
 
-/// A token, why it was cancelled, and the cause of the token it is a child
-/// of, when known.
+/// A token, why it was cancelled, and what is known of its parent.
 #[derive(Debug)]
 pub(crate) struct Cause {
     token: CancellationToken,
     reason: OnceLock<CancelReason>,
+    /// The token given to `child_of`, to find the `ShutdownSignal` it may
+    /// belong to (only when asked why, so that making a scope takes no
+    /// lock).
+    parent_token: Option<CancellationToken>,
+    /// The cause of the scope whose task made this one, if any.
     parent: Option<Arc<Cause>>,
 }
 
@@ -118,21 +128,25 @@ impl Cause {
         Arc::new(Cause {
             token,
             reason: OnceLock::new(),
+            parent_token: None,
             parent: None,
         })
     }
 
-    /// The cause of a new child of `parent`, linked to the cause `parent`
-    /// belongs to when that is known: a `ShutdownSignal`'s token (compared by
-    /// identity), or else the scope whose task is running (the usual way to
-    /// nest scopes is to make one, inside a task, from the task's token). The
-    /// link is only followed while the linked token is cancelled too, so an
-    /// unrelated parent never borrows its reason.
+    /// The cause of a new child of `parent`. Why `parent` was cancelled is
+    /// looked up when asked: a `ShutdownSignal` whose token it is (compared
+    /// by identity), or else the scope whose task made this one (the usual
+    /// way to nest scopes is to make one, inside a task, from the task's
+    /// token). That scope's reason is taken only while its token is
+    /// cancelled too: a scope made from an unrelated token that was
+    /// cancelled alone reports [`CancelReason::Parent`]. (If both were
+    /// cancelled, it reports the scope's reason.)
     pub(crate) fn child_of(parent: &CancellationToken) -> Arc<Self> {
         Arc::new(Cause {
             token: parent.child_token(),
             reason: OnceLock::new(),
-            parent: signal_cause(parent).or_else(current),
+            parent_token: Some(parent.clone()),
+            parent: current(),
         })
     }
 
@@ -151,21 +165,26 @@ impl Cause {
 
     /// Why the token was cancelled; `None` while it is not.
     pub(crate) fn reason(&self) -> Option<CancelReason> {
-        if let Some(reason) = self.reason.get() {
-            return Some(*reason);
-        }
+        // The token first: `cancel` records the reason before it cancels, so
+        // once the token is seen cancelled, a reason it was cancelled for is
+        // there to read (read the other way round, a `cancel` on another
+        // thread could land in between and pass for the parent's).
         if !self.token.is_cancelled() {
             return None;
         }
+        if let Some(reason) = self.reason.get() {
+            return Some(*reason);
+        }
         // Cancelled, and none of its own causes recorded: it came from above.
-        // (`cancel` records before it cancels, so a cancellation seen here
-        // without a reason is the parent's.)
-        Some(
-            self.parent
-                .as_ref()
-                .and_then(|parent| parent.reason())
-                .unwrap_or(CancelReason::Parent),
-        )
+        let from_signal = self.parent_token.as_ref().and_then(signal_cause);
+        let reason = from_signal
+            .as_deref()
+            .or(self.parent.as_deref())
+            .and_then(Cause::reason)
+            .unwrap_or(CancelReason::Parent);
+        // Final now that the token is cancelled: later calls (one per
+        // cancelled fn in the scope's tasks) read it at once.
+        Some(*self.reason.get_or_init(|| reason))
     }
 }
 

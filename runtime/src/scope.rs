@@ -2233,7 +2233,7 @@ impl<T> fmt::Debug for Scope<T> {
 /// and the deadline's timer; never blocks. See [`Scope`] for blocking tasks.
 impl<T> Drop for Scope<T> {
     fn drop(&mut self) {
-        self.token.cancel();
+        self.cause.cancel(CancelReason::Dropped);
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }

@@ -1084,3 +1084,54 @@ async fn the_scope_says_why_its_token_was_cancelled() {
     assert_eq!(report.cancel_reason(), CancelReason::Shutdown);
     assert!(!report.was_cancelled_before());
 }
+
+/// The owner asks why while a fail-fast task, on another worker, is
+/// cancelling the scope: the answer is `None` until the token is cancelled,
+/// then the failed task, never a reason the scope does not have (a root
+/// scope has no parent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reason_read_during_a_cancel_on_another_thread_is_the_right_one() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for _ in 0..2_000 {
+        let mut scope: Scope<Result<(), ()>> = Scope::new().fail_fast();
+        let go = Arc::new(AtomicBool::new(false));
+        let started = go.clone();
+        let failing = scope.spawn(move |_token| async move {
+            while !started.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            Err(())
+        });
+        go.store(true, Ordering::Release);
+        let reason = loop {
+            if let Some(reason) = scope.cancel_reason() {
+                break reason;
+            }
+            std::hint::spin_loop();
+        };
+        assert_eq!(reason, CancelReason::TaskFailed(failing));
+        scope.join_all().await;
+    }
+}
+
+/// Dropping a scope cancels its token for a reason its nested scopes report.
+#[tokio::test]
+async fn a_dropped_scope_is_the_reason_of_the_scopes_nested_in_its_tasks() {
+    let mut outer: Scope<()> = Scope::new();
+    let (reason_tx, reason_rx) = tokio::sync::oneshot::channel();
+    let (made_tx, made_rx) = tokio::sync::oneshot::channel();
+    outer.spawn(move |token| async move {
+        let inner: Scope<()> = Scope::child_of(&token);
+        let inner_token = inner.token().clone();
+        // Outlives the aborted task: a watcher on its own.
+        tokio::spawn(async move {
+            inner_token.cancelled().await;
+            let _ = reason_tx.send(inner.cancel_reason());
+        });
+        let _ = made_tx.send(());
+        std::future::pending::<()>().await;
+    });
+    made_rx.await.unwrap();
+    drop(outer);
+    assert_eq!(reason_rx.await.unwrap(), Some(CancelReason::Dropped));
+}
