@@ -554,3 +554,27 @@ async fn unused_parameters_are_dropped_with_the_future_not_at_the_call() {
     drop(future);
     assert_eq!(drops.load(SeqCst), 6);
 }
+
+// ---------------------------------------------------------------------------
+// `flatten` with `impl Trait` in the declared `Result`
+// ---------------------------------------------------------------------------
+
+#[cancellable(flatten)]
+async fn shown_flat(x: u32) -> std::io::Result<impl Display> {
+    Ok(x * 2)
+}
+
+#[cancellable(flatten)]
+async fn shown_after_setup(x: u32) -> std::io::Result<impl Display> {
+    let y = x + 1;
+    on_cancel! {}
+    Ok(y * 2)
+}
+
+#[tokio::test]
+async fn flatten_with_impl_trait_in_the_result() {
+    assert_eq!(shown_flat(live(), 2).await.unwrap().to_string(), "4");
+    assert_eq!(shown_after_setup(live(), 2).await.unwrap().to_string(), "6");
+    let e = shown_after_setup(dead(), 2).await.err().unwrap();
+    assert!(e.get_ref().unwrap().is::<Cancelled>());
+}
