@@ -123,10 +123,9 @@ pin_project! {
 
 /// What follows a race: a cleanup ([`ThenCleanup`]) or nothing ([`Final`]).
 pub trait Then {
-    /// Whether a cleanup runs after a cancelled race.
-    const CLEANUP: bool;
-    /// The race returns `Err(reason)`.
-    fn cancelled(&self, reason: Cancelled);
+    /// The fn's name when nothing follows: the race itself reports the
+    /// cancellation (a cleanup reports it when it ends).
+    fn last(&self) -> Option<Name>;
 }
 
 /// A cleanup runs after the race when it is cancelled.
@@ -134,10 +133,9 @@ pub trait Then {
 pub struct ThenCleanup;
 
 impl Then for ThenCleanup {
-    const CLEANUP: bool = true;
-
-    /// The cleanup reports the cancellation when it ends.
-    fn cancelled(&self, _reason: Cancelled) {}
+    fn last(&self) -> Option<Name> {
+        None
+    }
 }
 
 /// Nothing runs after the race: inside a draining race, a cancelled one never
@@ -147,13 +145,15 @@ impl Then for ThenCleanup {
 pub struct Final(Name);
 
 impl Then for Final {
-    const CLEANUP: bool = false;
-
-    fn cancelled(&self, reason: Cancelled) {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(target: "cancel_scope", fn_name = (self.0).0, %reason, "cancelled");
-        let _ = (&self.0, reason);
+    fn last(&self) -> Option<Name> {
+        Some(self.0)
     }
+}
+
+/// A fn without a cleanup was cancelled: its `tracing` event.
+fn report_cancelled(_name: Name, _reason: Cancelled) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "cancel_scope", fn_name = _name.0, reason = %_reason, "cancelled");
 }
 
 impl<'a, F, D> Race<'a, F, D, ThenCleanup> {
@@ -398,7 +398,11 @@ impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
                 }
             }
         };
-        cancel_body(this.body, this.waiter, drain, this.then, reason, cx)
+        if cancel_body(this.body, this.waiter, drain, this.then.last(), reason, cx) {
+            Poll::Ready(Err(reason))
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -415,57 +419,71 @@ fn token_cancelled() -> Cancelled {
     Cancelled::because(crate::reason::of_current_task())
 }
 
-/// The body was cancelled: drop it at once, or drain it while it is inside
-/// nested calls that are still cancelling. `Ready` carries the race's result.
-fn cancel_body<F: Future, K: Then>(
-    mut body: Pin<&mut Option<F>>,
-    mut waiter: Pin<&mut Waiter<'_>>,
-    drain: bool,
-    then: &K,
-    reason: Cancelled,
-    cx: &mut Context<'_>,
-) -> Poll<Result<F::Output, Cancelled>> {
-    if drain {
-        if let Some(fut) = body.as_mut().as_pin_mut() {
-            let draining = Draining::set(Some(reason));
-            let saved = nest_enter();
-            let pending = fut.poll(cx).is_pending();
-            let nest = nest_leave(saved);
-            drop(draining);
-            if waiter.as_mut().keep_draining(pending, nest, reason) {
-                return Poll::Pending;
-            }
+/// A race's body, as the cancellation path sees it: polled only to drain
+/// it, then dropped. A trait object, so that [`cancel_body`] is compiled
+/// once rather than for every fn (it is the cold path).
+trait Body {
+    /// Polls the body, if it is still there, for a drain: `true` while it is
+    /// pending (a value it returns now is dropped: the race is cancelled).
+    fn poll_drain(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool;
+    /// Drops the body; `true` if it was still there.
+    fn drop_body(self: Pin<&mut Self>) -> bool;
+}
+
+impl<F: Future> Body for Option<F> {
+    fn poll_drain(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        match self.as_pin_mut() {
+            Some(fut) => fut.poll(cx).is_pending(),
+            None => false,
         }
     }
-    let dropped_now = body.is_some();
-    body.set(None);
-    let (report, ready) = finished(waiter, K::CLEANUP, dropped_now, reason);
-    if report {
-        then.cancelled(reason);
-    }
-    if ready {
-        Poll::Ready(Err(reason))
-    } else {
-        Poll::Pending
+
+    fn drop_body(mut self: Pin<&mut Self>) -> bool {
+        let was = self.is_some();
+        self.set(None);
+        was
     }
 }
 
-/// A cancelled race whose body is gone: whether to report the cancellation,
-/// and whether to return `Err(reason)` or wait to be dropped: inside a
-/// draining race, a race with no cleanup of its own never returns into the
-/// cancelled body (it was cancelled all the same, and says so once).
-#[inline]
-fn finished(
-    waiter: Pin<&mut Waiter<'_>>,
-    cleanup: bool,
-    dropped_now: bool,
+/// The body was cancelled: drop it at once, or drain it while it is inside
+/// nested calls that are still cancelling. `true` when the race returns
+/// `Err(reason)` now, `false` when it waits. `last` is the fn's name when no
+/// cleanup follows the race.
+fn cancel_body(
+    mut body: Pin<&mut dyn Body>,
+    mut waiter: Pin<&mut Waiter<'_>>,
+    drain: bool,
+    last: Option<Name>,
     reason: Cancelled,
-) -> (bool, bool) {
-    if !cleanup && DRAINING.get().is_some() {
-        waiter.drain(reason);
-        return (dropped_now, false);
+    cx: &mut Context<'_>,
+) -> bool {
+    if drain {
+        let draining = Draining::set(Some(reason));
+        let saved = nest_enter();
+        let pending = body.as_mut().poll_drain(cx);
+        let nest = nest_leave(saved);
+        drop(draining);
+        if waiter.as_mut().keep_draining(pending, nest, reason) {
+            return false;
+        }
     }
-    (true, true)
+    let dropped_now = body.drop_body();
+    let Some(name) = last else {
+        // The cleanup reports it when it ends.
+        return true;
+    };
+    if DRAINING.get().is_none() {
+        report_cancelled(name, reason);
+        return true;
+    }
+    // Inside a draining race, with no cleanup of its own: never return into
+    // the cancelled body, which is about to be dropped. It was cancelled all
+    // the same: say so, once.
+    if dropped_now {
+        report_cancelled(name, reason);
+    }
+    waiter.drain(reason);
+    false
 }
 
 /// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
@@ -571,9 +589,7 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
             // Finished inside a draining race: wait to be dropped with it.
             return Poll::Pending;
         };
-        let draining = cleanup_enter(this.trace);
-        let pending = cleanup.poll(cx).is_pending();
-        match cleanup_leave(this.trace, draining, pending, *this.reason) {
+        match poll_cleanup(cleanup, this.trace, *this.reason, cx) {
             Poll::Ready(true) => {
                 this.cleanup.set(None);
                 Poll::Pending
@@ -584,31 +600,28 @@ impl<F: Future<Output = ()>> Future for Cleanup<F> {
     }
 }
 
-/// Before a poll of a cleanup: its own `#[cancellable]` calls run normally.
-/// Give what it returns to [`cleanup_leave`].
-#[inline]
-fn cleanup_enter(trace: &mut Trace) -> Draining {
-    trace.polled();
-    Draining::set(None)
-}
-
-/// After a poll of a cleanup: `Pending` while it runs, else whether the
-/// cleanup finished inside a draining race (then it waits to be dropped
-/// with it rather than return into the cancelled body).
-#[inline]
-fn cleanup_leave(
-    trace: &Trace,
-    draining: Draining,
-    pending: bool,
+/// Polls a cleanup, whose own `#[cancellable]` calls run normally: `Pending`
+/// while it runs, else whether it finished inside a draining race (then it
+/// waits to be dropped with it rather than return into the cancelled body).
+/// Takes a trait object, so that it is compiled once rather than for every
+/// fn (a cleanup is the cold path).
+fn poll_cleanup(
+    cleanup: Pin<&mut dyn Future<Output = ()>>,
+    trace: &mut Trace,
     reason: Cancelled,
+    cx: &mut Context<'_>,
 ) -> Poll<bool> {
-    let draining = draining.outer.is_some();
+    trace.polled();
+    let draining = Draining::set(None);
+    let pending = cleanup.poll(cx).is_pending();
+    let draining_outer = draining.outer.is_some();
+    drop(draining);
     if pending {
         report(true);
         return Poll::Pending;
     }
     trace.done(reason);
-    Poll::Ready(draining)
+    Poll::Ready(draining_outer)
 }
 
 thread_local! {
