@@ -35,7 +35,9 @@ use crate::TaskId;
 /// carries the scope's reason. Called anywhere else, or when its token was
 /// cancelled while the scope's was not, a fn reports
 /// [`Token`](Self::Token), or [`Timeout`](Self::Timeout) for its own
-/// `timeout`.
+/// `timeout`. (So a fn awaited directly with a `ShutdownSignal`'s token,
+/// outside any scope, reports `Token`; run it in a task of a scope made with
+/// `child_of(signal.token())` to see [`Signal`](Self::Signal).)
 ///
 /// ```
 /// use cancel_scope_runtime::{CancelReason, Scope};
