@@ -3,13 +3,14 @@
 //! Every test asserts on events (a shared log, counters, channels), never on
 //! wall-clock time; timeouts run with Tokio's paused clock.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+mod common;
+
+use common::{Guard, Log, poll_once};
 
 use cancel_scope::{CancellationToken, Cancelled, cancellable, on_cancel};
 use tokio::sync::{mpsc, oneshot};
@@ -18,29 +19,6 @@ use tokio::time::Instant;
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// An ordered record of what happened, shared between a fn and its test.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<&'static str>>>);
-
-impl Log {
-    fn push(&self, event: &'static str) {
-        self.0.lock().unwrap().push(event);
-    }
-
-    fn events(&self) -> Vec<&'static str> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-/// Records `event` when dropped.
-struct Guard(Log, &'static str);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.push(self.1);
-    }
-}
 
 /// A resource whose release is async and consumes it.
 struct Transaction {
@@ -66,11 +44,6 @@ impl Transaction {
         tokio::task::yield_now().await;
         self.log.push("rollback");
     }
-}
-
-/// Polls `fut` once without a real waker (the test drives it again later).
-fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
 fn cancelled_token() -> CancellationToken {

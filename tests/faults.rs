@@ -7,13 +7,15 @@
 //! are bounded only to turn a hang into a failure; nothing asserts on how
 //! long something took beyond "it did not wait for X".
 
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Guard, Log, panic_message, poll_once};
 
 use cancel_scope::{CancelReason, CancellationToken, Cancelled, Scope, cancellable, on_cancel};
 use tokio::sync::oneshot;
@@ -21,51 +23,6 @@ use tokio::task::yield_now;
 
 /// Bounds a wait that only exists to turn a hang into a failure.
 const HANG: Duration = Duration::from_secs(10);
-
-/// An ordered record of what happened.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<&'static str>>>);
-
-impl Log {
-    fn push(&self, event: &'static str) {
-        self.0.lock().unwrap().push(event);
-    }
-
-    fn events(&self) -> Vec<&'static str> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| **e == event)
-            .count()
-    }
-}
-
-/// Logs `event` when dropped.
-struct Guard(Log, &'static str);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.push(self.1);
-    }
-}
-
-/// Polls `fut` once without a real waker.
-fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(Waker::noop()))
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<not a string>")
-}
 
 // ---------------------------------------------------------------------------
 // A panic inside a cleanup

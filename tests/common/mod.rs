@@ -1,0 +1,55 @@
+//! What the facade's test files share: an event log, a drop guard that
+//! writes to it, polling once by hand, and reading a panic's message. Each
+//! test file uses a subset of it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+/// An ordered record of what happened, shared between a fn and its test.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<&'static str>>>);
+
+impl Log {
+    pub fn push(&self, event: &'static str) {
+        self.0.lock().unwrap().push(event);
+    }
+
+    pub fn events(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, event: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| **e == event)
+            .count()
+    }
+}
+
+/// Records `event` in the log when dropped.
+pub struct Guard(pub Log, pub &'static str);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.push(self.1);
+    }
+}
+
+/// Polls `fut` once without a real waker (the test drives it again later).
+pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// The message of a panic payload, when it is a string.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<not a string>")
+}
