@@ -279,10 +279,7 @@ fn parse_args() -> Result<Config, String> {
 
 #[tokio::main]
 async fn main() {
-    let config = parse_args().unwrap_or_else(|msg| {
-        eprintln!("{msg}");
-        std::process::exit(2);
-    });
+    let config = common::args_or_exit(parse_args());
     if let Err(e) = run(&config, &mut io::stdout()).await {
         eprintln!("batch: {e}");
         std::process::exit(1);

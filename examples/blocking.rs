@@ -248,18 +248,15 @@ fn parse_args() -> Result<Config, String> {
     const USAGE: &str =
         "usage: blocking [--stop-after <secs>]   (default 0.5; Ctrl-C cancels earlier)";
     let mut config = Config::default();
-    if let Some(value) = common::flag("stop-after", USAGE)? {
-        config.stop_after = common::seconds(&value, "stop-after", USAGE)?;
+    if let Some(secs) = common::seconds_flag("stop-after", USAGE)? {
+        config.stop_after = secs;
     }
     Ok(config)
 }
 
 #[tokio::main]
 async fn main() {
-    let config = parse_args().unwrap_or_else(|msg| {
-        eprintln!("{msg}");
-        std::process::exit(2);
-    });
+    let config = common::args_or_exit(parse_args());
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

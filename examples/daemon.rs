@@ -625,18 +625,15 @@ fn parse_args() -> Result<Config, String> {
     const USAGE: &str =
         "usage: daemon [--run-for <secs>]   (default 3; Ctrl-C or SIGTERM stop it earlier)";
     let mut config = Config::default();
-    if let Some(value) = common::flag("run-for", USAGE)? {
-        config.run_for = common::seconds(&value, "run-for", USAGE)?;
+    if let Some(secs) = common::seconds_flag("run-for", USAGE)? {
+        config.run_for = secs;
     }
     Ok(config)
 }
 
 #[tokio::main]
 async fn main() {
-    let config = parse_args().unwrap_or_else(|msg| {
-        eprintln!("{msg}");
-        std::process::exit(2);
-    });
+    let config = common::args_or_exit(parse_args());
     let signal = match ShutdownSignal::install() {
         Ok(signal) => signal,
         Err(e) => {

@@ -578,18 +578,15 @@ fn print_report(config: &Config, report: &Report, out: &mut impl Write) -> io::R
 fn parse_args() -> Result<Config, String> {
     const USAGE: &str = "usage: server [--grace <secs>]   (default 1)";
     let mut config = Config::default();
-    if let Some(value) = common::flag("grace", USAGE)? {
-        config.grace = common::seconds(&value, "grace", USAGE)?;
+    if let Some(secs) = common::seconds_flag("grace", USAGE)? {
+        config.grace = secs;
     }
     Ok(config)
 }
 
 #[tokio::main]
 async fn main() {
-    let config = parse_args().unwrap_or_else(|msg| {
-        eprintln!("{msg}");
-        std::process::exit(2);
-    });
+    let config = common::args_or_exit(parse_args());
     if let Err(e) = run(&config, &mut io::stdout()).await {
         eprintln!("server: {e}");
         std::process::exit(1);

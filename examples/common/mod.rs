@@ -39,13 +39,26 @@ pub fn flag(name: &str, usage: &str) -> Result<Option<String>, String> {
     Ok(value)
 }
 
-/// A flag's value as a number of seconds (fractions allowed).
-pub fn seconds(value: &str, name: &str, usage: &str) -> Result<Duration, String> {
+/// The value of the example's one flag as a number of seconds (fractions
+/// allowed): `Ok(None)` when it is absent.
+pub fn seconds_flag(name: &str, usage: &str) -> Result<Option<Duration>, String> {
+    let Some(value) = flag(name, usage)? else {
+        return Ok(None);
+    };
     value
         .parse::<f64>()
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .map(Some)
         .ok_or(format!(
             "--{name}: `{value}` is not a number of seconds\n{usage}"
         ))
+}
+
+/// The parsed arguments, or the usage message on stderr and exit code 2.
+pub fn args_or_exit<T>(parsed: Result<T, String>) -> T {
+    parsed.unwrap_or_else(|msg| {
+        eprintln!("{msg}");
+        std::process::exit(2);
+    })
 }
