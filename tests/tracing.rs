@@ -56,6 +56,18 @@ impl Subscriber for Recorder {
     fn exit(&self, _: &Id) {}
 }
 
+/// Runs `fut` to completion on a current-thread runtime, with `recorder` as
+/// the thread's subscriber.
+fn run_recorded<R>(recorder: Recorder, fut: impl std::future::Future<Output = R>) -> R {
+    tracing::subscriber::with_default(recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fut)
+    })
+}
+
 fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
     event
         .iter()
@@ -87,20 +99,14 @@ async fn completes() -> u32 {
 fn a_cancelled_fn_emits_one_event_with_its_name_reason_and_cleanup_time() {
     let recorder = Recorder::default();
     let events = recorder.0.clone();
-    tracing::subscriber::with_default(recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let token = CancellationToken::new();
-            assert_eq!(completes(token.clone()).await, Ok(1));
-            token.cancel();
-            let mut log = Vec::new();
-            assert!(with_cleanup(token.clone(), &mut log).await.is_err());
-            assert_eq!(log, ["setup", "cleanup"]);
-            assert!(without_cleanup(token).await.is_err());
-        });
+    run_recorded(recorder, async {
+        let token = CancellationToken::new();
+        assert_eq!(completes(token.clone()).await, Ok(1));
+        token.cancel();
+        let mut log = Vec::new();
+        assert!(with_cleanup(token.clone(), &mut log).await.is_err());
+        assert_eq!(log, ["setup", "cleanup"]);
+        assert!(without_cleanup(token).await.is_err());
     });
     let events = events.lock().unwrap();
     let ours: Vec<_> = events
@@ -130,25 +136,19 @@ async fn calls_two(log: &mut Vec<&'static str>) {
 fn calls_nested_in_a_scope_task_each_report_the_scopes_reason() {
     let recorder = Recorder::default();
     let events = recorder.0.clone();
-    let bad = tracing::subscriber::with_default(recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
-            scope.spawn(|token| async move {
-                let mut log = Vec::new();
-                let _ = calls_two(token, &mut log).await;
-                Ok(())
-            });
-            let bad = scope.spawn(|_token| async {
-                tokio::task::yield_now().await;
-                Err("bad")
-            });
-            scope.join_all().await;
-            bad
-        })
+    let bad = run_recorded(recorder, async {
+        let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
+        scope.spawn(|token| async move {
+            let mut log = Vec::new();
+            let _ = calls_two(token, &mut log).await;
+            Ok(())
+        });
+        let bad = scope.spawn(|_token| async {
+            tokio::task::yield_now().await;
+            Err("bad")
+        });
+        scope.join_all().await;
+        bad
     });
     let events = events.lock().unwrap();
     let ours: Vec<_> = events
@@ -172,17 +172,11 @@ fn calls_nested_in_a_scope_task_each_report_the_scopes_reason() {
 fn every_scope_task_runs_in_a_span_with_its_id_and_name() {
     let recorder = Recorder::default();
     let spans = recorder.1.clone();
-    tracing::subscriber::with_default(recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut scope: Scope<()> = Scope::new();
-            scope.spawn(|_token| async {});
-            scope.spawn_named("writer", |token| async move { token.cancelled().await });
-            scope.shutdown(Duration::from_secs(5)).await;
-        });
+    run_recorded(recorder, async {
+        let mut scope: Scope<()> = Scope::new();
+        scope.spawn(|_token| async {});
+        scope.spawn_named("writer", |token| async move { token.cancelled().await });
+        scope.shutdown(Duration::from_secs(5)).await;
     });
     let spans = spans.lock().unwrap();
     let tasks: Vec<_> = spans
