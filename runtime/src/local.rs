@@ -240,8 +240,7 @@ struct Slot<'env, T> {
 /// to the runtime even if more were woken, so tasks that keep waking
 /// themselves cannot starve the owner's other work.
 pub struct LocalScope<'env, T> {
-    token: CancellationToken,
-    /// The token (a clone) and why it was cancelled; current while the
+    /// The scope's token and why it was cancelled; current while the
     /// tasks are polled.
     cause: Arc<Cause>,
     /// Every task not yet handed out (and some that were, see `tidy`),
@@ -311,7 +310,6 @@ impl<'env, T> LocalScope<'env, T> {
     fn with_cause(cause: Arc<Cause>) -> Self {
         let (ready, woken) = unbounded_channel();
         LocalScope {
-            token: cause.token().clone(),
             cause,
             slots: Vec::new(),
             ready,
@@ -341,7 +339,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        &self.token
+        self.cause.token()
     }
 
     /// Cancels the scope's token, and so every task's token. Nothing is
@@ -464,7 +462,7 @@ impl<'env, T> LocalScope<'env, T> {
         Fut: Future<Output = T> + 'env,
     {
         let seq = self.next_seq;
-        let fut = f(self.token.child_token());
+        let fut = f(self.cause.token().child_token());
         #[cfg(feature = "tracing")]
         let fut = tracing::Instrument::instrument(
             fut,
@@ -962,7 +960,7 @@ impl<T> fmt::Debug for LocalScope<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("LocalScope");
         d.field("len", &self.len())
-            .field("cancelled", &self.token.is_cancelled())
+            .field("cancelled", &self.cause.token().is_cancelled())
             .field("fail_fast", &self.fail_fast);
         if self.first_ok {
             d.field("first_ok", &true);

@@ -690,7 +690,6 @@ impl Slot {
 /// fail-fast or first-ok task, or the parent token, tasks spawned into it
 /// start with a cancelled token. Spawn into a fresh scope instead.
 pub struct Scope<T> {
-    token: CancellationToken,
     /// Tasks from `spawn`.
     tasks: JoinSet<Output<T>>,
     /// Tasks from `spawn_blocking`.
@@ -740,7 +739,7 @@ pub struct Scope<T> {
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
     deadline_timer: Option<AbortHandle>,
-    /// The token (a clone) and why it was cancelled, set by the first of the
+    /// The scope's token and why it was cancelled, set by the first of the
     /// scope's own causes (shared with the tasks, which make it current
     /// while they are polled, and with the deadline timer).
     cause: Arc<Cause>,
@@ -793,7 +792,6 @@ impl<T> Scope<T> {
 
     fn with_cause(cause: Arc<Cause>) -> Self {
         Scope {
-            token: cause.token().clone(),
             tasks: JoinSet::new(),
             blocking: JoinSet::new(),
             slots: Vec::new(),
@@ -1009,7 +1007,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        &self.token
+        self.cause.token()
     }
 
     /// Cancels the scope's token, and so every task's token. Tasks stop as
@@ -1165,7 +1163,7 @@ impl<T: 'static> Scope<T> {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let fut = f(self.token.child_token());
+        let fut = f(self.cause.token().child_token());
         #[cfg(feature = "tracing")]
         let fut = tracing::Instrument::instrument(fut, task_span(self.next_seq, _name));
         let fut = Some(fut);
@@ -1285,7 +1283,7 @@ impl<T: 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let token = self.token.child_token();
+        let token = self.cause.token().child_token();
         let seq = self.next_seq;
         let check = self.cancel_guard();
         let permits = self.limit.as_ref().map(|limit| limit.permits.clone());
@@ -2147,7 +2145,7 @@ impl<U: 'static, E: 'static> Scope<Result<U, E>> {
             }
         };
         if let Some(seq) = found {
-            self.token.cancel();
+            self.cause.token().cancel();
             self.drain().await;
             let won = self.index(seq).and_then(|i| self.take_stored(i));
             let rest = self.finish();
@@ -2217,7 +2215,7 @@ impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Scope");
         d.field("len", &self.len())
-            .field("cancelled", &self.token.is_cancelled())
+            .field("cancelled", &self.cause.token().is_cancelled())
             .field("fail_fast", &self.fail_fast);
         if self.first_ok {
             d.field("first_ok", &true);
