@@ -75,7 +75,8 @@ pub enum CancelReason {
     Shutdown,
     /// Under `fail_fast`, this task of the scope returned `Err` or panicked.
     TaskFailed(TaskId),
-    /// Under `first_ok`, this task of the scope succeeded first.
+    /// Under `first_ok` (or in `join_first_ok`), this task of the scope
+    /// succeeded first.
     TaskSucceeded(TaskId),
     /// The scope's deadline ([`with_deadline`](crate::Scope::with_deadline),
     /// [`with_timeout`](crate::Scope::with_timeout)) passed.

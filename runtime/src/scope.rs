@@ -2145,7 +2145,9 @@ impl<U: 'static, E: 'static> Scope<Result<U, E>> {
             }
         };
         if let Some(seq) = found {
-            self.cause.token().cancel();
+            // Without `first_ok`, this call is what cancels: the winner is
+            // the reason (with it, the winner's task recorded that already).
+            self.cause.cancel(CancelReason::TaskSucceeded(TaskId(seq)));
             self.drain().await;
             let won = self.index(seq).and_then(|i| self.take_stored(i));
             let rest = self.finish();

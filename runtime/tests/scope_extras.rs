@@ -322,9 +322,10 @@ async fn join_first_ok_returns_the_winner_and_joins_the_cancelled_rest() {
     let baseline = alive_tasks();
     let cleanups = Arc::new(AtomicUsize::new(0));
     let mut scope = Scope::new(); // no `first_ok`: `join_first_ok` cancels
+    let mut ids = HashMap::new();
     for (name, secs) in [("slow", 30), ("fast", 2), ("failing", 1), ("medium", 10)] {
         let cleanups = cleanups.clone();
-        scope.spawn(move |token| async move {
+        let id = scope.spawn(move |token| async move {
             if name == "failing" {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
                 return Err("refused");
@@ -337,9 +338,15 @@ async fn join_first_ok_returns_the_winner_and_joins_the_cancelled_rest() {
             cleanups.fetch_add(1, SeqCst);
             Err("cancelled")
         });
+        ids.insert(name, id);
     }
     let start = Instant::now();
     assert_eq!(scope.join_first_ok().await.unwrap(), "fast");
+    assert_eq!(
+        scope.cancel_reason(),
+        Some(CancelReason::TaskSucceeded(ids["fast"])),
+        "the winner is why the scope was cancelled"
+    );
     assert_eq!(
         start.elapsed(),
         Duration::from_secs(3),
