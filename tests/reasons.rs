@@ -36,8 +36,9 @@ async fn park_with_cleanup(cleaned: oneshot::Sender<()>) -> u32 {
     pending::<u32>().await
 }
 
-/// A fn that calls another and would pass on the inner result, which never
-/// comes: a nested call cancelled with its caller does not return into it.
+/// A fn that calls another and passes on the inner result: a nested call
+/// cancelled with its caller returns its `Err(Cancelled)` into the body like
+/// any value (the caller's result is `Err(Cancelled)` all the same).
 #[cancellable]
 async fn outer(inner_result: oneshot::Sender<Result<u32, Cancelled>>) -> u32 {
     let inner_token = token.child_token();
@@ -281,9 +282,9 @@ async fn a_fn_calling_others_in_a_scope_task_reports_the_scopes_reason() {
     let results = scope.join_all().await;
     let expected = Cancelled::because(CancelReason::TaskFailed(bad));
     assert_eq!(results[0].as_ref().unwrap(), &Err(expected));
-    // The inner call was cancelled with the outer one (it was drained), for
-    // the same reason; the outer body never resumed, so nothing was sent.
-    assert!(inner_rx.await.is_err());
+    // The inner call was cancelled with the outer one, for the same reason,
+    // and its `Err` reached the outer body, which sent it on.
+    assert_eq!(inner_rx.await.unwrap(), Err(expected));
 }
 
 #[tokio::test(start_paused = true)]

@@ -157,12 +157,14 @@ fn calls_nested_in_a_scope_task_each_report_the_scopes_reason() {
         .map(|e| (field(e, "fn_name").unwrap(), field(e, "reason").unwrap()))
         .collect();
     let reason = format!("cancelled: task #{bad} failed");
-    // The nested call first, cancelled while its caller drains it, then the
-    // caller; the second nested call never starts.
+    // One event per cancelled fn, innermost first: the nested call, cancelled
+    // with its caller; the second one, which the body then starts with the
+    // cancelled token; then the caller.
     assert_eq!(
         ours,
         [
             ("without_cleanup", reason.as_str()),
+            ("with_cleanup", reason.as_str()),
             ("calls_two", reason.as_str())
         ],
     );

@@ -6,11 +6,13 @@
 
 mod cancelled;
 mod local;
+mod nest;
 #[doc(hidden)]
 pub mod private;
 mod reason;
 mod report;
 mod scope;
+mod shield;
 #[cfg(feature = "signal")]
 mod signal;
 
@@ -19,6 +21,7 @@ pub use local::LocalScope;
 pub use reason::CancelReason;
 pub use report::{ShutdownReport, TaskOutcome, TaskReport};
 pub use scope::{Scope, TaskError, TaskId};
+pub use shield::{Shield, shield};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;
 pub use tokio_util::sync::CancellationToken;

@@ -1,6 +1,12 @@
 //! Support for the code `#[cancellable]` generates. Not a public API: the
 //! names here may change in any release. Reached only through
 //! `::cancel_scope::__private`.
+//!
+//! The semantics are the facade's "Cancellation semantics" section; in
+//! short, a [`Race`] acts only on its own body, and only once its own token
+//! (or its own deadline) says so. What the futures inside its body tell it
+//! (`crate::nest`) decides only *when* it drops the body: not while a nested
+//! call on a derived token is still cleaning up, or a `shield` still runs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,180 +14,110 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Sleep, Timeout};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Cancelled;
+use crate::nest::{self, Polling, Report};
 
-/// What the `#[cancellable]` calls nested in a body reported during one poll
-/// of it. Kept per thread: a poll runs on one thread, and each race saves
-/// and restores its caller's record around the poll of its body, so nested
-/// calls report to the innermost enclosing race.
-#[derive(Clone, Copy, Default)]
-struct Nest {
-    /// A nested call is pending inside the body.
-    nested: bool,
-    /// Nested calls still cancelling: draining their own bodies or running
-    /// their cleanups.
-    cleaning: u32,
-}
-
-thread_local! {
-    static NEST: std::cell::Cell<Nest> = const {
-        std::cell::Cell::new(Nest { nested: false, cleaning: 0 })
-    };
-    /// Set, to its reason, while a cancelled race drains its body: the
-    /// `#[cancellable]` calls nested in it are cancelled with it, for the same
-    /// reason, whatever their own token (they may not have seen it yet: a
-    /// token tree is cancelled one node at a time), and once they have
-    /// cleaned up they never return into the cancelled body. Cleared while a
-    /// cleanup runs, so that a cleanup's own calls run normally.
-    static DRAINING: std::cell::Cell<Option<Cancelled>> = const { std::cell::Cell::new(None) };
-}
-
-// The code below is split so that what depends on the body's type (polling
-// it, dropping it) is all that is compiled again for every `#[cancellable]`
-// fn; the rest is compiled once, here. The non-generic helpers are
-// `#[inline]`: an optimised build may still inline them, an unoptimised one
-// calls this crate's copy.
-
-/// Sets [`DRAINING`] until dropped, then restores it, also when the poll in
-/// between panics (else every later `#[cancellable]` call on the thread
-/// would be cancelled, and never return).
-struct Draining {
-    outer: Option<Cancelled>,
-}
-
-impl Draining {
-    #[inline]
-    fn set(value: Option<Cancelled>) -> Draining {
-        Draining {
-            outer: DRAINING.replace(value),
-        }
-    }
-}
-
-impl Drop for Draining {
-    #[inline]
-    fn drop(&mut self) {
-        DRAINING.set(self.outer);
-    }
-}
-
-/// Before polling a body: a fresh record for its nested calls. Give what it
-/// returns to [`nest_leave`] after the poll.
-#[inline]
-fn nest_enter() -> Nest {
-    NEST.replace(Nest::default())
-}
-
-/// After polling a body: what its nested calls reported; restores the
-/// caller's record.
-#[inline]
-fn nest_leave(saved: Nest) -> Nest {
-    NEST.replace(saved)
-}
-
-/// Tells the enclosing race that a nested call is pending (and whether it is
-/// still cancelling).
-fn report(cleaning: bool) {
-    let mut nest = NEST.get();
-    nest.nested = true;
-    if cleaning {
-        nest.cleaning = nest.cleaning.saturating_add(1);
-    }
-    NEST.set(nest);
-}
+// What depends on the body's type (polling it, dropping it) is all that is
+// compiled again for every `#[cancellable]` fn; the cancellation path takes
+// the body as a trait object and is compiled once, here.
 
 pin_project! {
     /// Races `body` against `token`; cancellation wins ties.
     ///
     /// The fast path costs one `is_cancelled` check: no waiter is registered
-    /// on the token unless the body returns `Pending`.
-    ///
-    /// When the token is cancelled the body is dropped, inside the `poll`
-    /// that observes it, so by the time the caller sees `Err` every `Drop`
-    /// of the body has run. One exception keeps nested cleanups: if the body
-    /// is waiting inside a nested `#[cancellable]` call, the body is polled
-    /// on ("drained") until the nested calls that saw the cancellation have
-    /// run their cleanups and returned, and only then dropped.
-    ///
-    /// `D` is the optional deadline: [`NoDeadline`] (a zero-sized type) or
-    /// [`Deadline`] for `#[cancellable(timeout = ..)]`.
+    /// on the token unless the body returns `Pending`. `D` is the optional
+    /// deadline ([`NoDeadline`], a zero-sized type, or [`Deadline`]); `E` says
+    /// who reports a cancellation to `tracing` ([`CleanupReports`], or the
+    /// race itself for a fn without `on_cancel!`).
     #[must_use = "futures do nothing unless polled"]
-    pub struct Race<'a, F, D = NoDeadline, K = ThenCleanup> {
-        #[pin]
-        waiter: Waiter<'a>,
-        #[pin]
-        deadline: D,
+    pub struct Race<'a, F, D = NoDeadline, E = CleanupReports> {
         #[pin]
         body: Option<F>,
-        then: K,
-    }
-}
-
-/// What follows a race: a cleanup ([`ThenCleanup`]) or nothing ([`Final`]).
-pub trait Then {
-    /// The fn's name when nothing follows: the race itself reports the
-    /// cancellation (a cleanup reports it when it ends).
-    fn last(&self) -> Option<Name>;
-}
-
-/// A cleanup runs after the race when it is cancelled.
-#[derive(Debug)]
-pub struct ThenCleanup;
-
-impl Then for ThenCleanup {
-    fn last(&self) -> Option<Name> {
-        None
-    }
-}
-
-/// Nothing runs after the race: inside a draining race, a cancelled one never
-/// returns into the cancelled body. With the `tracing` feature, the race
-/// reports the cancellation itself.
-#[derive(Debug)]
-pub struct Final(Name);
-
-impl Then for Final {
-    fn last(&self) -> Option<Name> {
-        Some(self.0)
-    }
-}
-
-/// A fn without a cleanup was cancelled: its `tracing` event.
-fn report_cancelled(_name: Name, _reason: Cancelled) {
-    #[cfg(feature = "tracing")]
-    tracing::debug!(target: "cancel_scope", fn_name = _name.0, reason = %_reason, "cancelled");
-}
-
-impl<'a, F, D> Race<'a, F, D, ThenCleanup> {
-    /// For a fn without `on_cancel!`, named `name`.
-    pub fn without_cleanup(self, name: Name) -> Race<'a, F, D, Final> {
-        Race {
-            waiter: self.waiter,
-            deadline: self.deadline,
-            body: self.body,
-            then: Final(name),
-        }
+        #[pin]
+        state: RaceState<'a>,
+        #[pin]
+        deadline: D,
+        event: E,
     }
 }
 
 pin_project! {
-    /// Where a race stands with respect to its token. One enum, so that the
-    /// state costs no more than the waiter it holds.
-    #[project = WaiterProj]
-    enum Waiter<'a> {
-        /// The body has not waited yet: no waiter is registered.
+    /// Where a race stands with respect to its token.
+    #[project = StateProj]
+    enum RaceState<'a> {
+        /// No waiter on the token yet: the body has not had to wait.
         Fresh { token: &'a CancellationToken },
-        /// The body waits, `nested` inside a nested `#[cancellable]` call.
+        /// Cancelled, the body dropped: too many cancelled calls returned
+        /// into the enclosing body in its current poll, so this one returns
+        /// on the next.
+        Returning { reason: Cancelled },
+        /// The body waits, and so does a waiter on the token; `last` is what
+        /// the body's last poll reported.
         Waiting {
-            nested: bool,
+            last: Last,
             #[pin]
             cancelled: WaitForCancellationFuture<'a>,
         },
-        /// Cancelled: the body is polled only while nested calls clean up.
-        Draining { reason: Cancelled },
+        /// Cancelled: the body is polled only until what is nested in it has
+        /// finished (cleanups of nested calls, shields), then dropped.
+        Cancelling { reason: Cancelled },
+    }
+}
+
+/// What a cancelled race needs to know of its body's last poll.
+#[derive(Clone, Copy)]
+struct Last {
+    /// Something was pending inside the body: poll it once more.
+    waiting: bool,
+}
+
+impl From<Report> for Last {
+    #[inline]
+    fn from(report: Report) -> Self {
+        Last {
+            waiting: report.waiting || report.busy,
+        }
+    }
+}
+
+/// Who reports a cancellation to `tracing`: the race itself for a fn without
+/// `on_cancel!` ([`Name`]), else the cleanup when it ends.
+pub trait Event {
+    /// The fn's name, when the race reports.
+    fn name(&self) -> Option<Name>;
+}
+
+/// A cleanup follows the race, and reports the cancellation when it ends.
+#[derive(Debug)]
+pub struct CleanupReports;
+
+impl Event for CleanupReports {
+    #[inline]
+    fn name(&self) -> Option<Name> {
+        None
+    }
+}
+
+impl Event for Name {
+    #[inline]
+    fn name(&self) -> Option<Name> {
+        Some(*self)
+    }
+}
+
+impl<'a, F, D> Race<'a, F, D> {
+    /// For a fn without `on_cancel!`, named `name`: the race reports its
+    /// cancellation itself.
+    pub fn without_cleanup(self, name: Name) -> Race<'a, F, D, Name> {
+        Race {
+            body: self.body,
+            state: self.state,
+            deadline: self.deadline,
+            event: name,
+        }
     }
 }
 
@@ -191,10 +127,10 @@ pub type RaceTimeout<'a, F> = Race<'a, F, Deadline<'a>>;
 /// Runs `body` unless `token` is (or becomes) cancelled first.
 pub fn race<F: Future>(token: &CancellationToken, body: F) -> Race<'_, F> {
     Race {
-        waiter: Waiter::Fresh { token },
-        deadline: NoDeadline,
         body: Some(body),
-        then: ThenCleanup,
+        state: RaceState::Fresh { token },
+        deadline: NoDeadline,
+        event: CleanupReports,
     }
 }
 
@@ -207,14 +143,14 @@ pub fn race_timeout<F: Future>(
     body: F,
 ) -> RaceTimeout<'_, F> {
     Race {
-        waiter: Waiter::Fresh { token },
+        body: Some(body),
+        state: RaceState::Fresh { token },
         deadline: Deadline {
             token,
             limit,
             sleep: None,
         },
-        body: Some(body),
-        then: ThenCleanup,
+        event: CleanupReports,
     }
 }
 
@@ -229,6 +165,7 @@ pub trait RaceDeadline {
 pub struct NoDeadline;
 
 impl RaceDeadline for NoDeadline {
+    #[inline]
     fn poll_elapsed(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> bool {
         false
     }
@@ -257,150 +194,119 @@ impl RaceDeadline for Deadline<'_> {
             .as_pin_mut()
             .is_some_and(|sleep| sleep.poll(cx).is_ready());
         if elapsed {
-            // Cancel the fn's own (child) token first, so nested calls that
-            // got it see the cancellation while the body drains.
+            // The fn's own token: nested calls that got it are cancelled too,
+            // and see it when the race polls its body once more.
             this.token.cancel();
         }
         elapsed
     }
 }
 
-/// What a race does next, as its waiter sees it.
-enum Step {
-    /// Poll the body.
-    Go,
-    /// Cancelled for `reason`; `drain` when the body waits inside nested
-    /// calls, which must see it first.
-    Cancel { reason: Cancelled, drain: bool },
-}
-
-impl Waiter<'_> {
-    /// Before the body's poll: cancelled (or cancelled with an enclosing
-    /// race that drains its body), or go on. Cancellation first: it wins
-    /// ties, and an already-cancelled token means the body is never polled.
-    #[inline]
-    fn check(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step {
-        let forced = DRAINING.get();
-        let (cancelled, nested) = match self.project() {
-            WaiterProj::Draining { reason } => {
-                return Step::Cancel {
-                    reason: *reason,
-                    drain: true,
-                };
-            }
-            WaiterProj::Fresh { token } => (forced.is_some() || token.is_cancelled(), false),
-            WaiterProj::Waiting { nested, cancelled } => {
-                (forced.is_some() || cancelled.poll(cx).is_ready(), *nested)
-            }
-        };
-        if cancelled {
-            let reason = forced.unwrap_or_else(token_cancelled);
-            return Step::Cancel {
-                reason,
-                drain: nested,
-            };
-        }
-        Step::Go
-    }
-
-    /// Whether the body waits inside a nested call.
-    #[inline]
-    fn nested(&self) -> bool {
-        matches!(
-            self,
-            Waiter::Waiting { nested: true, .. } | Waiter::Draining { .. }
-        )
-    }
-
-    /// The body is waiting: only now register a waiter on the token. A
-    /// cancellation that landed while the body was polled is seen here.
-    /// `None` to wait, or the reason it was cancelled.
-    #[inline]
-    fn pending(mut self: Pin<&mut Self>, nest: Nest, cx: &mut Context<'_>) -> Option<Cancelled> {
-        match self.as_mut().project() {
-            WaiterProj::Waiting { nested, .. } => *nested = nest.nested,
-            WaiterProj::Draining { .. } => unreachable!("a draining race polls its body elsewhere"),
-            WaiterProj::Fresh { token } => {
-                let token: &CancellationToken = token;
-                self.set(Waiter::Waiting {
-                    nested: nest.nested,
-                    cancelled: token.cancelled(),
-                });
-                if let WaiterProj::Waiting { cancelled, .. } = self.as_mut().project() {
-                    if cancelled.poll(cx).is_ready() {
-                        return Some(token_cancelled());
-                    }
-                }
-            }
-        }
-        // Pass on whether a cleanup is running below: an enclosing race that
-        // drains must wait for it even though this race was not cancelled.
-        report(nest.cleaning > 0);
-        None
-    }
-
-    /// After a drained poll of the body: `true` while nested calls are
-    /// still cancelling (then the race waits, draining).
-    #[inline]
-    fn keep_draining(
-        mut self: Pin<&mut Self>,
-        pending: bool,
-        nest: Nest,
-        reason: Cancelled,
-    ) -> bool {
-        if pending && nest.cleaning > 0 {
-            self.as_mut().drain(reason);
-            report(true);
-            return true;
-        }
-        false
-    }
-
-    /// From now on the race only drains (or, with no cleanup of its own,
-    /// waits to be dropped).
-    #[inline]
-    fn drain(mut self: Pin<&mut Self>, reason: Cancelled) {
-        if !matches!(*self, Waiter::Draining { .. }) {
-            self.set(Waiter::Draining { reason });
-        }
-    }
-}
-
-impl<F: Future, D: RaceDeadline, K: Then> Future for Race<'_, F, D, K> {
+impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
     type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let mut step = this.waiter.as_mut().check(cx);
-        if matches!(step, Step::Go) && this.deadline.poll_elapsed(cx) {
-            step = Step::Cancel {
-                reason: Cancelled::timed_out(),
-                drain: this.waiter.nested(),
-            };
-        }
-        let (reason, drain) = match step {
-            Step::Cancel { reason, drain } => (reason, drain),
-            Step::Go => {
-                let Some(body) = this.body.as_mut().as_pin_mut() else {
-                    polled_after_completion()
-                };
-                let saved = nest_enter();
-                let poll = body.poll(cx);
-                let nest = nest_leave(saved);
-                if let Poll::Ready(value) = poll {
-                    this.body.set(None);
-                    return Poll::Ready(Ok(value));
-                }
-                match this.waiter.as_mut().pending(nest, cx) {
-                    None => return Poll::Pending,
-                    Some(reason) => (reason, nest.nested),
-                }
+        // Cancellation first: it wins ties, and an already-cancelled token
+        // means the body is never polled.
+        let cancelled = match this.state.as_mut().project() {
+            StateProj::Fresh { token } => token.is_cancelled().then_some(None),
+            StateProj::Waiting { last, cancelled } => {
+                cancelled.poll(cx).is_ready().then_some(Some(*last))
+            }
+            StateProj::Cancelling { reason } => {
+                let reason = *reason;
+                return cancel(this.body, this.state, reason, true, this.event.name(), cx).map(Err);
+            }
+            StateProj::Returning { reason } => {
+                nest::return_cancelled();
+                return Poll::Ready(Err(*reason));
             }
         };
-        if cancel_body(this.body, this.waiter, drain, this.then.last(), reason, cx) {
-            Poll::Ready(Err(reason))
-        } else {
-            Poll::Pending
+        let cancelled = match cancelled {
+            Some(last) => Some((last, None)),
+            None if this.deadline.poll_elapsed(cx) => {
+                let last = match &*this.state {
+                    RaceState::Waiting { last, .. } => Some(*last),
+                    _ => None,
+                };
+                Some((last, Some(Cancelled::timed_out())))
+            }
+            None => None,
+        };
+        if let Some((last, reason)) = cancelled {
+            return cancelled_now(this.body, this.state, last, reason, this.event.name(), cx)
+                .map(Err);
+        }
+
+        let Some(body) = this.body.as_mut().as_pin_mut() else {
+            polled_after_completion()
+        };
+        let polling = Polling::start(None);
+        let poll = body.poll(cx);
+        let report = polling.finish();
+        match poll {
+            Poll::Ready(value) => {
+                // A nested call returned `Err(Cancelled)` into the body: if the
+                // race's own token is cancelled too, so is the race, whatever
+                // the body made of it.
+                if report.saw_cancel && this.state.as_mut().poll_cancelled(cx) {
+                    drop(value);
+                    let last = Some(Last { waiting: false });
+                    return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
+                        .map(Err);
+                }
+                this.body.set(None);
+                Poll::Ready(Ok(value))
+            }
+            Poll::Pending => {
+                if this.state.as_mut().wait(report, cx) {
+                    let last = Some(Last::from(report));
+                    return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
+                        .map(Err);
+                }
+                // Pass on what must finish inside (a nested cleanup, a
+                // shield): a cancelled race around this one waits for it too.
+                nest::pending(report.busy);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl RaceState<'_> {
+    /// The body waits: register a waiter on the token (the first time) and
+    /// keep what it reported. `true` if the token is cancelled, which a
+    /// cancellation that landed while the body was polled is seen here.
+    #[inline]
+    fn wait(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
+        match self.as_mut().project() {
+            StateProj::Waiting { last, .. } => {
+                *last = Last::from(report);
+                false
+            }
+            StateProj::Fresh { token } => {
+                let token: &CancellationToken = token;
+                self.set(RaceState::Waiting {
+                    last: Last::from(report),
+                    cancelled: token.cancelled(),
+                });
+                self.poll_cancelled(cx)
+            }
+            StateProj::Returning { .. } | StateProj::Cancelling { .. } => {
+                unreachable!("a cancelled race polls its body elsewhere")
+            }
+        }
+    }
+
+    /// Whether the race's token is cancelled (registering a waiter if it
+    /// has one).
+    #[cold]
+    fn poll_cancelled(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        match self.project() {
+            StateProj::Fresh { token } => token.is_cancelled(),
+            StateProj::Waiting { cancelled, .. } => cancelled.poll(cx).is_ready(),
+            StateProj::Returning { .. } | StateProj::Cancelling { .. } => true,
         }
     }
 }
@@ -411,6 +317,47 @@ fn polled_after_completion() -> ! {
     panic!("a `#[cancellable]` race was polled after completion")
 }
 
+/// A race's body, as the cancellation path sees it: polled only so that
+/// nested calls can finish, then dropped. A trait object, so that the
+/// cancellation path is compiled once rather than for every fn.
+trait Body {
+    /// Polls the body, if it is still there: `true` while it is pending (a
+    /// value it returns now is dropped: the race is cancelled).
+    fn poll_nested(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool;
+    /// Drops the body.
+    fn drop_body(self: Pin<&mut Self>);
+}
+
+impl<F: Future> Body for Option<F> {
+    fn poll_nested(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        self.as_pin_mut()
+            .is_some_and(|fut| fut.poll(cx).is_pending())
+    }
+
+    fn drop_body(mut self: Pin<&mut Self>) {
+        self.set(None);
+    }
+}
+
+/// The race has just seen its cancellation: by its token, or its deadline
+/// (`reason` given); `last` is `None` when the body never waited.
+#[cold]
+#[inline(never)]
+fn cancelled_now(
+    body: Pin<&mut dyn Body>,
+    state: Pin<&mut RaceState<'_>>,
+    last: Option<Last>,
+    reason: Option<Cancelled>,
+    event: Option<Name>,
+    cx: &mut Context<'_>,
+) -> Poll<Cancelled> {
+    let reason = reason
+        .or_else(nest::draining_reason)
+        .unwrap_or_else(token_cancelled);
+    let drain = last.is_some_and(|last| last.waiting);
+    cancel(body, state, reason, drain, event, cx)
+}
+
 /// Why a race whose token was cancelled was: see
 /// [`CancelReason`](crate::CancelReason).
 #[cold]
@@ -418,71 +365,48 @@ fn token_cancelled() -> Cancelled {
     Cancelled::because(crate::reason::of_current_task())
 }
 
-/// A race's body, as the cancellation path sees it: polled only to drain
-/// it, then dropped. A trait object, so that [`cancel_body`] is compiled
-/// once rather than for every fn (it is the cold path).
-trait Body {
-    /// Polls the body, if it is still there, for a drain: `true` while it is
-    /// pending (a value it returns now is dropped: the race is cancelled).
-    fn poll_drain(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool;
-    /// Drops the body; `true` if it was still there.
-    fn drop_body(self: Pin<&mut Self>) -> bool;
-}
-
-impl<F: Future> Body for Option<F> {
-    fn poll_drain(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
-        match self.as_pin_mut() {
-            Some(fut) => fut.poll(cx).is_pending(),
-            None => false,
-        }
-    }
-
-    fn drop_body(mut self: Pin<&mut Self>) -> bool {
-        let was = self.is_some();
-        self.set(None);
-        was
-    }
-}
-
-/// The body was cancelled: drop it at once, or drain it while it is inside
-/// nested calls that are still cancelling. `true` when the race returns
-/// `Err(reason)` now, `false` when it waits. `last` is the fn's name when no
-/// cleanup follows the race.
-fn cancel_body(
+/// Cancelled for `reason`: polls the body again if `drain` (something was
+/// pending inside it) and waits while what is nested in it is busy, then
+/// drops it. `Ready(reason)` when the race returns `Err(reason)`.
+fn cancel(
     mut body: Pin<&mut dyn Body>,
-    mut waiter: Pin<&mut Waiter<'_>>,
-    drain: bool,
-    last: Option<Name>,
+    mut state: Pin<&mut RaceState<'_>>,
     reason: Cancelled,
+    drain: bool,
+    event: Option<Name>,
     cx: &mut Context<'_>,
-) -> bool {
+) -> Poll<Cancelled> {
     if drain {
-        let draining = Draining::set(Some(reason));
-        let saved = nest_enter();
-        let pending = body.as_mut().poll_drain(cx);
-        let nest = nest_leave(saved);
-        drop(draining);
-        if waiter.as_mut().keep_draining(pending, nest, reason) {
-            return false;
+        let polling = Polling::start(Some(reason));
+        let pending = body.as_mut().poll_nested(cx);
+        let report = polling.finish();
+        if pending && report.busy {
+            if !matches!(*state, RaceState::Cancelling { .. }) {
+                state.set(RaceState::Cancelling { reason });
+            }
+            nest::pending(true);
+            return Poll::Pending;
         }
     }
-    let dropped_now = body.drop_body();
-    let Some(name) = last else {
-        // The cleanup reports it when it ends.
-        return true;
-    };
-    if DRAINING.get().is_none() {
+    body.drop_body();
+    if let Some(name) = event {
+        // No cleanup follows: the race's `Err` is the fn's.
         report_cancelled(name, reason);
-        return true;
+        if !nest::may_return_cancelled() {
+            state.set(RaceState::Returning { reason });
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        return Poll::Ready(reason);
     }
-    // Inside a draining race, with no cleanup of its own: never return into
-    // the cancelled body, which is about to be dropped. It was cancelled all
-    // the same: say so, once.
-    if dropped_now {
-        report_cancelled(name, reason);
-    }
-    waiter.drain(reason);
-    false
+    nest::return_cancelled();
+    Poll::Ready(reason)
+}
+
+/// A fn without a cleanup was cancelled: its `tracing` event.
+fn report_cancelled(_name: Name, _reason: Cancelled) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "cancel_scope", fn_name = _name.0, reason = %_reason, "cancelled");
 }
 
 /// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
@@ -511,26 +435,33 @@ pub const fn name(_name: &'static str) -> Name {
     Name
 }
 
-/// What a cleanup reports when it ends, with the `tracing` feature.
+/// What a cleanup reports when it ends (or is dropped before it ends), with
+/// the `tracing` feature: one event per cancelled fn.
 #[derive(Debug)]
 pub struct Trace {
     #[cfg(feature = "tracing")]
     name: &'static str,
     #[cfg(feature = "tracing")]
+    reason: Cancelled,
+    #[cfg(feature = "tracing")]
     started: Option<std::time::Instant>,
+    #[cfg(feature = "tracing")]
+    reported: bool,
 }
 
 impl Trace {
     #[cfg(feature = "tracing")]
-    fn new(name: Name) -> Self {
+    fn new(name: Name, reason: Cancelled) -> Self {
         Trace {
             name: name.0,
+            reason,
             started: None,
+            reported: false,
         }
     }
 
     #[cfg(not(feature = "tracing"))]
-    fn new(_name: Name) -> Self {
+    fn new(_name: Name, _reason: Cancelled) -> Self {
         Trace {}
     }
 
@@ -539,88 +470,95 @@ impl Trace {
         self.started.get_or_insert_with(std::time::Instant::now);
     }
 
-    fn done(&self, _reason: Cancelled) {
+    /// `end`: how the cleanup ended ("done", "cut at its cleanup_timeout",
+    /// "dropped").
+    fn done(&mut self, _end: &'static str) {
         #[cfg(feature = "tracing")]
-        {
+        if !std::mem::replace(&mut self.reported, true) {
             let cleanup = self.started.map(|t| t.elapsed()).unwrap_or_default();
             tracing::debug!(
                 target: "cancel_scope",
                 fn_name = self.name,
-                reason = %_reason,
+                reason = %self.reason,
+                cleanup = _end,
                 cleanup_us = u64::try_from(cleanup.as_micros()).unwrap_or(u64::MAX),
-                "cancelled; cleanup done"
+                "cancelled"
             );
         }
     }
 }
 
+#[cfg(feature = "tracing")]
+impl Drop for Trace {
+    fn drop(&mut self) {
+        self.done("dropped");
+    }
+}
+
 pin_project! {
     /// Runs a cleanup, then gives back the [`Cancelled`] it ran for (so that
-    /// the generated code keeps no copy of it across the cleanup's awaits);
-    /// while it waits, it tells an enclosing race that a nested call is still
-    /// cancelling, so that race drains rather than drops its body. Inside a
-    /// draining race, a finished cleanup never completes: its fn does not
-    /// return into the cancelled body.
+    /// the generated code keeps no copy of it across the cleanup's awaits).
+    /// While it runs it tells the race polling it that a nested call is
+    /// still cancelling, so a cancelled caller does not drop its body yet.
     #[must_use = "futures do nothing unless polled"]
     pub struct Cleanup<F> {
         reason: Cancelled,
         trace: Trace,
+        stage: Stage,
         #[pin]
-        cleanup: Option<F>,
+        cleanup: F,
+    }
+}
+
+pin_project! {
+    /// A cleanup without a bound: it ends when the user's block does.
+    pub struct Unbounded<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Unbounded<F> {
+    type Output = &'static str;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+        self.project().inner.poll(cx).map(|()| "done")
+    }
+}
+
+pin_project! {
+    /// A cleanup with a `cleanup_timeout`: cut when it passes.
+    pub struct Bounded<F> {
+        #[pin]
+        inner: Timeout<F>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Bounded<F> {
+    type Output = &'static str;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+        self.project().inner.poll(cx).map(|r| match r {
+            Ok(()) => "done",
+            Err(_) => "cut at its cleanup_timeout",
+        })
     }
 }
 
 /// See [`Cleanup`].
-pub fn cleanup<F: Future<Output = ()>>(name: Name, reason: Cancelled, cleanup: F) -> Cleanup<F> {
+pub fn cleanup<F: Future<Output = ()>>(
+    name: Name,
+    reason: Cancelled,
+    cleanup: F,
+) -> Cleanup<Unbounded<F>> {
     Cleanup {
         reason,
-        trace: Trace::new(name),
-        cleanup: Some(cleanup),
+        trace: Trace::new(name, reason),
+        stage: Stage::Running,
+        cleanup: Unbounded { inner: cleanup },
     }
-}
-
-impl<F: Future<Output = ()>> Future for Cleanup<F> {
-    type Output = Cancelled;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
-        let mut this = self.project();
-        let Some(cleanup) = this.cleanup.as_mut().as_pin_mut() else {
-            // Finished inside a draining race: wait to be dropped with it.
-            return Poll::Pending;
-        };
-        match poll_cleanup(cleanup, this.trace, *this.reason, cx) {
-            Poll::Ready(true) => {
-                this.cleanup.set(None);
-                Poll::Pending
-            }
-            Poll::Ready(false) => Poll::Ready(*this.reason),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// Polls a cleanup, whose own `#[cancellable]` calls run normally: `Pending`
-/// while it runs, else whether it finished inside a draining race (then it
-/// waits to be dropped with it rather than return into the cancelled body).
-/// Takes a trait object, so that it is compiled once rather than for every
-/// fn (a cleanup is the cold path).
-fn poll_cleanup(
-    cleanup: Pin<&mut dyn Future<Output = ()>>,
-    trace: &mut Trace,
-    reason: Cancelled,
-    cx: &mut Context<'_>,
-) -> Poll<bool> {
-    trace.polled();
-    let draining = Draining::set(None);
-    let pending = cleanup.poll(cx).is_pending();
-    let draining_outer = draining.outer.is_some();
-    drop(draining);
-    if pending {
-        report(true);
-        return Poll::Pending;
-    }
-    trace.done(reason);
-    Poll::Ready(draining_outer)
 }
 
 /// Runs a cleanup for at most `limit`; past it the cleanup is dropped and
@@ -630,18 +568,66 @@ pub fn cleanup_within<F: Future<Output = ()>>(
     reason: Cancelled,
     limit: Duration,
     cleanup: F,
-) -> Cleanup<impl Future<Output = ()>> {
+) -> Cleanup<Bounded<F>> {
     Cleanup {
         reason,
-        trace: Trace::new(name),
-        cleanup: Some(async move {
-            let _elapsed = tokio::time::timeout(limit, cleanup).await;
-            #[cfg(feature = "tracing")]
-            if _elapsed.is_err() {
-                tracing::warn!(target: "cancel_scope", fn_name = name.0, ?limit, "cleanup dropped at its cleanup_timeout");
-            }
-        }),
+        trace: Trace::new(name, reason),
+        stage: Stage::Running,
+        cleanup: Bounded {
+            inner: tokio::time::timeout(limit, cleanup),
+        },
     }
+}
+
+impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
+    type Output = Cancelled;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
+        let this = self.project();
+        poll_cleanup(this.cleanup, this.trace, this.stage, *this.reason, cx)
+    }
+}
+
+/// Polls a cleanup. A trait object, so that it is compiled once rather than
+/// for every fn (a cleanup is the cold path).
+fn poll_cleanup(
+    cleanup: Pin<&mut dyn Future<Output = &'static str>>,
+    trace: &mut Trace,
+    stage: &mut Stage,
+    reason: Cancelled,
+    cx: &mut Context<'_>,
+) -> Poll<Cancelled> {
+    match *stage {
+        Stage::Running => {
+            trace.polled();
+            let Poll::Ready(end) = cleanup.poll(cx) else {
+                nest::pending(true);
+                return Poll::Pending;
+            };
+            trace.done(end);
+            if !nest::may_return_cancelled() {
+                *stage = Stage::Done;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        Stage::Done => nest::return_cancelled(),
+        Stage::Returned => polled_after_completion(),
+    }
+    *stage = Stage::Returned;
+    Poll::Ready(reason)
+}
+
+/// Where a [`Cleanup`] stands.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    /// The user's block runs.
+    Running,
+    /// The block is done; the fn returns on the next poll (it waits a turn:
+    /// see `nest::may_return_cancelled`).
+    Done,
+    /// The fn returned.
+    Returned,
 }
 
 /// A child of `token` for a fn with a `timeout`, so the deadline can cancel

@@ -119,7 +119,7 @@ pub fn exit<F, T>(cleanup: Cleanup<F>) -> Exit<F, T> {
     }
 }
 
-impl<F: Future<Output = ()>, T> Future for Exit<F, T> {
+impl<F: Future<Output = &'static str>, T> Future for Exit<F, T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
