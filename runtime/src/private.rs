@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::time::{Sleep, Timeout};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Cancelled;
-use crate::nest::{self, Polling, Report};
+use crate::nest::{self, InFlight, Polling, Registration, Report};
 
 // What depends on the body's type (polling it, dropping it) is all that is
 // compiled again for every `#[cancellable]` fn; the cancellation path takes
@@ -50,9 +51,9 @@ pin_project! {
     enum RaceState<'a> {
         /// No waiter on the token yet: the body has not had to wait.
         Fresh { token: &'a CancellationToken },
-        /// Cancelled, the body dropped: too many cancelled calls returned
-        /// into the enclosing body in its current poll, so this one returns
-        /// on the next.
+        /// Started with its token already cancelled after too many others
+        /// did in the same poll of the enclosing body (a retry loop): it
+        /// returns on the next poll, its body dropped.
         Returning { reason: Cancelled },
         /// The body waits, and so does a waiter on the token; `last` is what
         /// the body's last poll reported.
@@ -63,14 +64,21 @@ pin_project! {
         },
         /// Cancelled: the body is polled only until what is nested in it has
         /// finished (cleanups of nested calls, shields), then dropped.
-        Cancelling { reason: Cancelled },
+        Cancelling {
+            reason: Cancelled,
+            in_flight: Arc<InFlight>,
+            // Registered with a cancelled race around this one.
+            upward: Option<Registration>,
+        },
+        /// Returned.
+        Done,
     }
 }
 
-/// What a cancelled race needs to know of its body's last poll.
+/// What a cancelled race needs to know of its body's polls so far.
 #[derive(Clone, Copy)]
 struct Last {
-    /// Something was pending inside the body: poll it once more.
+    /// Something nested was pending inside the body: poll it once more.
     waiting: bool,
 }
 
@@ -214,14 +222,18 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
             StateProj::Waiting { last, cancelled } => {
                 cancelled.poll(cx).is_ready().then_some(Some(*last))
             }
-            StateProj::Cancelling { reason } => {
+            StateProj::Cancelling { reason, .. } => {
                 let reason = *reason;
-                return cancel(this.body, this.state, reason, true, this.event.name(), cx).map(Err);
+                let event = this.event.name();
+                return cancel(this.body, this.state, reason, true, event, false, cx).map(Err);
             }
             StateProj::Returning { reason } => {
-                nest::return_cancelled();
-                return Poll::Ready(Err(*reason));
+                let reason = *reason;
+                nest::may_return_cancelled(false);
+                this.state.set(RaceState::Done);
+                return Poll::Ready(Err(reason));
             }
+            StateProj::Done => polled_after_completion(),
         };
         let cancelled = match cancelled {
             Some(last) => Some((last, None)),
@@ -242,9 +254,9 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         let Some(body) = this.body.as_mut().as_pin_mut() else {
             polled_after_completion()
         };
-        let polling = Polling::start(None);
+        let polling = Polling::start();
         let poll = body.poll(cx);
-        let report = polling.finish();
+        let report = polling.finish(poll.is_ready());
         match poll {
             Poll::Ready(value) => {
                 // A nested call returned `Err(Cancelled)` into the body: if the
@@ -257,6 +269,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
                         .map(Err);
                 }
                 this.body.set(None);
+                this.state.set(RaceState::Done);
                 Poll::Ready(Ok(value))
             }
             Poll::Pending => {
@@ -282,7 +295,12 @@ impl RaceState<'_> {
     fn wait(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
         match self.as_mut().project() {
             StateProj::Waiting { last, .. } => {
-                *last = Last::from(report);
+                // A poll in which the body polls nothing nested (a
+                // `FuturesUnordered` with nothing woken) says nothing of the
+                // nested calls still waiting in it; one in which a nested
+                // call returned and nothing else nested waited does.
+                let now = Last::from(report).waiting;
+                last.waiting = now || (last.waiting && !report.returned);
                 false
             }
             StateProj::Fresh { token } => {
@@ -293,7 +311,7 @@ impl RaceState<'_> {
                 });
                 self.poll_cancelled(cx)
             }
-            StateProj::Returning { .. } | StateProj::Cancelling { .. } => {
+            StateProj::Returning { .. } | StateProj::Cancelling { .. } | StateProj::Done => {
                 unreachable!("a cancelled race polls its body elsewhere")
             }
         }
@@ -306,7 +324,7 @@ impl RaceState<'_> {
         match self.project() {
             StateProj::Fresh { token } => token.is_cancelled(),
             StateProj::Waiting { cancelled, .. } => cancelled.poll(cx).is_ready(),
-            StateProj::Returning { .. } | StateProj::Cancelling { .. } => true,
+            StateProj::Returning { .. } | StateProj::Cancelling { .. } | StateProj::Done => true,
         }
     }
 }
@@ -351,11 +369,12 @@ fn cancelled_now(
     event: Option<Name>,
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
+    let retry = last.is_none() && reason.is_none();
     let reason = reason
         .or_else(nest::draining_reason)
         .unwrap_or_else(token_cancelled);
     let drain = last.is_some_and(|last| last.waiting);
-    cancel(body, state, reason, drain, event, cx)
+    cancel(body, state, reason, drain, event, retry, cx)
 }
 
 /// Why a race whose token was cancelled was: see
@@ -367,39 +386,53 @@ fn token_cancelled() -> Cancelled {
 
 /// Cancelled for `reason`: polls the body again if `drain` (something was
 /// pending inside it) and waits while what is nested in it is busy, then
-/// drops it. `Ready(reason)` when the race returns `Err(reason)`.
+/// drops it. `Ready(reason)` when the race returns `Err(reason)`. `retry`:
+/// the call started with its token already cancelled.
 fn cancel(
     mut body: Pin<&mut dyn Body>,
     mut state: Pin<&mut RaceState<'_>>,
     reason: Cancelled,
     drain: bool,
     event: Option<Name>,
+    retry: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
     if drain {
-        let polling = Polling::start(Some(reason));
+        let in_flight = match &*state {
+            RaceState::Cancelling { in_flight, .. } => Arc::clone(in_flight),
+            _ => Arc::default(),
+        };
+        let polling = Polling::draining(reason, &in_flight);
         let pending = body.as_mut().poll_nested(cx);
-        let report = polling.finish();
-        if pending && report.busy {
+        let report = polling.finish(false);
+        if pending && (report.busy || !in_flight.is_idle()) {
             if !matches!(*state, RaceState::Cancelling { .. }) {
-                state.set(RaceState::Cancelling { reason });
+                state.set(RaceState::Cancelling {
+                    reason,
+                    in_flight,
+                    upward: nest::register(),
+                });
             }
             nest::pending(true);
             return Poll::Pending;
         }
     }
     body.drop_body();
-    if let Some(name) = event {
-        // No cleanup follows: the race's `Err` is the fn's.
-        report_cancelled(name, reason);
-        if !nest::may_return_cancelled() {
-            state.set(RaceState::Returning { reason });
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+    state.set(RaceState::Done);
+    let Some(name) = event else {
+        // The cleanup runs next, and returns.
+        if retry {
+            nest::started_cancelled();
         }
         return Poll::Ready(reason);
+    };
+    // No cleanup follows: the race's `Err` is the fn's.
+    report_cancelled(name, reason);
+    if !nest::may_return_cancelled(retry) {
+        state.set(RaceState::Returning { reason });
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
     }
-    nest::return_cancelled();
     Poll::Ready(reason)
 }
 
@@ -505,6 +538,8 @@ pin_project! {
         reason: Cancelled,
         trace: Trace,
         stage: Stage,
+        // Registered with a cancelled race around the fn.
+        upward: Option<Registration>,
         #[pin]
         cleanup: F,
     }
@@ -556,7 +591,8 @@ pub fn cleanup<F: Future<Output = ()>>(
     Cleanup {
         reason,
         trace: Trace::new(name, reason),
-        stage: Stage::Running,
+        stage: Stage::Start,
+        upward: None,
         cleanup: Unbounded { inner: cleanup },
     }
 }
@@ -572,7 +608,8 @@ pub fn cleanup_within<F: Future<Output = ()>>(
     Cleanup {
         reason,
         trace: Trace::new(name, reason),
-        stage: Stage::Running,
+        stage: Stage::Start,
+        upward: None,
         cleanup: Bounded {
             inner: tokio::time::timeout(limit, cleanup),
         },
@@ -584,7 +621,14 @@ impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
         let this = self.project();
-        poll_cleanup(this.cleanup, this.trace, this.stage, *this.reason, cx)
+        poll_cleanup(
+            this.cleanup,
+            this.trace,
+            this.stage,
+            this.upward,
+            *this.reason,
+            cx,
+        )
     }
 }
 
@@ -594,24 +638,35 @@ fn poll_cleanup(
     cleanup: Pin<&mut dyn Future<Output = &'static str>>,
     trace: &mut Trace,
     stage: &mut Stage,
+    upward: &mut Option<Registration>,
     reason: Cancelled,
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
+    if let Stage::Start = stage {
+        *stage = Stage::Running {
+            retry: nest::take_started_cancelled(),
+        };
+        *upward = nest::register();
+    }
     match *stage {
-        Stage::Running => {
+        Stage::Start => unreachable!("started above"),
+        Stage::Running { retry } => {
             trace.polled();
             let Poll::Ready(end) = cleanup.poll(cx) else {
                 nest::pending(true);
                 return Poll::Pending;
             };
             trace.done(end);
-            if !nest::may_return_cancelled() {
+            *upward = None;
+            if !nest::may_return_cancelled(retry) {
                 *stage = Stage::Done;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
         }
-        Stage::Done => nest::return_cancelled(),
+        Stage::Done => {
+            nest::may_return_cancelled(false);
+        }
         Stage::Returned => polled_after_completion(),
     }
     *stage = Stage::Returned;
@@ -621,10 +676,13 @@ fn poll_cleanup(
 /// Where a [`Cleanup`] stands.
 #[derive(Debug, Clone, Copy)]
 pub enum Stage {
-    /// The user's block runs.
-    Running,
-    /// The block is done; the fn returns on the next poll (it waits a turn:
-    /// see `nest::may_return_cancelled`).
+    /// Not polled yet.
+    Start,
+    /// The user's block runs; `retry`: the fn started with its token
+    /// already cancelled.
+    Running { retry: bool },
+    /// The block is done; the fn returns on the next poll (a retry that
+    /// waits a turn: see `nest::RETRIES_PER_POLL`).
     Done,
     /// The fn returned.
     Returned,
