@@ -21,59 +21,85 @@ use crate::Cancelled;
 /// drops it at that point.
 pub(crate) const RETRIES_PER_POLL: u8 = 32;
 
-/// What one poll of a body reported to the race that polls it.
-#[derive(Clone, Copy)]
+/// What one poll of a body reported to the race that polls it: a few bits
+/// and a count, so that saving and restoring it around every poll is cheap.
+#[derive(Clone, Copy, Default)]
 pub(crate) struct Report {
-    /// This report belongs to a race (the thread's base report does not).
-    pub(crate) inside: bool,
-    /// A nested `#[cancellable]` call or a [`shield`](crate::shield) is
-    /// pending in the body: a cancelled race polls its body once more before
-    /// dropping it, so that nested calls on derived tokens see the
-    /// cancellation and clean up.
-    pub(crate) waiting: bool,
-    /// Something in the body must finish before the body may be dropped: a
-    /// nested call that is cancelling, or a `shield`.
-    pub(crate) busy: bool,
-    /// A nested call returned `Err(Cancelled)` into the body: a body that
-    /// then completes is checked against the race's own token.
-    pub(crate) saw_cancel: bool,
-    /// A nested call returned into the body (`Ok` or `Err`): with nothing
-    /// else nested pending, the body no longer waits inside a nested call.
-    pub(crate) returned: bool,
-    /// The call that just returned `Err(Cancelled)` from its race started
-    /// with its token already cancelled (its cleanup, which runs next in
-    /// the same poll, then counts as a retry).
-    pub(crate) started_cancelled: bool,
+    flags: u8,
     /// Retries (see [`RETRIES_PER_POLL`]) that returned into the body.
-    pub(crate) retries: u8,
-    /// While a cancelled race polls its body to let nested calls clean up
-    /// (at any depth): why, for the nested calls whose own token is
-    /// cancelled too, and so that a shield that starts then defers nothing.
-    pub(crate) reason: Option<Cancelled>,
-    /// While a cancelled race polls its body: where the nested calls that
-    /// start cancelling register, so that the race waits for them even when
-    /// the body does not poll them again (a `FuturesUnordered` polls only
-    /// the futures that were woken). Points into an `Arc` the race holds
-    /// for the whole poll.
-    in_flight: *const InFlight,
+    retries: u8,
 }
+
+/// This report belongs to a race (the thread's base report does not).
+const INSIDE: u8 = 1;
+/// A nested `#[cancellable]` call or a [`shield`](crate::shield) is pending
+/// in the body: a cancelled race polls its body once more before dropping it,
+/// so that nested calls on derived tokens see the cancellation and clean up.
+const WAITING: u8 = 2;
+/// Something in the body must finish before the body may be dropped: a
+/// nested call that is cancelling, or a `shield`.
+const BUSY: u8 = 4;
+/// A nested call returned `Err(Cancelled)` into the body: a body that then
+/// completes is checked against the race's own token.
+const SAW_CANCEL: u8 = 8;
+/// A nested call returned into the body (`Ok` or `Err`): with nothing else
+/// nested pending, the body no longer waits inside a nested call.
+const RETURNED: u8 = 16;
+/// The call that just returned `Err(Cancelled)` from its race started with
+/// its token already cancelled (its cleanup, which runs next in the same
+/// poll, then counts as a retry).
+const STARTED_CANCELLED: u8 = 32;
 
 impl Report {
     const EMPTY: Report = Report {
-        inside: false,
-        waiting: false,
-        busy: false,
-        saw_cancel: false,
-        returned: false,
-        started_cancelled: false,
+        flags: 0,
         retries: 0,
-        reason: None,
-        in_flight: std::ptr::null(),
     };
+
+    fn has(self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// See [`WAITING`] and [`BUSY`].
+    pub(crate) fn waiting(self) -> bool {
+        self.has(WAITING | BUSY)
+    }
+
+    /// See [`BUSY`].
+    pub(crate) fn busy(self) -> bool {
+        self.has(BUSY)
+    }
+
+    /// See [`SAW_CANCEL`].
+    pub(crate) fn saw_cancel(self) -> bool {
+        self.has(SAW_CANCEL)
+    }
+
+    /// See [`RETURNED`].
+    pub(crate) fn returned(self) -> bool {
+        self.has(RETURNED)
+    }
+}
+
+/// While a cancelled race polls its body so that nested calls finish (at
+/// any depth, through races that are not cancelled).
+#[derive(Clone, Copy)]
+struct Drain {
+    /// Why: for the nested calls whose own token is cancelled too, and so
+    /// that a shield that starts then defers nothing.
+    reason: Option<Cancelled>,
+    /// Where the nested calls that start cancelling register, so that the
+    /// race waits for them even when the body does not poll them again (a
+    /// `FuturesUnordered` polls only the futures that were woken). Points
+    /// into an `Arc` the race holds for the whole poll.
+    in_flight: *const InFlight,
 }
 
 thread_local! {
     static CURRENT: Cell<Report> = const { Cell::new(Report::EMPTY) };
+    static DRAIN: Cell<Drain> = const {
+        Cell::new(Drain { reason: None, in_flight: std::ptr::null() })
+    };
 }
 
 /// The cancellations in flight inside one cancelled race's body: nested
@@ -113,29 +139,12 @@ pub(crate) struct Polling {
 }
 
 impl Polling {
-    /// Before a race polls its body: a fresh report (inheriting, from a
-    /// cancelled race around it, why and where to register).
+    /// Before a race polls its body: a fresh report.
     #[inline]
     pub(crate) fn start() -> Polling {
         let fresh = Report {
-            inside: true,
-            ..Report::EMPTY
-        };
-        let outer = CURRENT.replace(fresh);
-        if outer.reason.is_some() {
-            inherit(outer);
-        }
-        Polling { outer }
-    }
-
-    /// Before a cancelled race polls its body so that nested calls finish:
-    /// they see `reason`, and register in `in_flight`.
-    pub(crate) fn draining(reason: Cancelled, in_flight: &Arc<InFlight>) -> Polling {
-        let fresh = Report {
-            inside: true,
-            reason: Some(reason),
-            in_flight: Arc::as_ptr(in_flight),
-            ..Report::EMPTY
+            flags: INSIDE,
+            retries: 0,
         };
         Polling {
             outer: CURRENT.replace(fresh),
@@ -148,7 +157,9 @@ impl Polling {
     pub(crate) fn finish(self, returns: bool) -> Report {
         let this = std::mem::ManuallyDrop::new(self);
         let mut outer = this.outer;
-        outer.returned |= returns;
+        if returns {
+            outer.flags |= RETURNED;
+        }
         CURRENT.replace(outer)
     }
 }
@@ -160,13 +171,33 @@ impl Drop for Polling {
     }
 }
 
-/// A race polled while one around it is cancelled and polls its body: the
-/// calls and shields inside it see that cancellation too.
-#[cold]
-fn inherit(outer: Report) {
+/// A cancelled race polls its body so that nested calls finish: they see
+/// `reason`, and register in `in_flight`, until this is dropped (also on
+/// unwind).
+pub(crate) struct Draining {
+    outer: Drain,
+}
+
+impl Draining {
+    pub(crate) fn start(reason: Cancelled, in_flight: &Arc<InFlight>) -> Draining {
+        Draining {
+            outer: DRAIN.replace(Drain {
+                reason: Some(reason),
+                in_flight: Arc::as_ptr(in_flight),
+            }),
+        }
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        DRAIN.set(self.outer);
+    }
+}
+
+fn update(f: impl FnOnce(&mut Report)) {
     let mut report = CURRENT.get();
-    report.reason = outer.reason;
-    report.in_flight = outer.in_flight;
+    f(&mut report);
     CURRENT.set(report);
 }
 
@@ -174,24 +205,21 @@ fn inherit(outer: Report) {
 /// if that something must finish before the body is dropped.
 #[inline]
 pub(crate) fn pending(busy: bool) {
-    let mut report = CURRENT.get();
-    report.waiting = true;
-    report.busy |= busy;
-    CURRENT.set(report);
+    update(|r| r.flags |= if busy { WAITING | BUSY } else { WAITING });
 }
 
 /// Registers a cancellation in flight with the cancelled race polling us, if
 /// any: it will not drop its body before the registration is dropped.
 pub(crate) fn register() -> Option<Registration> {
-    let ptr = CURRENT.get().in_flight;
+    let ptr = DRAIN.get().in_flight;
     if ptr.is_null() {
         return None;
     }
-    // SAFETY: a non-null `in_flight` was set by `Polling::draining` from an
-    // `Arc` that the race holds for the whole poll during which this report
-    // is the current one; the report is replaced (also on unwind) before the
-    // race can drop it. So the pointee is alive, and its count may be
-    // incremented for the clone made here.
+    // SAFETY: a non-null `in_flight` was set by `Draining::start` from an
+    // `Arc` that the race holds for the whole poll during which it is set;
+    // it is put back (also on unwind) before the race can drop that `Arc`.
+    // So the pointee is alive, and its count may be incremented for the
+    // clone made here.
     let in_flight = unsafe {
         Arc::increment_strong_count(ptr);
         Arc::from_raw(ptr)
@@ -203,9 +231,7 @@ pub(crate) fn register() -> Option<Registration> {
 /// A call that starts with its token already cancelled returns from its
 /// race: its cleanup, which runs next, counts it as a retry.
 pub(crate) fn started_cancelled() {
-    let mut report = CURRENT.get();
-    report.started_cancelled = true;
-    CURRENT.set(report);
+    update(|r| r.flags |= STARTED_CANCELLED);
 }
 
 /// A cancelled call is about to return `Err(Cancelled)` into the body,
@@ -213,14 +239,13 @@ pub(crate) fn started_cancelled() {
 /// wait a turn first (too many retries returned in this poll of the body).
 pub(crate) fn may_return_cancelled(retry: bool) -> bool {
     let mut report = CURRENT.get();
-    if retry && report.inside {
+    if retry && report.has(INSIDE) {
         if report.retries >= RETRIES_PER_POLL {
             return false;
         }
         report.retries += 1;
     }
-    report.saw_cancel = true;
-    report.returned = true;
+    report.flags |= SAW_CANCEL | RETURNED;
     CURRENT.set(report);
     true
 }
@@ -228,12 +253,13 @@ pub(crate) fn may_return_cancelled(retry: bool) -> bool {
 /// Takes the flag [`started_cancelled`] set: a cleanup's first poll.
 pub(crate) fn take_started_cancelled() -> bool {
     let mut report = CURRENT.get();
-    let was = std::mem::replace(&mut report.started_cancelled, false);
+    let was = report.has(STARTED_CANCELLED);
+    report.flags &= !STARTED_CANCELLED;
     CURRENT.set(report);
     was
 }
 
 /// Why an enclosing race, cancelled, is polling its body, if it is.
 pub(crate) fn draining_reason() -> Option<Cancelled> {
-    CURRENT.get().reason
+    DRAIN.get().reason
 }

@@ -19,7 +19,7 @@ use tokio::time::{Sleep, Timeout};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Cancelled;
-use crate::nest::{self, InFlight, Polling, Registration, Report};
+use crate::nest::{self, Draining, InFlight, Polling, Registration, Report};
 
 // What depends on the body's type (polling it, dropping it) is all that is
 // compiled again for every `#[cancellable]` fn; the cancellation path takes
@@ -86,7 +86,7 @@ impl From<Report> for Last {
     #[inline]
     fn from(report: Report) -> Self {
         Last {
-            waiting: report.waiting || report.busy,
+            waiting: report.waiting(),
         }
     }
 }
@@ -262,7 +262,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
                 // A nested call returned `Err(Cancelled)` into the body: if the
                 // race's own token is cancelled too, so is the race, whatever
                 // the body made of it.
-                if report.saw_cancel && this.state.as_mut().poll_cancelled(cx) {
+                if report.saw_cancel() && this.state.as_mut().poll_cancelled(cx) {
                     drop(value);
                     let last = Some(Last { waiting: false });
                     return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
@@ -280,7 +280,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
                 }
                 // Pass on what must finish inside (a nested cleanup, a
                 // shield): a cancelled race around this one waits for it too.
-                nest::pending(report.busy);
+                nest::pending(report.busy());
                 Poll::Pending
             }
         }
@@ -300,7 +300,7 @@ impl RaceState<'_> {
                 // nested calls still waiting in it; one in which a nested
                 // call returned and nothing else nested waited does.
                 let now = Last::from(report).waiting;
-                last.waiting = now || (last.waiting && !report.returned);
+                last.waiting = now || (last.waiting && !report.returned());
                 false
             }
             StateProj::Fresh { token } => {
@@ -309,7 +309,10 @@ impl RaceState<'_> {
                     last: Last::from(report),
                     cancelled: token.cancelled(),
                 });
-                self.poll_cancelled(cx)
+                match self.project() {
+                    StateProj::Waiting { cancelled, .. } => cancelled.poll(cx).is_ready(),
+                    _ => unreachable!("just set"),
+                }
             }
             StateProj::Returning { .. } | StateProj::Cancelling { .. } | StateProj::Done => {
                 unreachable!("a cancelled race polls its body elsewhere")
@@ -402,10 +405,12 @@ fn cancel(
             RaceState::Cancelling { in_flight, .. } => Arc::clone(in_flight),
             _ => Arc::default(),
         };
-        let polling = Polling::draining(reason, &in_flight);
+        let draining = Draining::start(reason, &in_flight);
+        let polling = Polling::start();
         let pending = body.as_mut().poll_nested(cx);
         let report = polling.finish(false);
-        if pending && (report.busy || !in_flight.is_idle()) {
+        drop(draining);
+        if pending && (report.busy() || !in_flight.is_idle()) {
             if !matches!(*state, RaceState::Cancelling { .. }) {
                 state.set(RaceState::Cancelling {
                     reason,
