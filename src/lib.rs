@@ -56,6 +56,7 @@
 //!   fan-out work, the subsystems of a daemon, the connections of a server.
 //!   Each task gets a child token; `shutdown(grace)` cancels them, waits for
 //!   their cleanups and aborts the stragglers.
+#![doc = include_str!("semantics.md")]
 #![deny(missing_docs)]
 
 #[cfg(feature = "signal")]
@@ -122,16 +123,16 @@ pub use cancel_scope_runtime::{
 ///
 /// # Nested calls
 ///
-/// A `#[cancellable]` call inside a cancelled body is cancelled with it, and
-/// its cleanup runs before the outer one: innermost first. When the outer
-/// race sees its token cancelled while its body waits inside nested calls,
-/// it keeps polling the body ("drains" it) only until those calls have
-/// dropped their own bodies and run their cleanups, then drops it. The
-/// nested calls are cancelled whatever token they were given (a child, a
-/// clone, or an unrelated one), and once they have cleaned up they do not
-/// return into the cancelled body: no code after them runs, so a retry loop
-/// around a nested call cannot spin. A cleanup's own `#[cancellable]` calls
-/// run normally.
+/// A `#[cancellable]` call inside a cancelled body is cancelled with it when
+/// its token is the caller's or derived from it (pass `token.clone()` or
+/// `token.child_token()` on), and its cleanup runs before the caller's:
+/// innermost first. A call on an unrelated token is not cancelled; it is
+/// dropped with the body. A nested call's `Err(Cancelled)` returns into the
+/// body like any value, but a caller whose own token is cancelled returns
+/// `Err(Cancelled)` whatever its body made of it. The crate docs' section
+/// [Cancellation semantics](crate#cancellation-semantics) has each rule with
+/// an example, and [`shield`] keeps a critical section (a
+/// reply being written) from being cut.
 ///
 /// # The cleanup
 ///
@@ -228,7 +229,8 @@ pub use cancel_scope_runtime::{
 /// sibling that failed under `fail_fast`, the winner under `first_ok`, the
 /// deadline, the shutdown, a [`ShutdownSignal`], the owner's `cancel`), else
 /// [`CancelReason::Token`]. A nested `#[cancellable]` call cancelled with its
-/// caller reports the caller's reason. Until something is cancelled the
+/// caller (it sees its cancellation while the caller polls its body so that
+/// nested calls finish) reports the caller's reason. Until something is cancelled the
 /// reason costs a scope's tasks little: a reference count per task, two
 /// thread-local writes per poll; the `#[cancellable]` fn itself, nothing.
 ///
