@@ -57,6 +57,8 @@
 //!   Each task gets a child token; `shutdown(grace)` cancels them, waits for
 //!   their cleanups and aborts the stragglers.
 #![deny(missing_docs)]
+// The examples in these docs and in README.md compile without a warning.
+#![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
@@ -325,6 +327,11 @@ macro_rules! on_cancel {
         }
     };
 }
+
+/// README.md's code blocks, compiled and run by `cargo test` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct Readme;
 
 #[doc(hidden)]
 pub mod __private {
