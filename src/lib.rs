@@ -44,6 +44,38 @@
 //! # }
 //! ```
 //!
+//! A [`Scope`] runs tasks that cannot outlive it; each gets a child token of
+//! the scope's, and all of them return the same type:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use cancel_scope::{Cancelled, Scope, cancellable, on_cancel};
+//!
+//! #[cancellable]
+//! async fn worker(id: u64) -> u64 {
+//!     on_cancel! { println!("worker {id}: cleaned up"); }
+//!     tokio::time::sleep(Duration::from_secs(id)).await;
+//!     id
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let mut scope: Scope<Result<u64, Cancelled>> = Scope::new();
+//! for id in 1..=3 {
+//!     scope.spawn(move |token| worker(token, id));
+//! }
+//! tokio::time::sleep(Duration::from_millis(1500)).await;
+//! // Cancel every task, give their cleanups up to 1 s, abort the rest; the
+//! // results come in spawn order.
+//! let results = scope.shutdown(Duration::from_secs(1)).await;
+//! let finished: Vec<Option<u64>> = results
+//!     .into_iter()
+//!     .map(|r| r.expect("no task panicked").ok())
+//!     .collect();
+//! assert_eq!(finished, [Some(1), None, None]); // 2 and 3 were cancelled
+//! # }
+//! ```
+//!
 //! # Choosing between a token, `#[cancellable]` and a `Scope`
 //!
 //! - A bare [`CancellationToken`] is enough when a loop only needs to stop:
@@ -177,8 +209,9 @@ pub use cancel_scope_runtime::{
 /// ```
 ///
 /// Inside the cleanup, `return;` ends the cleanup early (the fn still returns
-/// `Err(Cancelled)`), and `?` is a compile error: the cleanup cannot change
-/// the outcome, so handle or log its errors. Its value must be `()`.
+/// `Err(Cancelled)`), and `?` is a compile error, at the `?`: the cleanup
+/// cannot change the outcome, so handle or log its errors
+/// (`if let Err(e) = tx.rollback().await { .. }`). Its value must be `()`.
 ///
 /// # `return` and `?`
 ///
@@ -190,8 +223,28 @@ pub use cancel_scope_runtime::{
 /// # The token in the body
 ///
 /// The race borrows the token, so the setup and the body may use it, clone
-/// it or hand out `token.child_token()`, but not move it (clone it instead);
-/// the cleanup may move it.
+/// it or hand out `token.child_token()`, but not move it: passing `token`
+/// by value, or using it in a `move` closure or block, is a compile error
+/// that says to pass `token.clone()` instead (or to shadow it with
+/// `let token = token.clone();` before the `move` block). The cleanup may
+/// move it.
+///
+/// # With `#[tracing::instrument]`
+///
+/// Put `#[cancellable]` first, above `#[tracing::instrument]`: the
+/// instrumented fn is then the rewritten one, whose `token` parameter
+/// `skip(token)` leaves out of the span's fields (else it is recorded with
+/// its `Debug`). In the other order, `instrument` moves the body into a
+/// block of its own, where `on_cancel!` is not at the top level any more,
+/// and that is a compile error saying so. So:
+/// `#[cancellable]` on one line, `#[tracing::instrument(skip(token))]` on
+/// the next, then `async fn fetch(id: u32) -> u32 { .. }`.
+///
+/// # Its docs
+///
+/// The rewritten fn's docs get an `# Errors` section saying when it returns
+/// `Err(Cancelled)` (as `clippy::pedantic` asks of a `pub` fn returning a
+/// `Result`); a fn without docs gets none, so `missing_docs` still applies.
 ///
 /// # Timeouts
 ///

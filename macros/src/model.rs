@@ -518,8 +518,8 @@ fn split_body(block: Block, errors: &mut Errors) -> Body {
 }
 
 /// The span of the first `loop`, `while` or `for` in `stmts` when they hold
-/// no `.await` at all: such a body cannot be cancelled until it ends (the
-/// article's first trap). `select!`, `join!` and `try_join!` count as awaits.
+/// no `.await` at all: such a body cannot be cancelled until it ends
+/// (cancellation happens only at an `.await`). `select!`, `join!` and `try_join!` count as awaits.
 fn loop_without_await(stmts: &[Stmt]) -> Option<Span> {
     fn walk(tokens: TokenStream, first_loop: &mut Option<Span>) -> bool {
         let mut prev: Option<TokenTree> = None;
