@@ -56,7 +56,10 @@ fn printed(out: Vec<u8>) -> String {
 /// An example ends with a one-line summary.
 fn assert_summary(out: &str) {
     let last = out.lines().last().unwrap_or_default();
-    assert!(last.starts_with("summary: "), "no summary at the end:\n{out}");
+    assert!(
+        last.starts_with("summary: "),
+        "no summary at the end:\n{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------
