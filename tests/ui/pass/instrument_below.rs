@@ -1,17 +1,18 @@
 //! `#[cancellable]` above `#[tracing::instrument]`: instrument sees the
 //! rewritten fn, its injected `token` parameter included (skip it by name).
 //! The other order works too when there is no `on_cancel!` to hide.
+//! (`tracing_attributes::instrument` is `tracing::instrument`, see Cargo.toml.)
 use cancel_scope::{CancellationToken, cancellable, on_cancel};
 
 #[cancellable]
-#[tracing::instrument(skip(token))]
+#[tracing_attributes::instrument(skip(token))]
 async fn work(n: u32) -> u32 {
     let doubled = n * 2;
     on_cancel! { println!("cancelled"); }
     doubled
 }
 
-#[tracing::instrument]
+#[tracing_attributes::instrument]
 #[cancellable]
 async fn raced(n: u32) -> u32 {
     tokio::task::yield_now().await;
