@@ -334,10 +334,20 @@ pub use cancel_scope_runtime::{
 ///
 /// Misuse is a compile error spanned at the offending tokens, and the
 /// function is still emitted so the rest of the crate type-checks: not an
-/// `async fn`, a `const` or `extern` fn, an unknown or duplicate argument,
-/// two `on_cancel!`, `on_cancel!` anywhere but the top level of the body,
-/// `token = ` naming an existing parameter, two `#[token]` parameters,
-/// `flatten` on a fn whose return type is not written as a `Result`.
+/// `async fn` (the fn is then emitted as the `#[cancellable]` fn it would be,
+/// so its callers report nothing more), a `const` or `extern` fn, an unknown
+/// or duplicate argument, two `on_cancel!`, `on_cancel!` anywhere but the top
+/// level of the body, `token = ` naming an existing parameter, two
+/// `#[token]` parameters, `flatten` on a fn whose return type is not written
+/// as a `Result`. Errors the compiler would report against code the user
+/// never wrote are reported at the user's tokens with the fix instead:
+/// moving the token in the setup or the body (pass `token.clone()`), `?` in
+/// the cleanup (handle the error there), `#[tracing::instrument]` above
+/// `#[cancellable]` with an `on_cancel!` (swap them); `flatten` with an error
+/// type lacking `From<Cancelled>` is one error at the return type. A cleanup
+/// that uses a local the body consumed is the compiler's "use of moved
+/// value", pointing at the cleanup and the body's use: keep the local in an
+/// `Option` (see [The cleanup](#the-cleanup)).
 pub use cancel_scope_macros::cancellable;
 
 /// Declares the cleanup of a [`#[cancellable]`](macro@cancellable) fn.
