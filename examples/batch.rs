@@ -245,7 +245,7 @@ pub async fn run(config: &Config, out: &mut impl Write) -> io::Result<Report> {
     }
     writeln!(
         out,
-        "batch took {:.0}ms: {ok} ok, {failed} failed, {cancelled} cancelled \
+        "summary: batch took {:.0}ms: {ok} ok, {failed} failed, {cancelled} cancelled \
          (the longest input alone is {}ms of work)",
         took.as_secs_f64() * 1e3,
         u128::from(longest) * config.chunk.as_millis(),

@@ -1,5 +1,5 @@
-//! The article's second trap, solved: `spawn_blocking` work cannot be
-//! aborted, so it has to check its token.
+//! A trap of `spawn_blocking`, and its fix: blocking work cannot be aborted
+//! (there is no `.await` to drop it at), so it has to check its token.
 //!
 //! ```sh
 //! cargo run --example blocking                      # cancel after 0.5 s
@@ -240,6 +240,22 @@ pub async fn run(
             )?;
         }
     }
+    let checked = match report.checked_latency {
+        Some(latency) => format!("stopped {} after the cancel", common::human(latency)),
+        None => "did not stop on the cancel".to_owned(),
+    };
+    let unchecked = match (&report.unchecked, report.unchecked_really_stopped) {
+        (Err(e), Some(stopped)) if e.is_detached() => format!(
+            "was detached after the grace period and ran on until {} after the cancel",
+            common::human(stopped)
+        ),
+        (Ok(_), _) => "finished within the grace period".to_owned(),
+        (Err(e), _) => e.to_string(),
+    };
+    writeln!(
+        out,
+        "summary: the job that checks its token {checked}; the one that ignores it {unchecked}"
+    )?;
     Ok(report)
 }
 

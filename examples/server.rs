@@ -571,6 +571,29 @@ fn print_report(config: &Config, report: &Report, out: &mut impl Write) -> io::R
             "ACCEPTED?!"
         }
     )?;
+    let ends = &report.server.connections;
+    let count = |f: fn(&End) -> bool| ends.iter().filter(|c| f(&c.end)).count();
+    writeln!(
+        out,
+        "summary: {} connections: {} finished the request in flight, {} idle ones were told \
+         BYE, {} were aborted at the end of the grace period, the rest closed by the clients; \
+         shutdown took {}",
+        ends.len(),
+        count(|e| matches!(
+            e,
+            End::ClosedByServer {
+                finished_in_flight: true
+            }
+        )),
+        count(|e| matches!(
+            e,
+            End::ClosedByServer {
+                finished_in_flight: false
+            }
+        )),
+        count(|e| matches!(e, End::Aborted)),
+        common::human(report.server.shutdown_took),
+    )?;
     Ok(())
 }
 

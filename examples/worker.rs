@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use cancel_scope::{Scope, cancellable, on_cancel};
+use tokio::sync::mpsc;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -78,9 +79,15 @@ async fn unit_of_work(unit: Duration) {
     tokio::time::sleep(unit).await;
 }
 
-/// Does `units` units of work, unless cancelled first.
+/// Does `units` units of work, unless cancelled first; says on `done` when
+/// each one finishes.
 #[cancellable]
-async fn worker(unit: Duration, units: u32, progress: &mut Progress) -> u32 {
+async fn worker(
+    unit: Duration,
+    units: u32,
+    progress: &mut Progress,
+    done: mpsc::UnboundedSender<u32>,
+) -> u32 {
     on_cancel! {
         // The body was dropped in the middle of a unit: undo its effects.
         if let Some(current) = progress.current.take() {
@@ -93,6 +100,7 @@ async fn worker(unit: Duration, units: u32, progress: &mut Progress) -> u32 {
         unit_of_work(unit).await;
         progress.current = None;
         progress.done = n;
+        let _ = done.send(n);
     }
     progress.done
 }
@@ -112,19 +120,26 @@ pub async fn run(
     )?;
     let mut scope = Scope::new();
     let (unit, units) = (config.unit, config.units);
+    let (done_tx, mut done) = mpsc::unbounded_channel();
     scope.spawn(move |token| async move {
         let mut progress = Progress::default();
-        let result = worker(token, unit, units, &mut progress).await;
+        let result = worker(token, unit, units, &mut progress, done_tx).await;
         (result.is_err(), progress, Instant::now())
     });
 
-    // The shutdown signal, unless the worker finishes first.
-    let (reason, finished) = tokio::select! {
-        () = tokio::time::sleep(config.stop_after) => {
-            (format!("--stop-after {} elapsed", common::human(config.stop_after)), None)
+    // The shutdown signal, unless the worker finishes first; a line for
+    // each unit meanwhile.
+    let stop = tokio::time::sleep(config.stop_after);
+    tokio::pin!(stop, interrupt);
+    let (reason, finished) = loop {
+        tokio::select! {
+            () = &mut stop => {
+                break (format!("--stop-after {} elapsed", common::human(config.stop_after)), None);
+            }
+            () = &mut interrupt => break ("Ctrl-C".to_owned(), None),
+            Some(n) = done.recv() => writeln!(out, "  unit {n} done")?,
+            joined = scope.join_next() => break ("the worker finished first".to_owned(), joined),
         }
-        () = interrupt => ("Ctrl-C".to_owned(), None),
-        joined = scope.join_next() => ("the worker finished first".to_owned(), joined),
     };
     let cancelled_at = Instant::now();
     scope.cancel();
@@ -156,6 +171,11 @@ pub async fn run(
             "  the worker had already finished its {} units",
             report.units_done
         )?;
+        writeln!(
+            out,
+            "summary: the worker finished its {} units before the shutdown signal",
+            report.units_done
+        )?;
         return Ok(report);
     }
     writeln!(out, "  units finished          {}", report.units_done)?;
@@ -175,6 +195,18 @@ pub async fn run(
     writeln!(
         out,
         "  a loop that checks a flag between units would have kept the shutdown waiting {}",
+        common::human(report.unit_left)
+    )?;
+    let stopped = match report.interrupted {
+        Some(n) => format!("in the middle of unit {n}"),
+        None => "between units".to_owned(),
+    };
+    writeln!(
+        out,
+        "summary: cancelled after {} units, {stopped}; it returned {} after the cancel instead \
+         of {}",
+        report.units_done,
+        common::human(report.latency),
         common::human(report.unit_left)
     )?;
     Ok(report)

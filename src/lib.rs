@@ -44,6 +44,38 @@
 //! # }
 //! ```
 //!
+//! A [`Scope`] runs tasks that cannot outlive it; each gets a child token of
+//! the scope's, and all of them return the same type:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use cancel_scope::{Cancelled, Scope, cancellable, on_cancel};
+//!
+//! #[cancellable]
+//! async fn worker(id: u64) -> u64 {
+//!     on_cancel! { println!("worker {id}: cleaned up"); }
+//!     tokio::time::sleep(Duration::from_secs(id)).await;
+//!     id
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let mut scope: Scope<Result<u64, Cancelled>> = Scope::new();
+//! for id in 1..=3 {
+//!     scope.spawn(move |token| worker(token, id));
+//! }
+//! tokio::time::sleep(Duration::from_millis(1500)).await;
+//! // Cancel every task, give their cleanups up to 1 s, abort the rest; the
+//! // results come in spawn order.
+//! let results = scope.shutdown(Duration::from_secs(1)).await;
+//! let finished: Vec<Option<u64>> = results
+//!     .into_iter()
+//!     .map(|r| r.expect("no task panicked").ok())
+//!     .collect();
+//! assert_eq!(finished, [Some(1), None, None]); // 2 and 3 were cancelled
+//! # }
+//! ```
+//!
 //! # Choosing between a token, `#[cancellable]` and a `Scope`
 //!
 //! - A bare [`CancellationToken`] is enough when a loop only needs to stop:
@@ -58,6 +90,8 @@
 //!   their cleanups and aborts the stragglers.
 #![doc = include_str!("semantics.md")]
 #![deny(missing_docs)]
+// The examples in these docs and in README.md compile without a warning.
+#![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
@@ -176,8 +210,9 @@ pub use cancel_scope_runtime::{
 /// ```
 ///
 /// Inside the cleanup, `return;` ends the cleanup early (the fn still returns
-/// `Err(Cancelled)`), and `?` is a compile error: the cleanup cannot change
-/// the outcome, so handle or log its errors. Its value must be `()`.
+/// `Err(Cancelled)`), and `?` is a compile error, at the `?`: the cleanup
+/// cannot change the outcome, so handle or log its errors
+/// (`if let Err(e) = tx.rollback().await { .. }`). Its value must be `()`.
 ///
 /// # `return` and `?`
 ///
@@ -189,8 +224,28 @@ pub use cancel_scope_runtime::{
 /// # The token in the body
 ///
 /// The race borrows the token, so the setup and the body may use it, clone
-/// it or hand out `token.child_token()`, but not move it (clone it instead);
-/// the cleanup may move it.
+/// it or hand out `token.child_token()`, but not move it: passing `token`
+/// by value, or using it in a `move` closure or block, is a compile error
+/// that says to pass `token.clone()` instead (or to shadow it with
+/// `let token = token.clone();` before the `move` block). The cleanup may
+/// move it.
+///
+/// # With `#[tracing::instrument]`
+///
+/// Put `#[cancellable]` first, above `#[tracing::instrument]`: the
+/// instrumented fn is then the rewritten one, whose `token` parameter
+/// `skip(token)` leaves out of the span's fields (else it is recorded with
+/// its `Debug`). In the other order, `instrument` moves the body into a
+/// block of its own, where `on_cancel!` is not at the top level any more,
+/// and that is a compile error saying so. So:
+/// `#[cancellable]` on one line, `#[tracing::instrument(skip(token))]` on
+/// the next, then `async fn fetch(id: u32) -> u32 { .. }`.
+///
+/// # Its docs
+///
+/// The rewritten fn's docs get an `# Errors` section saying when it returns
+/// `Err(Cancelled)` (as `clippy::pedantic` asks of a `pub` fn returning a
+/// `Result`); a fn without docs gets none, so `missing_docs` still applies.
 ///
 /// # Timeouts
 ///
@@ -281,10 +336,20 @@ pub use cancel_scope_runtime::{
 ///
 /// Misuse is a compile error spanned at the offending tokens, and the
 /// function is still emitted so the rest of the crate type-checks: not an
-/// `async fn`, a `const` or `extern` fn, an unknown or duplicate argument,
-/// two `on_cancel!`, `on_cancel!` anywhere but the top level of the body,
-/// `token = ` naming an existing parameter, two `#[token]` parameters,
-/// `flatten` on a fn whose return type is not written as a `Result`.
+/// `async fn` (the fn is then emitted as the `#[cancellable]` fn it would be,
+/// so its callers report nothing more), a `const` or `extern` fn, an unknown
+/// or duplicate argument, two `on_cancel!`, `on_cancel!` anywhere but the top
+/// level of the body, `token = ` naming an existing parameter, two
+/// `#[token]` parameters, `flatten` on a fn whose return type is not written
+/// as a `Result`. Errors the compiler would report against code the user
+/// never wrote are reported at the user's tokens with the fix instead:
+/// moving the token in the setup or the body (pass `token.clone()`), `?` in
+/// the cleanup (handle the error there), `#[tracing::instrument]` above
+/// `#[cancellable]` with an `on_cancel!` (swap them); `flatten` with an error
+/// type lacking `From<Cancelled>` is one error at the return type. A cleanup
+/// that uses a local the body consumed is the compiler's "use of moved
+/// value", pointing at the cleanup and the body's use: keep the local in an
+/// `Option` (see [The cleanup](#the-cleanup)).
 pub use cancel_scope_macros::cancellable;
 
 /// Declares the cleanup of a [`#[cancellable]`](macro@cancellable) fn.
@@ -327,6 +392,11 @@ macro_rules! on_cancel {
         }
     };
 }
+
+/// README.md's code blocks, compiled and run by `cargo test` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct Readme;
 
 #[doc(hidden)]
 pub mod __private {

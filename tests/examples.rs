@@ -53,6 +53,15 @@ fn printed(out: Vec<u8>) -> String {
     String::from_utf8(out).expect("the examples print UTF-8")
 }
 
+/// An example ends with a one-line summary.
+fn assert_summary(out: &str) {
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("summary: "),
+        "no summary at the end:\n{out}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // daemon
 // ---------------------------------------------------------------------------
@@ -190,6 +199,7 @@ async fn worker_is_dropped_mid_unit_and_reports_its_latency() {
     .await
     .expect("the worker runs");
     let out = printed(out);
+    assert_summary(&out);
     assert!(report.cancelled, "{out}");
     assert!(report.reason.contains("--stop-after"), "{out}");
     assert_eq!(report.units_done, 0, "{out}");
@@ -212,6 +222,7 @@ async fn worker_is_dropped_mid_unit_and_reports_its_latency() {
         .await
         .expect("the worker runs");
     let out = printed(out);
+    assert_summary(&out);
     assert!(report.cancelled, "{out}");
     assert_eq!(report.reason, "Ctrl-C", "{out}");
     assert_eq!(report.interrupted, Some(report.units_done + 1), "{out}");
@@ -230,6 +241,7 @@ async fn worker_is_dropped_mid_unit_and_reports_its_latency() {
     .await
     .expect("the worker runs");
     let out = printed(out);
+    assert_summary(&out);
     assert!(!report.cancelled, "{out}");
     assert_eq!(report.units_done, 3, "{out}");
     assert_eq!(report.interrupted, None, "{out}");
@@ -253,6 +265,7 @@ async fn batch_fails_fast_and_maps_results_to_inputs() {
         .await
         .expect("the batch runs");
     let out = printed(out);
+    assert_summary(&out);
     assert_eq!(report.inputs, config.inputs());
     assert_eq!(report.results.len(), report.inputs.len());
     for (i, (input, result)) in report.inputs.iter().zip(&report.results).enumerate() {
@@ -307,6 +320,7 @@ async fn batch_fails_fast_and_maps_results_to_inputs() {
         .await
         .expect("the batch runs");
     let out = printed(out);
+    assert_summary(&out);
     for (input, result) in report.inputs.iter().zip(&report.results) {
         let output = result.as_ref().unwrap().as_ref().unwrap();
         assert_eq!(output.checksum, batch::expected_checksum(input), "{out}");
@@ -333,6 +347,7 @@ async fn blocking_work_that_checks_its_token_stops_and_the_rest_is_detached() {
     .await
     .expect("the example runs");
     let out = printed(out);
+    assert_summary(&out);
     // The task that checks its token stopped because of the cancel, before
     // its job was over.
     let checked = report.checked.as_ref().expect("the checked task returns");
@@ -524,6 +539,7 @@ async fn server_finishes_requests_says_bye_and_leaves_no_task() {
         .await
         .expect("the demo runs");
     let out = printed(out);
+    assert_summary(&out);
     let ends: Vec<_> = report.server.connections.iter().map(|c| &c.end).collect();
     assert_eq!(ends.len(), 4, "{out}");
     for t in &report.clients {

@@ -124,6 +124,40 @@ impl Worker for Service {
     }
 }
 
+/// `pub` fns: `clippy::pedantic`'s `missing_errors_doc` wants an `# Errors`
+/// section for a `pub` fn that returns a `Result`, which the expansion does;
+/// the macro adds one to the docs (or, for a fn without docs, allows the
+/// lint, so that `missing_docs` still reports it).
+pub mod public {
+    use cancel_scope::{cancellable, on_cancel};
+
+    /// Documented, whole body raced.
+    #[cancellable]
+    pub async fn documented(x: u32) -> u32 {
+        x + 1
+    }
+
+    /// Documented, with a setup (a plain `fn` returning `impl Future`).
+    #[cancellable]
+    pub async fn with_setup(log: &mut Vec<u32>) -> usize {
+        log.push(0);
+        on_cancel! { log.clear(); }
+        log.len()
+    }
+
+    #[allow(missing_docs)] // the lint `# Errors` must not silence
+    #[cancellable]
+    pub async fn undocumented() {}
+
+    /// A trait with a cancellable declaration.
+    #[allow(async_fn_in_trait)] // the user's choice, not the macro's
+    pub trait Job {
+        /// Runs.
+        #[cancellable]
+        async fn run(&self) -> u32;
+    }
+}
+
 #[tokio::test]
 async fn strict_lints_compile_and_run() {
     let token = CancellationToken::new();
@@ -157,5 +191,8 @@ async fn strict_lints_compile_and_run() {
     assert_eq!(Service { hits: 4 }.by_value(token.clone()).await, Ok(4));
     token.cancel();
     assert!(Arc::new(service).by_arc(token.clone()).await.is_err());
-    assert_eq!(value(token, 1).await, Err(Cancelled::new()));
+    assert_eq!(value(token.clone(), 1).await, Err(Cancelled::new()));
+    assert!(public::documented(token.clone(), 1).await.is_err());
+    assert!(public::with_setup(token.clone(), &mut log).await.is_err());
+    assert!(public::undocumented(token).await.is_err());
 }

@@ -17,7 +17,7 @@ pub fn human(d: Duration) -> String {
 
 /// The value of the example's one flag, given as `--name <value>` or
 /// `--name=<value>`: `Ok(None)` when it is absent, `Err` with the usage for
-/// `--help` or anything else.
+/// anything else. `-h` / `--help` prints the usage on stdout and exits 0.
 pub fn flag(name: &str, usage: &str) -> Result<Option<String>, String> {
     let long = format!("--{name}");
     let mut value = None;
@@ -29,7 +29,8 @@ pub fn flag(name: &str, usage: &str) -> Result<Option<String>, String> {
                 .ok_or(format!("{long} needs a value\n{usage}"))?;
             value = Some(v);
         } else if arg == "-h" || arg == "--help" {
-            return Err(usage.to_owned());
+            println!("{usage}");
+            std::process::exit(0);
         } else if let Some(v) = arg.strip_prefix(&format!("{long}=")) {
             value = Some(v.to_owned());
         } else {
@@ -55,7 +56,7 @@ pub fn seconds_flag(name: &str, usage: &str) -> Result<Option<Duration>, String>
         ))
 }
 
-/// The parsed arguments, or the usage message on stderr and exit code 2.
+/// The parsed arguments, or the error and the usage on stderr and exit code 2.
 pub fn args_or_exit<T>(parsed: Result<T, String>) -> T {
     parsed.unwrap_or_else(|msg| {
         eprintln!("{msg}");

@@ -72,13 +72,15 @@ fn expand(model: &Model) -> TokenStream {
         parse_quote_spanned!(span=> ::core::result::Result<#output, ::cancel_scope::Cancelled>)
     };
     let attrs = &model.attrs;
+    let errors_doc = (!model.flatten).then(|| errors_doc(attrs));
+    let attrs = quote!(#(#attrs)* #errors_doc);
     let vis = &model.vis;
     let Some(body) = &model.body else {
         if !model.flatten {
             sig.output = ReturnType::Type(Default::default(), Box::new(returned));
         }
         let semi = &model.semi;
-        return quote!(#(#attrs)* #vis #sig #semi);
+        return quote!(#attrs #vis #sig #semi);
     };
     let plain = is_plain(model, body);
     let kept = if plain {
@@ -104,7 +106,51 @@ fn expand(model: &Model) -> TokenStream {
     let mut block_tokens = TokenStream::new();
     body.brace
         .surround(&mut block_tokens, |tokens| block.to_tokens(tokens));
-    quote!(#(#attrs)* #vis #sig #block_tokens)
+    quote!(#attrs #vis #sig #block_tokens)
+}
+
+/// The fn now returns `Result<T, Cancelled>`, so its docs get an `# Errors`
+/// section saying when (which `clippy::pedantic`'s `missing_errors_doc` asks
+/// of a `pub` fn), unless they have one. A fn without docs gets none (they
+/// would silence `missing_docs`): the lint is allowed instead, as it is about
+/// the expansion's return type, not the user's.
+fn errors_doc(attrs: &[Attribute]) -> TokenStream {
+    let docs: Vec<String> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    if docs.is_empty() {
+        return quote!(#[allow(clippy::missing_errors_doc)]);
+    }
+    if docs
+        .iter()
+        .any(|line| line.trim_start().starts_with("# Errors"))
+    {
+        return TokenStream::new();
+    }
+    // At the user's docs: clippy reads only docs written in the crate.
+    let span = attrs
+        .iter()
+        .rfind(|attr| attr.path().is_ident("doc"))
+        .map_or_else(Span::call_site, |attr| attr.pound_token.span);
+    quote_spanned! {span=>
+        #[doc = ""]
+        #[doc = " # Errors"]
+        #[doc = ""]
+        #[doc = " `Err(Cancelled)` when the token is cancelled (or the `timeout`, if any, elapses)"]
+        #[doc = " before the fn returns: its body was dropped and its `on_cancel!` cleanup, if any,"]
+        #[doc = " has run (`#[cancellable]`)."]
+    }
 }
 
 /// Whether the fn becomes a plain `fn` returning its future: with a setup
@@ -179,13 +225,35 @@ use parse_quote_spanned;
 /// type before it reads the user's statements, so a mismatch in them is
 /// reported at the user's expression.
 fn type_hint(output: &Type) -> TokenStream {
-    let p = private();
     let erased = erase_impl_trait(output);
-    // Spanned at the return type, so "return type inferred to be `T` here"
-    // points at the user's `-> T`.
+    // The whole `return` expression is spanned over the user's `-> T`, so
+    // "return type inferred to be `T` here" points there: it starts with
+    // the type's first token and ends with its last.
+    let (first, last) = first_and_last(output);
+    let call = quote_spanned!(first=> return ::cancel_scope::__private::fake::<#erased>);
+    let parens = quote_spanned!(last=> ());
+    quote!(if false { #call #parens; })
+}
+
+/// The spans of the first and the last token of `tokens`.
+fn first_and_last(tokens: &impl ToTokens) -> (Span, Span) {
+    let mut spans = tokens.to_token_stream().into_iter().map(|t| t.span());
+    let first = spans.next().unwrap_or_else(Span::call_site);
+    (first, spans.last().unwrap_or(first))
+}
+
+/// For `flatten`: `|c| From::from(c)`, which the runtime calls with the
+/// `Cancelled` to get the declared `Result`'s error type `E` (a closure that
+/// captures nothing: zero sized). Spanned at the return type, so an `E`
+/// without `From<Cancelled>` is reported there, once, as exactly that: the
+/// error is inside the closure, whose own type is fine, so nothing that holds
+/// it fails as well.
+fn from_cancelled(output: &Type) -> TokenStream {
     let span = output.span();
-    let ret = quote_spanned!(span=> return);
-    quote!(if false { #ret #p::fake::<#erased>(); })
+    // The closure holds no user code, so its parameter can carry the user's
+    // span (where the error shows) without meeting a user's name.
+    let c = Ident::new("cancel_scope_cancelled", span);
+    quote_spanned!(span=> |#c: ::cancel_scope::Cancelled| ::core::convert::From::from(#c))
 }
 
 /// `ty` for a turbofish, which cannot name `impl Trait`: each becomes `_`.
@@ -244,24 +312,32 @@ fn expand_body(
     // an owned one borrowed.
     let borrow = match &model.token {
         TokenParam::Declared { by_ref: true, .. } => quote!(#name),
+        // Reported already (see `Model::token_moved`): borrow a clone, so
+        // that the move is not reported a second time.
+        _ if model.token_moved => quote!(&::core::clone::Clone::clone(&#name)),
         TokenParam::Declared { .. } | TokenParam::Injected(_) => quote!(&#name),
     };
     let hint = type_hint(output);
     let warning = model.no_await_loop.map(no_await_warning);
     let stmts = &body.body;
-    let raced = quote!(async { #warning #hint #(#stmts)* });
+    // Spanned at the fn's `{`, so that "value moved here", for a local the
+    // body consumes and the cleanup uses, points into the fn, not at the
+    // attribute (the body's own tokens would draw a wrong `ref` suggestion).
+    let at = body.brace.span.open();
+    let raced = quote_spanned!(at=> async { #warning #hint #(#stmts)* });
     let race = match &model.timeout {
         None => quote!(#p::race(#token, #raced)),
         Some(limit) => quote!(#p::race_timeout(#token, #limit, #raced)),
     };
     let markers: TokenStream = body.rejected.iter().map(consumed).collect();
+    let from = from_cancelled(output);
     let flatten = |outcome: TokenStream| {
         if model.flatten {
-            // Spanned at the return type: a missing `From<Cancelled>` for the
-            // error type is reported there.
-            let span = output.span();
+            // At the return type, as `from` is: a missing `From<Cancelled>`
+            // shows there once.
             let erased = erase_impl_trait(output);
-            quote_spanned!(span=> ::cancel_scope::__private::flatten::<#erased>(#outcome))
+            let span = output.span();
+            quote_spanned!(span=> ::cancel_scope::__private::flatten::<#erased>(#outcome, #from))
         } else {
             outcome
         }
@@ -321,14 +397,14 @@ fn expand_body(
     // else the `async fn` awaits it.
     let setup: &[Stmt] = &body.setup;
     let run = if model.flatten {
-        // Spanned at the return type: a missing `From<Cancelled>` for the
-        // error type is reported there.
-        let span = output.span();
+        // At the return type, as `from` is (see `flatten` above).
         let erased = erase_impl_trait(output);
-        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#erased, _>)
+        let span = output.span();
+        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#erased, _, _>)
     } else {
         quote!(#p::run)
     };
+    let run_args = model.flatten.then(|| quote!(, #from));
     let await_run = kept.is_none().then(|| quote!(.await));
     quote! {
         #run(async move {
@@ -343,7 +419,7 @@ fn expand_body(
                 ::core::result::Result::Ok(#value) => #value,
                 ::core::result::Result::Err(#cancelled) => #p::exit(#cleanup).await,
             }
-        })
+        } #run_args)
         #await_run
     }
 }

@@ -10,6 +10,7 @@ use syn::{
 };
 
 use crate::args::Args;
+use crate::valid;
 
 /// Every error found, combined so that all of them are reported at once.
 #[derive(Default)]
@@ -131,6 +132,9 @@ pub struct Model {
     /// `None` for a trait method declaration.
     pub body: Option<Body>,
     pub semi: Option<Token![;]>,
+    /// The setup or the body moves the token, which is reported: the race
+    /// then borrows a clone, so that the error is the only one.
+    pub token_moved: bool,
 }
 
 /// Builds the model. `Err` gives back the input when the function cannot be
@@ -181,11 +185,20 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
     if fatal {
         return Err(Box::new(input));
     }
+    require_async(&mut input.sig, errors);
     let flatten = match args.flatten {
         Some(span) => check_flatten(&input.sig.output, span, errors),
         None => false,
     };
-    let body = input.body.map(|block| split_body(block, errors));
+    let mut body = input.body.map(|block| split_body(block, errors));
+    let token_moved = match (&token, &mut body) {
+        (TokenParam::Declared { by_ref: true, .. }, _) | (_, None) => false,
+        (token, Some(body)) => check_token_moves(token.ident(), body, errors),
+    };
+    if let Some(body) = &mut body {
+        check_cleanup(body, errors);
+        check_instrument_order(body, errors);
+    }
     if body.is_none() {
         for (span, name) in [
             (&args.timeout, "timeout"),
@@ -223,7 +236,71 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
         cleanup_timeout: args.cleanup_timeout.map(|(_, e)| e),
         body,
         semi: input.semi,
+        token_moved,
     })
+}
+
+/// Reports every move of the token in the setup and the body (the race
+/// borrows it until the body ends); `true` when there is one.
+fn check_token_moves(name: &Ident, body: &Body, errors: &mut Errors) -> bool {
+    let stmts: Vec<Stmt> = body.setup.iter().chain(&body.body).cloned().collect();
+    let moves = valid::moves_of(name, &stmts);
+    for m in &moves {
+        let message = if m.captured {
+            format!(
+                "this `move` block takes `{name}`, which the race against it borrows until the \
+                 body ends; give the block a clone: `let {name} = {name}.clone();` before it"
+            )
+        } else {
+            format!(
+                "`{name}` cannot be moved here: the race against it borrows it until the body \
+                 ends; pass `{name}.clone()` (or `{name}.child_token()`) instead"
+            )
+        };
+        errors.push(syn::Error::new(m.at, message));
+    }
+    !moves.is_empty()
+}
+
+/// `?` in the cleanup is reported, and the cleanup emitted empty, so that the
+/// error is the only one.
+fn check_cleanup(body: &mut Body, errors: &mut Errors) {
+    let Some(cleanup) = &mut body.cleanup else {
+        return;
+    };
+    let marks = valid::question_marks(&cleanup.stmts);
+    for at in &marks {
+        errors.push(syn::Error::new(
+            *at,
+            "`?` cannot be used in `on_cancel!`: the cleanup cannot change the result, which is \
+             `Err(Cancelled)`; handle the error here (`if let Err(e) = .. { .. }`), or drop it \
+             with `let _ = ..;`",
+        ));
+    }
+    if !marks.is_empty() {
+        cleanup.stmts.clear();
+    }
+}
+
+/// `#[tracing::instrument]` above `#[cancellable]` has moved the body into a
+/// block of its own, where `on_cancel!` is no longer at the top level: say
+/// which order works (rather than the `on_cancel!` macro's own error).
+fn check_instrument_order(body: &mut Body, errors: &mut Errors) {
+    if body.cleanup.is_some() {
+        return;
+    }
+    // Without `on_cancel!` everything is in `body.body`.
+    if !valid::instrumented(&body.body) {
+        return;
+    }
+    if let Some(at) = valid::silence_nested_on_cancel(&mut body.body) {
+        errors.push(syn::Error::new(
+            at,
+            "`#[tracing::instrument]` is above `#[cancellable]`, so it has moved this \
+             `on_cancel!` into a block of its own; put `#[cancellable]` first, above \
+             `#[tracing::instrument(skip(token))]`",
+        ));
+    }
 }
 
 /// Errors for what cannot be cancellable; `true` when there is one.
@@ -243,14 +320,20 @@ fn check_fn_kind(sig: &Signature, errors: &mut Errors) -> bool {
         ));
         fatal = true;
     }
-    if sig.asyncness.is_none() && !fatal {
+    fatal
+}
+
+/// A fn that is not `async` is reported, then made `async` and expanded as
+/// if it were, so that its callers (which call it as the `#[cancellable]`
+/// fn it is meant to be) report nothing more.
+fn require_async(sig: &mut Signature, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
         errors.push(syn::Error::new(
             sig.fn_token.span,
             "`#[cancellable]` requires an `async fn`: write `async fn`",
         ));
-        fatal = true;
+        sig.asyncness = Some(Token![async](sig.fn_token.span));
     }
-    fatal
 }
 
 /// Removes every `#[token]` marker; returns the first marked parameter and
@@ -435,8 +518,8 @@ fn split_body(block: Block, errors: &mut Errors) -> Body {
 }
 
 /// The span of the first `loop`, `while` or `for` in `stmts` when they hold
-/// no `.await` at all: such a body cannot be cancelled until it ends (the
-/// article's first trap). `select!`, `join!` and `try_join!` count as awaits.
+/// no `.await` at all: such a body cannot be cancelled until it ends
+/// (cancellation happens only at an `.await`). `select!`, `join!` and `try_join!` count as awaits.
 fn loop_without_await(stmts: &[Stmt]) -> Option<Span> {
     fn walk(tokens: TokenStream, first_loop: &mut Option<Span>) -> bool {
         let mut prev: Option<TokenTree> = None;

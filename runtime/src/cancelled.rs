@@ -23,7 +23,7 @@ use crate::CancelReason;
 /// reasons are.
 ///
 /// ```
-/// use cancel_scope_runtime::{CancelReason, Cancelled};
+/// use cancel_scope::{CancelReason, Cancelled};
 ///
 /// fn describe(r: Result<u32, Cancelled>) -> String {
 ///     match r {
@@ -49,7 +49,7 @@ impl Cancelled {
     /// ([`CancelReason::Token`]).
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancelReason, Cancelled};
+    /// use cancel_scope::{CancelReason, Cancelled};
     ///
     /// let c = Cancelled::new();
     /// assert!(!c.is_timeout());
@@ -64,7 +64,7 @@ impl Cancelled {
     /// ([`CancelReason::Timeout`]).
     ///
     /// ```
-    /// let c = cancel_scope_runtime::Cancelled::timed_out();
+    /// let c = cancel_scope::Cancelled::timed_out();
     /// assert!(c.is_timeout());
     /// assert_eq!(c.to_string(), "cancelled: timed out");
     /// ```
@@ -77,7 +77,7 @@ impl Cancelled {
     /// why in the same type.
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancelReason, Cancelled};
+    /// use cancel_scope::{CancelReason, Cancelled};
     ///
     /// let c = Cancelled::because(CancelReason::Signal("SIGTERM"));
     /// assert_eq!(c.reason(), CancelReason::Signal("SIGTERM"));
@@ -92,7 +92,7 @@ impl Cancelled {
     /// reason; the `cancel-scope` crate's docs show it with `#[cancellable]`.
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancelReason, Cancelled};
+    /// use cancel_scope::{CancelReason, Cancelled};
     ///
     /// fn log(c: Cancelled) -> String {
     ///     match c.reason() {
@@ -113,7 +113,7 @@ impl Cancelled {
     /// (of this fn or of an enclosing one) rather than from the token.
     ///
     /// ```
-    /// assert!(!cancel_scope_runtime::Cancelled::new().is_timeout());
+    /// assert!(!cancel_scope::Cancelled::new().is_timeout());
     /// ```
     #[must_use]
     pub const fn is_timeout(&self) -> bool {
@@ -147,7 +147,7 @@ impl std::error::Error for Cancelled {}
 /// standard library retries operations that fail with it.)
 ///
 /// ```
-/// use cancel_scope_runtime::Cancelled;
+/// use cancel_scope::Cancelled;
 /// let e = std::io::Error::from(Cancelled::timed_out());
 /// assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
 /// assert_eq!(e.get_ref().unwrap().downcast_ref::<Cancelled>(), Some(&Cancelled::timed_out()));

@@ -32,7 +32,7 @@ pin_project! {
     pub struct Run<F, K = Wrap> {
         #[pin]
         inner: F,
-        finish: PhantomData<fn() -> K>,
+        finish: K,
     }
 }
 
@@ -41,7 +41,7 @@ pub trait Finish<T> {
     /// The fn's return type.
     type Output;
     /// The fn's value from the block's.
-    fn finish(r: Result<T, Cancelled>) -> Self::Output;
+    fn finish(&self, r: Result<T, Cancelled>) -> Self::Output;
 }
 
 /// A [`Run`] returns `Result<T, Cancelled>`.
@@ -51,20 +51,21 @@ pub struct Wrap;
 impl<T> Finish<T> for Wrap {
     type Output = Result<T, Cancelled>;
 
-    fn finish(r: Result<T, Cancelled>) -> Self::Output {
+    fn finish(&self, r: Result<T, Cancelled>) -> Self::Output {
         r
     }
 }
 
-/// A [`Run`] of a `#[cancellable(flatten)]` fn returns `T` itself.
+/// A [`Run`] of a `#[cancellable(flatten)]` fn returns `T` itself; `C` is
+/// `<E as From<Cancelled>>::from`, a zero-sized fn item.
 #[derive(Debug)]
-pub struct Flat;
+pub struct Flat<C>(C);
 
-impl<R: Flatten> Finish<R> for Flat {
+impl<R: Flatten, C: Fn(Cancelled) -> R::Error> Finish<R> for Flat<C> {
     type Output = R;
 
-    fn finish(r: Result<R, Cancelled>) -> R {
-        flatten(r)
+    fn finish(&self, r: Result<R, Cancelled>) -> R {
+        flatten(r, &self.0)
     }
 }
 
@@ -72,15 +73,21 @@ impl<R: Flatten> Finish<R> for Flat {
 pub fn run<F: Future>(inner: F) -> Run<F> {
     Run {
         inner,
-        finish: PhantomData,
+        finish: Wrap,
     }
 }
 
-/// See [`Run`]; `R` is the declared return type.
-pub fn run_flatten<R: Flatten, F: Future<Output = R>>(inner: F) -> Run<F, Flat> {
+/// See [`Run`]; `R` is the declared return type and `from` turns a
+/// `Cancelled` into its error type (see [`flatten`]).
+pub fn run_flatten<R, F, C>(inner: F, from: C) -> Run<F, Flat<C>>
+where
+    R: Flatten,
+    F: Future<Output = R>,
+    C: Fn(Cancelled) -> R::Error,
+{
     Run {
         inner,
-        finish: PhantomData,
+        finish: Flat(from),
     }
 }
 
@@ -88,10 +95,11 @@ impl<F: Future, K: Finish<F::Output>> Future for Run<F, K> {
     type Output = K::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.poll(cx) {
-            Poll::Ready(value) => Poll::Ready(K::finish(Ok(value))),
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Ready(value) => Poll::Ready(this.finish.finish(Ok(value))),
             Poll::Pending => match EXIT.take() {
-                Some(c) => Poll::Ready(K::finish(Err(c))),
+                Some(c) => Poll::Ready(this.finish.finish(Err(c))),
                 None => Poll::Pending,
             },
         }
@@ -130,32 +138,41 @@ impl<F: Future<Output = &'static str>, T> Future for Exit<F, T> {
     }
 }
 
-/// The declared return type of a `#[cancellable(flatten)]` fn: a `Result`
-/// whose error type can hold a [`Cancelled`].
+/// The declared return type of a `#[cancellable(flatten)]` fn: a `Result`.
+///
+/// It has no `From<Cancelled>` bound: the expansion names
+/// `<E as From<Cancelled>>::from` itself, at the user's return type, so that
+/// a missing impl is one error there that says just that (a bound here would
+/// be reported through this trait and its impl).
 #[diagnostic::on_unimplemented(
-    message = "`#[cancellable(flatten)]` needs an error type that implements `From<Cancelled>`",
-    label = "`{Self}` cannot hold a `Cancelled`",
-    note = "implement `From<cancel_scope::Cancelled>` for the error type, or remove `flatten` to return `Result<T, Cancelled>`"
+    message = "`#[cancellable(flatten)]` needs a return type `Result<T, E>`, not `{Self}`",
+    label = "not a `Result`",
+    note = "remove `flatten` to return `Result<{Self}, Cancelled>`"
 )]
 pub trait Flatten: Sized {
-    /// `Err(E::from(cancelled))`.
-    fn from_cancelled(cancelled: Cancelled) -> Self;
+    /// The `E` of `Result<T, E>`.
+    type Error;
+    /// `Err(error)`.
+    fn from_error(error: Self::Error) -> Self;
 }
 
-impl<T, E: From<Cancelled>> Flatten for Result<T, E> {
-    fn from_cancelled(cancelled: Cancelled) -> Self {
-        Err(E::from(cancelled))
+impl<T, E> Flatten for Result<T, E> {
+    type Error = E;
+
+    fn from_error(error: E) -> Self {
+        Err(error)
     }
 }
 
-/// `#[cancellable(flatten)]`: folds `Cancelled` into the declared error type.
+/// `#[cancellable(flatten)]`: folds `Cancelled` into the declared error type
+/// with `from` (`<E as From<Cancelled>>::from`).
 ///
 /// # Errors
-/// `Err(E::from(Cancelled))` when cancelled, the body's own `Err` otherwise.
-pub fn flatten<R: Flatten>(r: Result<R, Cancelled>) -> R {
+/// `Err(from(Cancelled))` when cancelled, the body's own `Err` otherwise.
+pub fn flatten<R: Flatten>(r: Result<R, Cancelled>, from: impl Fn(Cancelled) -> R::Error) -> R {
     match r {
         Ok(v) => v,
-        Err(c) => R::from_cancelled(c),
+        Err(c) => R::from_error(from(c)),
     }
 }
 
