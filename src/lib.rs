@@ -60,6 +60,7 @@
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
+pub use cancel_scope_runtime::daemon;
 pub use cancel_scope_runtime::{
     CancelReason, CancellationToken, Cancelled, LocalScope, Scope, ShutdownReport, TaskError,
     TaskId, TaskOutcome, TaskReport,
