@@ -582,7 +582,7 @@ impl Daemon {
             .into_iter()
             .map(|(name, error)| Failure { name, error })
             .collect();
-        let report = DaemonReport {
+        DaemonReport {
             name: self.name,
             reason,
             forced,
@@ -590,9 +590,7 @@ impl Daemon {
             shutdown_took,
             tree: shared.ledger.snapshot(),
             failures,
-        };
-        shared.log(&report.summary());
-        report
+        }
     }
 }
 
@@ -858,6 +856,9 @@ impl fmt::Display for DaemonReport {
             }
             if let Some(error) = n.error() {
                 line += &format!("  error: {error}");
+            }
+            if n.state() == NodeState::Aborted && n.cleanup_time().is_none() {
+                line += "  (aborted before its turn to stop)";
             }
             writeln!(f, "{}", line.trim_end())?;
         }
