@@ -684,3 +684,102 @@ fn the_process_exits_on_time_past_a_stuck_blocking_thread() {
         "{out}"
     );
 }
+
+/// With the `tracing` feature: each subsystem runs in a `subsystem` span
+/// named by its path, and the daemon's log lines are events. Run with
+/// `cargo test --features tracing --test daemon`.
+#[cfg(feature = "tracing")]
+mod spans {
+    use std::fmt::Debug;
+    use std::sync::{Arc, Mutex};
+
+    use cancel_scope::daemon::{Daemon, Subsystem};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    type Fields = Vec<(String, String)>;
+
+    /// Every span's and every event's fields.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        spans: Arc<Mutex<Vec<Fields>>>,
+        events: Arc<Mutex<Vec<Fields>>>,
+    }
+
+    struct Visitor(Fields);
+
+    impl Visit for Visitor {
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+    }
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let mut fields = Visitor(vec![("span".into(), span.metadata().name().into())]);
+            span.record(&mut fields);
+            let mut spans = self.spans.lock().unwrap();
+            spans.push(fields.0);
+            Id::from_u64(spans.len() as u64)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Visitor(vec![("target".into(), event.metadata().target().into())]);
+            event.record(&mut fields);
+            self.events.lock().unwrap().push(fields.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    fn has(list: &[Fields], wanted: &[(&str, &str)]) -> bool {
+        list.iter().any(|fields| {
+            wanted
+                .iter()
+                .all(|(k, v)| fields.iter().any(|(fk, fv)| fk == k && fv == v))
+        })
+    }
+
+    #[test]
+    fn subsystems_run_in_spans_named_by_their_paths() {
+        let recorder = Recorder::default();
+        let (spans, events) = (recorder.spans.clone(), recorder.events.clone());
+        tracing::subscriber::with_default(recorder, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Daemon::new("d").quiet().run(|d| async move {
+                    d.start(Subsystem::new("writer", |w| async move {
+                        w.start(Subsystem::new("flush", |_| async { Err("boom") }));
+                    }));
+                }))
+        });
+        let spans = spans.lock().unwrap();
+        for path in ["/d", "/d/writer", "/d/writer/flush"] {
+            assert!(
+                has(&spans, &[("span", "subsystem"), ("name", path)]),
+                "{path}: {spans:#?}"
+            );
+        }
+        let events = events.lock().unwrap();
+        assert!(
+            has(
+                &events,
+                &[
+                    ("target", "cancel_scope::daemon"),
+                    ("message", "/d/writer/flush failed: boom")
+                ]
+            ),
+            "{events:#?}"
+        );
+    }
+}

@@ -212,20 +212,13 @@ impl Ledger {
     }
 
     /// The subsystems that failed for good where the failure began: path
-    /// and error.
+    /// and error, in tree order.
     pub(crate) fn failures(&self) -> Vec<(String, String)> {
-        let tree = self.snapshot();
-        let records = self.lock();
-        tree.nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Failed)
-            .filter(|n| {
-                records
-                    .iter()
-                    .flatten()
-                    .any(|r| r.path == n.path && r.origin)
-            })
-            .map(|n| (n.path.clone(), n.error.clone().unwrap_or_default()))
+        self.snapshot()
+            .nodes
+            .into_iter()
+            .filter(|n| n.state == NodeState::Failed && n.origin)
+            .map(|n| (n.path, n.error.unwrap_or_default()))
             .collect()
     }
 
@@ -289,6 +282,7 @@ impl Ledger {
                 restarts: r.restarts,
                 note: r.note.clone(),
                 error: r.error.clone(),
+                origin: r.origin,
             });
             stack.extend(r.children.iter().rev());
         }
@@ -331,6 +325,8 @@ pub struct TreeNode {
     restarts: u32,
     note: Option<String>,
     error: Option<String>,
+    /// The failure began here.
+    origin: bool,
 }
 
 impl TreeNode {
