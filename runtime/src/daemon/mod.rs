@@ -180,12 +180,34 @@ pub struct Failure {
 
 impl Failure {
     /// The subsystem's hierarchical name.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async { Err("x") }));
+    /// }).await;
+    /// assert_eq!(report.failures()[0].name(), "/d/w");
+    /// # }
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Its error, or its panic's message.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async { Err("disk full") }));
+    /// }).await;
+    /// assert_eq!(report.failures()[0].error(), "disk full");
+    /// # }
+    /// ```
     #[must_use]
     pub fn error(&self) -> &str {
         &self.error
@@ -698,12 +720,30 @@ pub struct DaemonReport {
 
 impl DaemonReport {
     /// Why the daemon stopped.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, StopReason};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move { d.request_shutdown() }).await;
+    /// assert_eq!(report.reason(), &StopReason::Requested("/d".into()));
+    /// # }
+    /// ```
     #[must_use]
     pub fn reason(&self) -> &StopReason {
         &self.reason
     }
 
     /// Why the shutdown was cut short, if it was.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Daemon;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
+    /// assert_eq!(report.forced(), None);
+    /// # }
+    /// ```
     #[must_use]
     pub fn forced(&self) -> Option<Forced> {
         self.forced
@@ -711,18 +751,47 @@ impl DaemonReport {
 
     /// From the start of the shutdown to its end; `None` when every
     /// subsystem ended on its own first.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Daemon;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
+    /// assert_eq!(report.shutdown_took(), None);
+    /// # }
+    /// ```
     #[must_use]
     pub fn shutdown_took(&self) -> Option<Duration> {
         self.shutdown_took
     }
 
     /// The grace period the shutdown was given.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Daemon; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").grace(Duration::from_secs(7)).quiet().run(|_| async {}).await;
+    /// assert_eq!(report.grace(), Duration::from_secs(7));
+    /// # }
+    /// ```
     #[must_use]
     pub fn grace(&self) -> Duration {
         self.grace
     }
 
     /// Every subsystem as it ended.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async {}));
+    /// }).await;
+    /// assert_eq!(report.tree().nodes().len(), 2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn tree(&self) -> &TaskTree {
         &self.tree
@@ -730,12 +799,35 @@ impl DaemonReport {
 
     /// The subsystems that failed for good, where each failure began (not
     /// the parents it escalated to), in tree order.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("a", |a| async move {
+    ///         a.start(Subsystem::new("b", |_| async { Err("x") }));
+    ///     }));
+    /// }).await;
+    /// let names: Vec<_> = report.failures().iter().map(|f| f.name()).collect();
+    /// assert_eq!(names, ["/d/a/b"]); // not /d/a, nor /d
+    /// # }
+    /// ```
     #[must_use]
     pub fn failures(&self) -> &[Failure] {
         &self.failures
     }
 
     /// `true` when nothing failed and nothing was aborted.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Daemon;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
+    /// assert!(report.is_clean());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_clean(&self) -> bool {
         self.failures.is_empty() && self.forced.is_none()
@@ -751,6 +843,17 @@ impl DaemonReport {
     /// | 130 | a second signal aborted the shutdown |
     ///
     /// A failure wins over a forced shutdown.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async { Err("x") }));
+    /// }).await;
+    /// assert_eq!(report.code(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn code(&self) -> u8 {
         match (self.failures.is_empty(), self.forced) {
@@ -762,6 +865,15 @@ impl DaemonReport {
     }
 
     /// [`code`](Self::code) as what `main` returns.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Daemon;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
+    /// assert_eq!(report.exit_code(), std::process::ExitCode::SUCCESS);
+    /// # }
+    /// ```
     #[must_use]
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code())
@@ -769,6 +881,15 @@ impl DaemonReport {
 
     /// Prints the report on stderr and returns its [`exit_code`](Self::exit_code):
     /// the last line of a daemon's `main`.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Daemon;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let code = Daemon::new("d").quiet().run(|_| async {}).await.print_and_exit_code();
+    /// assert_eq!(code, std::process::ExitCode::SUCCESS);
+    /// # }
+    /// ```
     #[must_use]
     pub fn print_and_exit_code(&self) -> ExitCode {
         eprintln!("{self}");
@@ -781,6 +902,17 @@ impl DaemonReport {
     ///
     /// # Errors
     /// When a subsystem failed, or the shutdown was forced.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async { Err("disk full") }));
+    /// }).await;
+    /// assert_eq!(report.into_result().unwrap_err().to_string(), "/d/w failed: disk full");
+    /// # }
+    /// ```
     pub fn into_result(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if let Some(failure) = self.failures.into_iter().next() {
             return Err(failure.into());
@@ -793,6 +925,18 @@ impl DaemonReport {
 
     /// The last line: why it stopped, how the shutdown went, the count of
     /// each outcome, the exit code.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move { w.token().cancelled().await }));
+    ///     d.request_shutdown();
+    /// }).await;
+    /// assert_eq!(report.summary(), "d: shutdown (requested by /d) took 0µs (grace 5.00s): 2 cleaned up -> exit 0");
+    /// # }
+    /// ```
     #[must_use]
     pub fn summary(&self) -> String {
         let mut counts: Vec<(NodeState, usize)> = Vec::new();

@@ -331,30 +331,120 @@ pub struct TreeNode {
 
 impl TreeNode {
     /// Its hierarchical name: `/daemon/writer/flush`.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.name(), "/d/w");
+    /// # }
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.path
     }
 
     /// How deep it is: 0 for the daemon itself.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.depth(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn depth(&self) -> usize {
         self.depth
     }
 
     /// Where it is in its life.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.state(), NodeState::Stopped);
+    /// # }
+    /// ```
     #[must_use]
     pub fn state(&self) -> NodeState {
         self.state
     }
 
     /// `true` while it runs its cleanup.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert!(!w.in_cleanup()); // done by now
+    /// # }
+    /// ```
     #[must_use]
     pub fn in_cleanup(&self) -> bool {
         self.state.in_cleanup()
     }
 
     /// How long it has run (since its latest restart), or ran, if it ended.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.age(), Duration::from_secs(3));
+    /// # }
+    /// ```
     #[must_use]
     pub fn age(&self) -> Duration {
         self.age
@@ -363,12 +453,48 @@ impl TreeNode {
     /// How long it has been (or was) cleaning up: from its token's
     /// cancellation to now, or to its end. `None` if it was never asked to
     /// stop.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.cleanup_time(), Some(Duration::from_secs(1)));
+    /// # }
+    /// ```
     #[must_use]
     pub fn cleanup_time(&self) -> Option<Duration> {
         self.cleanup
     }
 
     /// How many times it was restarted.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.restarts(), 0);
+    /// # }
+    /// ```
     #[must_use]
     pub fn restarts(&self) -> u32 {
         self.restarts
@@ -376,6 +502,24 @@ impl TreeNode {
 
     /// What it last said with [`SubsystemHandle::note`](super::SubsystemHandle::note):
     /// what its cleanup did, say.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.note(), Some("flushed"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()
@@ -383,6 +527,24 @@ impl TreeNode {
 
     /// Why it failed: its error or panic, or the nested subsystem whose
     /// failure it took on.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |w| async move {
+    ///         w.token().cancelled().await;
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         w.note("flushed");
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_secs(2)).await;
+    ///     d.request_shutdown();
+    /// }).await;
+    /// let w = report.tree().get("/d/w").unwrap();
+    /// assert_eq!(w.error(), None);
+    /// # }
+    /// ```
     #[must_use]
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
@@ -432,12 +594,36 @@ pub struct TaskTree {
 impl TaskTree {
     /// Every subsystem, parents before their children, children in start
     /// order.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async {}));
+    /// }).await;
+    /// let names: Vec<_> = report.tree().nodes().iter().map(|n| n.name()).collect();
+    /// assert_eq!(names, ["/d", "/d/w"]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn nodes(&self) -> &[TreeNode] {
         &self.nodes
     }
 
     /// The subsystem with this hierarchical name.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::{Daemon, Subsystem};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Daemon::new("d").quiet().run(|d| async move {
+    ///     d.start(Subsystem::new("w", |_| async {}));
+    /// }).await;
+    /// assert!(report.tree().get("/d/w").is_some());
+    /// assert!(report.tree().get("w").is_none());
+    /// # }
+    /// ```
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&TreeNode> {
         self.nodes.iter().find(|n| n.path == name)
