@@ -418,17 +418,23 @@ async fn supervise(
     let running = daemon.run(move |root| async move {
         let (records_tx, records_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let c1 = Arc::clone(&c);
-        root.start(Subsystem::new("ingest", move |handle| async move {
-            let result = ingest(handle.token().clone(), records_tx, c1.clone(), fail_after).await;
-            let sent = c1.produced.load(Relaxed);
-            let (note, result) = match result {
-                Err(_cancelled) => ("stopped at its next .await, nothing to clean up", Ok(())),
-                Ok(Ok(())) => ("the writer closed the channel", Ok(())),
-                Ok(Err(e)) => ("then failed", Err(e)),
-            };
-            handle.note(format!("sent {sent} records; {note}"));
-            result
-        }));
+        root.start(
+            Subsystem::new("ingest", move |handle| async move {
+                let result =
+                    ingest(handle.token().clone(), records_tx, c1.clone(), fail_after).await;
+                let sent = c1.produced.load(Relaxed);
+                let (note, result) = match result {
+                    Err(_cancelled) => ("stopped at its next .await, nothing to clean up", Ok(())),
+                    Ok(Ok(())) => ("the writer closed the channel", Ok(())),
+                    Ok(Err(e)) => ("then failed", Err(e)),
+                };
+                handle.note(format!("sent {sent} records; {note}"));
+                result
+            })
+            // Were ingest to hang as it stops, the writer would still get its
+            // turn to flush after this long.
+            .stop_timeout(Duration::from_millis(500)),
+        );
         let c2 = Arc::clone(&c);
         root.start(Subsystem::new("writer", move |handle| async move {
             let mut flush = None;

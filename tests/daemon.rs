@@ -528,6 +528,64 @@ async fn subsystems_stop_in_a_declared_order_at_every_level() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hung_subsystem_holds_back_the_next_ones_only_for_its_stop_timeout() {
+    let log = Log::default();
+    let subsystems = log.clone();
+    let report = log
+        .daemon("d")
+        .grace(Duration::from_secs(10))
+        .shutdown_order(ShutdownOrder::declared(["ingest", "writer"]))
+        .run(move |d| async move {
+            d.start(
+                Subsystem::new("ingest", |_| std::future::pending::<()>())
+                    .stop_timeout(Duration::from_secs(1)),
+            );
+            d.start(cleans_up_in(
+                "writer",
+                Duration::from_millis(100),
+                &subsystems,
+            ));
+            d.request_shutdown();
+        })
+        .await;
+    let tree = report.tree();
+    let writer = tree.get("/d/writer").unwrap();
+    assert_eq!(writer.state(), NodeState::Stopped, "{report}");
+    assert_eq!(writer.note(), Some("cleaned up in 100ms"));
+    assert_eq!(writer.cleanup_time(), Some(Duration::from_millis(100)));
+    let ingest = tree.get("/d/ingest").unwrap();
+    assert_eq!(ingest.state(), NodeState::Aborted);
+    assert_eq!(ingest.cleanup_time(), Some(Duration::from_secs(10)));
+    assert!(log.has("log: /d/ingest still stopping after 1.00s: stopping the next ones"));
+    assert_eq!(report.code(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_stop_timeout_a_hung_subsystem_holds_back_the_rest_until_the_grace_ends() {
+    let report = Daemon::new("d")
+        .quiet()
+        .grace(Duration::from_secs(10))
+        .shutdown_order(ShutdownOrder::declared(["ingest", "writer"]))
+        .run(|d| async move {
+            d.start(Subsystem::new("ingest", |_| std::future::pending::<()>()));
+            d.start(Subsystem::new("writer", |w| async move {
+                w.token().cancelled().await
+            }));
+            d.request_shutdown();
+        })
+        .await;
+    let writer = report.tree().get("/d/writer").unwrap();
+    assert_eq!(writer.state(), NodeState::Aborted);
+    assert_eq!(writer.cleanup_time(), None, "never asked to stop");
+    assert!(
+        report
+            .to_string()
+            .contains("(aborted before its turn to stop)"),
+        "{report}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_task_tree_shows_what_runs_cleans_up_and_finished() {
     let (to_test, mut snapshots) = tokio::sync::mpsc::unbounded_channel();
     let report = Daemon::new("daemon")

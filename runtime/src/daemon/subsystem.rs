@@ -367,6 +367,7 @@ pub struct Subsystem {
     restart: Restart,
     escalate: bool,
     order: ShutdownOrder,
+    stop_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Subsystem {
@@ -376,6 +377,7 @@ impl fmt::Debug for Subsystem {
             .field("restart", &self.restart)
             .field("escalate", &self.escalate)
             .field("order", &self.order)
+            .field("stop_timeout", &self.stop_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -446,6 +448,7 @@ impl Subsystem {
             restart,
             escalate: true,
             order: ShutdownOrder::default(),
+            stop_timeout: None,
         }
     }
 
@@ -487,6 +490,45 @@ impl Subsystem {
     #[must_use]
     pub fn shutdown_order(mut self, order: ShutdownOrder) -> Self {
         self.order = order;
+        self
+    }
+
+    /// How long its turn in its parent's [`ShutdownOrder`] lasts at most:
+    /// once it has been cancelled this long and is still cleaning up, the
+    /// next ones in the order are cancelled too (it goes on, until it ends
+    /// or the grace period does). Without it, a subsystem that hangs in its
+    /// cleanup holds back those after it until the grace period ends.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use std::time::Duration;
+    /// use cancel_scope::daemon::{Daemon, NodeState, ShutdownOrder, Subsystem};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let report = Daemon::new("d")
+    ///     .quiet()
+    ///     .grace(Duration::from_secs(10))
+    ///     .shutdown_order(ShutdownOrder::declared(["ingest", "writer"]))
+    ///     .run(|d| async move {
+    ///         d.start(
+    ///             Subsystem::new("ingest", |_| std::future::pending::<()>()) // hangs
+    ///                 .stop_timeout(Duration::from_secs(1)),
+    ///         );
+    ///         d.start(Subsystem::new("writer", |w| async move {
+    ///             w.token().cancelled().await;
+    ///             w.note("flushed");
+    ///         }));
+    ///         d.request_shutdown();
+    ///     })
+    ///     .await;
+    /// let writer = report.tree().get("/d/writer").unwrap();
+    /// assert_eq!((writer.state(), writer.note()), (NodeState::Stopped, Some("flushed")));
+    /// assert_eq!(report.tree().get("/d/ingest").unwrap().state(), NodeState::Aborted);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = Some(timeout);
         self
     }
 
@@ -569,6 +611,11 @@ impl SubsystemHandle {
     /// this one is stopping, it takes its place in that order at once
     /// (and is cancelled when its turn comes); after this one ended, it is
     /// not started (and the log says so).
+    ///
+    /// Subsystems are for the long-lived parts of a daemon: the tree keeps
+    /// each one it started (until its parent restarts). Work started per
+    /// connection or per request belongs in a [`Scope`] inside a subsystem,
+    /// as the HTTP example does.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -748,15 +795,29 @@ fn finish(
 /// A nested subsystem, as its parent's run sees it.
 struct Child {
     name: Cow<'static, str>,
+    path: String,
     stop: CancellationToken,
     done: bool,
+    /// How long its turn in the shutdown order lasts, at most.
+    stop_timeout: Option<Duration>,
+    /// When its turn to stop came.
+    cancelled_at: Option<Instant>,
+    /// Its turn is over (its `stop_timeout` passed) though it still runs.
+    passed: bool,
+}
+
+impl Child {
+    /// Whether the next ones in the shutdown order may be cancelled.
+    fn let_through(&self) -> bool {
+        self.done || self.passed
+    }
 }
 
 /// The stages in which `children` that have not ended yet are to stop.
 fn plan(order: &ShutdownOrder, children: &[Child]) -> VecDeque<Vec<usize>> {
     let names: Vec<&str> = children.iter().map(|c| c.name.as_ref()).collect();
     let mut stages = order.stages(&names);
-    stages.retain(|stage| stage.iter().any(|&i| !children[i].done));
+    stages.retain(|stage| stage.iter().any(|&i| !children[i].let_through()));
     stages
 }
 
@@ -772,16 +833,22 @@ fn start_child(
 ) {
     let child = shared.ledger.add(Some(parent), &sub.name);
     let stop = CancellationToken::new();
-    let name = sub.name.clone();
+    let (name, path, stop_timeout) = (
+        sub.name.clone(),
+        shared.ledger.path(child),
+        sub.stop_timeout,
+    );
     let driver = supervise(Arc::clone(shared), child, sub, stop.clone(), alive.clone());
-    let task = scope.spawn_named(shared.ledger.path(child), |_| async move {
-        Piece::Child(driver.await)
-    });
+    let task = scope.spawn_named(path.clone(), |_| async move { Piece::Child(driver.await) });
     by_task.insert(task, children.len());
     children.push(Child {
         name,
+        path,
         stop,
         done: false,
+        stop_timeout,
+        cancelled_at: None,
+        passed: false,
     });
 }
 
@@ -846,18 +913,36 @@ async fn run_once(
             shared.ledger.set_state(id, NodeState::Stopping);
             stages = Some(plan(&spec.order, &children));
         }
+        // The end of the current stage's turn, if its subsystems have a
+        // `stop_timeout`.
+        let mut turn_ends: Option<Instant> = None;
         if let Some(stages) = stages.as_mut() {
             while let Some(stage) = stages.front() {
                 for &i in stage {
-                    children[i].stop.cancel();
+                    let child = &mut children[i];
+                    child.stop.cancel();
+                    child.cancelled_at.get_or_insert_with(Instant::now);
                 }
-                if stage.iter().all(|&i| children[i].done) {
+                if stage.iter().all(|&i| children[i].let_through()) {
                     stages.pop_front();
                 } else {
+                    turn_ends = stage
+                        .iter()
+                        .filter(|&&i| !children[i].let_through())
+                        .filter_map(|&i| {
+                            Some(children[i].cancelled_at? + children[i].stop_timeout?)
+                        })
+                        .min();
                     break;
                 }
             }
         }
+        let turn_over = async {
+            match turn_ends {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             Some(sub) = started.recv() => {
@@ -872,6 +957,23 @@ async fn run_once(
                 }
             }
             () = token.cancelled(), if stages.is_none() => {}
+            () = turn_over => {
+                let now = Instant::now();
+                for child in &mut children {
+                    let over = child
+                        .cancelled_at
+                        .zip(child.stop_timeout)
+                        .is_some_and(|(at, timeout)| at + timeout <= now);
+                    if over && !child.let_through() {
+                        child.passed = true;
+                        shared.log(&format!(
+                            "{} still stopping after {}: stopping the next ones",
+                            child.path,
+                            super::tree::short(child.stop_timeout.unwrap_or_default())
+                        ));
+                    }
+                }
+            }
             joined = scope.join_next_with_id() => {
                 let Some((task, result)) = joined else { break };
                 if task == body {
