@@ -652,6 +652,29 @@ async fn the_task_tree_shows_what_runs_cleans_up_and_finished() {
     assert_eq!(done.note(), Some("flushed 12 records"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_subsystem_is_in_the_tree_as_soon_as_it_is_started_and_not_after_its_parent_ended() {
+    let log = Log::default();
+    let (keep, kept) = tokio::sync::oneshot::channel();
+    let report = log
+        .daemon("d")
+        .run(move |d| async move {
+            d.start(Subsystem::new("w", |_| async {}));
+            assert!(d.tree().get("/d/w").is_some(), "in the tree at once");
+            keep.send(d.clone()).unwrap();
+        })
+        .await;
+    let late = kept.await.unwrap();
+    late.start(Subsystem::new("late", |_| async {}));
+    assert!(
+        log.has("log: late: not started: /d has ended"),
+        "{:#?}",
+        log.lines()
+    );
+    assert!(late.tree().get("/d/late").is_none());
+    assert_eq!(report.tree().nodes().len(), 2);
+}
+
 #[cancellable]
 async fn flusher(flushed: Arc<Mutex<Vec<u32>>>) -> std::io::Result<()> {
     let mut pending = vec![1, 2, 3];

@@ -21,6 +21,12 @@ async fn sigusr1_prints_the_task_tree() {
                 d.start(Subsystem::new("writer", |w| async move {
                     w.token().cancelled().await;
                 }));
+                for _ in 0..1000 {
+                    if d.tree().get("/d/writer").is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 let status = std::process::Command::new("kill")
                     .args(["-USR1", &std::process::id().to_string()])
                     .status()

@@ -35,6 +35,7 @@
 //! restarts, an ordered shutdown, a live tree, and a report that names
 //! what hung.
 
+mod race;
 mod subsystem;
 mod tree;
 
@@ -50,6 +51,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use race::First4;
 pub use subsystem::{Restart, ShutdownOrder, Subsystem, SubsystemHandle, SubsystemOutput};
 pub use tree::{NodeState, TaskTree, TreeNode};
 
@@ -536,13 +538,23 @@ impl Daemon {
                 None => std::future::pending().await,
             }
         };
-        let ended = tokio::select! {
-            biased;
-            _ = driver.as_mut().expect("not taken yet") => true,
-            () = shared.shutdown.cancelled() => false,
-            () = first_signal => {
+        let ended = match race::first4(
+            driver.as_mut().expect("not taken yet"),
+            shared.shutdown.cancelled(),
+            first_signal,
+            std::future::pending::<()>(),
+        )
+        .await
+        {
+            First4::A(_) => true,
+            First4::B(()) | First4::D(()) => false,
+            First4::C(()) => {
                 #[cfg(feature = "signal")]
-                let name = signals.signal.as_ref().and_then(|s| s.reason()).unwrap_or("a signal");
+                let name = signals
+                    .signal
+                    .as_ref()
+                    .and_then(|s| s.reason())
+                    .unwrap_or("a signal");
                 #[cfg(not(feature = "signal"))]
                 let name = "a signal";
                 shared.begin_shutdown(StopReason::Signal(name));
@@ -572,11 +584,17 @@ impl Daemon {
                     None => std::future::pending().await,
                 }
             };
-            forced = tokio::select! {
-                biased;
-                _ = driver.as_mut().expect("not taken yet") => None,
-                () = tokio::time::sleep_until(began + self.grace) => Some(Forced::GraceElapsed),
-                () = force => Some(Forced::SecondSignal),
+            forced = match race::first4(
+                driver.as_mut().expect("not taken yet"),
+                tokio::time::sleep_until(began + self.grace),
+                force,
+                std::future::pending::<()>(),
+            )
+            .await
+            {
+                First4::A(_) => None,
+                First4::B(()) => Some(Forced::GraceElapsed),
+                First4::C(()) | First4::D(()) => Some(Forced::SecondSignal),
             };
             if let Some(why) = forced {
                 let aborted = shared.ledger.abort_all();

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::race::{First4, first4};
 use super::tree::{NodeState, TaskTree};
 use super::{Shared, StopReason};
 use crate::{Cancelled, Scope, TaskId};
@@ -573,7 +574,8 @@ pub struct SubsystemHandle {
     id: usize,
     name: Arc<str>,
     shared: Arc<Shared>,
-    starts: mpsc::UnboundedSender<Subsystem>,
+    /// Subsystems started and their ids in the ledger, for this one's run.
+    starts: mpsc::UnboundedSender<(usize, Subsystem)>,
 }
 
 impl SubsystemHandle {
@@ -626,10 +628,14 @@ impl SubsystemHandle {
     /// # drop(s);
     /// ```
     pub fn start(&self, subsystem: Subsystem) {
-        if let Err(refused) = self.starts.send(subsystem) {
+        // In the tree at once; its run starts it in a moment.
+        let child = self.shared.ledger.add(Some(self.id), &subsystem.name);
+        if let Err(refused) = self.starts.send((child, subsystem)) {
+            self.shared.ledger.remove(child);
             self.shared.log(&format!(
                 "{}: not started: {} has ended",
-                refused.0.name, self.name
+                (refused.0).1.name,
+                self.name
             ));
         }
     }
@@ -756,9 +762,12 @@ pub(crate) fn supervise(
                 super::tree::short(spec.restart.within),
                 super::tree::short(delay)
             ));
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = stop.cancelled() => return finish(&shared, id, None, true, spec.escalate),
+            if stop
+                .run_until_cancelled(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return finish(&shared, id, None, true, spec.escalate);
             }
         }
     })
@@ -821,17 +830,16 @@ fn plan(order: &ShutdownOrder, children: &[Child]) -> VecDeque<Vec<usize>> {
     stages
 }
 
-/// Starts `sub` nested in `parent`, as a task of the parent's run.
+/// Starts `sub`, whose record in the ledger is `child`, as a task of its
+/// parent's run.
 fn start_child(
     shared: &Arc<Shared>,
-    parent: usize,
     alive: &mpsc::Sender<()>,
     scope: &mut Scope<Piece>,
     by_task: &mut HashMap<TaskId, usize>,
     children: &mut Vec<Child>,
-    sub: Subsystem,
+    (child, sub): (usize, Subsystem),
 ) {
-    let child = shared.ledger.add(Some(parent), &sub.name);
     let stop = CancellationToken::new();
     let (name, path, stop_timeout) = (
         sub.name.clone(),
@@ -900,15 +908,7 @@ async fn run_once(
         if token.is_cancelled() && stages.is_none() {
             // Those started before the cancellation stop in order too.
             while let Ok(sub) = started.try_recv() {
-                start_child(
-                    shared,
-                    id,
-                    alive,
-                    &mut scope,
-                    &mut by_task,
-                    &mut children,
-                    sub,
-                );
+                start_child(shared, alive, &mut scope, &mut by_task, &mut children, sub);
             }
             shared.ledger.set_state(id, NodeState::Stopping);
             stages = Some(plan(&spec.order, &children));
@@ -943,12 +943,30 @@ async fn run_once(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            Some(sub) = started.recv() => {
-                start_child(shared, id, alive, &mut scope, &mut by_task, &mut children, sub);
+        let stopping = stages.is_some();
+        let event = first4(
+            async {
+                match started.recv().await {
+                    Some(sub) => sub,
+                    None => std::future::pending().await,
+                }
+            },
+            async {
+                if stopping {
+                    std::future::pending().await
+                } else {
+                    token.cancelled().await;
+                }
+            },
+            turn_over,
+            scope.join_next_with_id(),
+        )
+        .await;
+        match event {
+            First4::A(sub) => {
+                start_child(shared, alive, &mut scope, &mut by_task, &mut children, sub);
                 while let Ok(sub) = started.try_recv() {
-                    start_child(shared, id, alive, &mut scope, &mut by_task, &mut children, sub);
+                    start_child(shared, alive, &mut scope, &mut by_task, &mut children, sub);
                 }
                 if stages.is_some() {
                     // Started while this one stops: they stop in order too,
@@ -956,8 +974,9 @@ async fn run_once(
                     stages = Some(plan(&spec.order, &children));
                 }
             }
-            () = token.cancelled(), if stages.is_none() => {}
-            () = turn_over => {
+            // Seen at the top of the loop.
+            First4::B(()) => {}
+            First4::C(()) => {
                 let now = Instant::now();
                 for child in &mut children {
                     let over = child
@@ -974,8 +993,8 @@ async fn run_once(
                     }
                 }
             }
-            joined = scope.join_next_with_id() => {
-                let Some((task, result)) = joined else { break };
+            First4::D(None) => break,
+            First4::D(Some((task, result))) => {
                 if task == body {
                     match result {
                         Ok(Piece::Body(Exit::Done) | Piece::Child(_)) => {}
@@ -995,7 +1014,12 @@ async fn run_once(
                     }
                 } else if let Some(&i) = by_task.get(&task) {
                     children[i].done = true;
-                    if let Ok(Piece::Child(NodeEnd::Failed { origin, error, escalate: true })) = result {
+                    if let Ok(Piece::Child(NodeEnd::Failed {
+                        origin,
+                        error,
+                        escalate: true,
+                    })) = result
+                    {
                         let error = format!("{origin} failed: {error}");
                         fail(&mut failure, origin, error);
                     }

@@ -161,6 +161,15 @@ impl Ledger {
         id
     }
 
+    /// Forgets `id`, a subsystem that was never started.
+    pub(crate) fn remove(&self, id: usize) {
+        let mut records = self.lock();
+        records[id] = None;
+        for r in records.iter_mut().flatten() {
+            r.children.retain(|&c| c != id);
+        }
+    }
+
     pub(crate) fn path(&self, id: usize) -> String {
         self.lock()[id]
             .as_ref()
