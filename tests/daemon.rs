@@ -255,6 +255,39 @@ async fn a_failure_two_levels_down_escalates_to_the_daemon() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_panic_in_the_fn_or_in_making_its_future_is_a_failure_by_name() {
+    let report = Daemon::new("d")
+        .quiet()
+        .run(|d| async move {
+            d.start(
+                Subsystem::new("in-future", |_| async {
+                    if true {
+                        panic!("boom")
+                    }
+                })
+                .escalate(false),
+            );
+            d.start(
+                Subsystem::supervised(
+                    "in-fn",
+                    Restart::temporary(),
+                    |_| -> std::future::Ready<()> { panic!("before the future") },
+                )
+                .escalate(false),
+            );
+        })
+        .await;
+    let failures: Vec<_> = report.failures().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        failures,
+        [
+            "/d/in-future failed: task panicked: boom",
+            "/d/in-fn failed: task panicked: before the future"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_subsystem_can_keep_its_failure_to_itself() {
     let report = Daemon::new("d")
         .quiet()

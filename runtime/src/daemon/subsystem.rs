@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -680,6 +681,17 @@ impl SubsystemHandle {
     }
 }
 
+/// What a panic said, as `TaskError`'s `Display` shows it.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(not a string)"
+    }
+}
+
 /// How a subsystem ended, for its parent.
 #[derive(Debug)]
 pub(crate) enum NodeEnd {
@@ -803,6 +815,7 @@ fn finish(
 
 /// A nested subsystem, as its parent's run sees it.
 struct Child {
+    id: usize,
     name: Cow<'static, str>,
     path: String,
     stop: CancellationToken,
@@ -850,6 +863,7 @@ fn start_child(
     let task = scope.spawn_named(path.clone(), |_| async move { Piece::Child(driver.await) });
     by_task.insert(task, children.len());
     children.push(Child {
+        id: child,
         name,
         path,
         stop,
@@ -876,17 +890,21 @@ async fn run_once(
     let mut scope: Scope<Piece> = Scope::child_of(&token);
     let factory = &mut spec.factory;
     let body = scope.spawn_named(path.to_string(), |task_token| {
-        let body = factory(SubsystemHandle {
+        let handle = SubsystemHandle {
             token: task_token,
             id,
             name: Arc::clone(path),
             shared: Arc::clone(shared),
             starts,
-        });
+        };
+        // A `supervised` fn is called here, to make its future: a panic in
+        // it is the subsystem's, as a panic in the future is.
+        let body = catch_unwind(AssertUnwindSafe(|| factory(handle)));
         async move {
             Piece::Body(match body {
-                Some(body) => body.await,
-                None => Exit::Done,
+                Ok(Some(body)) => body.await,
+                Ok(None) => Exit::Done,
+                Err(panic) => Exit::Failed(format!("task panicked: {}", panic_message(&*panic))),
             })
         }
     });
@@ -1014,14 +1032,25 @@ async fn run_once(
                     }
                 } else if let Some(&i) = by_task.get(&task) {
                     children[i].done = true;
-                    if let Ok(Piece::Child(NodeEnd::Failed {
-                        origin,
-                        error,
-                        escalate: true,
-                    })) = result
-                    {
-                        let error = format!("{origin} failed: {error}");
-                        fail(&mut failure, origin, error);
+                    match result {
+                        Ok(Piece::Child(NodeEnd::Failed {
+                            origin,
+                            error,
+                            escalate: true,
+                        })) => {
+                            let error = format!("{origin} failed: {error}");
+                            fail(&mut failure, origin, error);
+                        }
+                        Ok(_) => {}
+                        // The driver itself panicked: a bug here, reported
+                        // as the nested subsystem's failure.
+                        Err(e) => {
+                            let child = &children[i];
+                            shared.ledger.fail(child.id, e.to_string(), true);
+                            shared.ledger.set_state(child.id, NodeState::Failed);
+                            let error = format!("{} failed: {e}", child.path);
+                            fail(&mut failure, child.path.clone(), error);
+                        }
                     }
                 }
             }
