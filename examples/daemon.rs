@@ -95,9 +95,11 @@ pub struct Report {
     pub written_during_run: u64,
     /// Lines in the file when it was read back.
     pub lines_in_file: u64,
-    /// The lines are exactly `0, 1, 2, ..` (no gap, no duplicate, no torn
-    /// line).
+    /// The complete lines are exactly `0, 1, 2, ..` (no gap, no duplicate,
+    /// no garbage).
     pub lines_in_order: bool,
+    /// The file ends in a line without its newline: a write cut short.
+    pub torn_last_line: bool,
     /// The file the records went to (removed with its directory by now).
     pub file: PathBuf,
 }
@@ -117,13 +119,14 @@ impl Report {
 
     /// Every record produced is in the file, once, in order.
     pub fn none_lost(&self) -> bool {
-        self.lines_in_order && self.lines_in_file == self.produced
+        self.lines_in_order && !self.torn_last_line && self.lines_in_file == self.produced
     }
 
     /// The file is not what the writer wrote (out of order, or records
     /// missing although nothing was aborted): a bug, not a shutdown.
     pub fn file_is_wrong(&self) -> bool {
-        !self.lines_in_order || (self.missing() > 0 && self.daemon.forced().is_none())
+        let forced = self.daemon.forced().is_some();
+        !self.lines_in_order || (!forced && (self.torn_last_line || self.missing() > 0))
     }
 
     /// The daemon's exit code, or 1 when the file is wrong.
@@ -471,9 +474,14 @@ async fn supervise(
 
     // Read the file back: what is there is what was flushed.
     let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    // A write cut by an abort leaves a last line without its newline.
+    let (complete, torn) = match text.rfind('\n') {
+        Some(end) => text.split_at(end + 1),
+        None => ("", text.as_str()),
+    };
     let mut lines_in_file = 0;
-    let mut lines_in_order = text.is_empty() || text.ends_with('\n');
-    for (i, line) in text.lines().enumerate() {
+    let mut lines_in_order = true;
+    for (i, line) in complete.lines().enumerate() {
         lines_in_file += 1;
         lines_in_order &= line.parse::<u64>().ok() == Some(i as u64);
     }
@@ -483,6 +491,7 @@ async fn supervise(
         written_during_run: counters.written.load(Relaxed),
         lines_in_file,
         lines_in_order,
+        torn_last_line: !torn.is_empty(),
         file: path.to_owned(),
     })
 }
@@ -496,20 +505,25 @@ fn print_verdict(report: &Report, out: &mut impl Write) -> io::Result<()> {
         report.written_during_run,
         report.flushed_at_shutdown()
     )?;
+    let torn = if report.torn_last_line {
+        " and a torn last line (a write cut short)"
+    } else {
+        ""
+    };
     let verdict = if !report.lines_in_order {
-        "NOT the sequence 0..n: records duplicated, out of order or torn".to_owned()
+        "NOT the sequence 0..n: records duplicated or out of order".to_owned()
     } else if report.none_lost() {
         format!("exactly 0..{} in order: none lost", report.lines_in_file)
     } else if report.daemon.forced().is_some() {
         format!(
-            "0..{} in order; the last {} records produced were never written: \
+            "0..{} in order{torn}; the last {} records produced were never written: \
              the shutdown was forced before the writer flushed them",
             report.lines_in_file,
             report.missing()
         )
     } else {
         format!(
-            "0..{} in order, but {} records are MISSING",
+            "0..{} in order{torn}, but {} records are MISSING",
             report.lines_in_file,
             report.missing()
         )

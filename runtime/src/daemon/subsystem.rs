@@ -1011,7 +1011,16 @@ async fn run_once(
                     }
                 }
             }
-            First4::D(None) => break,
+            // Everything has ended, but for a start that came meanwhile.
+            First4::D(None) => match started.try_recv() {
+                Ok(sub) => {
+                    start_child(shared, alive, &mut scope, &mut by_task, &mut children, sub);
+                    if stages.is_some() {
+                        stages = Some(plan(&spec.order, &children));
+                    }
+                }
+                Err(_) => break,
+            },
             First4::D(Some((task, result))) => {
                 if task == body {
                     match result {
@@ -1055,6 +1064,12 @@ async fn run_once(
                 }
             }
         }
+    }
+    // A start from a handle still held somewhere comes too late now.
+    started.close();
+    while let Ok((child, sub)) = started.try_recv() {
+        shared.ledger.remove(child);
+        shared.log(&format!("{}: not started: {path} has ended", sub.name));
     }
     failure
 }
