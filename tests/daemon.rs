@@ -380,6 +380,43 @@ async fn restarts_back_off_then_escalate_past_the_intensity_limit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_nested_failure_restarts_the_supervised_parent_with_its_whole_subtree() {
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = Arc::clone(&runs);
+    let log = Log::default();
+    let report = log
+        .daemon("d")
+        .run(move |d| async move {
+            let policy = Restart::transient()
+                .intensity(5, Duration::from_secs(60))
+                .backoff(Duration::from_millis(10), Duration::from_millis(10));
+            d.start(Subsystem::supervised("conn", policy, move |conn| {
+                let run = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    // The session fails on the first two runs.
+                    conn.start(Subsystem::new("session", move |_| async move {
+                        if run < 2 {
+                            Err("reset by peer")
+                        } else {
+                            Ok(())
+                        }
+                    }));
+                }
+            }));
+        })
+        .await;
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let conn = report.tree().get("/d/conn").unwrap();
+    assert_eq!((conn.state(), conn.restarts()), (NodeState::Finished, 2));
+    // The tree holds the last run's session only.
+    assert_eq!(report.tree().nodes().len(), 3, "{report}");
+    assert!(log.has(
+        "log: /d/conn failed (/d/conn/session failed: reset by peer); restart 1 of 5 within 60.00s in 10.0ms"
+    ), "{:#?}", log.lines());
+    assert!(report.is_clean(), "{report}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_intensity_window_forgets_old_restarts() {
     let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let r = Arc::clone(&runs);
