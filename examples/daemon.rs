@@ -1,14 +1,14 @@
-//! The main demo: a small daemon that moves real data and shuts down cleanly.
+//! The main demo: a small daemon that moves real data and shuts down cleanly,
+//! built on `cancel_scope::daemon`.
 //!
 //! ```sh
-//! cargo run --example daemon                    # stops by itself after 3 s
-//! cargo run --example daemon -- --run-for 0.5   # fractional seconds are fine
+//! cargo run --example daemon                         # stops by itself after 3 s
+//! cargo run --example daemon -- --run-for 0.5        # fractional seconds are fine
+//! cargo run --example daemon -- --slow-flush 10      # a hung cleanup: forced after the grace period
+//! cargo run --example daemon -- --fail-after 1       # ingest fails: the others clean up, exit 1
 //! ```
 //!
-//! A supervisor runs three subsystems as named tasks of one [`Scope`] and
-//! stops them when its [`ShutdownSignal`] fires (the first Ctrl-C or
-//! SIGTERM) or `--run-for` elapses, with `Scope::shutdown_report`, whose
-//! table ends the output:
+//! Three subsystems run under `/daemon`:
 //!
 //! - **ingest** produces numbered records (0, 1, 2, ...) into a bounded
 //!   `tokio::sync::mpsc` channel;
@@ -17,21 +17,27 @@
 //!   (close the channel, drain what was already sent, flush what is pending);
 //! - **metrics** ticks and reports progress.
 //!
-//! It stops on Ctrl-C, on SIGTERM (unix), or after `--run-for` seconds; a
-//! second Ctrl-C during the shutdown aborts what is left at once. Then it reads
-//! the file back and checks that no record was lost: the file holds exactly
-//! the lines `0..produced`, in order.
+//! It stops on Ctrl-C, on SIGTERM (unix), after `--run-for` seconds, or when
+//! a subsystem fails. Ingest stops first, then the writer drains what ingest
+//! sent, then metrics (a declared [`ShutdownOrder`]); a second Ctrl-C
+//! aborts at once, and so does the end of the grace period. On SIGUSR1 it
+//! prints its task tree. Then it reads the file back and says what is in
+//! it: the lines `0..n` in order, and whether every record produced is
+//! there.
+//!
+//! Exit codes: 0 clean, 1 a subsystem failed (or the file is not what the
+//! writer wrote), 2 bad arguments, 3 the grace period elapsed, 130 a second
+//! signal.
 
-use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cancel_scope::{
-    CancelReason, Cancelled, Scope, ShutdownSignal, TaskError, cancellable, on_cancel,
-};
+use cancel_scope::daemon::{Daemon, DaemonReport, ShutdownOrder, Subsystem};
+use cancel_scope::{Cancelled, ShutdownSignal, cancellable, on_cancel};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -44,8 +50,8 @@ const BURST: u64 = 8;
 /// Room in the ingest → writer channel.
 const CHANNEL_CAPACITY: usize = 64;
 
-/// What the daemon does; `main` sets `run_for` from the command line, tests
-/// set everything.
+/// What the daemon does; `main` sets it from the command line, tests set
+/// everything.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Stop by itself after this long.
@@ -57,9 +63,12 @@ pub struct Config {
     pub tick: Duration,
     /// How many records the writer appends at a time.
     pub batch: usize,
-    /// A slow disk: how long the writer's final flush stalls before it
-    /// writes. Zero in the demo; tests use it to exercise the forced shutdown.
+    /// A slow disk: how long the writer's final flush (when ingest stops,
+    /// or in its cleanup) stalls before it writes. Zero in the demo;
+    /// `--slow-flush` shows a forced shutdown.
     pub slow_flush: Duration,
+    /// Ingest fails ("upstream closed") after this long.
+    pub fail_after: Option<Duration>,
 }
 
 impl Default for Config {
@@ -70,44 +79,7 @@ impl Default for Config {
             tick: Duration::from_millis(500),
             batch: 256,
             slow_flush: Duration::ZERO,
-        }
-    }
-}
-
-/// How a subsystem's task ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// It returned on its own.
-    Finished(String),
-    /// It saw its token cancelled and stopped at its next `.await`; it had
-    /// nothing to clean up. Why (the `Cancelled`'s reason).
-    Cancelled(CancelReason),
-    /// It saw its token cancelled, and its `on_cancel!` cleanup ran to
-    /// completion (what the cleanup did).
-    CleanedUp(String),
-    /// It returned an error.
-    Failed(String),
-    /// It was still running at the end of the grace period (or at a second
-    /// Ctrl-C) and was aborted.
-    Aborted,
-    /// It panicked.
-    Panicked(String),
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Status::Finished(what) => write!(f, "finished: {what}"),
-            Status::Cancelled(why) => {
-                write!(
-                    f,
-                    "cancelled ({why}): stopped at its next .await, no cleanup"
-                )
-            }
-            Status::CleanedUp(what) => write!(f, "cancelled and cleaned up: {what}"),
-            Status::Failed(e) => write!(f, "FAILED: {e}"),
-            Status::Aborted => f.write_str("ABORTED: dropped where it stood, cleanup not finished"),
-            Status::Panicked(e) => write!(f, "PANICKED: {e}"),
+            fail_after: None,
         }
     }
 }
@@ -115,82 +87,94 @@ impl fmt::Display for Status {
 /// What happened, for the printout and for tests.
 #[derive(Debug)]
 pub struct Report {
-    /// Why the daemon shut down.
-    pub reason: String,
+    /// The library's report: why it stopped, each subsystem, the exit code.
+    pub daemon: DaemonReport,
     /// Records ingest put in the channel.
     pub produced: u64,
     /// Records the writer appended in full batches while running.
     pub written_during_run: u64,
-    /// Records the writer's cleanup drained from the channel and flushed.
-    pub flushed_at_shutdown: u64,
     /// Lines in the file when it was read back.
     pub lines_in_file: u64,
-    /// The lines are exactly `0, 1, 2, ..` (no gap, no duplicate, no torn
-    /// line).
+    /// The complete lines are exactly `0, 1, 2, ..` (no gap, no duplicate,
+    /// no garbage).
     pub lines_in_order: bool,
-    /// From the shutdown request to the last task joined.
-    pub shutdown_took: Duration,
-    /// A second signal cut the grace period short.
-    pub forced: bool,
-    /// Each subsystem, in spawn order.
-    pub tasks: Vec<(&'static str, Status)>,
+    /// The file ends in a line without its newline: a write cut short.
+    pub torn_last_line: bool,
     /// The file the records went to (removed with its directory by now).
     pub file: PathBuf,
 }
 
 impl Report {
+    /// Records the writer's cleanup put in the file: what is there beyond
+    /// the batches written while running (read from the file, not from
+    /// what the cleanup meant to do).
+    pub fn flushed_at_shutdown(&self) -> u64 {
+        self.lines_in_file.saturating_sub(self.written_during_run)
+    }
+
+    /// Records produced that are not in the file.
+    pub fn missing(&self) -> u64 {
+        self.produced.saturating_sub(self.lines_in_file)
+    }
+
     /// Every record produced is in the file, once, in order.
     pub fn none_lost(&self) -> bool {
-        self.lines_in_order
-            && self.lines_in_file == self.produced
-            && self.written_during_run + self.flushed_at_shutdown == self.produced
+        self.lines_in_order && !self.torn_last_line && self.lines_in_file == self.produced
+    }
+
+    /// The file is not what the writer wrote (out of order, or records
+    /// missing although nothing was aborted): a bug, not a shutdown.
+    pub fn file_is_wrong(&self) -> bool {
+        let forced = self.daemon.forced().is_some();
+        !self.lines_in_order || (!forced && (self.torn_last_line || self.missing() > 0))
+    }
+
+    /// The daemon's exit code, or 1 when the file is wrong.
+    pub fn code(&self) -> u8 {
+        if self.file_is_wrong() {
+            1
+        } else {
+            self.daemon.code()
+        }
     }
 }
 
-/// Live counters, read by metrics.
+/// Live counters, read by metrics and the final report.
 #[derive(Default)]
 struct Counters {
     produced: AtomicU64,
     written: AtomicU64,
     batches: AtomicU64,
-    /// Set once the writer's cleanup is done.
-    flushed: AtomicU64,
 }
-
-/// How a subsystem's task reports itself to the supervisor. The scope fails
-/// fast: a subsystem that returns `Err` cancels the others and wakes the
-/// supervisor.
-type Subsystem = Result<Ending, String>;
-
-enum Ending {
-    Finished(String),
-    Cancelled(CancelReason),
-    CleanedUp(String),
-}
-
-/// The subsystems, in spawn order: `Scope::shutdown` returns their results in
-/// this order.
-const NAMES: [&str; 3] = ["ingest", "writer", "metrics"];
 
 // ---------------------------------------------------------------------------
 // The subsystems
 // ---------------------------------------------------------------------------
 
-/// Produces numbered records, a burst every millisecond, until cancelled.
+/// Produces numbered records, a burst every millisecond, until cancelled
+/// (or until `fail_after`, when it fails).
 ///
 /// No cleanup: dropping it at any `.await` is harmless. `Sender::send` is
 /// cancel safe (dropped before it completes, it sent nothing), and a record
 /// is counted right after it was sent, with no `.await` in between.
 #[cancellable]
-async fn ingest(records: mpsc::Sender<u64>, counters: Arc<Counters>) -> String {
+async fn ingest(
+    records: mpsc::Sender<u64>,
+    counters: Arc<Counters>,
+    fail_after: Option<Duration>,
+) -> Result<(), String> {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let fail_at = fail_after.map(|d| tokio::time::Instant::now() + d);
     let mut next = 0;
     loop {
-        tick.tick().await;
+        let now = tick.tick().await;
+        if fail_at.is_some_and(|at| now >= at) {
+            return Err(format!("upstream closed after record {next}"));
+        }
         for _ in 0..BURST {
             if records.send(next).await.is_err() {
-                return format!("the writer closed the channel after record {next}");
+                return Ok(()); // the writer closed the channel
             }
             next += 1;
             counters.produced.store(next, Relaxed);
@@ -247,7 +231,8 @@ impl Outbox {
     }
 }
 
-/// Appends the records to `path` in batches of `batch`.
+/// Appends the records to `path` in batches of `batch`; when ingest stops,
+/// writes the rest and returns how many records that was.
 ///
 /// On cancel, the cleanup closes the channel (ingest can send no more),
 /// drains what was already sent, and flushes everything still pending. It
@@ -261,7 +246,7 @@ async fn writer(
     slow_flush: Duration,
     counters: Arc<Counters>,
     flush: &mut Option<Flush>,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     // Setup: runs first and is not raced; `?` returns the error as the fn's
     // own `io::Result`.
     let mut file = tokio::fs::OpenOptions::new()
@@ -291,11 +276,14 @@ async fn writer(
     }
     loop {
         let Some(n) = records.recv().await else {
-            // Ingest stopped on its own: write the rest and finish.
+            // Ingest stopped (the shutdown stops it first): write the rest
+            // and finish. If the writer's own turn to stop comes meanwhile,
+            // the cleanup writes what this did not.
+            tokio::time::sleep(slow_flush).await;
             outbox.add(&mut pending);
             let n = outbox.write_to(&mut file).await?;
-            counters.written.fetch_add(n, Relaxed);
-            return Ok(());
+            file.sync_all().await?;
+            return Ok(n);
         };
         pending.push(n);
         if pending.len() >= batch {
@@ -311,12 +299,42 @@ async fn writer(
     }
 }
 
-/// Reports progress every `every`, until cancelled.
+/// What the writer's cleanup says it did, for the report; `Err` when the
+/// writer failed.
+fn writer_note(
+    result: Result<io::Result<u64>, Cancelled>,
+    flush: Option<Flush>,
+) -> Result<String, String> {
+    let flush = match result {
+        Ok(Ok(n)) => return Ok(format!("ingest stopped: flushed the last {n} records")),
+        Ok(Err(e)) => return Err(format!("writing the records: {e}")),
+        Err(_cancelled) => flush.ok_or("cancelled, but the cleanup did not report")?,
+    };
+    let Flush {
+        interrupted,
+        buffered,
+        drained,
+        records,
+        result,
+    } = flush;
+    result.map_err(|e| format!("final flush: {e}"))?;
+    let mut what = format!(
+        "cancelled: closed the channel, flushed {records} records ({buffered} buffered, \
+         {drained} drained"
+    );
+    if interrupted > 0 {
+        what += &format!(", {interrupted} of a batch cancelled mid-write");
+    }
+    Ok(what + ")")
+}
+
+/// Reports progress every `every`, until cancelled; returns how many times.
 #[cancellable]
 async fn metrics(
     counters: Arc<Counters>,
     every: Duration,
     progress: mpsc::UnboundedSender<String>,
+    reports: &mut u64,
 ) {
     let started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval_at(started + every, every);
@@ -334,6 +352,7 @@ async fn metrics(
             // `written` was read last: it may be ahead of `produced`.
             produced.saturating_sub(written),
         );
+        *reports += 1;
         if progress.send(line).is_err() {
             return;
         }
@@ -341,260 +360,184 @@ async fn metrics(
 }
 
 // ---------------------------------------------------------------------------
-// The supervisor
+// The daemon
 // ---------------------------------------------------------------------------
 
 /// Runs the daemon until `config.run_for` elapses, `signal` fires (Ctrl-C,
-/// SIGTERM, or a test's `trigger`), or a subsystem fails; shuts it down;
-/// reads the file back; prints the whole story to `out`.
+/// SIGTERM, or a test's `trigger`), or a subsystem fails; reads the file
+/// back; prints the whole story to `out`.
 pub async fn run(
     config: &Config,
-    signal: &ShutdownSignal,
+    signal: Arc<ShutdownSignal>,
     out: &mut impl Write,
 ) -> io::Result<Report> {
     let dir = unique_temp_dir()?;
     let result = supervise(config, &dir.join("records.log"), signal, out).await;
     let removed = std::fs::remove_dir_all(&dir);
     let report = result?;
-    match removed {
-        Ok(()) => writeln!(out, "removed {}", dir.display())?,
-        Err(e) => writeln!(out, "could not remove {}: {e}", dir.display())?,
+    if let Err(e) = removed {
+        writeln!(out, "could not remove {}: {e}", dir.display())?;
     }
+    print_verdict(&report, out)?;
     Ok(report)
 }
 
 async fn supervise(
     config: &Config,
     path: &Path,
-    signal: &ShutdownSignal,
+    signal: Arc<ShutdownSignal>,
     out: &mut impl Write,
 ) -> io::Result<Report> {
     writeln!(out, "daemon: records go to {}", path.display())?;
     writeln!(
         out,
-        "daemon: stops after {} (--run-for), on Ctrl-C or on SIGTERM",
+        "daemon: stops after {} (--run-for), on Ctrl-C or on SIGTERM; Ctrl-C twice aborts; \
+         SIGUSR1 prints the task tree",
         common::human(config.run_for)
     )?;
 
     let counters = Arc::new(Counters::default());
-    let (records_tx, records_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-    // The supervisor, not the signal, cancels the subsystems: it calls
-    // `shutdown_report`, which cancels the scope itself and so can tell
-    // which tasks finished on their own and how long each cleanup took.
-    let mut subsystems: Scope<Subsystem> = Scope::new().fail_fast();
+    // The daemon's log and metrics' progress lines, printed in order.
+    let (lines, mut printed) = mpsc::unbounded_channel::<String>();
+    let log = lines.clone();
+    let daemon = Daemon::new("daemon")
+        .grace(config.grace)
+        .signal(Arc::clone(&signal))
+        .print_tree_on_sigusr1()
+        .shutdown_order(ShutdownOrder::declared(["ingest", "writer", "metrics"]))
+        .log_with(move |line| {
+            let _ = log.send(format!("daemon: {line}"));
+        });
 
-    let c = counters.clone();
-    subsystems.spawn_named(NAMES[0], |token| async move {
-        match ingest(token, records_tx, c).await {
-            Ok(why) => Ok(Ending::Finished(why)),
-            Err(cancelled) => Ok(Ending::Cancelled(cancelled.reason())),
-        }
-    });
-    let (c, file, batch, slow_flush) = (
-        counters.clone(),
-        path.to_owned(),
-        config.batch,
-        config.slow_flush,
-    );
-    subsystems.spawn_named(NAMES[1], move |token| async move {
-        let mut flush = None;
-        let result = writer(
-            token,
-            file,
-            records_rx,
-            batch,
-            slow_flush,
-            c.clone(),
-            &mut flush,
-        )
-        .await;
-        writer_ending(result, flush, &c)
-    });
-    let (c, tick) = (counters.clone(), config.tick);
-    subsystems.spawn_named(NAMES[2], move |token| async move {
-        match metrics(token, c, tick, progress_tx).await {
-            Ok(()) => Ok(Ending::Finished("nobody reads the progress".into())),
-            Err(cancelled) => Ok(Ending::Cancelled(cancelled.reason())),
-        }
-    });
-
-    // Run: print progress until something asks us to stop.
-    let deadline = tokio::time::sleep(config.run_for);
-    tokio::pin!(deadline);
-    let reason = loop {
+    let (c, file) = (Arc::clone(&counters), path.to_owned());
+    let Config {
+        run_for,
+        tick,
+        batch,
+        slow_flush,
+        fail_after,
+        ..
+    } = config.clone();
+    let running = daemon.run(move |root| async move {
+        let (records_tx, records_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let c1 = Arc::clone(&c);
+        root.start(
+            Subsystem::new("ingest", move |handle| async move {
+                let result =
+                    ingest(handle.token().clone(), records_tx, c1.clone(), fail_after).await;
+                let sent = c1.produced.load(Relaxed);
+                let (note, result) = match result {
+                    Err(_cancelled) => ("stopped at its next .await, nothing to clean up", Ok(())),
+                    Ok(Ok(())) => ("the writer closed the channel", Ok(())),
+                    Ok(Err(e)) => ("then failed", Err(e)),
+                };
+                handle.note(format!("sent {sent} records; {note}"));
+                result
+            })
+            // Were ingest to hang as it stops, the writer would still get its
+            // turn to flush after this long.
+            .stop_timeout(Duration::from_millis(500)),
+        );
+        let c2 = Arc::clone(&c);
+        root.start(Subsystem::new("writer", move |handle| async move {
+            let mut flush = None;
+            let token = handle.token().clone();
+            let result = writer(token, file, records_rx, batch, slow_flush, c2, &mut flush).await;
+            handle.note(writer_note(result, flush)?);
+            Ok::<(), String>(())
+        }));
+        let c3 = Arc::clone(&c);
+        root.start(Subsystem::new("metrics", move |handle| async move {
+            let mut reports = 0;
+            let _ = metrics(handle.token().clone(), c3, tick, lines, &mut reports).await;
+            handle.note(format!("reported progress {reports} times"));
+        }));
+        // `--run-for`: as if a signal came (a real one after it forces the
+        // shutdown).
         tokio::select! {
-            // The scope's token is a child of the signal's: when both are
-            // cancelled, the signal is the reason.
-            biased;
-            () = signal.token().cancelled() => {
-                break format!("{} received", signal.reason().unwrap_or("a signal"));
-            }
-            Some(line) = progress_rx.recv() => writeln!(out, "{line}")?,
-            () = &mut deadline => break format!("--run-for {} elapsed", common::human(config.run_for)),
-            // `fail_fast`: a failing subsystem cancels the scope.
-            () = subsystems.token().cancelled() => {
-                // `fail_fast` records which task failed: "task #1 failed".
-                let why = subsystems.cancel_reason().map(|r| r.to_string());
-                break format!("a subsystem failed ({})", why.unwrap_or_default());
-            }
+            () = tokio::time::sleep(run_for) => signal.trigger("--run-for elapsed"),
+            () = root.token().cancelled() => {}
         }
-    };
-
-    // Shut down: cancel, give the cleanups `grace`, abort the rest; a second
-    // signal aborts at once.
-    writeln!(
-        out,
-        "shutdown: {reason}; cancelling the root token (grace {}; Ctrl-C again to abort at once)",
-        common::human(config.grace)
-    )?;
-    let begun = Instant::now();
-    // From now on any signal forces the shutdown: the second one if a signal
-    // started it, the first one otherwise.
-    let force = if signal.token().is_cancelled() {
-        signal.forced()
-    } else {
-        signal.token()
-    };
-    let graceful = {
-        let shutdown = subsystems.shutdown_report(config.grace);
-        tokio::pin!(shutdown);
+    });
+    tokio::pin!(running);
+    let daemon = loop {
         tokio::select! {
-            report = &mut shutdown => Ok(report),
-            () = force.cancelled() => Err("a second signal"),
+            report = &mut running => break report,
+            Some(line) = printed.recv() => writeln!(out, "{line}")?,
         }
     };
-    let (shutdown_report, forced) = match graceful {
-        Ok(report) => (report, false),
-        Err(signal) => {
-            writeln!(out, "shutdown: {signal}; aborting what is left")?;
-            // The interrupted shutdown lost nothing: what it collected is
-            // still in the scope. A zero grace period aborts the rest now.
-            (subsystems.shutdown_report(Duration::ZERO).await, true)
-        }
-    };
-    let table = shutdown_report.to_string();
-    let results = shutdown_report.into_results();
-    let shutdown_took = begun.elapsed();
-    while let Ok(line) = progress_rx.try_recv() {
+    while let Ok(line) = printed.try_recv() {
         writeln!(out, "{line}")?;
     }
+    writeln!(out)?;
+    writeln!(out, "{daemon}")?;
 
-    // Read the file back.
-    let text = tokio::fs::read_to_string(path).await?;
+    // Read the file back: what is there is what was flushed.
+    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    // A write cut by an abort leaves a last line without its newline.
+    let (complete, torn) = match text.rfind('\n') {
+        Some(end) => text.split_at(end + 1),
+        None => ("", text.as_str()),
+    };
     let mut lines_in_file = 0;
-    let mut lines_in_order = text.is_empty() || text.ends_with('\n');
-    for (i, line) in text.lines().enumerate() {
+    let mut lines_in_order = true;
+    for (i, line) in complete.lines().enumerate() {
         lines_in_file += 1;
         lines_in_order &= line.parse::<u64>().ok() == Some(i as u64);
     }
-    let tasks: Vec<_> = NAMES
-        .into_iter()
-        .zip(results.into_iter().map(status))
-        .collect();
-    let report = Report {
-        reason,
+    Ok(Report {
+        daemon,
         produced: counters.produced.load(Relaxed),
         written_during_run: counters.written.load(Relaxed),
-        flushed_at_shutdown: counters.flushed.load(Relaxed),
         lines_in_file,
         lines_in_order,
-        shutdown_took,
-        forced,
-        tasks,
+        torn_last_line: !torn.is_empty(),
         file: path.to_owned(),
-    };
-    print_report(&report, counters.batches.load(Relaxed), out)?;
+    })
+}
+
+fn print_verdict(report: &Report, out: &mut impl Write) -> io::Result<()> {
     writeln!(out)?;
-    writeln!(out, "{table}")?;
-    Ok(report)
-}
-
-/// How the writer's task reports itself: its result, and what its cleanup
-/// said when it was cancelled.
-fn writer_ending(
-    result: Result<io::Result<()>, Cancelled>,
-    flush: Option<Flush>,
-    counters: &Counters,
-) -> Subsystem {
-    let flush = match result {
-        Ok(Ok(())) => return Ok(Ending::Finished("ingest stopped; all written".into())),
-        Ok(Err(e)) => return Err(format!("writing the records: {e}")),
-        Err(_cancelled) => flush.ok_or("cancelled, but the cleanup did not report")?,
-    };
-    let Flush {
-        interrupted,
-        buffered,
-        drained,
-        records,
-        result,
-    } = flush;
-    result.map_err(|e| format!("final flush: {e}"))?;
-    counters.flushed.store(records, Relaxed);
-    let mut what = format!(
-        "closed the channel, flushed {records} records ({buffered} buffered, \
-         {drained} drained from the channel"
-    );
-    if interrupted > 0 {
-        what += &format!(", {interrupted} of a batch cancelled mid-write");
-    }
-    Ok(Ending::CleanedUp(what + ")"))
-}
-
-fn status(result: Result<Subsystem, TaskError>) -> Status {
-    match result {
-        Ok(Ok(Ending::Finished(why))) => Status::Finished(why),
-        Ok(Ok(Ending::Cancelled(why))) => Status::Cancelled(why),
-        Ok(Ok(Ending::CleanedUp(what))) => Status::CleanedUp(what),
-        Ok(Err(e)) => Status::Failed(e),
-        Err(e) if e.is_panic() => Status::Panicked(e.to_string()),
-        Err(_) => Status::Aborted,
-    }
-}
-
-fn print_report(report: &Report, batches: u64, out: &mut impl Write) -> io::Result<()> {
-    writeln!(out)?;
-    writeln!(out, "report")?;
-    writeln!(out, "  records produced        {:>8}", report.produced)?;
     writeln!(
         out,
-        "  written during the run  {:>8}  ({batches} batches)",
-        report.written_during_run
+        "records: {} produced; {} written while running, {} flushed at shutdown (read back from the file)",
+        report.produced,
+        report.written_during_run,
+        report.flushed_at_shutdown()
     )?;
-    writeln!(
-        out,
-        "  flushed at shutdown     {:>8}",
-        report.flushed_at_shutdown
-    )?;
-    let verdict = if report.none_lost() {
-        format!("= 0..{} in order, none lost", report.produced)
-    } else if !report.lines_in_order {
-        "NOT the sequence 0..n: records lost, duplicated or torn".to_owned()
+    let torn = if report.torn_last_line {
+        " and a torn last line (a write cut short)"
+    } else {
+        ""
+    };
+    let verdict = if !report.lines_in_order {
+        "NOT the sequence 0..n: records duplicated or out of order".to_owned()
+    } else if report.none_lost() {
+        format!("exactly 0..{} in order: none lost", report.lines_in_file)
+    } else if report.daemon.forced().is_some() {
+        format!(
+            "0..{} in order{torn}; the last {} records produced were never written: \
+             the shutdown was forced before the writer flushed them",
+            report.lines_in_file,
+            report.missing()
+        )
     } else {
         format!(
-            "{} records LOST",
-            report.produced.saturating_sub(report.lines_in_file)
+            "0..{} in order{torn}, but {} records are MISSING",
+            report.lines_in_file,
+            report.missing()
         )
     };
-    writeln!(
-        out,
-        "  lines in the file       {:>8}  {verdict}",
-        report.lines_in_file
-    )?;
-    writeln!(
-        out,
-        "  shutdown took           {:>8}{}",
-        common::human(report.shutdown_took),
-        if report.forced {
-            "  (forced by a second signal)"
-        } else {
-            ""
-        }
-    )?;
-    for (name, status) in &report.tasks {
-        writeln!(out, "  {name:<8} {status}")?;
-    }
-    Ok(())
+    writeln!(out, "file:    {} lines, {verdict}", report.lines_in_file)?;
+    let meaning = match report.code() {
+        0 => "clean shutdown",
+        1 if report.file_is_wrong() => "the file is not what the writer wrote",
+        1 => "a subsystem failed",
+        3 => "the grace period elapsed: cleanups were aborted",
+        130 => "a second signal aborted the shutdown",
+        _ => "see above",
+    };
+    writeln!(out, "exit {}: {meaning}", report.code())
 }
 
 // ---------------------------------------------------------------------------
@@ -620,33 +563,80 @@ fn unique_temp_dir() -> io::Result<PathBuf> {
     unreachable!()
 }
 
-/// `--run-for <secs>` (also `--run-for=<secs>`), fractional seconds allowed.
-fn parse_args() -> Result<Config, String> {
-    const USAGE: &str =
-        "usage: daemon [--run-for <secs>]   (default 3; Ctrl-C or SIGTERM stop it earlier)";
+/// What `--help` prints, on stdout (exit 0); a bad argument prints it on
+/// stderr (exit 2).
+pub const USAGE: &str = "\
+usage: daemon [--run-for <secs>] [--grace <secs>] [--slow-flush <secs>] [--fail-after <secs>]
+
+  --run-for <secs>     stop by itself after this long (default 3; Ctrl-C or SIGTERM stop it earlier)
+  --grace <secs>       how long the cleanups may take before they are aborted (default 2)
+  --slow-flush <secs>  make the writer's final flush stall this long (shows a forced shutdown)
+  --fail-after <secs>  make ingest fail after this long (shows a failure and its escalation)
+
+exit codes: 0 clean, 1 a subsystem failed, 2 bad arguments, 3 grace period elapsed, 130 second signal";
+
+/// What the command line asks for: `Ok(None)` for `--help`.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
     let mut config = Config::default();
-    if let Some(secs) = common::seconds_flag("run-for", USAGE)? {
-        config.run_for = secs;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let slot = match flag.as_str() {
+            "--run-for" => &mut config.run_for,
+            "--grace" => &mut config.grace,
+            "--slow-flush" => &mut config.slow_flush,
+            "--fail-after" => config.fail_after.insert(Duration::ZERO),
+            _ => return Err(format!("unknown argument `{flag}`")),
+        };
+        let value = value
+            .or_else(|| args.next())
+            .ok_or(format!("{flag} needs a number of seconds"))?;
+        *slot = value
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or(format!("{flag}: `{value}` is not a number of seconds"))?;
     }
-    Ok(config)
+    Ok(Some(config))
 }
 
-#[tokio::main]
-async fn main() {
-    let config = common::args_or_exit(parse_args());
-    let signal = match ShutdownSignal::install() {
-        Ok(signal) => signal,
+fn main() -> ExitCode {
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("daemon: cannot listen for signals: {e}");
-            std::process::exit(1);
+            eprintln!("daemon: {e}\n{USAGE}");
+            return ExitCode::from(2);
         }
     };
-    match run(&config, &signal, &mut io::stdout()).await {
-        Ok(report) if report.none_lost() => {}
-        Ok(_) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("daemon: {e}");
-            std::process::exit(1);
+    // Not `#[tokio::main]`: the runtime is shut down with a timeout, so a
+    // stuck blocking thread cannot keep the process alive.
+    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+    let code = runtime.block_on(async {
+        let signal = match ShutdownSignal::install() {
+            Ok(signal) => Arc::new(signal),
+            Err(e) => {
+                eprintln!("daemon: cannot listen for signals: {e}");
+                return 1;
+            }
+        };
+        match run(&config, signal, &mut io::stdout()).await {
+            Ok(report) => report.code(),
+            Err(e) => {
+                eprintln!("daemon: {e}");
+                1
+            }
         }
-    }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    ExitCode::from(code)
 }

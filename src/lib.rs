@@ -95,6 +95,7 @@
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
+pub use cancel_scope_runtime::daemon;
 pub use cancel_scope_runtime::{
     CancelReason, CancellationToken, Cancelled, LocalScope, Scope, Shield, ShutdownReport,
     TaskError, TaskId, TaskOutcome, TaskReport, shield,

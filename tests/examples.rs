@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use cancel_scope::{CancelReason, CancellationToken, ShutdownSignal};
+use cancel_scope::{CancellationToken, ShutdownSignal};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -68,54 +68,76 @@ fn assert_summary(out: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_shuts_down_without_losing_a_record() {
-    use daemon::Status;
+    use cancel_scope::daemon::{Forced, NodeState, StopReason};
 
-    // 1. It stops by itself after `run_for`.
+    // 1. It stops by itself after `run_for`, in order, and loses nothing.
     let config = daemon::Config {
         run_for: Duration::from_millis(600),
         tick: Duration::from_millis(100),
         grace: Duration::from_secs(20),
         ..daemon::Config::default()
     };
-    let signal = ShutdownSignal::install().expect("signal handlers install");
+    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
     let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, &signal, &mut out))
+    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
         .await
         .expect("the daemon runs");
     let out = printed(out);
-    assert!(report.reason.contains("--run-for"), "{out}");
+    assert_eq!(
+        report.daemon.reason(),
+        &StopReason::Signal("--run-for elapsed"),
+        "{out}"
+    );
     assert!(report.produced > 0, "{out}");
     assert!(report.none_lost(), "{report:#?}\n{out}");
-    assert!(report.lines_in_order, "{out}");
     assert_eq!(report.lines_in_file, report.produced, "{out}");
     assert_eq!(
-        report.written_during_run + report.flushed_at_shutdown,
+        report.written_during_run + report.flushed_at_shutdown(),
         report.produced,
         "{out}"
     );
-    assert!(!report.forced);
-    let names: Vec<_> = report.tasks.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["ingest", "writer", "metrics"]);
+    assert_eq!(report.daemon.forced(), None, "{out}");
+    assert_eq!(report.code(), 0, "{out}");
+    let tree = report.daemon.tree();
+    let names: Vec<_> = tree.nodes().iter().map(|n| n.name()).collect();
     assert_eq!(
-        report.tasks[0].1,
-        Status::Cancelled(CancelReason::Shutdown),
-        "{out}"
+        names,
+        [
+            "/daemon",
+            "/daemon/ingest",
+            "/daemon/writer",
+            "/daemon/metrics"
+        ]
     );
+    let ingest = tree.get("/daemon/ingest").unwrap();
+    assert_eq!(ingest.state(), NodeState::Stopped, "{out}");
     assert!(
-        matches!(&report.tasks[1].1, Status::CleanedUp(what) if what.contains("flushed")),
+        ingest.note().unwrap().contains("nothing to clean up"),
         "{out}"
     );
+    let writer = tree.get("/daemon/writer").unwrap();
+    // It finished on its own as ingest stopped, or was cancelled in the
+    // middle of that and its cleanup finished the job.
+    assert!(
+        matches!(writer.state(), NodeState::Finished | NodeState::Stopped),
+        "{out}"
+    );
+    assert!(writer.note().unwrap().contains("flushed"), "{out}");
     assert_eq!(
-        report.tasks[2].1,
-        Status::Cancelled(CancelReason::Shutdown),
+        tree.get("/daemon/metrics").unwrap().state(),
+        NodeState::Stopped,
         "{out}"
     );
-    assert!(report.shutdown_took < Duration::from_secs(20), "{out}");
-    // What the user sees: progress, the reason, the verdict.
+    // What the user sees: progress, the reason, the table, the verdict.
     assert!(out.contains("] produced"), "no progress line:\n{out}");
-    assert!(out.contains("shutdown: --run-for"), "{out}");
+    assert!(
+        out.contains("daemon: shutting down: --run-for elapsed"),
+        "{out}"
+    );
+    assert!(out.contains("SUBSYSTEM"), "{out}");
+    assert!(out.contains("  /daemon/writer"), "{out}");
     assert!(out.contains("none lost"), "{out}");
-    assert!(out.contains("writer   cancelled and cleaned up"), "{out}");
+    assert!(out.contains("exit 0: clean shutdown"), "{out}");
     // The temp dir is gone.
     assert!(!report.file.exists(), "{out}");
     assert!(!report.file.parent().unwrap().exists(), "{out}");
@@ -136,16 +158,21 @@ async fn daemon_shuts_down_without_losing_a_record() {
         }
     });
     let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, &signal, &mut out))
+    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
         .await
         .expect("the daemon runs");
     let out = printed(out);
     sender.await.unwrap();
-    assert_eq!(report.reason, "SIGTERM received", "{out}");
+    assert_eq!(
+        report.daemon.reason(),
+        &StopReason::Signal("SIGTERM"),
+        "{out}"
+    );
     assert!(report.none_lost(), "{report:#?}\n{out}");
-    assert!(!report.forced, "{out}");
+    assert_eq!(report.code(), 0, "{out}");
 
-    // 3. A second signal during a (very) slow shutdown aborts at once.
+    // 3. A second signal during a (very) slow shutdown aborts at once, and
+    // the report says what is in the file: no more, no less.
     let config = daemon::Config {
         run_for: HANG,
         tick: Duration::from_millis(100),
@@ -165,18 +192,89 @@ async fn daemon_shuts_down_without_losing_a_record() {
         }
     });
     let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, &signal, &mut out))
+    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
         .await
         .expect("the daemon runs");
     let out = printed(out);
     sender.await.unwrap();
-    assert_eq!(report.reason, "Ctrl-C received", "{out}");
-    assert!(report.forced, "{out}");
-    assert_eq!(report.tasks[1].1, Status::Aborted, "{out}");
-    assert!(out.contains("a second signal; aborting"), "{out}");
-    assert!(out.contains("forced by a second signal"), "{out}");
-    assert!(report.shutdown_took < HANG / 2, "{out}");
+    assert_eq!(
+        report.daemon.reason(),
+        &StopReason::Signal("Ctrl-C"),
+        "{out}"
+    );
+    assert_eq!(report.daemon.forced(), Some(Forced::SecondSignal), "{out}");
+    assert_eq!(
+        report.daemon.tree().get("/daemon/writer").unwrap().state(),
+        NodeState::Aborted,
+        "{out}"
+    );
+    assert!(report.lines_in_order, "{out}");
+    assert!(!report.file_is_wrong(), "{out}");
+    assert_eq!(report.lines_in_file, report.written_during_run, "{out}");
+    assert_eq!(report.code(), 130, "{out}");
+    assert!(out.contains("shutdown forced after"), "{out}");
+    assert!(out.contains("(a second signal)"), "{out}");
+    if report.missing() > 0 {
+        assert!(
+            out.contains("were never written: the shutdown was forced"),
+            "{out}"
+        );
+    } else {
+        assert!(out.contains("none lost"), "{out}");
+    }
+    assert!(
+        out.contains("exit 130: a second signal aborted the shutdown"),
+        "{out}"
+    );
     assert!(!report.file.parent().unwrap().exists(), "{out}");
+
+    // 4. A subsystem fails: the others clean up, the exit code says so.
+    let config = daemon::Config {
+        run_for: HANG,
+        tick: Duration::from_millis(100),
+        grace: Duration::from_secs(20),
+        fail_after: Some(Duration::from_millis(300)),
+        ..daemon::Config::default()
+    };
+    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
+    let mut out = Vec::new();
+    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
+        .await
+        .expect("the daemon runs");
+    let out = printed(out);
+    assert_eq!(
+        report.daemon.reason(),
+        &StopReason::Failed("/daemon/ingest".into()),
+        "{out}"
+    );
+    assert!(
+        out.contains("daemon: /daemon/ingest failed: upstream closed after record"),
+        "{out}"
+    );
+    assert!(report.none_lost(), "{out}");
+    assert_eq!(report.code(), 1, "{out}");
+    assert!(out.contains("exit 1: a subsystem failed"), "{out}");
+}
+
+#[test]
+fn daemon_reads_its_flags_and_help_asks_for_the_usage() {
+    let args = |a: &[&str]| daemon::parse_args(a.iter().map(|s| s.to_string()));
+    assert!(matches!(args(&["--help"]), Ok(None)));
+    assert!(matches!(args(&["--run-for", "1", "-h"]), Ok(None)));
+    let config = args(&["--run-for=0.5", "--grace", "1", "--fail-after", "2"])
+        .unwrap()
+        .unwrap();
+    assert_eq!(config.run_for, Duration::from_millis(500));
+    assert_eq!(config.grace, Duration::from_secs(1));
+    assert_eq!(config.fail_after, Some(Duration::from_secs(2)));
+    assert!(args(&["--bogus"]).unwrap_err().contains("unknown argument"));
+    assert!(
+        args(&["--grace", "soon"])
+            .unwrap_err()
+            .contains("not a number")
+    );
+    assert!(daemon::USAGE.starts_with("usage: daemon"));
+    assert!(daemon::USAGE.contains("exit codes: 0 clean"));
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod cancelled;
+pub mod daemon;
 mod local;
 mod nest;
 #[doc(hidden)]
