@@ -11,6 +11,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use crate::Cancelled;
 
@@ -28,6 +29,9 @@ pub(crate) struct Report {
     flags: u8,
     /// Retries (see [`RETRIES_PER_POLL`]) that returned into the body.
     retries: u8,
+    /// How many more nested calls wait in the body than before the poll
+    /// (each counts from its first wait until it returns or is dropped).
+    alive: i16,
 }
 
 /// This report belongs to a race (the thread's base report does not).
@@ -42,9 +46,10 @@ const BUSY: u8 = 4;
 /// A nested call returned `Err(Cancelled)` into the body: a body that then
 /// completes is checked against the race's own token.
 const SAW_CANCEL: u8 = 8;
-/// A nested call returned into the body (`Ok` or `Err`): with nothing else
-/// nested pending, the body no longer waits inside a nested call.
-const RETURNED: u8 = 16;
+/// This report belongs to a cancelled race polling its body so that nested
+/// calls finish: only the calls polled directly by that body (not through a
+/// race that is not cancelled) see it.
+const DRAINING: u8 = 16;
 /// The call that just returned `Err(Cancelled)` from its race started with
 /// its token already cancelled (its cleanup, which runs next in the same
 /// poll, then counts as a retry).
@@ -54,6 +59,7 @@ impl Report {
     const EMPTY: Report = Report {
         flags: 0,
         retries: 0,
+        alive: 0,
     };
 
     fn has(self, flag: u8) -> bool {
@@ -75,31 +81,28 @@ impl Report {
         self.has(SAW_CANCEL)
     }
 
-    /// See [`RETURNED`].
-    pub(crate) fn returned(self) -> bool {
-        self.has(RETURNED)
+    /// See [`Report::alive`]'s field.
+    pub(crate) fn alive(self) -> i16 {
+        self.alive
     }
-}
 
-/// While a cancelled race polls its body so that nested calls finish (at
-/// any depth, through races that are not cancelled).
-#[derive(Clone, Copy)]
-struct Drain {
-    /// Why: for the nested calls whose own token is cancelled too, and so
-    /// that a shield that starts then defers nothing.
-    reason: Option<Cancelled>,
-    /// Where the nested calls that start cancelling register, so that the
-    /// race waits for them even when the body does not poll them again (a
-    /// `FuturesUnordered` polls only the futures that were woken). Points
-    /// into an `Arc` the race holds for the whole poll.
-    in_flight: *const InFlight,
+    /// Retries that returned into the body in this poll.
+    pub(crate) fn retries(self) -> u8 {
+        self.retries
+    }
 }
 
 thread_local! {
     static CURRENT: Cell<Report> = const { Cell::new(Report::EMPTY) };
-    static DRAIN: Cell<Drain> = const {
-        Cell::new(Drain { reason: None, in_flight: std::ptr::null() })
-    };
+    /// While a cancelled race polls its body so that nested calls finish:
+    /// where the nested calls that start cancelling register, so that the
+    /// race waits for them even when the body does not poll them again (a
+    /// `FuturesUnordered` polls only the futures that were woken). Points
+    /// into an `Arc` the race holds for the whole poll.
+    static IN_FLIGHT: Cell<*const InFlight> = const { Cell::new(std::ptr::null()) };
+    /// Why that race was cancelled: for the nested calls it polls whose own
+    /// token is cancelled too (they were cancelled with it, typically).
+    static WHY: Cell<Option<Cancelled>> = const { Cell::new(None) };
 }
 
 /// The cancellations in flight inside one cancelled race's body: nested
@@ -142,25 +145,31 @@ impl Polling {
     /// Before a race polls its body: a fresh report.
     #[inline]
     pub(crate) fn start() -> Polling {
+        Polling::with(INSIDE)
+    }
+
+    /// Before a cancelled race polls its body so that nested calls finish
+    /// (with a [`Draining`] in place).
+    pub(crate) fn draining() -> Polling {
+        Polling::with(INSIDE | DRAINING)
+    }
+
+    #[inline]
+    fn with(flags: u8) -> Polling {
         let fresh = Report {
-            flags: INSIDE,
-            retries: 0,
+            flags,
+            ..Report::EMPTY
         };
         Polling {
             outer: CURRENT.replace(fresh),
         }
     }
 
-    /// After the poll: what the body's futures reported. `returns`: the
-    /// race returns now, into the body around it.
+    /// After the poll: what the body's futures reported.
     #[inline]
-    pub(crate) fn finish(self, returns: bool) -> Report {
+    pub(crate) fn finish(self) -> Report {
         let this = std::mem::ManuallyDrop::new(self);
-        let mut outer = this.outer;
-        if returns {
-            outer.flags |= RETURNED;
-        }
-        CURRENT.replace(outer)
+        CURRENT.replace(this.outer)
     }
 }
 
@@ -171,27 +180,27 @@ impl Drop for Polling {
     }
 }
 
-/// A cancelled race polls its body so that nested calls finish: they see
-/// `reason`, and register in `in_flight`, until this is dropped (also on
-/// unwind).
+/// A cancelled race polls its body so that nested calls finish: they
+/// register in `in_flight` until this is dropped (also on unwind).
 pub(crate) struct Draining {
-    outer: Drain,
+    outer: (*const InFlight, Option<Cancelled>),
 }
 
 impl Draining {
     pub(crate) fn start(reason: Cancelled, in_flight: &Arc<InFlight>) -> Draining {
         Draining {
-            outer: DRAIN.replace(Drain {
-                reason: Some(reason),
-                in_flight: Arc::as_ptr(in_flight),
-            }),
+            outer: (
+                IN_FLIGHT.replace(Arc::as_ptr(in_flight)),
+                WHY.replace(Some(reason)),
+            ),
         }
     }
 }
 
 impl Drop for Draining {
     fn drop(&mut self) {
-        DRAIN.set(self.outer);
+        IN_FLIGHT.set(self.outer.0);
+        WHY.set(self.outer.1);
     }
 }
 
@@ -211,7 +220,10 @@ pub(crate) fn pending(busy: bool) {
 /// Registers a cancellation in flight with the cancelled race polling us, if
 /// any: it will not drop its body before the registration is dropped.
 pub(crate) fn register() -> Option<Registration> {
-    let ptr = DRAIN.get().in_flight;
+    if !CURRENT.get().has(DRAINING) {
+        return None;
+    }
+    let ptr = IN_FLIGHT.get();
     if ptr.is_null() {
         return None;
     }
@@ -236,18 +248,42 @@ pub(crate) fn started_cancelled() {
 
 /// A cancelled call is about to return `Err(Cancelled)` into the body,
 /// `retry` if it started with its token already cancelled: `false` if it must
-/// wait a turn first (too many retries returned in this poll of the body).
-pub(crate) fn may_return_cancelled(retry: bool) -> bool {
+/// wait a turn first (too many retries returned in this poll of the body, or
+/// the task's cooperative budget with Tokio is spent; then the task is woken
+/// again).
+pub(crate) fn may_return_cancelled(retry: bool, cx: &mut Context<'_>) -> bool {
     let mut report = CURRENT.get();
-    if retry && report.has(INSIDE) {
-        if report.retries >= RETRIES_PER_POLL {
+    if retry {
+        if report.has(INSIDE) && report.retries >= RETRIES_PER_POLL {
+            cx.waker().wake_by_ref();
             return false;
         }
-        report.retries += 1;
+        match tokio::task::coop::poll_proceed(cx) {
+            Poll::Ready(budget) => budget.made_progress(),
+            Poll::Pending => return false,
+        }
+        report.retries = report.retries.saturating_add(1);
     }
-    report.flags |= SAW_CANCEL | RETURNED;
+    report.flags |= SAW_CANCEL;
     CURRENT.set(report);
     true
+}
+
+/// A nested call starts waiting in the body: `true` if it is counted (it is
+/// inside a race), and must then call [`alive_end`] when it stops waiting.
+pub(crate) fn alive_start() -> bool {
+    let mut report = CURRENT.get();
+    if !report.has(INSIDE) {
+        return false;
+    }
+    report.alive = report.alive.saturating_add(1);
+    CURRENT.set(report);
+    true
+}
+
+/// A counted nested call stops waiting (returns, or is dropped).
+pub(crate) fn alive_end() {
+    update(|r| r.alive = r.alive.saturating_sub(1));
 }
 
 /// Takes the flag [`started_cancelled`] set: a cleanup's first poll.
@@ -259,7 +295,14 @@ pub(crate) fn take_started_cancelled() -> bool {
     was
 }
 
-/// Why an enclosing race, cancelled, is polling its body, if it is.
+/// The race polling us is cancelled, and polls its body only so that
+/// nested calls finish.
+pub(crate) fn draining() -> bool {
+    CURRENT.get().has(DRAINING)
+}
+
+/// Why the race polling us is cancelled, if it is and polls its body only so
+/// that nested calls finish.
 pub(crate) fn draining_reason() -> Option<Cancelled> {
-    DRAIN.get().reason
+    if draining() { WHY.get() } else { None }
 }

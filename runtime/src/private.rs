@@ -59,6 +59,7 @@ pin_project! {
         /// the body's last poll reported.
         Waiting {
             last: Last,
+            counted: Counted,
             #[pin]
             cancelled: WaitForCancellationFuture<'a>,
         },
@@ -66,9 +67,13 @@ pin_project! {
         /// finished (cleanups of nested calls, shields), then dropped.
         Cancelling {
             reason: Cancelled,
+            counted: Counted,
             in_flight: Arc<InFlight>,
             // Registered with a cancelled race around this one.
             upward: Option<Registration>,
+            // Retries that returned into the body since: past the limit,
+            // the body is dropped even if a retry's cleanup is running.
+            retries: u8,
         },
         /// Returned.
         Done,
@@ -76,17 +81,52 @@ pin_project! {
 }
 
 /// What a cancelled race needs to know of its body's polls so far.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Last {
-    /// Something nested was pending inside the body: poll it once more.
+    /// Something nested was pending in the body's last poll (a shield, or a
+    /// call that the body polled).
     waiting: bool,
+    /// Nested calls waiting in the body, counted from their first wait until
+    /// they return or are dropped, whether or not the body polled them last
+    /// time (a `FuturesUnordered` polls only the futures that were woken).
+    alive: u16,
 }
 
-impl From<Report> for Last {
+impl Last {
+    /// After a poll of the body that reported `report`.
     #[inline]
-    fn from(report: Report) -> Self {
-        Last {
-            waiting: report.waiting(),
+    fn update(&mut self, report: Report) {
+        self.waiting = report.waiting();
+        self.alive = self.alive.saturating_add_signed(report.alive());
+    }
+
+    /// Something is pending inside the body: a cancelled race polls it once
+    /// more so that nested calls see the cancellation.
+    fn nested(self) -> bool {
+        self.waiting || self.alive > 0
+    }
+}
+
+/// Counts a waiting race in the report of the race around it, until dropped:
+/// the state holds it while the race waits or cancels.
+#[derive(Debug)]
+struct Counted(bool);
+
+impl Counted {
+    fn start() -> Counted {
+        Counted(nest::alive_start())
+    }
+
+    /// Moves the count to a new state (this one then counts nothing).
+    fn take(&mut self) -> Counted {
+        Counted(std::mem::take(&mut self.0))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0 {
+            nest::alive_end();
         }
     }
 }
@@ -219,9 +259,9 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         // means the body is never polled.
         let cancelled = match this.state.as_mut().project() {
             StateProj::Fresh { token } => token.is_cancelled().then_some(None),
-            StateProj::Waiting { last, cancelled } => {
-                cancelled.poll(cx).is_ready().then_some(Some(*last))
-            }
+            StateProj::Waiting {
+                last, cancelled, ..
+            } => cancelled.poll(cx).is_ready().then_some(Some(*last)),
             StateProj::Cancelling { reason, .. } => {
                 let reason = *reason;
                 let event = this.event.name();
@@ -229,7 +269,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
             }
             StateProj::Returning { reason } => {
                 let reason = *reason;
-                nest::may_return_cancelled(false);
+                nest::may_return_cancelled(false, cx);
                 this.state.set(RaceState::Done);
                 return Poll::Ready(Err(reason));
             }
@@ -256,7 +296,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         };
         let polling = Polling::start();
         let poll = body.poll(cx);
-        let report = polling.finish(poll.is_ready());
+        let report = polling.finish();
         match poll {
             Poll::Ready(value) => {
                 // A nested call returned `Err(Cancelled)` into the body: if the
@@ -264,7 +304,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
                 // the body made of it.
                 if report.saw_cancel() && this.state.as_mut().poll_cancelled(cx) {
                     drop(value);
-                    let last = Some(Last { waiting: false });
+                    let last = Some(Last::default());
                     return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
                         .map(Err);
                 }
@@ -274,7 +314,10 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
             }
             Poll::Pending => {
                 if this.state.as_mut().wait(report, cx) {
-                    let last = Some(Last::from(report));
+                    let last = match &*this.state {
+                        RaceState::Waiting { last, .. } => Some(*last),
+                        _ => None,
+                    };
                     return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
                         .map(Err);
                 }
@@ -295,18 +338,16 @@ impl RaceState<'_> {
     fn wait(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
         match self.as_mut().project() {
             StateProj::Waiting { last, .. } => {
-                // A poll in which the body polls nothing nested (a
-                // `FuturesUnordered` with nothing woken) says nothing of the
-                // nested calls still waiting in it; one in which a nested
-                // call returned and nothing else nested waited does.
-                let now = Last::from(report).waiting;
-                last.waiting = now || (last.waiting && !report.returned());
+                last.update(report);
                 false
             }
             StateProj::Fresh { token } => {
                 let token: &CancellationToken = token;
+                let mut last = Last::default();
+                last.update(report);
                 self.set(RaceState::Waiting {
-                    last: Last::from(report),
+                    last,
+                    counted: Counted::start(),
                     cancelled: token.cancelled(),
                 });
                 match self.project() {
@@ -373,10 +414,12 @@ fn cancelled_now(
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
     let retry = last.is_none() && reason.is_none();
+    // A call whose token is cancelled while a cancelled caller polls it was
+    // (as a rule) cancelled with it: it says why the caller was.
     let reason = reason
         .or_else(nest::draining_reason)
         .unwrap_or_else(token_cancelled);
-    let drain = last.is_some_and(|last| last.waiting);
+    let drain = last.is_some_and(Last::nested);
     cancel(body, state, reason, drain, event, retry, cx)
 }
 
@@ -401,28 +444,51 @@ fn cancel(
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
     if drain {
-        let in_flight = match &*state {
-            RaceState::Cancelling { in_flight, .. } => Arc::clone(in_flight),
-            _ => Arc::default(),
+        let (in_flight, retries) = match &*state {
+            RaceState::Cancelling {
+                in_flight, retries, ..
+            } => (Arc::clone(in_flight), *retries),
+            _ => (Arc::default(), 0),
         };
         let draining = Draining::start(reason, &in_flight);
-        let polling = Polling::start();
+        let polling = Polling::draining();
         let pending = body.as_mut().poll_nested(cx);
-        let report = polling.finish(false);
+        let report = polling.finish();
         drop(draining);
-        if pending && (report.busy() || !in_flight.is_idle()) {
-            if !matches!(*state, RaceState::Cancelling { .. }) {
-                state.set(RaceState::Cancelling {
+        let retries = retries.saturating_add(report.retries());
+        // A body that retries a cancelled call whose cleanup takes a turn
+        // stays busy for ever: past the limit it is dropped all the same.
+        let busy = report.busy() || !in_flight.is_idle();
+        if pending && busy && retries < nest::RETRIES_PER_POLL {
+            match state.as_mut().project() {
+                StateProj::Cancelling { retries: r, .. } => *r = retries,
+                StateProj::Waiting { counted, .. } => {
+                    let counted = counted.take();
+                    state.set(RaceState::Cancelling {
+                        reason,
+                        counted,
+                        in_flight,
+                        upward: nest::register(),
+                        retries,
+                    });
+                }
+                _ => state.set(RaceState::Cancelling {
                     reason,
+                    counted: Counted(false),
                     in_flight,
                     upward: nest::register(),
-                });
+                    retries,
+                }),
             }
             nest::pending(true);
             return Poll::Pending;
         }
     }
+    // What the body's nested calls report as they are dropped is this
+    // race's, not the caller's.
+    let polling = Polling::start();
     body.drop_body();
+    let _ = polling.finish();
     state.set(RaceState::Done);
     let Some(name) = event else {
         // The cleanup runs next, and returns.
@@ -433,9 +499,8 @@ fn cancel(
     };
     // No cleanup follows: the race's `Err` is the fn's.
     report_cancelled(name, reason);
-    if !nest::may_return_cancelled(retry) {
+    if !nest::may_return_cancelled(retry, cx) {
         state.set(RaceState::Returning { reason });
-        cx.waker().wake_by_ref();
         return Poll::Pending;
     }
     Poll::Ready(reason)
@@ -657,20 +722,24 @@ fn poll_cleanup(
         Stage::Start => unreachable!("started above"),
         Stage::Running { retry } => {
             trace.polled();
-            let Poll::Ready(end) = cleanup.poll(cx) else {
+            // The cleanup's own calls (a retry loop in it included) report
+            // to the cleanup, not to the body around the fn.
+            let polling = Polling::start();
+            let poll = cleanup.poll(cx);
+            let _ = polling.finish();
+            let Poll::Ready(end) = poll else {
                 nest::pending(true);
                 return Poll::Pending;
             };
             trace.done(end);
             *upward = None;
-            if !nest::may_return_cancelled(retry) {
+            if !nest::may_return_cancelled(retry, cx) {
                 *stage = Stage::Done;
-                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
         }
         Stage::Done => {
-            nest::may_return_cancelled(false);
+            nest::may_return_cancelled(false, cx);
         }
         Stage::Returned => polled_after_completion(),
     }

@@ -62,13 +62,15 @@ use crate::nest;
 ///
 /// # How it behaves
 ///
-/// - **What it defers.** A shield defers the cancellation of the
-///   `#[cancellable]` fn whose body awaits it (directly, or through plain
-///   `async` code; not through another `#[cancellable]` call, which has a
-///   body of its own). It does not un-cancel tokens: a `#[cancellable]` call
-///   *inside* the shield that got a derived token is cancelled as usual. To
-///   run one to completion, give it a token of its own
-///   (`CancellationToken::new()`).
+/// - **What it defers.** A shield defers the cancellation of every
+///   `#[cancellable]` fn whose body it runs in, at any depth (directly, in
+///   plain `async` code, or inside a nested `#[cancellable]` call): none of
+///   them drops its body while the shield runs. It does not un-cancel
+///   tokens: a `#[cancellable]` call *inside* the shield that got a derived
+///   token is cancelled as usual. To run one to completion, give it a token
+///   of its own (`CancellationToken::new()`). A shield in a branch of a
+///   `FuturesUnordered` that nothing wakes after the cancellation is not
+///   seen (see the crate docs' known limits): shield the combinator instead.
 /// - **Only what has started.** A shield first polled after the
 ///   cancellation was seen defers nothing: the body is dropped at that
 ///   `.await`, so a loop of shielded writes stops after the one in flight.
@@ -112,9 +114,7 @@ impl<F: Future> Future for Shield<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let armed = *this
-            .armed
-            .get_or_insert_with(|| nest::draining_reason().is_none());
+        let armed = *this.armed.get_or_insert_with(|| !nest::draining());
         let poll = this.inner.poll(cx);
         if poll.is_pending() && armed {
             nest::pending(true);
