@@ -61,8 +61,8 @@
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
 pub use cancel_scope_runtime::{
-    CancelReason, CancellationToken, Cancelled, LocalScope, Scope, ShutdownReport, TaskError,
-    TaskId, TaskOutcome, TaskReport,
+    CancelReason, CancellationToken, Cancelled, LocalScope, Scope, ShutdownReport, SpawnPermit,
+    Spawner, TaskError, TaskHandle, TaskId, TaskOutcome, TaskOutput, TaskReport,
 };
 
 /// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races

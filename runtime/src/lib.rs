@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod cancelled;
+mod ledger;
 mod local;
 #[doc(hidden)]
 pub mod private;
@@ -18,7 +19,7 @@ pub use cancelled::Cancelled;
 pub use local::LocalScope;
 pub use reason::CancelReason;
 pub use report::{ShutdownReport, TaskOutcome, TaskReport};
-pub use scope::{Scope, TaskError, TaskId};
+pub use scope::{Scope, SpawnPermit, Spawner, TaskError, TaskHandle, TaskId, TaskOutput};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;
 pub use tokio_util::sync::CancellationToken;

@@ -16,6 +16,7 @@
 //! [`Scope`]: crate::Scope
 //! [`LocalScope`]: crate::LocalScope
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -112,6 +113,25 @@ impl fmt::Display for CancelReason {
     }
 }
 
+/// A reason with the name of the task it names: `task #3 "db" failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Described {
+    pub(crate) reason: CancelReason,
+    pub(crate) culprit: Option<Cow<'static, str>>,
+}
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.reason, &self.culprit) {
+            (CancelReason::TaskFailed(id), Some(name)) => write!(f, "task #{id} {name:?} failed"),
+            (CancelReason::TaskSucceeded(id), Some(name)) => {
+                write!(f, "task #{id} {name:?} succeeded first")
+            }
+            (reason, _) => fmt::Display::fmt(reason, f),
+        }
+    }
+}
+
 /// A token, why it was cancelled, and what is known of its parent.
 #[derive(Debug)]
 pub(crate) struct Cause {
@@ -123,6 +143,8 @@ pub(crate) struct Cause {
     parent_token: Option<CancellationToken>,
     /// The cause of the scope whose task made this one, if any.
     parent: Option<Arc<Cause>>,
+    /// The name of the task a `TaskFailed` or `TaskSucceeded` reason names.
+    culprit: OnceLock<Cow<'static, str>>,
 }
 
 impl Cause {
@@ -133,6 +155,7 @@ impl Cause {
             reason: OnceLock::new(),
             parent_token: None,
             parent: None,
+            culprit: OnceLock::new(),
         })
     }
 
@@ -150,6 +173,7 @@ impl Cause {
             reason: OnceLock::new(),
             parent_token: Some(parent.clone()),
             parent: current(),
+            culprit: OnceLock::new(),
         })
     }
 
@@ -158,12 +182,33 @@ impl Cause {
     }
 
     /// Cancels the token, recording `reason` unless it was cancelled
-    /// already (then the earlier cause stands).
-    pub(crate) fn cancel(&self, reason: CancelReason) {
-        if !self.token.is_cancelled() {
-            let _ = self.reason.set(reason);
-        }
+    /// already (then the earlier cause stands); `true` if `reason` stands.
+    pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
+        let set = !self.token.is_cancelled() && self.reason.set(reason).is_ok();
         self.token.cancel();
+        set
+    }
+
+    /// [`cancel`](Self::cancel) for a task's outcome, with the task's name
+    /// for the messages that show the reason.
+    pub(crate) fn cancel_by(&self, reason: CancelReason, name: Option<&Cow<'static, str>>) {
+        if self.cancel(reason) {
+            if let Some(name) = name {
+                let _ = self.culprit.set(name.clone());
+            }
+        }
+    }
+
+    /// The reason, and the name of the task it names, if any.
+    pub(crate) fn described(&self) -> Option<Described> {
+        let reason = self.reason()?;
+        let culprit = match reason {
+            CancelReason::TaskFailed(_) | CancelReason::TaskSucceeded(_) => {
+                self.culprit.get().cloned()
+            }
+            _ => None,
+        };
+        Some(Described { reason, culprit })
     }
 
     /// Why the token was cancelled; `None` while it is not.
