@@ -928,9 +928,9 @@ fn take_permit<T>(inner: &mut Inner<T>) -> bool {
 ///
 /// - A bare `JoinSet` when you want the results and nothing else: no
 ///   tokens, no policy, no grace period.
-/// - tokio-util's `TaskTracker` when tasks must only be waited for (`close`
-///   + `wait`): it stores nothing and cancels nothing; pair it with a token
-///   by hand.
+/// - tokio-util's `TaskTracker` when tasks must only be waited for
+///   (`close`, then `wait`): it stores nothing and cancels nothing; pair it
+///   with a token by hand.
 /// - A `Scope` when the tasks must stop together: each gets a child token,
 ///   a shutdown cancels, waits a grace period, aborts the rest and says what
 ///   happened; no task outlives the scope (dropping it aborts them). Plain,
