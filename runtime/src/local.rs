@@ -168,6 +168,7 @@ struct Running<'env, T> {
 /// so that those cleanups run:
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::cell::RefCell;
 /// use std::time::Duration;
 /// use cancel_scope::{CancellationToken, LocalScope};
@@ -413,6 +414,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// which [`join_next_with_id`](Self::join_next_with_id) hands back.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::cell::Cell;
     /// use cancel_scope::LocalScope;
     ///
@@ -474,6 +476,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// do not run.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
     /// use cancel_scope::LocalScope;
     ///
@@ -568,6 +571,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// progress.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
     /// use cancel_scope::LocalScope;
     ///
@@ -617,6 +621,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// call starts a new grace period).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
     /// use cancel_scope::LocalScope;
     ///
@@ -809,6 +814,7 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// scope.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
     /// use cancel_scope::LocalScope;
     ///
@@ -840,7 +846,8 @@ impl<T> Default for LocalScope<'_, T> {
     /// Same as [`LocalScope::new`].
     ///
     /// ```
-    /// let scope: cancel_scope_runtime::LocalScope<u8> = Default::default();
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// let scope: cancel_scope::LocalScope<u8> = Default::default();
     /// assert!(scope.is_empty());
     /// ```
     fn default() -> Self {
@@ -852,12 +859,13 @@ impl<T> Default for LocalScope<'_, T> {
 /// scope fails fast, and whether the first success wins when it does.
 ///
 /// ```
-/// let scope = cancel_scope_runtime::LocalScope::<u8>::new();
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// let scope = cancel_scope::LocalScope::<u8>::new();
 /// assert_eq!(
 ///     format!("{scope:?}"),
 ///     "LocalScope { len: 0, cancelled: false, fail_fast: false, .. }",
 /// );
-/// let scope = cancel_scope_runtime::LocalScope::<Result<u8, ()>>::new().first_ok();
+/// let scope = cancel_scope::LocalScope::<Result<u8, ()>>::new().first_ok();
 /// assert_eq!(
 ///     format!("{scope:?}"),
 ///     "LocalScope { len: 0, cancelled: false, fail_fast: false, first_ok: true, .. }",

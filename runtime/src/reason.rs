@@ -41,7 +41,8 @@ use crate::TaskId;
 /// `child_of(signal.token())` to see [`Signal`](Self::Signal).)
 ///
 /// ```
-/// use cancel_scope_runtime::{CancelReason, Scope};
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::{CancelReason, Scope};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();

@@ -14,6 +14,7 @@ use crate::scope::{TaskError, TaskId};
 /// How a task of a [`Scope`] ended in a shutdown, in a [`ShutdownReport`].
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
 /// use cancel_scope::{Scope, TaskOutcome};
 ///
@@ -100,7 +101,8 @@ impl TaskOutcome {
 /// or `detached`.
 ///
 /// ```
-/// assert_eq!(cancel_scope_runtime::TaskOutcome::Aborted.to_string(), "aborted");
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// assert_eq!(cancel_scope::TaskOutcome::Aborted.to_string(), "aborted");
 /// ```
 impl fmt::Display for TaskOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,6 +114,7 @@ impl fmt::Display for TaskOutcome {
 /// how long its cleanup took.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
 /// use cancel_scope::{Scope, TaskOutcome};
 ///
@@ -191,6 +194,7 @@ impl TaskReport {
     /// The task's id, as [`Scope::spawn`] returned it.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -208,6 +212,7 @@ impl TaskReport {
     /// The task's name: as given to [`Scope::spawn_named`], or `task #<id>`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -227,6 +232,7 @@ impl TaskReport {
     /// How the task ended.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::{Scope, TaskOutcome};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -247,6 +253,7 @@ impl TaskReport {
     /// finished before, or that was aborted or detached.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -281,6 +288,7 @@ impl TaskReport {
 /// ```
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
 /// use cancel_scope::{Scope, TaskOutcome};
 ///
@@ -409,6 +417,7 @@ impl<T> ShutdownReport<T> {
     /// returned (not those already handed out by a join).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -429,6 +438,7 @@ impl<T> ShutdownReport<T> {
     /// [`Scope::shutdown`] returns.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -446,6 +456,7 @@ impl<T> ShutdownReport<T> {
     /// [`Scope::shutdown`] returns.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -464,6 +475,7 @@ impl<T> ShutdownReport<T> {
     /// The tasks and their results, in the same order.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -483,6 +495,7 @@ impl<T> ShutdownReport<T> {
     /// How many tasks ended with `outcome`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::{Scope, TaskOutcome};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -503,6 +516,7 @@ impl<T> ShutdownReport<T> {
     /// panicked (also among the tasks a reaping scope freed).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -522,6 +536,7 @@ impl<T> ShutdownReport<T> {
     /// The grace period the shutdown was given.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -538,6 +553,7 @@ impl<T> ShutdownReport<T> {
     /// task gone.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -560,6 +576,7 @@ impl<T> ShutdownReport<T> {
     /// the start of the shutdown.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -579,6 +596,7 @@ impl<T> ShutdownReport<T> {
     /// or [`CancelReason::Shutdown`] when the shutdown cancelled it.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
     /// # use cancel_scope::{CancelReason, Scope};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

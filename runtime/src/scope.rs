@@ -46,7 +46,8 @@ use crate::report::{Shutdown, ShutdownReport, TaskOutcome};
 /// with the usual error types.
 ///
 /// ```
-/// use cancel_scope_runtime::{Scope, TaskError};
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::{Scope, TaskError};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope = Scope::new();
@@ -107,7 +108,8 @@ impl TaskError {
     /// back the payload.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
@@ -127,8 +129,9 @@ impl TaskError {
     /// (see [`is_detached`](Self::is_detached)).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
@@ -150,8 +153,9 @@ impl TaskError {
     /// [`is_aborted`](Self::is_aborted) is `true` as well.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let (release, wait) = std::sync::mpsc::channel::<()>();
@@ -175,8 +179,9 @@ impl TaskError {
     /// deadline, a shutdown signal). `None` for a panic.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{CancelReason, Scope};
+    /// use cancel_scope::{CancelReason, Scope};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
@@ -208,7 +213,8 @@ impl TaskError {
     /// `false`); [`try_into_panic`](Self::try_into_panic) does not panic.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
@@ -238,8 +244,9 @@ impl TaskError {
     /// `Err(self)` when [`is_panic`](Self::is_panic) is `false`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
@@ -306,8 +313,9 @@ fn write_reason(f: &mut fmt::Formatter<'_>, reason: Option<&Described>) -> fmt::
 /// ([`cancel_reason`](TaskError::cancel_reason)).
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::Scope;
+/// use cancel_scope::Scope;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope = Scope::<()>::new();
@@ -344,7 +352,8 @@ impl std::error::Error for TaskError {}
 /// tokio's `From<JoinError> for io::Error`.
 ///
 /// ```
-/// use cancel_scope_runtime::Scope;
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::Scope;
 ///
 /// async fn run() -> std::io::Result<u32> {
 ///     let mut scope = Scope::new();
@@ -373,7 +382,8 @@ impl From<TaskError> for std::io::Error {
 /// unnamed task `task #<id>`.
 ///
 /// ```
-/// use cancel_scope_runtime::Scope;
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::Scope;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope = Scope::new();
@@ -404,7 +414,8 @@ impl TaskId {
 /// The task's number, as in `task #3`.
 ///
 /// ```
-/// use cancel_scope_runtime::Scope;
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::Scope;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope = Scope::new();
@@ -856,8 +867,9 @@ fn take_permit<T>(inner: &mut Inner<T>) -> bool {
 ///   `scope.spawn(|t| writer_loop(t, rx))` spawns them as they are.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::{CancellationToken, Scope};
+/// use cancel_scope::{CancellationToken, Scope};
 ///
 /// async fn worker(id: u32, token: CancellationToken) -> u32 {
 ///     token.cancelled().await; // work until told to stop...
@@ -971,8 +983,9 @@ fn take_permit<T>(inner: &mut Inner<T>) -> bool {
 /// happened to each task in a shutdown.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::Scope;
+/// use cancel_scope::Scope;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// // Ask three mirrors, two at a time, for at most 10 seconds; keep the
@@ -1024,7 +1037,8 @@ impl<T> Scope<T> {
     /// Creating a scope does not need a runtime; spawning does.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// let scope = Scope::<()>::new();
     /// assert!(scope.is_empty());
@@ -1039,7 +1053,8 @@ impl<T> Scope<T> {
     /// `parent`.
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancellationToken, Scope};
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::{CancellationToken, Scope};
     ///
     /// let shutdown = CancellationToken::new();
     /// let workers = Scope::<()>::child_of(&shutdown);
@@ -1166,8 +1181,9 @@ impl<T> Scope<T> {
     /// deadline is already past).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     /// use tokio::time::Instant;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -1213,8 +1229,9 @@ impl<T> Scope<T> {
     /// (`enable_time`).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new().with_timeout(Duration::from_secs(5));
@@ -1240,8 +1257,9 @@ impl<T> Scope<T> {
     /// it.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     /// use tokio::time::Instant;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -1342,7 +1360,8 @@ impl<T> Scope<T> {
     /// make child tokens of it for work that is not a task of the scope.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// let scope = Scope::<()>::new();
     /// let token = scope.token().clone();
@@ -1359,7 +1378,8 @@ impl<T> Scope<T> {
     /// (spawn into a fresh scope instead).
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1380,8 +1400,9 @@ impl<T> Scope<T> {
     /// deadline, a shutdown signal). `None` for a panic.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{CancelReason, Scope};
+    /// use cancel_scope::{CancelReason, Scope};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
@@ -1426,7 +1447,8 @@ impl<T> Scope<T> {
     /// spawned).
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1481,7 +1503,8 @@ impl<T: Send + 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancellationToken, Scope};
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::{CancellationToken, Scope};
     ///
     /// async fn metrics_loop(token: CancellationToken) -> u64 {
     ///     let mut ticks = 0;
@@ -1527,8 +1550,9 @@ impl<T: Send + 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1574,8 +1598,9 @@ impl<T: Send + 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn_blocking`].
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1609,8 +1634,9 @@ impl<T: Send + 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn_blocking`].
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{Scope, TaskOutcome};
+    /// use cancel_scope::{Scope, TaskOutcome};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1690,13 +1716,20 @@ impl<T: Send + 'static> Scope<T> {
     /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
     /// let mut scope = Scope::new().with_limit(2);
     /// for n in 0..10 {
-    ///     // Never more than 2 spawned and unfinished: the loop waits.
-    ///     let task = scope.spawn_when_ready(move |_token| async move { n }).await;
-    ///     assert!(scope.len() <= 2, "{task:?}");
+    ///     // Waits while 2 tasks run: never a queue.
+    ///     let done = done.clone();
+    ///     scope.spawn_when_ready(move |_token| async move { done.send(n).unwrap() }).await;
     /// }
+    /// drop(done);
     /// assert_eq!(scope.join_all().await.len(), 10);
+    /// let mut order = Vec::new();
+    /// while let Some(n) = finished.recv().await {
+    ///     order.push(n);
+    /// }
+    /// assert_eq!(order, (0..10).collect::<Vec<_>>());
     /// # }
     /// ```
     pub async fn spawn_when_ready<F, Fut>(&mut self, f: F) -> TaskHandle
@@ -1751,8 +1784,9 @@ impl<T: Send + 'static> Scope<T> {
     /// no result is lost; it stays in the scope for the next call.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1841,8 +1875,9 @@ impl<T: Send + 'static> Scope<T> {
     /// `join_next`, `join_all` or `shutdown`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1896,8 +1931,9 @@ impl<T: Send + 'static> Scope<T> {
     /// stays cancelled; a new call starts a new grace period).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1960,8 +1996,9 @@ impl<T: Send + 'static> Scope<T> {
     /// call counts the tasks the first one collected as `Completed`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{Scope, TaskOutcome};
+    /// use cancel_scope::{Scope, TaskOutcome};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new();
@@ -2133,7 +2170,8 @@ impl<U, E> Scope<Result<U, E>> {
     /// methods.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new().fail_fast();
@@ -2174,7 +2212,8 @@ impl<U, E> Scope<Result<U, E>> {
     /// scope.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new().first_ok();
@@ -2235,8 +2274,9 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     /// next `join_first_ok` returns that same winner.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new();
