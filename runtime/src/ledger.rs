@@ -171,13 +171,21 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// The sequence number the next task will get.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
     pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> Key {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.insert_seq(seq, name, run)
+    }
+
+    /// [`insert`](Self::insert), with a sequence number the caller
+    /// allocated (a `Scope` counts its own, as some of its tasks are not in
+    /// the ledger).
+    pub(crate) fn insert_seq(&mut self, seq: u64, name: Option<Cow<'static, str>>, run: R) -> Key {
+        self.next_seq = self.next_seq.max(seq + 1);
         let entry = Slot::Full(Entry {
             seq,
             name,
@@ -288,16 +296,8 @@ impl<T, R> Ledger<T, R> {
         *running -= 1;
         if reaping {
             let outcome = outcome_of(&result, failure, stopping.is_some());
-            self.tally[outcome.index()] += 1;
-            if outcome.needs_attention() {
-                let name = self.name(key).cloned();
-                let report = TaskReport::new(key.id(), name, outcome, None)
-                    .with_error(error_text(&result, failure));
-                if self.attention.len() == ATTENTION_LOG {
-                    self.attention.pop_front();
-                }
-                self.attention.push_back(report);
-            }
+            let name = self.name(key).cloned();
+            self.reaped(key.id(), name, outcome, || error_text(&result, failure));
             let Slot::Full(entry) = self.remove(key) else {
                 unreachable!()
             };
@@ -311,6 +311,24 @@ impl<T, R> Ledger<T, R> {
         };
         self.done.push_back(key);
         Some(run)
+    }
+
+    /// Counts a reaped task; keeps it in the log when it needs attention.
+    pub(crate) fn reaped(
+        &mut self,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        outcome: TaskOutcome,
+        error: impl FnOnce() -> Option<String>,
+    ) {
+        self.tally[outcome.index()] += 1;
+        if outcome.needs_attention() {
+            let report = TaskReport::new(id, name, outcome, None).with_error(error());
+            if self.attention.len() == ATTENTION_LOG {
+                self.attention.pop_front();
+            }
+            self.attention.push_back(report);
+        }
     }
 
     fn remove(&mut self, key: Key) -> Slot<T, R> {
@@ -439,7 +457,7 @@ impl<T, R> Ledger<T, R> {
 
 /// What a result means for a report; `after_cancel` when the task ended
 /// while a shutdown ran.
-fn outcome_of<T>(
+pub(crate) fn outcome_of<T>(
     result: &Result<T, TaskError>,
     failure: Option<FailureText<T>>,
     after_cancel: bool,
@@ -452,7 +470,10 @@ fn outcome_of<T>(
     }
 }
 
-fn error_text<T>(result: &Result<T, TaskError>, failure: Option<FailureText<T>>) -> Option<String> {
+pub(crate) fn error_text<T>(
+    result: &Result<T, TaskError>,
+    failure: Option<FailureText<T>>,
+) -> Option<String> {
     match result {
         Err(e) => Some(e.to_string()),
         Ok(v) => failure.and_then(|f| f(v)),

@@ -731,11 +731,7 @@ impl<T> fmt::Display for ShutdownReport<T> {
             .map(|o| self.reaped[o.index()])
             .sum();
         if reaped_attention > listed {
-            write!(
-                f,
-                "\n  (and {} more freed earlier)",
-                reaped_attention - listed
-            )?;
+            write!(f, "\n  (and {} more not listed)", reaped_attention - listed)?;
         }
         Ok(())
     }

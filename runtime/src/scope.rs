@@ -21,18 +21,20 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{Key, Ledger, Payload, Stopping, cancel_rule};
+use crate::ledger::{
+    FailureText, Key, Ledger, Payload, Stopping, cancel_rule, error_text, outcome_of,
+};
 use crate::reason::{self, CancelReason, Cause, Described};
 use crate::report::{Shutdown, ShutdownReport, TaskOutcome};
 
@@ -508,6 +510,8 @@ struct Inner<T> {
     queue: VecDeque<Queued>,
     owner: Option<Waker>,
     wait: Wait,
+    /// Untracked tasks counted in the ledger's log.
+    untracked_attention: usize,
 }
 
 /// The part of a scope its tasks, handles, spawners and permits share.
@@ -523,11 +527,78 @@ struct Shared<T> {
     stop_below: AtomicU64,
     /// Wakes [`Scope::reserve`] waiters when a permit frees up.
     capacity: Notify,
+    /// The sequence number of the next task.
+    next_seq: AtomicU64,
+    /// New tasks of the owner skip the ledger: a reaping scope without a
+    /// limit or a cancel rule, where a task's end needs no lock (as in a
+    /// `TaskTracker`): see [`Shared::report_untracked`].
+    untracked: AtomicBool,
+    /// Untracked tasks still running.
+    live: AtomicUsize,
+    /// Untracked tasks that ended after the cancel of a shutdown (those that
+    /// completed before are counted by the owner: spawned minus the rest).
+    reaped_cleaned: AtomicUsize,
+    /// A shutdown began: tasks that end now ended after the cancel.
+    stopping: AtomicBool,
+    /// The policy's failure text, readable without the lock.
+    failure: OnceLock<FailureText<T>>,
 }
+
+/// The slot of a task that is not in the ledger.
+const UNTRACKED: usize = usize::MAX;
 
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// No task runs or waits.
+    fn idle(&self, inner: &Inner<T>) -> bool {
+        inner.ledger.running() == 0 && self.live.load(Ordering::Acquire) == 0
+    }
+
+    /// A task not in the ledger ended: counted without a lock, unless it
+    /// needs attention or was the last one the owner waits for.
+    fn report_untracked(
+        &self,
+        key: Key,
+        name: Option<Cow<'static, str>>,
+        out: Option<Result<T, Payload>>,
+    ) {
+        let result = match out {
+            Some(out) => out.map_err(TaskError::panic),
+            None => Err(TaskError::aborted(self.cause.described())),
+        };
+        let failure = self.failure.get().copied();
+        let outcome = outcome_of(&result, failure, self.stopping.load(Ordering::Acquire));
+        if outcome.needs_attention() {
+            let error = error_text(&result, failure);
+            let mut inner = self.lock();
+            inner.untracked_attention += 1;
+            inner.ledger.reaped(key.id(), name, outcome, || error);
+        } else if outcome == TaskOutcome::CancelledCleanedUp {
+            self.reaped_cleaned.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(result);
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut inner = self.lock();
+            let owner = if inner.wait == Wait::Nothing || !self.idle(&inner) {
+                None
+            } else {
+                inner.owner.take()
+            };
+            drop(inner);
+            if let Some(owner) = owner {
+                owner.wake();
+            }
+        }
+    }
+
+    /// Which tasks of the owner skip the ledger, after a builder.
+    fn refresh_untracked(&self, inner: &Inner<T>) {
+        let policy = &inner.ledger.policy;
+        let untracked = policy.reaping && policy.rule.is_none() && inner.limit.is_none();
+        self.untracked.store(untracked, Ordering::Release);
     }
 
     /// A task ended with `out` (`None`: aborted, or never started). Frees
@@ -549,7 +620,7 @@ impl<T> Shared<T> {
         };
         let wake = match inner.wait {
             Wait::Next => true,
-            Wait::Empty => inner.ledger.running() == 0,
+            Wait::Empty => self.idle(&inner),
             Wait::Nothing => false,
         };
         let owner = if wake { inner.owner.take() } else { None };
@@ -656,20 +727,40 @@ impl<T: Send> Control for Shared<T> {
 struct Guard<T> {
     shared: Arc<Shared<T>>,
     key: Key,
+    /// The name of an untracked task (a tracked one's is in the ledger).
+    name: Option<Cow<'static, str>>,
     ended: bool,
 }
 
 impl<T> Guard<T> {
-    fn end(&mut self, out: Result<T, Payload>) {
+    fn new(shared: &Arc<Shared<T>>, key: Key) -> Self {
+        Guard {
+            shared: Arc::clone(shared),
+            key,
+            name: None,
+            ended: false,
+        }
+    }
+
+    fn report(&mut self, out: Option<Result<T, Payload>>) {
         self.ended = true;
-        self.shared.report(self.key, Some(out));
+        if self.key.slot == UNTRACKED {
+            let name = self.name.take();
+            self.shared.report_untracked(self.key, name, out);
+        } else {
+            self.shared.report(self.key, out);
+        }
+    }
+
+    fn end(&mut self, out: Result<T, Payload>) {
+        self.report(Some(out));
     }
 }
 
 impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
         if !self.ended {
-            self.shared.report(self.key, None);
+            self.report(None);
         }
     }
 }
@@ -737,20 +828,33 @@ fn spawn_into<T, Fut>(
     fut: Fut,
     permit: Permit,
     owner: bool,
-) -> (Key, Option<AbortHandle>)
+) -> (Key, Option<JoinHandle<()>>)
 where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let handle = tokio::runtime::Handle::current(); // panics outside a runtime, as spawn does
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
-    let fut = {
-        let seq = shared.lock().ledger.next_seq();
-        tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()))
-    };
+    let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
+    if owner && shared.untracked.load(Ordering::Acquire) {
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let key = Key {
+            slot: UNTRACKED,
+            seq,
+        };
+        let mut guard = Guard::new(shared, key);
+        guard.name = name;
+        let task = ScopeTask {
+            fut: Some(fut),
+            guard,
+            cause: Some(Arc::clone(&shared.cause)),
+        };
+        return (key, Some(tokio::spawn(task)));
+    }
     let mut inner = shared.lock();
     let queue = matches!(permit, Permit::TakeOrQueue) && take_permit(&mut inner);
-    let key = inner.ledger.insert(
+    let key = inner.ledger.insert_seq(
+        seq,
         name,
         Run {
             abort: None,
@@ -760,11 +864,7 @@ where
     );
     let task = ScopeTask {
         fut: Some(fut),
-        guard: Guard {
-            shared: Arc::clone(shared),
-            key,
-            ended: false,
-        },
+        guard: Guard::new(shared, key),
         cause: Some(Arc::clone(&shared.cause)),
     };
     if queue {
@@ -776,11 +876,11 @@ where
         return (key, None);
     }
     drop(inner);
-    let abort = handle.spawn(task).abort_handle();
+    let join = tokio::spawn(task);
     if !owner {
-        shared.keep_abort(key, abort.clone());
+        shared.keep_abort(key, join.abort_handle());
     }
-    (key, Some(abort))
+    (key, Some(join))
 }
 
 /// `spawn_into` for a blocking closure.
@@ -790,16 +890,18 @@ fn spawn_blocking_into<T, F>(
     name: Option<Cow<'static, str>>,
     f: F,
     permit: Permit,
-) -> (Key, Option<AbortHandle>)
+) -> (Key, Option<JoinHandle<()>>)
 where
     F: FnOnce(CancellationToken) -> T + Send + 'static,
     T: Send + 'static,
 {
     let handle = tokio::runtime::Handle::current();
     let token = shared.cause.token().child_token();
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut inner = shared.lock();
     let queue = matches!(permit, Permit::TakeOrQueue) && take_permit(&mut inner);
-    let key = inner.ledger.insert(
+    let key = inner.ledger.insert_seq(
+        seq,
         name,
         Run {
             abort: None,
@@ -807,11 +909,7 @@ where
             blocking: true,
         },
     );
-    let mut guard = Guard {
-        shared: Arc::clone(shared),
-        key,
-        ended: false,
-    };
+    let mut guard = Guard::new(shared, key);
     let cause = Arc::clone(&shared.cause);
     let task = move || {
         if guard.shared.is_stopped(guard.key) {
@@ -831,8 +929,7 @@ where
         return (key, None);
     }
     drop(inner);
-    let abort = handle.spawn_blocking(task).abort_handle();
-    (key, Some(abort))
+    (key, Some(handle.spawn_blocking(task)))
 }
 
 /// Takes a permit of the limit if one is free (and none queued before);
@@ -1019,7 +1116,10 @@ pub struct Scope<T> {
     shared: Arc<Shared<T>>,
     /// Abort handles of the tasks the owner started (pruned of finished
     /// ones as it grows), so that the owner's spawns take one lock.
-    aborts: Vec<AbortHandle>,
+    aborts: Vec<JoinHandle<()>>,
+    /// Tasks the owner started outside the ledger (see `Shared::untracked`).
+    untracked_spawned: usize,
+    /// The length at which `aborts` is pruned next.
     prune_at: usize,
     /// Set by `with_deadline` and `with_timeout`.
     deadline: Option<Instant>,
@@ -1080,12 +1180,20 @@ impl<T> Scope<T> {
                     queue: VecDeque::new(),
                     owner: None,
                     wait: Wait::Nothing,
+                    untracked_attention: 0,
                 }),
                 closed: AtomicBool::new(false),
                 stop_below: AtomicU64::new(0),
                 capacity: Notify::new(),
+                next_seq: AtomicU64::new(0),
+                untracked: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
+                reaped_cleaned: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
+                failure: OnceLock::new(),
             }),
             aborts: Vec::new(),
+            untracked_spawned: 0,
             prune_at: 64,
             deadline: None,
             deadline_timer: None,
@@ -1156,10 +1264,13 @@ impl<T> Scope<T> {
             n > 0,
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
-        self.inner().limit = Some(Limit {
+        let mut inner = self.inner();
+        inner.limit = Some(Limit {
             max: n.min(MAX_LIMIT),
             active: 0,
         });
+        self.shared.refresh_untracked(&inner);
+        drop(inner);
         self
     }
     /// Cancels the scope's token at `deadline`, as if [`cancel`](Self::cancel)
@@ -1318,11 +1429,12 @@ impl<T> Scope<T> {
     where
         T: TaskOutput,
     {
-        {
-            let mut inner = self.inner();
-            inner.ledger.policy.reaping = true;
-            inner.ledger.policy.failure = Some(T::failure);
-        }
+        let mut inner = self.inner();
+        inner.ledger.policy.reaping = true;
+        inner.ledger.policy.failure = Some(T::failure);
+        let _ = self.shared.failure.set(T::failure);
+        self.shared.refresh_untracked(&inner);
+        drop(inner);
         self
     }
 
@@ -1354,6 +1466,7 @@ impl<T> Scope<T> {
         T: TaskOutput,
     {
         self.inner().ledger.policy.failure = Some(T::failure);
+        let _ = self.shared.failure.set(T::failure);
         self
     }
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
@@ -1441,7 +1554,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner().ledger.len()
+        self.inner().ledger.len() + self.shared.live.load(Ordering::Acquire)
     }
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
@@ -1464,13 +1577,22 @@ impl<T> Scope<T> {
         self.len() == 0
     }
 
-    /// Prunes the abort handles of finished tasks once they are most of the
-    /// list, so a long-lived scope's list stays as long as its live tasks.
-    fn keep_abort(&mut self, abort: Option<AbortHandle>) {
+    /// Keeps the abort handle of a task the owner started. Prunes those of
+    /// finished tasks only once they must be most of the list (it is more
+    /// than twice as long as the tasks that run), so a long-lived scope's
+    /// list stays about as long as its live tasks, and a burst of spawns is
+    /// never scanned.
+    fn keep_abort(&mut self, key: Key, abort: Option<JoinHandle<()>>) {
+        if key.slot == UNTRACKED {
+            self.untracked_spawned += 1;
+        }
         let Some(abort) = abort else { return };
         if self.aborts.len() >= self.prune_at {
             self.aborts.retain(|a| !a.is_finished());
-            self.prune_at = (self.aborts.len() * 2).max(64);
+        }
+        if self.aborts.len() >= self.prune_at {
+            let live = self.shared.live.load(Ordering::Relaxed) + self.inner().ledger.running();
+            self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
         }
         self.aborts.push(abort);
     }
@@ -1536,7 +1658,7 @@ impl<T: Send + 'static> Scope<T> {
     {
         let fut = f(self.shared.cause.token().child_token());
         let (key, abort) = spawn_into(&self.shared, None, fut, Permit::TakeOrQueue, true);
-        self.keep_abort(abort);
+        self.keep_abort(key, abort);
         key.id()
     }
     /// [`spawn`](Self::spawn), with a name for
@@ -1581,7 +1703,7 @@ impl<T: Send + 'static> Scope<T> {
             Permit::TakeOrQueue,
             true,
         );
-        self.keep_abort(abort);
+        self.keep_abort(key, abort);
         key.id()
     }
     /// Runs `f(token)` on Tokio's blocking thread pool as a task of the
@@ -1622,7 +1744,7 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
         let (key, abort) = spawn_blocking_into(&self.shared, None, f, Permit::TakeOrQueue);
-        self.keep_abort(abort);
+        self.keep_abort(key, abort);
         key.id()
     }
     /// [`spawn_blocking`](Self::spawn_blocking), with a name for
@@ -1654,7 +1776,7 @@ impl<T: Send + 'static> Scope<T> {
     {
         let name = Some(name.into());
         let (key, abort) = spawn_blocking_into(&self.shared, name, f, Permit::TakeOrQueue);
-        self.keep_abort(abort);
+        self.keep_abort(key, abort);
         key.id()
     }
 
@@ -1849,7 +1971,7 @@ impl<T: Send + 'static> Scope<T> {
                 inner.wait = Wait::Nothing;
                 return Poll::Ready(Some(next));
             }
-            if inner.ledger.running() == 0 {
+            if shared.idle(&inner) {
                 inner.wait = Wait::Nothing;
                 return Poll::Ready(None);
             }
@@ -2040,8 +2162,14 @@ impl<T: Send + 'static> Scope<T> {
         let cancelled_before = self.cancel_reason();
         let start = self.stop(grace, true).await;
         let elapsed = start.elapsed();
-        let mut inner = self.inner();
-        let (reaped, reaped_attention) = inner.ledger.take_reaped();
+        let spawned = std::mem::take(&mut self.untracked_spawned);
+        let mut inner = self.shared.lock();
+        let (mut reaped, reaped_attention) = inner.ledger.take_reaped();
+        // The owner's untracked tasks all ended (the shutdown waited).
+        let cleaned = self.shared.reaped_cleaned.swap(0, Ordering::Relaxed);
+        let attention = std::mem::take(&mut inner.untracked_attention);
+        reaped[TaskOutcome::CancelledCleanedUp.index()] += cleaned;
+        reaped[TaskOutcome::Completed.index()] += spawned.saturating_sub(cleaned + attention);
         let mut tasks = Vec::new();
         let results = inner.ledger.finish_with(|report, result| {
             tasks.push(report);
@@ -2065,6 +2193,7 @@ impl<T: Send + 'static> Scope<T> {
     async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
         let at = Instant::now();
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.stopping.store(true, Ordering::Release);
         self.inner().ledger.stopping = Some(Stopping { at, timed });
         self.shared.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
@@ -2085,7 +2214,7 @@ impl<T: Send + 'static> Scope<T> {
     /// aborted. Never blocks.
     fn stop_now(&mut self, detach: bool) {
         let mut inner = self.inner();
-        let below = inner.ledger.next_seq();
+        let below = self.shared.next_seq.load(Ordering::Acquire);
         self.shared.stop_below.store(below, Ordering::Release);
         self.shared.closed.store(true, Ordering::Release);
         let queue = std::mem::take(&mut inner.queue);
@@ -2129,7 +2258,7 @@ fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
 async fn wait_empty<T>(shared: &Shared<T>) {
     poll_fn(|cx| {
         let mut inner = shared.lock();
-        if inner.ledger.running() == 0 {
+        if shared.idle(&inner) {
             inner.wait = Wait::Nothing;
             return Poll::Ready(());
         }
@@ -2193,6 +2322,7 @@ impl<U, E> Scope<Result<U, E>> {
             let policy = &mut inner.ledger.policy;
             policy.fail_fast = true;
             policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+            self.shared.refresh_untracked(&inner);
         }
         self
     }
@@ -2236,6 +2366,7 @@ impl<U, E> Scope<Result<U, E>> {
             let policy = &mut inner.ledger.policy;
             policy.first_ok = true;
             policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+            self.shared.refresh_untracked(&inner);
         }
         self
     }
@@ -2314,7 +2445,7 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
             if let Some(key) = inner.ledger.find_done(is_ok) {
                 return Poll::Ready(Some(key));
             }
-            if inner.ledger.running() == 0 {
+            if shared.idle(&inner) {
                 inner.wait = Wait::Nothing;
                 return Poll::Ready(None);
             }
@@ -2381,7 +2512,8 @@ impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner();
         let mut d = f.debug_struct("Scope");
-        inner.ledger.policy.debug_fields(&mut d, inner.ledger.len());
+        let len = inner.ledger.len() + self.shared.live.load(Ordering::Acquire);
+        inner.ledger.policy.debug_fields(&mut d, len);
         if let Some(limit) = &inner.limit {
             d.field("limit", &limit.max);
         }
@@ -2539,6 +2671,9 @@ impl TaskHandle {
     /// ```
     #[must_use]
     pub fn is_finished(&self) -> bool {
+        if self.key.slot == UNTRACKED {
+            return self.abort.as_ref().is_none_or(AbortHandle::is_finished);
+        }
         self.control
             .upgrade()
             .is_none_or(|control| control.is_finished(self.key))
@@ -2720,7 +2855,8 @@ impl<T: Send + 'static> Spawner<T> {
         }
         let token = self.shared.cause.token().child_token();
         let fut = f(token.clone());
-        let (key, abort) = spawn_into(&self.shared, name.clone(), fut, Permit::TakeOrQueue, false);
+        let (key, join) = spawn_into(&self.shared, name.clone(), fut, Permit::TakeOrQueue, false);
+        let abort = join.as_ref().map(JoinHandle::abort_handle);
         Some(handle(&self.shared, key, token, abort, name))
     }
 }
@@ -2844,9 +2980,10 @@ impl<T: Send + 'static> SpawnPermit<T> {
         let fut = f(token.clone());
         self.counted = false; // the task holds the place now
         let on_owner = owner.is_some();
-        let (key, abort) = spawn_into(&self.shared, name.clone(), fut, Permit::Held, on_owner);
+        let (key, join) = spawn_into(&self.shared, name.clone(), fut, Permit::Held, on_owner);
+        let abort = join.as_ref().map(JoinHandle::abort_handle);
         if let Some(owner) = owner {
-            owner.keep_abort(abort.clone());
+            owner.keep_abort(key, join);
         }
         handle(&self.shared, key, token, abort, name)
     }

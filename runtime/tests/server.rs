@@ -108,7 +108,9 @@ async fn two_hundred_thousand_short_tasks_through_a_reaping_scope_stay_flat() {
     // What a user can observe of the scope's size: it never holds more than
     // the tasks that run, however many went through.
     assert!(peak_len <= LIMIT, "len() peaked at {peak_len}");
-    assert!(peak_alive <= LIMIT, "{peak_alive} tasks alive at once");
+    // A task frees its place as it reports its end, a moment before Tokio
+    // retires it on its worker: at most one such task per worker.
+    assert!(peak_alive <= LIMIT + 2, "{peak_alive} tasks alive at once");
     let report = scope.shutdown_report(HANG).await;
     assert_eq!(report.len(), N);
     assert_eq!(report.count(TaskOutcome::Completed), N - 4);
@@ -409,4 +411,41 @@ async fn a_queued_task_aborted_through_its_handle_never_starts() {
     assert!(results[0].is_ok());
     assert!(results[1].as_ref().unwrap_err().is_aborted());
     assert_eq!(started.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_reaping_scope_without_a_limit_aborts_on_drop_and_reports_its_stragglers() {
+    let baseline = alive_tasks();
+    let scope = {
+        let mut scope = Scope::<()>::new().reaping();
+        for _ in 0..1000 {
+            scope.spawn(|_token| std::future::pending());
+        }
+        scope
+    };
+    settle().await;
+    drop(scope);
+    alive_tasks_become(baseline).await;
+
+    let mut scope = Scope::<()>::new().reaping();
+    for n in 0..100 {
+        scope.spawn_named(format!("conn {n}"), move |token| async move {
+            if n % 2 == 0 {
+                token.cancelled().await; // cleans up
+            } else {
+                std::future::pending::<()>().await; // stuck
+            }
+        });
+    }
+    scope.spawn(|_token| async {});
+    settle().await;
+    let report = scope.shutdown_report(Duration::from_millis(10)).await;
+    assert_eq!(report.len(), 101);
+    assert_eq!(report.count(TaskOutcome::Completed), 1);
+    assert_eq!(report.count(TaskOutcome::CancelledCleanedUp), 50);
+    assert_eq!(report.count(TaskOutcome::Aborted), 50);
+    assert_eq!(report.needs_attention().count(), 32, "the log is bounded");
+    let shown = report.to_string();
+    assert!(shown.ends_with("\n  (and 18 more not listed)"), "{shown}");
+    alive_tasks_become(baseline).await;
 }
