@@ -14,6 +14,7 @@ mod report;
 mod scope;
 #[cfg(feature = "signal")]
 mod signal;
+mod task;
 
 pub use cancelled::Cancelled;
 pub use local::LocalScope;
