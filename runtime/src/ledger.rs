@@ -42,6 +42,9 @@ pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<R
     }
 }
 
+/// What ran an ended task, and its result when it was not kept (reaping).
+pub(crate) type Ended<T, R> = (R, Option<Result<T, TaskError>>);
+
 /// How many reaped tasks that need attention a reaping scope remembers.
 pub(crate) const ATTENTION_LOG: usize = 32;
 
@@ -107,6 +110,8 @@ struct Entry<T, R> {
     state: State<T, R>,
     /// When it ended, if a shutdown report was being made.
     ended_at: Option<Instant>,
+    /// A `#[cancellable]` fn in it took its cancellation path.
+    cancel_seen: bool,
 }
 
 enum Slot<T, R> {
@@ -139,6 +144,9 @@ pub(crate) struct Ledger<T, R> {
     pub(crate) tally: [usize; TaskOutcome::COUNT],
     /// The last reaped tasks that need attention.
     pub(crate) attention: VecDeque<TaskReport>,
+    /// Reaped tasks that cleaned up in which a `#[cancellable]` fn was
+    /// cancelled.
+    pub(crate) reaped_ran_cleanup: usize,
 }
 
 impl<T, R> Ledger<T, R> {
@@ -154,6 +162,7 @@ impl<T, R> Ledger<T, R> {
             stopping: None,
             tally: [0; TaskOutcome::COUNT],
             attention: VecDeque::new(),
+            reaped_ran_cleanup: 0,
         }
     }
 
@@ -191,6 +200,7 @@ impl<T, R> Ledger<T, R> {
             name,
             state: State::Running(run),
             ended_at: None,
+            cancel_seen: false,
         });
         let slot = if self.free == NO_SLOT {
             self.slots.push(entry);
@@ -257,10 +267,15 @@ impl<T, R> Ledger<T, R> {
 
     /// The task at `key` ended with `out` (its value, or the payload of its
     /// panic): applies the policies, then keeps the result (or, reaping,
-    /// counts it). Returns what ran it, for the caller to drop (outside any
-    /// lock); `None` when the task had already ended (a detached blocking
-    /// task reporting late).
-    pub(crate) fn complete(&mut self, key: Key, out: Result<T, Payload>) -> Option<R> {
+    /// counts it). Returns what ran it and, reaping, the result, for the
+    /// caller to drop outside any lock (user `Drop`s run there); `None` when
+    /// the task had already ended (a detached blocking task reporting late).
+    pub(crate) fn complete(
+        &mut self,
+        key: Key,
+        out: Result<T, Payload>,
+        seen: bool,
+    ) -> Option<Ended<T, R>> {
         self.entry(key)
             .filter(|e| matches!(e.state, State::Running(_)))?;
         if let Some(rule) = self.policy.rule {
@@ -273,12 +288,18 @@ impl<T, R> Ledger<T, R> {
                 self.policy.cause.cancel_by(reason, self.name(key));
             }
         }
-        self.end(key, out.map_err(TaskError::panic))
+        self.end(key, out.map_err(TaskError::panic), seen)
     }
 
     /// The task at `key` ended without a value (aborted, detached); see
     /// [`complete`](Self::complete).
-    pub(crate) fn end(&mut self, key: Key, result: Result<T, TaskError>) -> Option<R> {
+    /// `seen`: a `#[cancellable]` fn in it took its cancellation path.
+    pub(crate) fn end(
+        &mut self,
+        key: Key,
+        result: Result<T, TaskError>,
+        seen: bool,
+    ) -> Option<Ended<T, R>> {
         let stopping = self.stopping;
         let reaping = self.policy.reaping;
         let failure = self.policy.failure;
@@ -293,16 +314,20 @@ impl<T, R> Ledger<T, R> {
         if stopping.is_some_and(|s| s.timed) {
             entry.ended_at = Some(Instant::now());
         }
+        entry.cancel_seen = seen;
         *running -= 1;
         if reaping {
             let outcome = outcome_of(&result, failure, stopping.is_some());
             let name = self.name(key).cloned();
             self.reaped(key.id(), name, outcome, || error_text(&result, failure));
+            if seen && outcome == TaskOutcome::CancelledCleanedUp {
+                self.reaped_ran_cleanup += 1;
+            }
             let Slot::Full(entry) = self.remove(key) else {
                 unreachable!()
             };
             return match entry.state {
-                State::Running(run) => Some(run),
+                State::Running(run) => Some((run, Some(result))),
                 State::Done(_) => None,
             };
         }
@@ -310,7 +335,7 @@ impl<T, R> Ledger<T, R> {
             unreachable!()
         };
         self.done.push_back(key);
-        Some(run)
+        Some((run, None))
     }
 
     /// Counts a reaped task; keeps it in the log when it needs attention.
@@ -414,7 +439,8 @@ impl<T, R> Ledger<T, R> {
                     _ => None,
                 };
                 let report = TaskReport::new(TaskId::from_seq(e.seq), e.name, outcome, cleanup)
-                    .with_error(error_text(&result, failure));
+                    .with_error(error_text(&result, failure))
+                    .with_cleanup_ran(e.cancel_seen);
                 each(report, result)
             })
             .collect()

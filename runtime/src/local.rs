@@ -747,7 +747,7 @@ impl<'env, T> LocalScope<'env, T> {
                 Err(payload)
             }
         };
-        self.ledger.complete(key, out);
+        self.ledger.complete(key, out, false);
     }
 
     /// Drops the futures of the tasks still running, in spawn order; they
@@ -761,7 +761,7 @@ impl<'env, T> LocalScope<'env, T> {
             // Reported as the abort, as in a `Scope`.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
             self.ledger
-                .end(key, Err(TaskError::aborted(reason.clone())));
+                .end(key, Err(TaskError::aborted(reason.clone())), false);
         }
     }
 }

@@ -237,37 +237,52 @@ impl Cause {
     }
 }
 
+/// The scope task this thread is polling: its scope's cause, and whether a
+/// `#[cancellable]` fn in it took its cancellation path during the poll
+/// (it asked [`of_current_task`] why), for the shutdown report.
+#[derive(Default)]
+pub(crate) struct Current {
+    pub(crate) cause: Option<Arc<Cause>>,
+    pub(crate) cancel_seen: bool,
+}
+
 thread_local! {
-    /// The cause of the scope whose task this thread is polling.
-    static CURRENT: Cell<Option<Arc<Cause>>> = const { Cell::new(None) };
+    static CURRENT: Cell<Current> = const {
+        Cell::new(Current { cause: None, cancel_seen: false })
+    };
 }
 
-/// Makes `cause` the current one, returning the one it replaces; give that
+/// Makes `cause` the current one, returning what it replaces; give that
 /// back to [`leave`] after the poll. Moves the `Arc`s, never clones them.
-pub(crate) fn enter(cause: Option<Arc<Cause>>) -> Option<Arc<Cause>> {
-    CURRENT.replace(cause)
+pub(crate) fn enter(cause: Option<Arc<Cause>>) -> Current {
+    CURRENT.replace(Current {
+        cause,
+        cancel_seen: false,
+    })
 }
 
-/// Restores the cause [`enter`] replaced; returns the task's own.
-pub(crate) fn leave(outer: Option<Arc<Cause>>) -> Option<Arc<Cause>> {
+/// Restores what [`enter`] replaced; returns the task's own.
+pub(crate) fn leave(outer: Current) -> Current {
     CURRENT.replace(outer)
 }
 
 /// The cause of the scope whose task is running, if any.
 fn current() -> Option<Arc<Cause>> {
-    let cause = CURRENT.take();
-    let copy = cause.clone();
-    CURRENT.set(cause);
+    let current = CURRENT.take();
+    let copy = current.cause.clone();
+    CURRENT.set(current);
     copy
 }
 
 /// Why a `#[cancellable]` fn whose token was cancelled was: the reason of
 /// the scope whose task is running it, when that scope's token is cancelled,
-/// else [`CancelReason::Token`].
+/// else [`CancelReason::Token`]. (Called on the fn's cancellation path, so
+/// it also records that the task ran one.)
 pub(crate) fn of_current_task() -> CancelReason {
-    let cause = CURRENT.take();
-    let reason = cause.as_ref().and_then(|cause| cause.reason());
-    CURRENT.set(cause);
+    let mut current = CURRENT.take();
+    current.cancel_seen = true;
+    let reason = current.cause.as_ref().and_then(|cause| cause.reason());
+    CURRENT.set(current);
     reason.unwrap_or(CancelReason::Token)
 }
 

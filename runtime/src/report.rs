@@ -139,6 +139,7 @@ pub struct TaskReport {
     outcome: TaskOutcome,
     cleanup_time: Option<Duration>,
     error: Option<String>,
+    cleanup_ran: bool,
 }
 
 impl TaskReport {
@@ -155,7 +156,35 @@ impl TaskReport {
             outcome,
             cleanup_time,
             error: None,
+            cleanup_ran: false,
         }
+    }
+
+    pub(crate) fn with_cleanup_ran(mut self, ran: bool) -> Self {
+        self.cleanup_ran = ran;
+        self
+    }
+
+    /// `true` when a `#[cancellable]` fn in the task was cancelled while it
+    /// ran, and so ran its `on_cancel!` cleanup (if it has one): what a
+    /// [`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp) task did
+    /// after the cancel, as far as the scope can see. A task that only
+    /// watched its token by hand (`token.cancelled().await`) says `false`.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn(|token| async move { token.cancelled().await });
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert!(!report.tasks()[0].cleanup_ran()); // no `#[cancellable]` fn
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cleanup_ran(&self) -> bool {
+        self.cleanup_ran
     }
 
     pub(crate) fn with_error(mut self, error: Option<String>) -> Self {
@@ -320,6 +349,8 @@ pub struct ShutdownReport<T> {
     reaped: [usize; TaskOutcome::COUNT],
     /// The last of those that need attention.
     reaped_attention: Vec<TaskReport>,
+    /// Of the reaped tasks that cleaned up, those that ran a cleanup.
+    reaped_ran_cleanup: usize,
 }
 
 /// What a shutdown measured, to make a [`ShutdownReport`].
@@ -330,6 +361,7 @@ pub(crate) struct Shutdown {
     pub(crate) reason: Option<Described>,
     pub(crate) reaped: [usize; TaskOutcome::COUNT],
     pub(crate) reaped_attention: Vec<TaskReport>,
+    pub(crate) reaped_ran_cleanup: usize,
 }
 
 impl<T> ShutdownReport<T> {
@@ -348,7 +380,33 @@ impl<T> ShutdownReport<T> {
             reason: s.reason,
             reaped: s.reaped,
             reaped_attention: s.reaped_attention,
+            reaped_ran_cleanup: s.reaped_ran_cleanup,
         }
+    }
+
+    /// How many of the tasks that ended after the cancel
+    /// ([`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp)) ran a
+    /// `#[cancellable]` cleanup (see [`TaskReport::cleanup_ran`]).
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn(|token| async move { token.cancelled().await });
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert_eq!(report.cleanups_ran(), 0);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cleanups_ran(&self) -> usize {
+        self.reaped_ran_cleanup
+            + self
+                .tasks
+                .iter()
+                .filter(|t| t.cleanup_ran && t.outcome == TaskOutcome::CancelledCleanedUp)
+                .count()
     }
 
     /// How many tasks the report covers: those whose results it holds, and
@@ -690,7 +748,12 @@ impl<T> fmt::Display for ShutdownReport<T> {
             if count > 0 {
                 write!(f, "{sep}{count} {}", outcome.short_label())?;
                 if outcome == TaskOutcome::CancelledCleanedUp {
-                    f.write_str(" (ended after the cancel)")?;
+                    let ran = self.cleanups_ran();
+                    f.write_str(" (ended after the cancel")?;
+                    if ran > 0 {
+                        write!(f, "; {ran} ran a `#[cancellable]` cleanup")?;
+                    }
+                    f.write_str(")")?;
                 }
                 sep = ", ";
             }

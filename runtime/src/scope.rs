@@ -109,6 +109,8 @@ struct Shared<T> {
     /// Untracked tasks that ended after the cancel of a shutdown (those that
     /// completed before are counted by the owner: spawned minus the rest).
     reaped_cleaned: AtomicUsize,
+    /// Of those, the ones in which a `#[cancellable]` fn was cancelled.
+    reaped_ran_cleanup: AtomicUsize,
     /// A shutdown began: tasks that end now ended after the cancel.
     stopping: AtomicBool,
     /// The policy's failure text, readable without the lock.
@@ -135,6 +137,7 @@ impl<T> Shared<T> {
         key: Key,
         name: Option<Cow<'static, str>>,
         out: Option<Result<T, Payload>>,
+        seen: bool,
     ) {
         let result = match out {
             Some(out) => out.map_err(TaskError::panic),
@@ -149,6 +152,9 @@ impl<T> Shared<T> {
             inner.ledger.reaped(key.id(), name, outcome, || error);
         } else if outcome == TaskOutcome::CancelledCleanedUp {
             self.reaped_cleaned.fetch_add(1, Ordering::Relaxed);
+            if seen {
+                self.reaped_ran_cleanup.fetch_add(1, Ordering::Relaxed);
+            }
         }
         drop(result);
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -174,16 +180,18 @@ impl<T> Shared<T> {
 
     /// A task ended with `out` (`None`: aborted, or never started). Frees
     /// its permit, or passes it to the first queued task, which it starts.
-    fn report(&self, key: Key, out: Option<Result<T, Payload>>) {
+    fn report(&self, key: Key, out: Option<Result<T, Payload>>, seen: bool) {
         let mut inner = self.lock();
         let run = match out {
-            Some(out) => inner.ledger.complete(key, out),
+            Some(out) => inner.ledger.complete(key, out, seen),
             None => {
                 let reason = self.cause.described();
-                inner.ledger.end(key, Err(TaskError::aborted(reason)))
+                inner
+                    .ledger
+                    .end(key, Err(TaskError::aborted(reason)), false)
             }
         };
-        let Some(run) = run else { return };
+        let Some((run, value)) = run else { return };
         let next = if run.started {
             self.free_permit(&mut inner)
         } else {
@@ -196,7 +204,7 @@ impl<T> Shared<T> {
         };
         let owner = if wake { inner.owner.take() } else { None };
         drop(inner);
-        drop(run);
+        drop((run, value));
         if let Some(owner) = owner {
             owner.wake();
         }
@@ -313,25 +321,25 @@ impl<T> Guard<T> {
         }
     }
 
-    fn report(&mut self, out: Option<Result<T, Payload>>) {
+    fn report(&mut self, out: Option<Result<T, Payload>>, seen: bool) {
         self.ended = true;
         if self.key.slot == UNTRACKED {
             let name = self.name.take();
-            self.shared.report_untracked(self.key, name, out);
+            self.shared.report_untracked(self.key, name, out, seen);
         } else {
-            self.shared.report(self.key, out);
+            self.shared.report(self.key, out, seen);
         }
     }
 
-    fn end(&mut self, out: Result<T, Payload>) {
-        self.report(Some(out));
+    fn end(&mut self, out: Result<T, Payload>, seen: bool) {
+        self.report(Some(out), seen);
     }
 }
 
 impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
         if !self.ended {
-            self.report(None);
+            self.report(None, false);
         }
     }
 }
@@ -346,6 +354,8 @@ pin_project! {
         guard: Guard<F::Output>,
         // Moved into the thread-local and back around each poll.
         cause: Option<Arc<Cause>>,
+        // A `#[cancellable]` fn in it took its cancellation path.
+        cancel_seen: bool,
     }
 }
 
@@ -365,7 +375,9 @@ impl<F: Future> Future for ScopeTask<F> {
             this.fut.set(None);
             Poll::Ready(value)
         }));
-        *this.cause = reason::leave(outer);
+        let current = reason::leave(outer);
+        *this.cause = current.cause;
+        *this.cancel_seen |= current.cancel_seen;
         let out = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(value)) => Ok(value),
@@ -376,7 +388,7 @@ impl<F: Future> Future for ScopeTask<F> {
                 Err(payload)
             }
         };
-        this.guard.end(out);
+        this.guard.end(out, *this.cancel_seen);
         Poll::Ready(())
     }
 }
@@ -419,6 +431,7 @@ where
             fut: Some(fut),
             guard,
             cause: Some(Arc::clone(&shared.cause)),
+            cancel_seen: false,
         };
         return (key, Some(tokio::spawn(task)));
     }
@@ -437,6 +450,7 @@ where
         fut: Some(fut),
         guard: Guard::new(shared, key),
         cause: Some(Arc::clone(&shared.cause)),
+        cancel_seen: false,
     };
     if queue {
         let start = Box::new(move || {
@@ -488,8 +502,8 @@ where
         }
         let outer = reason::enter(Some(cause));
         let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-        reason::leave(outer);
-        guard.end(out);
+        let seen = reason::leave(outer).cancel_seen;
+        guard.end(out, seen);
     };
     if queue {
         let start = Box::new(move || {
@@ -754,6 +768,7 @@ impl<T> Scope<T> {
                 untracked: AtomicBool::new(false),
                 live: AtomicUsize::new(0),
                 reaped_cleaned: AtomicUsize::new(0),
+                reaped_ran_cleanup: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 failure: OnceLock::new(),
             }),
@@ -1734,6 +1749,8 @@ impl<T: Send + 'static> Scope<T> {
         let cleaned = self.shared.reaped_cleaned.swap(0, Ordering::Relaxed);
         let attention = std::mem::take(&mut inner.untracked_attention);
         reaped[TaskOutcome::CancelledCleanedUp.index()] += cleaned;
+        let ran_cleanup = self.shared.reaped_ran_cleanup.swap(0, Ordering::Relaxed)
+            + std::mem::take(&mut inner.ledger.reaped_ran_cleanup);
         reaped[TaskOutcome::Completed.index()] += spawned.saturating_sub(cleaned + attention);
         let mut tasks = Vec::new();
         let results = inner.ledger.finish_with(|report, result| {
@@ -1748,6 +1765,7 @@ impl<T: Send + 'static> Scope<T> {
             reason: self.shared.cause.described(),
             reaped,
             reaped_attention,
+            reaped_ran_cleanup: ran_cleanup,
         };
         ShutdownReport::new(tasks, results, shutdown)
     }
@@ -1798,7 +1816,7 @@ impl<T: Send + 'static> Scope<T> {
         }
         for key in detached {
             let detached = Err(TaskError::detached(reason.clone()));
-            if inner.ledger.end(key, detached).is_some() {
+            if inner.ledger.end(key, detached, false).is_some() {
                 let _none_queued = self.shared.free_permit(&mut inner);
             }
         }

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
+use crate::Cancelled;
 use crate::ledger::Payload;
 use crate::reason::{CancelReason, Described};
 use crate::report::TaskOutcome;
@@ -407,8 +408,17 @@ impl fmt::Display for TaskId {
 /// What a task's value says about its success, for the scopes that track
 /// failures ([`Scope::track_failures`], [`Scope::reaping`]): `Some(text)`
 /// for a failure. Implemented for `()` (never a failure) and for
-/// `Result<U, E>` with `E: Display` (an `Err`, with its text); implement it
-/// for your own task outputs.
+/// `Result<U, E>` with `E: Display` (an `Err`, with its text), except that
+/// an `Err` that is the cancellation itself (a [`Cancelled`], or an
+/// `io::Error` made from one) is not a failure: a `#[cancellable]` task
+/// that returns it stopped as asked. Only the outer `Result` is looked at:
+/// for a `#[cancellable]` fn returning `io::Result<()>` (so
+/// `Result<io::Result<()>, Cancelled>`), spawn
+/// `|t| async move { serve(t, s).await.unwrap_or(Ok(())) }` to have its
+/// `io::Error`s counted. Implement it for your own task outputs.
+///
+/// It is called as a task ends, while the scope's bookkeeping is locked:
+/// keep it a plain function of the value (no spawning into the scope).
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -427,6 +437,8 @@ impl fmt::Display for TaskId {
 /// assert_eq!(Exit::Refused(503).failure().as_deref(), Some("refused with 503"));
 /// assert_eq!(Exit::Done.failure(), None);
 /// assert_eq!(Err::<(), _>("disk full").failure().as_deref(), Some("disk full"));
+/// // The cancellation itself is not a failure.
+/// assert_eq!(Err::<(), _>(cancel_scope::Cancelled::new()).failure(), None);
 /// ```
 pub trait TaskOutput {
     /// The text of the failure this value is, or `None` for a success.
@@ -439,8 +451,19 @@ impl TaskOutput for () {
     }
 }
 
-impl<U, E: fmt::Display> TaskOutput for Result<U, E> {
+impl<U, E: fmt::Display + 'static> TaskOutput for Result<U, E> {
     fn failure(&self) -> Option<String> {
-        self.as_ref().err().map(ToString::to_string)
+        let err = self.as_ref().err()?;
+        (!is_cancellation(err)).then(|| err.to_string())
     }
+}
+
+/// An error that is the task's cancellation itself: a [`Cancelled`], or an
+/// `io::Error` made from one (`#[cancellable(flatten)]`).
+fn is_cancellation(err: &dyn Any) -> bool {
+    err.is::<Cancelled>()
+        || err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<Cancelled>())
 }
