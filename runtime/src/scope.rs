@@ -1178,7 +1178,7 @@ impl<T> Scope<T> {
     }
 }
 
-/// The highest limit: tokio's semaphore maximum, kept for compatibility.
+/// The highest limit (tokio's semaphore maximum, as before).
 const MAX_LIMIT: usize = usize::MAX >> 3;
 
 impl<T: Send + 'static> Scope<T> {
@@ -1197,8 +1197,10 @@ impl<T: Send + 'static> Scope<T> {
     ///
     /// Returns the task's [`TaskId`], unique within the scope, which
     /// [`join_next_with_id`](Self::join_next_with_id) hands back with the
-    /// task's result. (Like [`JoinSet::spawn`]'s `AbortHandle`, it can be
-    /// ignored.)
+    /// task's result (it can be ignored). Beyond a
+    /// [`with_limit`](Self::with_limit) limit the task queues; to act on one
+    /// task later, spawn it with [`spawn_when_ready`](Self::spawn_when_ready)
+    /// or a [`SpawnPermit`], which return a [`TaskHandle`].
     ///
     /// # Panics
     ///
@@ -1286,13 +1288,17 @@ impl<T: Send + 'static> Scope<T> {
         self.keep_abort(key, abort);
         key.id()
     }
+
     /// Runs `f(token)` on Tokio's blocking thread pool as a task of the
     /// scope, with `token` a fresh child of the scope's token. Blocking code
     /// cannot be interrupted: `f` should check
     /// [`token.is_cancelled()`](CancellationToken::is_cancelled) often
     /// enough for [`shutdown`](Self::shutdown) to be graceful. A closure
     /// still running at the end of the grace period is detached (see
-    /// [`TaskError::is_detached`]). Returns the task's [`TaskId`], as
+    /// [`TaskError::is_detached`]). A closure that has not started when the
+    /// scope stops (the end of a grace period, a drop) never runs. While it
+    /// runs, a `#[cancellable]` fn it drives (with `Handle::block_on`) sees
+    /// the scope's [`CancelReason`]. Returns the task's [`TaskId`], as
     /// [`spawn`](Self::spawn) does.
     ///
     /// # Panics
