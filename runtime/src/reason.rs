@@ -183,8 +183,13 @@ impl Cause {
     }
 
     /// Cancels the token, recording `reason` unless it was cancelled
-    /// already (then the earlier cause stands); `true` if `reason` stands.
-    pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
+    /// already (then the earlier cause stands).
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        self.try_cancel(reason);
+    }
+
+    /// [`cancel`](Self::cancel); `true` if `reason` is the one that stands.
+    fn try_cancel(&self, reason: CancelReason) -> bool {
         let set = !self.token.is_cancelled() && self.reason.set(reason).is_ok();
         self.token.cancel();
         set
@@ -193,7 +198,7 @@ impl Cause {
     /// [`cancel`](Self::cancel) for a task's outcome, with the task's name
     /// for the messages that show the reason.
     pub(crate) fn cancel_by(&self, reason: CancelReason, name: Option<&Cow<'static, str>>) {
-        if self.cancel(reason) {
+        if self.try_cancel(reason) {
             if let Some(name) = name {
                 let _ = self.culprit.set(name.clone());
             }
