@@ -113,6 +113,9 @@ struct Shared<T> {
     reaped_ran_cleanup: AtomicUsize,
     /// A shutdown began: tasks that end now ended after the cancel.
     stopping: AtomicBool,
+    /// A shutdown's grace period ended and it is stopping every task: one
+    /// started meanwhile off the owner's thread is aborted at once.
+    forcing: AtomicBool,
     /// The policy's failure text, readable without the lock.
     failure: OnceLock<FailureText<T>>,
 }
@@ -253,11 +256,12 @@ impl<T> Shared<T> {
     }
 
     /// Keeps the abort handle of a task started off the owner's thread, for
-    /// the scope's shutdown and drop (and aborts it if that came first).
+    /// the scope's shutdown and drop (and aborts it if that came first, or
+    /// if a shutdown is stopping every task now).
     fn keep_abort(&self, key: Key, abort: AbortHandle) {
         let mut inner = self.lock();
         if let Some(run) = inner.ledger.running_mut(key) {
-            if self.is_stopped(key) {
+            if self.is_stopped(key) || self.forcing.load(Ordering::Acquire) {
                 abort.abort();
             } else {
                 run.abort = Some(abort);
@@ -399,6 +403,8 @@ enum Permit {
     Held,
     /// Take one now if free, else queue.
     TakeOrQueue,
+    /// As `TakeOrQueue`, but refused once the scope is closed ([`Spawner`]).
+    UnlessClosed,
 }
 
 /// Spawns a task into `shared`: records it, then starts it at once or
@@ -411,7 +417,7 @@ fn spawn_into<T, Fut>(
     fut: Fut,
     permit: Permit,
     owner: bool,
-) -> (Key, Option<JoinHandle<()>>)
+) -> Option<(Key, Option<JoinHandle<()>>)>
 where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -433,10 +439,16 @@ where
             cause: Some(Arc::clone(&shared.cause)),
             cancel_seen: false,
         };
-        return (key, Some(tokio::spawn(task)));
+        return Some((key, Some(tokio::spawn(task))));
     }
     let mut inner = shared.lock();
-    let queue = matches!(permit, Permit::TakeOrQueue) && take_permit(&mut inner);
+    if matches!(permit, Permit::UnlessClosed) && shared.closed.load(Ordering::Acquire) {
+        // Checked again under the lock: a shutdown that began since the
+        // spawner's first check must not find a task it did not stop.
+        drop(inner);
+        return None;
+    }
+    let queue = !matches!(permit, Permit::Held) && take_permit(&mut inner);
     let key = inner.ledger.insert_seq(
         seq,
         name,
@@ -458,14 +470,14 @@ where
             Some(handle.spawn(task).abort_handle())
         });
         inner.queue.push_back(Queued { key, start });
-        return (key, None);
+        return Some((key, None));
     }
     drop(inner);
     let join = tokio::spawn(task);
     if !owner {
         shared.keep_abort(key, join.abort_handle());
     }
-    (key, Some(join))
+    Some((key, Some(join)))
 }
 
 /// `spawn_into` for a blocking closure.
@@ -770,6 +782,7 @@ impl<T> Scope<T> {
                 reaped_cleaned: AtomicUsize::new(0),
                 reaped_ran_cleanup: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
+                forcing: AtomicBool::new(false),
                 failure: OnceLock::new(),
             }),
             aborts: Vec::new(),
@@ -1239,7 +1252,10 @@ impl<T: Send + 'static> Scope<T> {
         Fut: Future<Output = T> + Send + 'static,
     {
         let fut = f(self.shared.cause.token().child_token());
-        let (key, abort) = spawn_into(&self.shared, None, fut, Permit::TakeOrQueue, true);
+        let Some((key, abort)) = spawn_into(&self.shared, None, fut, Permit::TakeOrQueue, true)
+        else {
+            unreachable!("an owner's spawn is never refused")
+        };
         self.keep_abort(key, abort);
         key.id()
     }
@@ -1278,13 +1294,15 @@ impl<T: Send + 'static> Scope<T> {
         Fut: Future<Output = T> + Send + 'static,
     {
         let fut = f(self.shared.cause.token().child_token());
-        let (key, abort) = spawn_into(
+        let Some((key, abort)) = spawn_into(
             &self.shared,
             Some(name.into()),
             fut,
             Permit::TakeOrQueue,
             true,
-        );
+        ) else {
+            unreachable!("an owner's spawn is never refused")
+        };
         self.keep_abort(key, abort);
         key.id()
     }
@@ -1792,8 +1810,10 @@ impl<T: Send + 'static> Scope<T> {
             .await
             .is_err()
         {
+            self.shared.forcing.store(true, Ordering::Release);
             self.stop_now(true);
             wait_empty(&self.shared).await;
+            self.shared.forcing.store(false, Ordering::Release);
         }
         at
     }

@@ -449,3 +449,49 @@ async fn a_reaping_scope_without_a_limit_aborts_on_drop_and_reports_its_straggle
     assert!(shown.ends_with("\n  (and 18 more not listed)"), "{shown}");
     alive_tasks_become(baseline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawners_racing_a_shutdown_leave_no_task_behind() {
+    let baseline = alive_tasks();
+    let mut scope = Scope::<u32>::new().with_limit(16);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut spawners = Vec::new();
+    for _ in 0..4 {
+        let spawner = scope.spawner();
+        let accepted = accepted.clone();
+        spawners.push(tokio::spawn(async move {
+            // Spawn until refused; half the tasks ignore their token.
+            let mut n = 0u32;
+            while let Some(_task) = spawner.spawn(move |token| async move {
+                if n % 2 == 0 {
+                    token.cancelled().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+                n
+            }) {
+                accepted.fetch_add(1, SeqCst);
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    common::eventually("spawners are busy", || accepted.load(SeqCst) > 100).await;
+    let results = scope.shutdown(Duration::from_millis(20)).await;
+    for spawner in spawners {
+        tokio::time::timeout(HANG, spawner).await.unwrap().unwrap();
+    }
+    // Whatever was accepted is accounted for: in the shutdown's results, or
+    // (spawned while it ran) in the next join.
+    let late = scope.join_all().await;
+    assert_eq!(results.len() + late.len(), accepted.load(SeqCst));
+    assert!(results.iter().any(|r| r.as_ref().is_ok_and(|n| n % 2 == 0)));
+    assert!(
+        results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.is_aborted()))
+    );
+    assert!(scope.is_empty());
+    drop(scope);
+    alive_tasks_become(baseline).await;
+}

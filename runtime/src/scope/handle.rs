@@ -179,9 +179,10 @@ impl fmt::Debug for TaskHandle {
 ///
 /// No task outlives the scope: once the scope's
 /// [`shutdown`](Scope::shutdown) has begun, or the scope was dropped, a
-/// spawn is refused: it returns `None` and `f` is not called. (While the
-/// scope is merely cancelled, a spawn is accepted, and the task starts with
-/// its token cancelled.)
+/// spawn is refused: it returns `None` and `f` is not called (or, for a
+/// spawn the shutdown overtook while it ran, `f`'s future is dropped
+/// unpolled). While the scope is merely cancelled, a spawn is accepted, and
+/// the task starts with its token cancelled.
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -326,7 +327,7 @@ impl<T: Send + 'static> Spawner<T> {
         }
         let token = self.shared.cause.token().child_token();
         let fut = f(token.clone());
-        let (key, join) = spawn_into(&self.shared, name.clone(), fut, Permit::TakeOrQueue, false);
+        let (key, join) = spawn_into(&self.shared, name.clone(), fut, Permit::UnlessClosed, false)?;
         let abort = join.as_ref().map(JoinHandle::abort_handle);
         Some(handle(&self.shared, key, token, abort, name))
     }
@@ -386,7 +387,8 @@ impl<T: Send + 'static> SpawnPermit<T> {
     /// Spawns `f(token)` as a task of the scope, started at once in the
     /// place the permit held, and returns its [`TaskHandle`]. Once the
     /// scope's shutdown began, the task still starts, with its token
-    /// cancelled.
+    /// cancelled (and is aborted at once if the shutdown is past its grace
+    /// period, stopping every task).
     ///
     /// # Panics
     ///
@@ -451,7 +453,10 @@ impl<T: Send + 'static> SpawnPermit<T> {
         let fut = f(token.clone());
         self.counted = false; // the task holds the place now
         let on_owner = owner.is_some();
-        let (key, join) = spawn_into(&self.shared, name.clone(), fut, Permit::Held, on_owner);
+        let Some((key, join)) = spawn_into(&self.shared, name.clone(), fut, Permit::Held, on_owner)
+        else {
+            unreachable!("a permit's spawn is never refused")
+        };
         let abort = join.as_ref().map(JoinHandle::abort_handle);
         if let Some(owner) = owner {
             owner.keep_abort(key, join);
