@@ -495,3 +495,22 @@ async fn spawners_racing_a_shutdown_leave_no_task_behind() {
     drop(scope);
     alive_tasks_become(baseline).await;
 }
+
+#[test]
+fn scopes_spawners_handles_and_their_futures_are_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let mut scope = Scope::<u32>::new();
+    send_sync(&scope);
+    send_sync(&scope.spawner());
+    // The owner's loop can run in a spawned task.
+    send(&scope.reserve());
+    send(&scope.join_next());
+    send(&scope.shutdown(Duration::ZERO));
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let _guard = rt.enter();
+    let permit = rt.block_on(scope.reserve());
+    send(&permit);
+    let handle = permit.spawn(|_token| async { 1 });
+    send_sync(&handle);
+}
