@@ -1170,6 +1170,46 @@ impl<T> Scope<T> {
         self.len() == 0
     }
 
+    /// Stops every task now: no queued task or blocking closure starts any
+    /// more, started blocking ones are detached (when `detach`), async ones
+    /// aborted (dropping the scope: nothing is detached, nothing starts ever
+    /// again). Never blocks.
+    fn stop_now(&mut self, detach: bool) {
+        let below = if detach {
+            self.shared.next_seq.load(Ordering::Acquire)
+        } else {
+            u64::MAX // dropped: nothing may start any more
+        };
+        self.shared.stop_below.store(below, Ordering::Release);
+        let mut inner = self.shared.lock();
+        self.shared.closed.store(true, Ordering::Release);
+        let queue = std::mem::take(&mut inner.queue);
+        let reason = self.shared.cause.described();
+        let mut detached = Vec::new();
+        for key in inner.ledger.running_keys() {
+            let Some(run) = inner.ledger.running_mut(key) else {
+                continue;
+            };
+            if let Some(abort) = &run.abort {
+                abort.abort();
+            }
+            if detach && run.blocking && run.started {
+                detached.push(key);
+            }
+        }
+        for key in detached {
+            let detached = Err(TaskError::detached(reason.clone()));
+            if inner.ledger.end(key, detached, false).is_some() {
+                let _none_queued = self.shared.free_permit(&mut inner);
+            }
+        }
+        drop(inner);
+        for abort in &self.aborts {
+            abort.abort();
+        }
+        drop(queue); // their guards report them aborted
+    }
+
     /// Keeps the abort handle of a task the owner started. Prunes those of
     /// finished tasks only once they must be most of the list (it is more
     /// than twice as long as the tasks that run), so a long-lived scope's
@@ -1817,41 +1857,6 @@ impl<T: Send + 'static> Scope<T> {
         }
         at
     }
-
-    /// Stops every task now: no queued task or blocking closure starts any
-    /// more, started blocking ones are detached (when `detach`), async ones
-    /// aborted. Never blocks.
-    fn stop_now(&mut self, detach: bool) {
-        let mut inner = self.inner();
-        let below = self.shared.next_seq.load(Ordering::Acquire);
-        self.shared.stop_below.store(below, Ordering::Release);
-        self.shared.closed.store(true, Ordering::Release);
-        let queue = std::mem::take(&mut inner.queue);
-        let reason = self.shared.cause.described();
-        let mut detached = Vec::new();
-        for key in inner.ledger.running_keys() {
-            let Some(run) = inner.ledger.running_mut(key) else {
-                continue;
-            };
-            if let Some(abort) = &run.abort {
-                abort.abort();
-            }
-            if detach && run.blocking && run.started {
-                detached.push(key);
-            }
-        }
-        for key in detached {
-            let detached = Err(TaskError::detached(reason.clone()));
-            if inner.ledger.end(key, detached, false).is_some() {
-                let _none_queued = self.shared.free_permit(&mut inner);
-            }
-        }
-        drop(inner);
-        for abort in &self.aborts {
-            abort.abort();
-        }
-        drop(queue); // their guards report them aborted
-    }
 }
 
 /// Registers the owner's waker for `wait`.
@@ -2138,20 +2143,7 @@ impl<T> Drop for Scope<T> {
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }
-        self.shared.stop_below.store(u64::MAX, Ordering::Release);
-        self.shared.closed.store(true, Ordering::Release);
-        let mut inner = self.shared.lock();
-        let queue = std::mem::take(&mut inner.queue);
-        for key in inner.ledger.running_keys() {
-            if let Some(abort) = inner.ledger.running_mut(key).and_then(|r| r.abort.as_ref()) {
-                abort.abort();
-            }
-        }
-        drop(inner);
-        for abort in &self.aborts {
-            abort.abort();
-        }
-        drop(queue);
+        self.stop_now(false);
     }
 }
 

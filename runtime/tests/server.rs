@@ -507,7 +507,9 @@ fn scopes_spawners_handles_and_their_futures_are_send() {
     send(&scope.reserve());
     send(&scope.join_next());
     send(&scope.shutdown(Duration::ZERO));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let permit = rt.block_on(scope.reserve());
     send(&permit);
