@@ -15,6 +15,13 @@
 //!   timeout) with the hand-written `select!` version of the task. Spawning
 //!   and parking are not timed; timing starts once every task has reached its
 //!   `.await`.
+//! - `churn`: 10k short connections through an accept loop, each a
+//!   `tokio::io::duplex` pair whose server half a task reads one request
+//!   byte from and answers: a reaping `Scope` (each handler gets a child
+//!   token, the scope frees it as it ends, then `join_all`) against
+//!   tokio-util's `TaskTracker` with a child token per handler by hand
+//!   (then `close` + `wait`). The clients' reads are part of the timing in
+//!   both.
 //!
 //! Run: `cargo bench --bench scope -- --warm-up-time 1 --measurement-time 3`
 
@@ -28,11 +35,14 @@ use std::time::{Duration, Instant};
 
 use cancel_scope::{CancellationToken, Cancelled, Scope, cancellable, on_cancel};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 const SPAWN_N: usize = 10_000;
 const FANOUT_N: usize = 50_000;
+const CHURN_N: usize = 10_000;
 /// Long enough never to end a shutdown here: every task runs its cleanup.
 const GRACE: Duration = Duration::from_secs(30);
 
@@ -238,18 +248,74 @@ async fn fanout_joinset(n: usize, macro_task: bool) -> Duration {
     elapsed
 }
 
+// ---- connection churn ---------------------------------------------------------
+
+/// A connection's server side: read one request byte, answer it.
+async fn handle_conn(token: CancellationToken, mut io: DuplexStream) {
+    let mut byte = [0u8; 1];
+    let answered = token
+        .run_until_cancelled(async {
+            io.read_exact(&mut byte).await.ok()?;
+            io.write_all(&byte).await.ok()
+        })
+        .await;
+    black_box(answered);
+}
+
+/// The accept loop: `n` connections, the request already in each buffer;
+/// `spawn` takes the server half. Then every client reads its answer.
+async fn churn<S: FnMut(DuplexStream)>(n: usize, mut spawn: S) {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"x").await.expect("buffered");
+        spawn(server);
+        clients.push(client);
+    }
+    for mut client in clients {
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).await.expect("answered");
+    }
+}
+
+async fn churn_scope(n: usize) -> Duration {
+    let start = Instant::now();
+    let mut scope: Scope<()> = Scope::new().reaping();
+    churn(n, |io| {
+        scope.spawn(move |token| handle_conn(token, io));
+    })
+    .await;
+    scope.join_all().await;
+    drop(scope);
+    start.elapsed()
+}
+
+async fn churn_tracker(n: usize) -> Duration {
+    let start = Instant::now();
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    churn(n, |io| {
+        tracker.spawn(handle_conn(root.child_token(), io));
+    })
+    .await;
+    tracker.close();
+    tracker.wait().await;
+    drop(tracker);
+    start.elapsed()
+}
+
 // ------------------------------------------------------------------------------
 
 fn per_task(d: Duration, n: usize) -> Duration {
     d / u32::try_from(n).expect("small n")
 }
 
-/// One timed spawn + join of `SPAWN_N` tasks, per task.
-fn spawn_join<Fut>(rt: &Runtime, f: fn(usize) -> Fut) -> impl FnMut() -> Duration
+/// One timed run of `f(n)`, per task.
+fn spawn_join<Fut>(rt: &Runtime, f: fn(usize) -> Fut, n: usize) -> impl FnMut() -> Duration
 where
     Fut: Future<Output = Duration> + Send + 'static,
 {
-    move || per_task(on_worker(rt, move || f(SPAWN_N)), SPAWN_N)
+    move || per_task(on_worker(rt, move || f(n)), n)
 }
 
 /// One timed cancel fan-out of `FANOUT_N` tasks, per task.
@@ -270,22 +336,22 @@ fn print_ratios(rt: &Runtime) {
         "spawn+join_all 10k: Scope / JoinSet + child token",
         Some(1.1),
         121,
-        spawn_join(rt, spawn_join_scope),
-        spawn_join(rt, spawn_join_joinset_token),
+        spawn_join(rt, spawn_join_scope, SPAWN_N),
+        spawn_join(rt, spawn_join_joinset_token, SPAWN_N),
     );
     common::compare(
         "spawn+join_all 10k: Scope / bare JoinSet",
         None,
         121,
-        spawn_join(rt, spawn_join_scope),
-        spawn_join(rt, spawn_join_joinset),
+        spawn_join(rt, spawn_join_scope, SPAWN_N),
+        spawn_join(rt, spawn_join_joinset, SPAWN_N),
     );
     common::compare(
         "spawn+join_all 10k: Scope / JoinSet + child token + spawn order",
         None,
         121,
-        spawn_join(rt, spawn_join_scope),
-        spawn_join(rt, spawn_join_joinset_token_ordered),
+        spawn_join(rt, spawn_join_scope, SPAWN_N),
+        spawn_join(rt, spawn_join_joinset_token_ordered, SPAWN_N),
     );
     common::compare(
         "cancel fan-out 50k: Scope::shutdown + #[cancellable] / token + JoinSet + select!",
@@ -302,6 +368,13 @@ fn print_ratios(rt: &Runtime) {
         fanout(rt, false, false),
     );
     common::compare(
+        "connection churn 10k: reaping Scope / TaskTracker + child token",
+        Some(1.1),
+        61,
+        spawn_join(rt, churn_scope, CHURN_N),
+        spawn_join(rt, churn_tracker, CHURN_N),
+    );
+    common::compare(
         "cancel fan-out 50k: #[cancellable] / select! task (both token + JoinSet)",
         None,
         61,
@@ -316,11 +389,12 @@ fn bench_spawn_join<Fut>(
     rt: &Runtime,
     name: &str,
     f: fn(usize) -> Fut,
+    n: usize,
 ) where
     Fut: Future<Output = Duration> + Send + 'static,
 {
     g.bench_function(name, |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| on_worker(rt, move || f(SPAWN_N))).sum());
+        b.iter_custom(|iters| (0..iters).map(|_| on_worker(rt, move || f(n))).sum());
     });
 }
 
@@ -353,15 +427,28 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("scope/spawn_join_10k");
     g.sample_size(20);
-    bench_spawn_join(&mut g, &rt, "scope", spawn_join_scope);
-    bench_spawn_join(&mut g, &rt, "joinset", spawn_join_joinset);
-    bench_spawn_join(&mut g, &rt, "joinset_child_token", spawn_join_joinset_token);
+    bench_spawn_join(&mut g, &rt, "scope", spawn_join_scope, SPAWN_N);
+    bench_spawn_join(&mut g, &rt, "joinset", spawn_join_joinset, SPAWN_N);
+    bench_spawn_join(
+        &mut g,
+        &rt,
+        "joinset_child_token",
+        spawn_join_joinset_token,
+        SPAWN_N,
+    );
     bench_spawn_join(
         &mut g,
         &rt,
         "joinset_child_token_ordered",
         spawn_join_joinset_token_ordered,
+        SPAWN_N,
     );
+    g.finish();
+
+    let mut g = c.benchmark_group("scope/churn_10k");
+    g.sample_size(20);
+    bench_spawn_join(&mut g, &rt, "reaping_scope", churn_scope, CHURN_N);
+    bench_spawn_join(&mut g, &rt, "task_tracker", churn_tracker, CHURN_N);
     g.finish();
 
     let mut g = c.benchmark_group("scope/cancel_fanout_50k");

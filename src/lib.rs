@@ -98,7 +98,8 @@ pub use cancel_scope_runtime::ShutdownSignal;
 pub use cancel_scope_runtime::daemon;
 pub use cancel_scope_runtime::{
     CancelReason, CancellationToken, Cancelled, LocalScope, Scope, Shield, ShutdownReport,
-    TaskError, TaskId, TaskOutcome, TaskReport, shield,
+    SpawnPermit, Spawner, TaskError, TaskHandle, TaskId, TaskOutcome, TaskOutput, TaskReport,
+    shield,
 };
 
 /// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races

@@ -325,3 +325,58 @@ async fn an_aborted_task_says_why_its_scope_stopped() {
         "task aborted (scope cancelled: the scope's deadline passed)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_blocking_task_carries_its_scopes_reason() {
+    // Blocking code that drives a `#[cancellable]` fn with `block_on` sees
+    // the scope's reason, as an async task does.
+    let mut scope: Scope<Result<u32, Cancelled>> = Scope::new();
+    let (parked_tx, parked_rx) = oneshot::channel::<()>();
+    scope.spawn_blocking(move |token| {
+        let handle = tokio::runtime::Handle::current();
+        handle.block_on(async move {
+            let call = park(token);
+            tokio::pin!(call);
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx)));
+            assert!(first.await.is_pending());
+            parked_tx.send(()).unwrap();
+            call.await
+        })
+    });
+    parked_rx.await.unwrap();
+    let results = scope.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        results[0].as_ref().unwrap(),
+        &Err(Cancelled::because(CancelReason::Shutdown))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_report_says_which_tasks_ran_a_cancellable_cleanup() {
+    for reaping in [false, true] {
+        let mut scope: Scope<Result<u32, Cancelled>> = Scope::new();
+        if reaping {
+            scope = scope.reaping();
+        }
+        let (cleaned_tx, cleaned) = oneshot::channel();
+        scope.spawn_named("flusher", |token| park_with_cleanup(token, cleaned_tx));
+        scope.spawn_named("by hand", |token| async move {
+            token.cancelled().await; // stops, runs no `#[cancellable]` cleanup
+            Ok(0)
+        });
+        tokio::task::yield_now().await;
+        let report = scope.shutdown_report(Duration::from_secs(1)).await;
+        cleaned.await.unwrap();
+        assert_eq!(report.cleanups_ran(), 1, "reaping: {reaping}");
+        if !reaping {
+            let ran: Vec<_> = report.tasks().iter().map(|t| t.cleanup_ran()).collect();
+            assert_eq!(ran, [true, false]);
+        }
+        assert!(
+            report.to_string().ends_with(
+                "2 cleaned up (ended after the cancel; 1 ran a `#[cancellable]` cleanup)"
+            ),
+            "{report}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 
 mod cancelled;
 pub mod daemon;
+mod ledger;
 mod local;
 mod nest;
 #[doc(hidden)]
@@ -16,12 +17,13 @@ mod scope;
 mod shield;
 #[cfg(feature = "signal")]
 mod signal;
+mod task;
 
 pub use cancelled::Cancelled;
 pub use local::LocalScope;
 pub use reason::CancelReason;
 pub use report::{ShutdownReport, TaskOutcome, TaskReport};
-pub use scope::{Scope, TaskError, TaskId};
+pub use scope::{Scope, SpawnPermit, Spawner, TaskError, TaskHandle, TaskId, TaskOutput};
 pub use shield::{Shield, shield};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;

@@ -4,10 +4,9 @@
 //! Implementation notes. The scope polls its tasks itself, so it is an
 //! executor in miniature, written without `unsafe`:
 //!
-//! - Each task is a boxed `dyn Future + 'env` in a [`Slot`], with its
-//!   sequence number. The slots stay sorted by sequence number (tasks are
-//!   pushed in spawn order and only removed), so a task is found by one
-//!   subtraction, or by a binary search once handed-out slots were dropped.
+//! - Each task is a boxed `dyn Future + 'env` in the scope's [`Ledger`],
+//!   the bookkeeping `Scope` uses too (slots, results in completion and in
+//!   spawn order, `fail_fast` and `first_ok`).
 //! - Each task has its own waker, a [`TaskWaker`] (an `Arc` turned into a
 //!   [`Waker`] through [`std::task::Wake`]): waking it sends the task's
 //!   sequence number on a tokio `mpsc` channel, the scope's ready queue,
@@ -19,11 +18,9 @@
 //! - Every poll, and every drop of a task's future, runs under
 //!   `catch_unwind`, as [`Scope`](crate::Scope)'s tasks do: a panic becomes
 //!   that task's [`TaskError`].
-//! - Finished tasks keep their result in their slot, and their sequence
-//!   number in a completion-order queue, until a join hands it out; so no
-//!   join loses a result when its future is dropped half way.
+//! - Finished tasks keep their result in the ledger until a join hands it
+//!   out; so no join loses a result when its future is dropped half way.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::mem;
@@ -37,16 +34,17 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::CancelReason;
+use crate::ledger::{Key, Ledger, cancel_rule};
 use crate::reason::{self, Cause};
-use crate::scope::{CancelRule, TaskError, TaskId, cancel_rule};
+use crate::scope::{TaskError, TaskId};
 
-/// The waker of one task: it sends the task's sequence number to the scope's
-/// ready queue, a tokio `mpsc` channel (so the scope writes no
-/// synchronisation of its own; it may be woken from any thread). A task woken
-/// twice before its next poll is queued twice; the owner polls it once.
+/// The waker of one task: it sends the task's key to the scope's ready
+/// queue, a tokio `mpsc` channel (so the scope writes no synchronisation of
+/// its own; it may be woken from any thread). A task woken twice before its
+/// next poll is queued twice; the owner polls it once.
 struct TaskWaker {
-    seq: u64,
-    ready: UnboundedSender<u64>,
+    key: Key,
+    ready: UnboundedSender<Key>,
 }
 
 impl Wake for TaskWaker {
@@ -56,32 +54,19 @@ impl Wake for TaskWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         // Fails only when the scope is gone, and then nothing is left to poll.
-        let _ = self.ready.send(self.seq);
+        let _ = self.ready.send(self.key);
     }
 }
 
 /// A task still running: its future and its waker.
 struct Running<'env, T> {
-    fut: Pin<Box<dyn Future<Output = T> + 'env>>,
+    /// `None` once it ended, while the ledger records it.
+    fut: Option<Pin<Box<dyn Future<Output = T> + 'env>>>,
     /// Made once, so that a poll clones nothing.
     waker: Waker,
     /// The last batch that polled it: a task queued twice in one batch is
     /// polled once.
     batch: u64,
-}
-
-enum State<'env, T> {
-    Running(Running<'env, T>),
-    /// Finished; the result waits to be handed out.
-    Done(Result<T, TaskError>),
-    /// Handed out by `join_next`; the slot stays until the scope tidies up.
-    Taken,
-}
-
-/// A task of the scope, from its spawn until its result is handed out.
-struct Slot<'env, T> {
-    seq: u64,
-    state: State<'env, T>,
 }
 
 /// A scope whose tasks may borrow from the caller's stack: no `'static`, no
@@ -103,7 +88,8 @@ struct Slot<'env, T> {
 /// a grace period, then drops the stragglers.
 ///
 /// ```
-/// use cancel_scope_runtime::LocalScope;
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::LocalScope;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let data = vec![1, 2, 3, 4, 5];
@@ -182,9 +168,10 @@ struct Slot<'env, T> {
 /// so that those cleanups run:
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::cell::RefCell;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::{CancellationToken, LocalScope};
+/// use cancel_scope::{CancellationToken, LocalScope};
 ///
 /// // Borrows the log: `&RefCell` is not `Send`, and needs not be.
 /// async fn worker(id: u32, log: &RefCell<Vec<String>>, token: CancellationToken) -> u32 {
@@ -240,34 +227,16 @@ struct Slot<'env, T> {
 /// to the runtime even if more were woken, so tasks that keep waking
 /// themselves cannot starve the owner's other work.
 pub struct LocalScope<'env, T> {
-    /// The scope's token and why it was cancelled; current while the
-    /// tasks are polled.
-    cause: Arc<Cause>,
-    /// Every task not yet handed out (and some that were, see `tidy`),
-    /// sorted by sequence number.
-    slots: Vec<Slot<'env, T>>,
-    /// What the tasks' wakers send their sequence numbers on.
-    ready: UnboundedSender<u64>,
-    /// The woken tasks' sequence numbers.
-    woken: UnboundedReceiver<u64>,
+    /// The tasks; their futures, while they run.
+    ledger: Ledger<T, Running<'env, T>>,
+    /// What the tasks' wakers send their keys on.
+    ready: UnboundedSender<Key>,
+    /// The woken tasks' keys.
+    woken: UnboundedReceiver<Key>,
     /// How many batches of woken tasks were polled.
     batches: u64,
-    /// The batch being polled: swapped with `Ready::seqs`, to reuse both
-    /// allocations.
-    batch: Vec<u64>,
-    /// Sequence numbers of the finished tasks not handed out, in
-    /// completion order.
-    done: VecDeque<u64>,
-    /// Tasks in `State::Running`.
-    running: usize,
-    /// Slots in `State::Taken`.
-    taken: usize,
-    /// The sequence number of the next task.
-    next_seq: u64,
-    /// Set by `fail_fast` and `first_ok`.
-    cancel_on: Option<CancelRule<T>>,
-    fail_fast: bool,
-    first_ok: bool,
+    /// The batch being polled (kept to reuse its allocation).
+    batch: Vec<Key>,
 }
 
 impl<'env, T> LocalScope<'env, T> {
@@ -275,7 +244,8 @@ impl<'env, T> LocalScope<'env, T> {
     /// [`shutdown`](Self::shutdown) or dropping the scope cancel it.
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// let scope = LocalScope::<()>::new();
     /// assert!(scope.is_empty());
@@ -291,7 +261,8 @@ impl<'env, T> LocalScope<'env, T> {
     /// `parent`.
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancellationToken, LocalScope};
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::{CancellationToken, LocalScope};
     ///
     /// let shutdown = CancellationToken::new();
     /// let workers = LocalScope::<()>::child_of(&shutdown);
@@ -310,27 +281,24 @@ impl<'env, T> LocalScope<'env, T> {
     fn with_cause(cause: Arc<Cause>) -> Self {
         let (ready, woken) = unbounded_channel();
         LocalScope {
-            cause,
-            slots: Vec::new(),
+            ledger: Ledger::new(cause),
             ready,
             woken,
             batches: 0,
             batch: Vec::new(),
-            done: VecDeque::new(),
-            running: 0,
-            taken: 0,
-            next_seq: 0,
-            cancel_on: None,
-            fail_fast: false,
-            first_ok: false,
         }
+    }
+
+    fn cause(&self) -> &Arc<Cause> {
+        &self.ledger.policy.cause
     }
 
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
     /// make child tokens of it for work that is not a task of the scope.
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// let scope = LocalScope::<()>::new();
     /// let token = scope.token().clone();
@@ -339,7 +307,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        self.cause.token()
+        self.cause().token()
     }
 
     /// Cancels the scope's token, and so every task's token. Nothing is
@@ -348,7 +316,8 @@ impl<'env, T> LocalScope<'env, T> {
     /// cancelled token.
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = LocalScope::new();
@@ -361,7 +330,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.cause.cancel(CancelReason::Requested);
+        self.cause().cancel(CancelReason::Requested);
     }
 
     /// Why the scope's token was cancelled, `None` while it is not: the
@@ -369,7 +338,8 @@ impl<'env, T> LocalScope<'env, T> {
     /// without a deadline.
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancelReason, LocalScope};
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::{CancelReason, LocalScope};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope: LocalScope<Result<(), &str>> = LocalScope::new().first_ok();
@@ -382,14 +352,15 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     #[must_use]
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.cause.reason()
+        self.cause().reason()
     }
 
     /// The number of tasks whose result has not been handed out yet,
     /// running or finished.
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = LocalScope::new();
@@ -402,14 +373,15 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.running + self.done.len()
+        self.ledger.len()
     }
 
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = LocalScope::new();
@@ -442,8 +414,9 @@ impl<'env, T> LocalScope<'env, T> {
     /// which [`join_next_with_id`](Self::join_next_with_id) hands back.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::cell::Cell;
-    /// use cancel_scope_runtime::LocalScope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let hits = Cell::new(0); // `&Cell` is not `Send`
@@ -461,31 +434,31 @@ impl<'env, T> LocalScope<'env, T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + 'env,
     {
-        let seq = self.next_seq;
-        let fut = f(self.cause.token().child_token());
+        let fut = f(self.cause().token().child_token());
         #[cfg(feature = "tracing")]
         let fut = tracing::Instrument::instrument(
             fut,
-            tracing::debug_span!(target: "cancel_scope", "task", id = seq),
+            tracing::debug_span!(target: "cancel_scope", "task", id = self.ledger.next_seq()),
+        );
+        let key = self.ledger.insert(
+            None,
+            Running {
+                fut: Some(Box::pin(fut)),
+                waker: Waker::noop().clone(),
+                batch: 0,
+            },
         );
         let waker = Waker::from(Arc::new(TaskWaker {
-            seq,
+            key,
             ready: self.ready.clone(),
         }));
-        self.slots.push(Slot {
-            seq,
-            state: State::Running(Running {
-                fut: Box::pin(fut),
-                waker,
-                batch: 0,
-            }),
-        });
+        if let Some(task) = self.ledger.running_mut(key) {
+            task.waker = waker;
+        }
         // In the ready queue from the start: it needs a first poll. (The
         // scope holds the receiver, so the send cannot fail.)
-        let _ = self.ready.send(seq);
-        self.next_seq += 1;
-        self.running += 1;
-        TaskId::from_seq(seq)
+        let _ = self.ready.send(key);
+        key.id()
     }
 
     /// Runs the tasks until the next one finishes and returns its result, in
@@ -503,8 +476,9 @@ impl<'env, T> LocalScope<'env, T> {
     /// do not run.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::LocalScope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let delays = [30, 10, 20];
@@ -536,7 +510,8 @@ impl<'env, T> LocalScope<'env, T> {
     /// Cancel safe, like `join_next`.
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let paths = ["a.toml", "b.toml"];
@@ -564,14 +539,14 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
         poll_fn(|cx| {
-            if let Some(next) = self.take_next_done() {
+            if let Some(next) = self.ledger.take_next() {
                 return Poll::Ready(Some(next));
             }
-            if self.running == 0 {
+            if self.ledger.running() == 0 {
                 return Poll::Ready(None);
             }
             self.poll_woken(cx, true);
-            match self.take_next_done() {
+            match self.ledger.take_next() {
                 Some(next) => Poll::Ready(Some(next)),
                 None => Poll::Pending,
             }
@@ -596,8 +571,9 @@ impl<'env, T> LocalScope<'env, T> {
     /// progress.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::LocalScope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = LocalScope::new();
@@ -613,7 +589,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
         poll_fn(|cx| self.poll_all(cx)).await;
-        self.finish()
+        self.ledger.finish()
     }
 
     /// Graceful, then forced shutdown: cancels the scope's token, keeps
@@ -645,8 +621,9 @@ impl<'env, T> LocalScope<'env, T> {
     /// call starts a new grace period).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::LocalScope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = LocalScope::new();
@@ -664,8 +641,8 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
-        self.cause.cancel(CancelReason::Shutdown);
-        if self.running > 0 {
+        self.cause().cancel(CancelReason::Shutdown);
+        if self.ledger.running() > 0 {
             let mut grace = pin!(tokio::time::sleep(grace));
             let all_finished = poll_fn(|cx| {
                 if self.poll_all(cx).is_ready() {
@@ -678,15 +655,15 @@ impl<'env, T> LocalScope<'env, T> {
                 self.abort_running();
             }
         }
-        self.finish()
+        self.ledger.finish()
     }
 
     /// Polls the woken tasks until all of them have finished.
     fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.running > 0 {
+        if self.ledger.running() > 0 {
             self.poll_woken(cx, false);
         }
-        if self.running == 0 {
+        if self.ledger.running() == 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -700,12 +677,12 @@ impl<'env, T> LocalScope<'env, T> {
     /// batch's polls or later, wakes the owner (which then yields to the
     /// runtime before polling again).
     fn poll_woken(&mut self, cx: &mut Context<'_>, until_done: bool) {
-        let budget = self.running;
+        let budget = self.ledger.running();
         let mut polled = 0;
         let mut batch = mem::take(&mut self.batch);
         // The scope's cause is current while its tasks run, so that a
         // `#[cancellable]` fn cancelled in one can tell why.
-        let outer = reason::enter(Some(Arc::clone(&self.cause)));
+        let outer = reason::enter(Some(Arc::clone(self.cause())));
         loop {
             // `try_recv` takes no coop budget: the tasks' own Tokio resources
             // need it. Only an empty queue is polled, to register `cx`'s
@@ -725,10 +702,11 @@ impl<'env, T> LocalScope<'env, T> {
             }
             self.batches += 1;
             polled += batch.len();
-            for seq in batch.drain(..) {
-                self.poll_task(seq);
+            for key in batch.drain(..) {
+                self.poll_task(key);
             }
-            if self.running == 0 || polled >= budget || (until_done && !self.done.is_empty()) {
+            let running = self.ledger.running();
+            if running == 0 || polled >= budget || (until_done && self.ledger.has_done()) {
                 break;
             }
         }
@@ -736,124 +714,55 @@ impl<'env, T> LocalScope<'env, T> {
         self.batch = batch;
     }
 
-    /// Polls task `seq` once, if it is still running; keeps its result when
-    /// it finishes.
-    fn poll_task(&mut self, seq: u64) {
+    /// Polls task `key` once, if it is still running; records its end.
+    fn poll_task(&mut self, key: Key) {
+        let batches = self.batches;
         // A stale wake-up: the task finished since.
-        let Some(i) = self.index(seq) else { return };
-        let slot = &mut self.slots[i];
-        let State::Running(task) = &mut slot.state else {
+        let Some(task) = self.ledger.running_mut(key) else {
             return;
         };
-        if task.batch == self.batches {
+        if task.batch == batches {
             // Queued twice in this batch: polled already.
             return;
         }
-        task.batch = self.batches;
+        task.batch = batches;
+        let Some(fut) = task.fut.as_mut() else { return };
         let mut task_cx = Context::from_waker(&task.waker);
-        let polled = catch_unwind(AssertUnwindSafe(|| task.fut.as_mut().poll(&mut task_cx)));
+        let polled = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut task_cx)));
+        let fut = task.fut.take();
         let out = match polled {
-            Ok(Poll::Pending) => return,
+            Ok(Poll::Pending) => {
+                task.fut = fut;
+                return;
+            }
+            // Dropped under the panic guard, so that a panicking `Drop` is
+            // reported as this task's panic.
             Ok(Poll::Ready(value)) => {
-                // Dropped under the panic guard, so that a panicking `Drop`
-                // is reported as this task's panic.
-                let state = mem::replace(&mut slot.state, State::Taken);
-                catch_unwind(AssertUnwindSafe(move || drop(state))).map(|()| value)
+                catch_unwind(AssertUnwindSafe(move || drop(fut))).map(|()| value)
             }
             Err(payload) => {
                 // The future is unusable after a panic. A second panic from
                 // its `Drop` is ignored; the first one is reported.
-                let state = mem::replace(&mut slot.state, State::Taken);
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(state)));
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
                 Err(payload)
             }
         };
-        if let Some(rule) = self.cancel_on {
-            if let Some(succeeded) = rule(&out) {
-                let id = TaskId::from_seq(seq);
-                self.cause.cancel(if succeeded {
-                    CancelReason::TaskSucceeded(id)
-                } else {
-                    CancelReason::TaskFailed(id)
-                });
-            }
-        }
-        self.slots[i].state = State::Done(out.map_err(TaskError::panic));
-        self.running -= 1;
-        self.done.push_back(seq);
+        self.ledger.complete(key, out, false);
     }
 
-    /// Drops the futures of the tasks still running, which count as aborted.
+    /// Drops the futures of the tasks still running, in spawn order; they
+    /// count as aborted.
     fn abort_running(&mut self) {
-        let reason = self.cause.reason();
-        for slot in &mut self.slots {
-            if matches!(slot.state, State::Running(_)) {
-                let state = mem::replace(
-                    &mut slot.state,
-                    State::Done(Err(TaskError::aborted(reason))),
-                );
-                // Reported as the abort, as in a `Scope`.
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(state)));
-                self.done.push_back(slot.seq);
-            }
+        let reason = self.cause().described();
+        let mut keys = self.ledger.running_keys();
+        keys.sort_unstable_by_key(|k| k.seq);
+        for key in keys {
+            let fut = self.ledger.running_mut(key).and_then(|t| t.fut.take());
+            // Reported as the abort, as in a `Scope`.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
+            self.ledger
+                .end(key, Err(TaskError::aborted(reason.clone())), false);
         }
-        self.running = 0;
-    }
-
-    /// The index of task `seq` in `slots`: one subtraction while no slot
-    /// was dropped before it, else a binary search.
-    fn index(&self, seq: u64) -> Option<usize> {
-        let first = self.slots.first()?.seq;
-        let guess = usize::try_from(seq.checked_sub(first)?).ok()?;
-        if self.slots.get(guess).is_some_and(|s| s.seq == seq) {
-            return Some(guess);
-        }
-        self.slots.binary_search_by_key(&seq, |s| s.seq).ok()
-    }
-
-    /// Hands out the result of the task that finished first among those not
-    /// handed out.
-    fn take_next_done(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
-        let seq = self.done.pop_front()?;
-        let i = self.index(seq)?;
-        let state = mem::replace(&mut self.slots[i].state, State::Taken);
-        let State::Done(result) = state else {
-            unreachable!("cancel-scope: a finished task without a result")
-        };
-        self.taken += 1;
-        self.tidy();
-        Some((TaskId::from_seq(seq), result))
-    }
-
-    /// After a task was handed out: forgets every slot when nothing is left
-    /// to hand out, or drops the handed-out slots when they are most of the
-    /// list, so that a long-lived scope joined one task at a time does not
-    /// grow.
-    fn tidy(&mut self) {
-        if self.running == 0 && self.done.is_empty() {
-            self.slots.clear();
-            self.taken = 0;
-        } else if self.taken > 64 && self.taken * 2 > self.slots.len() {
-            self.slots.retain(|s| !matches!(s.state, State::Taken));
-            self.taken = 0;
-        }
-    }
-
-    /// No task is running: hands out every result not yet handed out, in
-    /// spawn order, and empties the scope.
-    fn finish(&mut self) -> Vec<Result<T, TaskError>> {
-        debug_assert_eq!(self.running, 0);
-        let results = self
-            .slots
-            .drain(..)
-            .filter_map(|slot| match slot.state {
-                State::Done(result) => Some(result),
-                State::Running(_) | State::Taken => None,
-            })
-            .collect();
-        self.done.clear();
-        self.taken = 0;
-        results
     }
 }
 
@@ -868,7 +777,8 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// methods.
     ///
     /// ```
-    /// use cancel_scope_runtime::LocalScope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let log = std::cell::RefCell::new(Vec::new());
@@ -888,8 +798,9 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(mut self) -> Self {
-        self.fail_fast = true;
-        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
+        let policy = &mut self.ledger.policy;
+        policy.fail_fast = true;
+        policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
         self
     }
 
@@ -903,8 +814,9 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// scope.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::LocalScope;
+    /// use cancel_scope::LocalScope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let replicas = [("a", 300), ("b", 100), ("c", 200)];
@@ -923,8 +835,9 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(mut self) -> Self {
-        self.first_ok = true;
-        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
+        let policy = &mut self.ledger.policy;
+        policy.first_ok = true;
+        policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
         self
     }
 }
@@ -933,7 +846,8 @@ impl<T> Default for LocalScope<'_, T> {
     /// Same as [`LocalScope::new`].
     ///
     /// ```
-    /// let scope: cancel_scope_runtime::LocalScope<u8> = Default::default();
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// let scope: cancel_scope::LocalScope<u8> = Default::default();
     /// assert!(scope.is_empty());
     /// ```
     fn default() -> Self {
@@ -945,12 +859,13 @@ impl<T> Default for LocalScope<'_, T> {
 /// scope fails fast, and whether the first success wins when it does.
 ///
 /// ```
-/// let scope = cancel_scope_runtime::LocalScope::<u8>::new();
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// let scope = cancel_scope::LocalScope::<u8>::new();
 /// assert_eq!(
 ///     format!("{scope:?}"),
 ///     "LocalScope { len: 0, cancelled: false, fail_fast: false, .. }",
 /// );
-/// let scope = cancel_scope_runtime::LocalScope::<Result<u8, ()>>::new().first_ok();
+/// let scope = cancel_scope::LocalScope::<Result<u8, ()>>::new().first_ok();
 /// assert_eq!(
 ///     format!("{scope:?}"),
 ///     "LocalScope { len: 0, cancelled: false, fail_fast: false, first_ok: true, .. }",
@@ -959,12 +874,7 @@ impl<T> Default for LocalScope<'_, T> {
 impl<T> fmt::Debug for LocalScope<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("LocalScope");
-        d.field("len", &self.len())
-            .field("cancelled", &self.cause.token().is_cancelled())
-            .field("fail_fast", &self.fail_fast);
-        if self.first_ok {
-            d.field("first_ok", &true);
-        }
+        self.ledger.policy.debug_fields(&mut d, self.len());
         d.finish_non_exhaustive()
     }
 }
@@ -974,7 +884,8 @@ impl<T> fmt::Debug for LocalScope<'_, T> {
 /// [Dropping a scope](LocalScope#dropping-a-scope).
 ///
 /// ```
-/// use cancel_scope_runtime::LocalScope;
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::LocalScope;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let cleaned_up = std::cell::Cell::new(false);
@@ -992,6 +903,11 @@ impl<T> fmt::Debug for LocalScope<'_, T> {
 /// ```
 impl<T> Drop for LocalScope<'_, T> {
     fn drop(&mut self) {
-        self.cause.cancel(CancelReason::Dropped);
+        self.cause().cancel(CancelReason::Dropped);
+        let mut keys = self.ledger.running_keys();
+        keys.sort_unstable_by_key(|k| k.seq);
+        for key in keys {
+            drop(self.ledger.running_mut(key).and_then(|t| t.fut.take()));
+        }
     }
 }

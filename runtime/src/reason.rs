@@ -16,6 +16,7 @@
 //! [`Scope`]: crate::Scope
 //! [`LocalScope`]: crate::LocalScope
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -40,7 +41,8 @@ use crate::TaskId;
 /// `child_of(signal.token())` to see [`Signal`](Self::Signal).)
 ///
 /// ```
-/// use cancel_scope_runtime::{CancelReason, Scope};
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use cancel_scope::{CancelReason, Scope};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
@@ -112,6 +114,25 @@ impl fmt::Display for CancelReason {
     }
 }
 
+/// A reason with the name of the task it names: `task #3 "db" failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Described {
+    pub(crate) reason: CancelReason,
+    pub(crate) culprit: Option<Cow<'static, str>>,
+}
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.reason, &self.culprit) {
+            (CancelReason::TaskFailed(id), Some(name)) => write!(f, "task #{id} {name:?} failed"),
+            (CancelReason::TaskSucceeded(id), Some(name)) => {
+                write!(f, "task #{id} {name:?} succeeded first")
+            }
+            (reason, _) => fmt::Display::fmt(reason, f),
+        }
+    }
+}
+
 /// A token, why it was cancelled, and what is known of its parent.
 #[derive(Debug)]
 pub(crate) struct Cause {
@@ -123,6 +144,8 @@ pub(crate) struct Cause {
     parent_token: Option<CancellationToken>,
     /// The cause of the scope whose task made this one, if any.
     parent: Option<Arc<Cause>>,
+    /// The name of the task a `TaskFailed` or `TaskSucceeded` reason names.
+    culprit: OnceLock<Cow<'static, str>>,
 }
 
 impl Cause {
@@ -133,6 +156,7 @@ impl Cause {
             reason: OnceLock::new(),
             parent_token: None,
             parent: None,
+            culprit: OnceLock::new(),
         })
     }
 
@@ -150,6 +174,7 @@ impl Cause {
             reason: OnceLock::new(),
             parent_token: Some(parent.clone()),
             parent: current(),
+            culprit: OnceLock::new(),
         })
     }
 
@@ -160,10 +185,36 @@ impl Cause {
     /// Cancels the token, recording `reason` unless it was cancelled
     /// already (then the earlier cause stands).
     pub(crate) fn cancel(&self, reason: CancelReason) {
-        if !self.token.is_cancelled() {
-            let _ = self.reason.set(reason);
-        }
+        self.try_cancel(reason);
+    }
+
+    /// [`cancel`](Self::cancel); `true` if `reason` is the one that stands.
+    fn try_cancel(&self, reason: CancelReason) -> bool {
+        let set = !self.token.is_cancelled() && self.reason.set(reason).is_ok();
         self.token.cancel();
+        set
+    }
+
+    /// [`cancel`](Self::cancel) for a task's outcome, with the task's name
+    /// for the messages that show the reason.
+    pub(crate) fn cancel_by(&self, reason: CancelReason, name: Option<&Cow<'static, str>>) {
+        if self.try_cancel(reason) {
+            if let Some(name) = name {
+                let _ = self.culprit.set(name.clone());
+            }
+        }
+    }
+
+    /// The reason, and the name of the task it names, if any.
+    pub(crate) fn described(&self) -> Option<Described> {
+        let reason = self.reason()?;
+        let culprit = match reason {
+            CancelReason::TaskFailed(_) | CancelReason::TaskSucceeded(_) => {
+                self.culprit.get().cloned()
+            }
+            _ => None,
+        };
+        Some(Described { reason, culprit })
     }
 
     /// Why the token was cancelled; `None` while it is not.
@@ -191,37 +242,52 @@ impl Cause {
     }
 }
 
+/// The scope task this thread is polling: its scope's cause, and whether a
+/// `#[cancellable]` fn in it took its cancellation path during the poll
+/// (it asked [`of_current_task`] why), for the shutdown report.
+#[derive(Default)]
+pub(crate) struct Current {
+    pub(crate) cause: Option<Arc<Cause>>,
+    pub(crate) cancel_seen: bool,
+}
+
 thread_local! {
-    /// The cause of the scope whose task this thread is polling.
-    static CURRENT: Cell<Option<Arc<Cause>>> = const { Cell::new(None) };
+    static CURRENT: Cell<Current> = const {
+        Cell::new(Current { cause: None, cancel_seen: false })
+    };
 }
 
-/// Makes `cause` the current one, returning the one it replaces; give that
+/// Makes `cause` the current one, returning what it replaces; give that
 /// back to [`leave`] after the poll. Moves the `Arc`s, never clones them.
-pub(crate) fn enter(cause: Option<Arc<Cause>>) -> Option<Arc<Cause>> {
-    CURRENT.replace(cause)
+pub(crate) fn enter(cause: Option<Arc<Cause>>) -> Current {
+    CURRENT.replace(Current {
+        cause,
+        cancel_seen: false,
+    })
 }
 
-/// Restores the cause [`enter`] replaced; returns the task's own.
-pub(crate) fn leave(outer: Option<Arc<Cause>>) -> Option<Arc<Cause>> {
+/// Restores what [`enter`] replaced; returns the task's own.
+pub(crate) fn leave(outer: Current) -> Current {
     CURRENT.replace(outer)
 }
 
 /// The cause of the scope whose task is running, if any.
 fn current() -> Option<Arc<Cause>> {
-    let cause = CURRENT.take();
-    let copy = cause.clone();
-    CURRENT.set(cause);
+    let current = CURRENT.take();
+    let copy = current.cause.clone();
+    CURRENT.set(current);
     copy
 }
 
 /// Why a `#[cancellable]` fn whose token was cancelled was: the reason of
 /// the scope whose task is running it, when that scope's token is cancelled,
-/// else [`CancelReason::Token`].
+/// else [`CancelReason::Token`]. (Called on the fn's cancellation path, so
+/// it also records that the task ran one.)
 pub(crate) fn of_current_task() -> CancelReason {
-    let cause = CURRENT.take();
-    let reason = cause.as_ref().and_then(|cause| cause.reason());
-    CURRENT.set(cause);
+    let mut current = CURRENT.take();
+    current.cancel_seen = true;
+    let reason = current.cause.as_ref().and_then(|cause| cause.reason());
+    CURRENT.set(current);
     reason.unwrap_or(CancelReason::Token)
 }
 

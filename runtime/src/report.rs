@@ -8,13 +8,15 @@ use std::time::Duration;
 use crate::CancelReason;
 #[cfg(doc)]
 use crate::Scope;
+use crate::reason::Described;
 use crate::scope::{TaskError, TaskId};
 
 /// How a task of a [`Scope`] ended in a shutdown, in a [`ShutdownReport`].
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::{Scope, TaskOutcome};
+/// use cancel_scope::{Scope, TaskOutcome};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope = Scope::new();
@@ -43,6 +45,10 @@ pub enum TaskOutcome {
     /// A blocking task still running at the end of the grace period, left
     /// to run on its thread ([`TaskError::is_detached`]).
     Detached,
+    /// The task returned a failure: an `Err`, in a scope that tracks
+    /// failures ([`Scope::track_failures`], [`Scope::reaping`]). Its text is
+    /// [`TaskReport::error`].
+    Failed,
 }
 
 impl TaskOutcome {
@@ -54,8 +60,24 @@ impl TaskOutcome {
             TaskOutcome::Aborted => "aborted",
             TaskOutcome::Panicked => "panicked",
             TaskOutcome::Detached => "detached",
+            TaskOutcome::Failed => "failed",
         }
     }
+
+    /// Its place in a tally.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether a report lists the task: it did not end on its own.
+    pub(crate) fn needs_attention(self) -> bool {
+        !matches!(
+            self,
+            TaskOutcome::Completed | TaskOutcome::CancelledCleanedUp
+        )
+    }
+
+    pub(crate) const COUNT: usize = 6;
 
     /// The label in the report's summary line.
     fn short_label(self) -> &'static str {
@@ -65,23 +87,22 @@ impl TaskOutcome {
         }
     }
 
-    const ALL: [TaskOutcome; 5] = [
+    const ALL: [TaskOutcome; Self::COUNT] = [
         TaskOutcome::Completed,
         TaskOutcome::CancelledCleanedUp,
-        TaskOutcome::Aborted,
+        TaskOutcome::Failed,
         TaskOutcome::Panicked,
+        TaskOutcome::Aborted,
         TaskOutcome::Detached,
     ];
-
-    /// The widest label.
-    const WIDTH: usize = 21;
 }
 
-/// `completed`, `cancelled, cleaned up`, `aborted`, `panicked` or
-/// `detached`.
+/// `completed`, `cancelled, cleaned up`, `failed`, `aborted`, `panicked`
+/// or `detached`.
 ///
 /// ```
-/// assert_eq!(cancel_scope_runtime::TaskOutcome::Aborted.to_string(), "aborted");
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// assert_eq!(cancel_scope::TaskOutcome::Aborted.to_string(), "aborted");
 /// ```
 impl fmt::Display for TaskOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,8 +114,9 @@ impl fmt::Display for TaskOutcome {
 /// how long its cleanup took.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::{Scope, TaskOutcome};
+/// use cancel_scope::{Scope, TaskOutcome};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let mut scope = Scope::new();
@@ -116,28 +138,94 @@ pub struct TaskReport {
     name: Cow<'static, str>,
     outcome: TaskOutcome,
     cleanup_time: Option<Duration>,
+    error: Option<String>,
+    cleanup_ran: bool,
 }
 
 impl TaskReport {
+    /// Unnamed tasks are named `task #<id>`.
     pub(crate) fn new(
         id: TaskId,
-        name: Cow<'static, str>,
+        name: Option<Cow<'static, str>>,
         outcome: TaskOutcome,
         cleanup_time: Option<Duration>,
     ) -> Self {
         TaskReport {
             id,
-            name,
+            name: name.unwrap_or_else(|| Cow::Owned(format!("task #{id}"))),
             outcome,
             cleanup_time,
+            error: None,
+            cleanup_ran: false,
+        }
+    }
+
+    pub(crate) fn with_cleanup_ran(mut self, ran: bool) -> Self {
+        self.cleanup_ran = ran;
+        self
+    }
+
+    /// `true` when a `#[cancellable]` fn in the task was cancelled while it
+    /// ran, and so ran its `on_cancel!` cleanup (if it has one): what a
+    /// [`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp) task did
+    /// after the cancel, as far as the scope can see. A task that only
+    /// watched its token by hand (`token.cancelled().await`) says `false`.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn(|token| async move { token.cancelled().await });
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert!(!report.tasks()[0].cleanup_ran()); // no `#[cancellable]` fn
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cleanup_ran(&self) -> bool {
+        self.cleanup_ran
+    }
+
+    pub(crate) fn with_error(mut self, error: Option<String>) -> Self {
+        self.error = error;
+        self
+    }
+
+    /// What went wrong, for a task that did not end on its own: the text of
+    /// its `Err` ([`TaskOutcome::Failed`]), or of its [`TaskError`]
+    /// (`task panicked: ..`, `task aborted ..`). `None` for a task that
+    /// completed or cleaned up.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use std::time::Duration;
+    /// use cancel_scope::{Scope, TaskOutcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope: Scope<Result<(), String>> = Scope::new().track_failures();
+    /// scope.spawn_named("bind", |_token| async { Err("address in use".to_string()) });
+    /// tokio::task::yield_now().await;
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// let task = &report.tasks()[0];
+    /// assert_eq!(task.outcome(), TaskOutcome::Failed);
+    /// assert_eq!(task.error(), Some("address in use"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn error(&self) -> Option<&str> {
+        match self.outcome {
+            TaskOutcome::Completed | TaskOutcome::CancelledCleanedUp => None,
+            _ => self.error.as_deref(),
         }
     }
 
     /// The task's id, as [`Scope::spawn`] returned it.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
     /// let id = scope.spawn(|_token| async {});
@@ -153,8 +241,9 @@ impl TaskReport {
     /// The task's name: as given to [`Scope::spawn_named`], or `task #<id>`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
     /// scope.spawn_named("ingest", |_token| async {});
@@ -172,8 +261,9 @@ impl TaskReport {
     /// How the task ended.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::{Scope, TaskOutcome};
+    /// # use cancel_scope::{Scope, TaskOutcome};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
     /// scope.spawn(|_token| std::future::pending());
@@ -192,8 +282,9 @@ impl TaskReport {
     /// finished before, or that was aborted or detached.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new();
     /// scope.spawn(|token| async move {
@@ -226,8 +317,9 @@ impl TaskReport {
 /// ```
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::{Scope, TaskOutcome};
+/// use cancel_scope::{Scope, TaskOutcome};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut scope = Scope::new();
@@ -251,32 +343,141 @@ pub struct ShutdownReport<T> {
     elapsed: Duration,
     /// Why the token was already cancelled as the shutdown began.
     cancelled_before: Option<CancelReason>,
+    /// Why it was cancelled, with the name of the task it names.
+    reason: Option<Described>,
+    /// Tasks a reaping scope freed as they ended, by outcome.
+    reaped: [usize; TaskOutcome::COUNT],
+    /// The last of those that need attention.
+    reaped_attention: Vec<TaskReport>,
+    /// Of the reaped tasks that cleaned up, those that ran a cleanup.
+    reaped_ran_cleanup: usize,
+}
+
+/// What a shutdown measured, to make a [`ShutdownReport`].
+pub(crate) struct Shutdown {
+    pub(crate) grace: Duration,
+    pub(crate) elapsed: Duration,
+    pub(crate) cancelled_before: Option<CancelReason>,
+    pub(crate) reason: Option<Described>,
+    pub(crate) reaped: [usize; TaskOutcome::COUNT],
+    pub(crate) reaped_attention: Vec<TaskReport>,
+    pub(crate) reaped_ran_cleanup: usize,
 }
 
 impl<T> ShutdownReport<T> {
     pub(crate) fn new(
         tasks: Vec<TaskReport>,
         results: Vec<Result<T, TaskError>>,
-        grace: Duration,
-        elapsed: Duration,
-        cancelled_before: Option<CancelReason>,
+        s: Shutdown,
     ) -> Self {
         debug_assert_eq!(tasks.len(), results.len());
         ShutdownReport {
             tasks,
             results,
-            grace,
-            elapsed,
-            cancelled_before,
+            grace: s.grace,
+            elapsed: s.elapsed,
+            cancelled_before: s.cancelled_before,
+            reason: s.reason,
+            reaped: s.reaped,
+            reaped_attention: s.reaped_attention,
+            reaped_ran_cleanup: s.reaped_ran_cleanup,
         }
+    }
+
+    /// How many of the tasks that ended after the cancel
+    /// ([`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp)) ran a
+    /// `#[cancellable]` cleanup (see [`TaskReport::cleanup_ran`]).
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// scope.spawn(|token| async move { token.cancelled().await });
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert_eq!(report.cleanups_ran(), 0);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cleanups_ran(&self) -> usize {
+        self.reaped_ran_cleanup
+            + self
+                .tasks
+                .iter()
+                .filter(|t| t.cleanup_ran && t.outcome == TaskOutcome::CancelledCleanedUp)
+                .count()
+    }
+
+    /// How many tasks the report covers: those whose results it holds, and
+    /// those a reaping scope freed as they ended.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::<()>::new().reaping();
+    /// for _ in 0..3 {
+    ///     scope.spawn(|_token| async {});
+    /// }
+    /// scope.join_all().await; // reaped: nothing to hand out
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert_eq!(report.len(), 3);
+    /// assert!(report.tasks().is_empty());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.tasks.len() + self.reaped.iter().sum::<usize>()
+    }
+
+    /// `true` when the report covers no task.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let report = Scope::<()>::new().shutdown_report(Duration::from_secs(1)).await;
+    /// assert!(report.is_empty());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tasks that did not end on their own (failed, panicked, aborted,
+    /// detached), in spawn order; for a reaping scope, the last
+    /// few of those it freed as they ended come first.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use std::time::Duration;
+    /// # use cancel_scope::Scope;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::<()>::new();
+    /// scope.spawn_named("ok", |_token| async {});
+    /// scope.spawn_named("stuck", |_token| std::future::pending());
+    /// let report = scope.shutdown_report(Duration::ZERO).await;
+    /// let names: Vec<&str> = report.needs_attention().map(|t| t.name()).collect();
+    /// assert_eq!(names, ["stuck"]);
+    /// # }
+    /// ```
+    pub fn needs_attention(&self) -> impl Iterator<Item = &TaskReport> {
+        self.reaped_attention
+            .iter()
+            .chain(self.tasks.iter().filter(|t| t.outcome.needs_attention()))
     }
 
     /// Each task, in spawn order: the tasks whose results the shutdown
     /// returned (not those already handed out by a join).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
     /// scope.spawn_named("a", |_token| async {});
@@ -295,8 +496,9 @@ impl<T> ShutdownReport<T> {
     /// [`Scope::shutdown`] returns.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
     /// scope.spawn(|_token| async { 1 });
@@ -312,8 +514,9 @@ impl<T> ShutdownReport<T> {
     /// [`Scope::shutdown`] returns.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
     /// scope.spawn(|_token| async { String::from("kept") });
@@ -330,8 +533,9 @@ impl<T> ShutdownReport<T> {
     /// The tasks and their results, in the same order.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
     /// scope.spawn_named("a", |_token| async { 1 });
@@ -349,8 +553,9 @@ impl<T> ShutdownReport<T> {
     /// How many tasks ended with `outcome`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::{Scope, TaskOutcome};
+    /// # use cancel_scope::{Scope, TaskOutcome};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
     /// scope.spawn(|_token| std::future::pending());
@@ -361,15 +566,17 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn count(&self, outcome: TaskOutcome) -> usize {
-        self.tasks.iter().filter(|t| t.outcome == outcome).count()
+        self.reaped[outcome.index()] + self.tasks.iter().filter(|t| t.outcome == outcome).count()
     }
 
     /// `true` when every task ended on its own: completed, or cancelled and
-    /// cleaned up. `false` when one was aborted, detached, or panicked.
+    /// cleaned up. `false` when one failed, was aborted or detached, or
+    /// panicked (also among the tasks a reaping scope freed).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
     /// scope.spawn(|_token| async { panic!("boom") });
@@ -379,19 +586,17 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.tasks.iter().all(|t| {
-            matches!(
-                t.outcome,
-                TaskOutcome::Completed | TaskOutcome::CancelledCleanedUp
-            )
-        })
+        TaskOutcome::ALL
+            .iter()
+            .all(|o| !o.needs_attention() || self.count(*o) == 0)
     }
 
     /// The grace period the shutdown was given.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let report = Scope::<()>::new().shutdown_report(Duration::from_secs(3)).await;
     /// assert_eq!(report.grace(), Duration::from_secs(3));
@@ -406,8 +611,9 @@ impl<T> ShutdownReport<T> {
     /// task gone.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::<()>::new();
     /// scope.spawn(|_token| std::future::pending());
@@ -428,8 +634,9 @@ impl<T> ShutdownReport<T> {
     /// the start of the shutdown.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::Scope;
+    /// # use cancel_scope::Scope;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
     /// scope.cancel();
@@ -447,8 +654,9 @@ impl<T> ShutdownReport<T> {
     /// or [`CancelReason::Shutdown`] when the shutdown cancelled it.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use std::time::Duration;
-    /// # use cancel_scope_runtime::{CancelReason, Scope};
+    /// # use cancel_scope::{CancelReason, Scope};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::<()>::new();
     /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
@@ -461,7 +669,7 @@ impl<T> ShutdownReport<T> {
     }
 }
 
-/// Names wider than this are cut in the table.
+/// Names wider than this are cut in the list.
 const MAX_NAME_WIDTH: usize = 40;
 
 /// A duration with a few significant digits: `850µs`, `12.5ms`, `3.000s`.
@@ -497,62 +705,36 @@ fn cell(name: &str) -> Cow<'_, str> {
     Cow::Owned(cell)
 }
 
-/// A fixed-width table, one task a line, then a summary line:
+/// A summary that scales to any number of tasks: one line with the counts
+/// by outcome and why the scope was cancelled, then one line per task that
+/// needs attention (failed, panicked, aborted, detached), with what went
+/// wrong. Tasks that completed or cleaned up are only counted. "cleaned up"
+/// counts the tasks that ended within the grace period, after the cancel:
+/// they ran whatever cleanup they have; the line says so.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::Scope;
+/// use cancel_scope::Scope;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let mut scope = Scope::new();
-/// scope.spawn_named("writer", |token| async move {
-///     token.cancelled().await;
-///     tokio::time::sleep(Duration::from_millis(250)).await;
-/// });
-/// scope.spawn(|_token| std::future::pending());
+/// for _ in 0..250 {
+///     scope.spawn(|token| async move { token.cancelled().await });
+/// }
+/// scope.spawn_named("stuck", |_token| std::future::pending());
 /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
 /// assert_eq!(
 ///     report.to_string(),
 ///     "\
-/// TASK     OUTCOME                  CLEANUP
-/// writer   cancelled, cleaned up    250.0ms
-/// task #1  aborted                        -
-/// shutdown of 2 tasks took 1.000s (grace 1.000s): 1 cleaned up, 1 aborted",
+/// shutdown of 251 tasks took 1.000s (grace 1.000s): 250 cleaned up (ended after the cancel), 1 aborted
+///   stuck  aborted  task aborted (scope cancelled: shut down)",
 /// );
 /// # }
 /// ```
 impl<T> fmt::Display for ShutdownReport<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cells: Vec<Cow<'_, str>> = self.tasks.iter().map(|t| cell(&t.name)).collect();
-        let name_width = cells
-            .iter()
-            .map(|c| c.chars().count())
-            .chain([4])
-            .max()
-            .unwrap_or(4);
-        let outcome_width = TaskOutcome::WIDTH;
-        writeln!(
-            f,
-            "{:<name_width$}  {:<outcome_width$}  {:>9}",
-            "TASK", "OUTCOME", "CLEANUP"
-        )?;
-        for ((task, name), result) in self.tasks.iter().zip(&cells).zip(&self.results) {
-            let cleanup = task
-                .cleanup_time
-                .map_or_else(|| "-".to_owned(), short_duration);
-            write!(
-                f,
-                "{name:<name_width$}  {:<outcome_width$}  {cleanup:>9}",
-                task.outcome.label()
-            )?;
-            if let Err(e) = result {
-                if e.is_panic() {
-                    write!(f, "  {e}")?;
-                }
-            }
-            writeln!(f)?;
-        }
-        let n = self.tasks.len();
+        let n = self.len();
         write!(
             f,
             "shutdown of {n} task{} took {} (grace {})",
@@ -565,15 +747,68 @@ impl<T> fmt::Display for ShutdownReport<T> {
             let count = self.count(outcome);
             if count > 0 {
                 write!(f, "{sep}{count} {}", outcome.short_label())?;
+                if outcome == TaskOutcome::CancelledCleanedUp {
+                    let ran = self.cleanups_ran();
+                    f.write_str(" (ended after the cancel")?;
+                    if ran > 0 {
+                        write!(f, "; {ran} ran a `#[cancellable]` cleanup")?;
+                    }
+                    f.write_str(")")?;
+                }
                 sep = ", ";
             }
         }
-        if let Some(reason) = self.cancelled_before {
+        if self.cancelled_before.is_some() {
+            let reason = self.reason.as_ref().map(ToString::to_string);
             write!(
                 f,
-                "; the token was already cancelled as it began ({reason})"
+                "; the token was already cancelled as it began ({})",
+                reason.as_deref().unwrap_or("unknown")
             )?;
         }
+        let attention: Vec<&TaskReport> = self.needs_attention().collect();
+        let cells: Vec<Cow<'_, str>> = attention.iter().map(|t| cell(&t.name)).collect();
+        let name_width = cells.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+        let outcome_width = attention
+            .iter()
+            .map(|t| t.outcome.label().len())
+            .max()
+            .unwrap_or(0);
+        for (task, name) in attention.iter().zip(&cells) {
+            write!(
+                f,
+                "\n  {name:<name_width$}  {:<outcome_width$}",
+                task.outcome.label()
+            )?;
+            if let Some(t) = task.cleanup_time {
+                write!(f, "  after {}", short_duration(t))?;
+            }
+            if let Some(e) = task.error() {
+                write!(f, "  {}", cell_line(e))?;
+            }
+        }
+        let listed = self.reaped_attention.len();
+        let reaped_attention: usize = TaskOutcome::ALL
+            .iter()
+            .filter(|o| o.needs_attention())
+            .map(|o| self.reaped[o.index()])
+            .sum();
+        if reaped_attention > listed {
+            write!(f, "\n  (and {} more not listed)", reaped_attention - listed)?;
+        }
         Ok(())
+    }
+}
+
+/// An error text on one line.
+fn cell_line(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
     }
 }

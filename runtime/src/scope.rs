@@ -1,471 +1,372 @@
-//! [`Scope<T>`]: structured spawning over a [`JoinSet`], where no task
-//! outlives the scope that spawned it, and [`TaskError`], why a task of a
-//! scope produced no value.
+//! [`Scope<T>`]: structured spawning where no task outlives the scope that
+//! spawned it; [`TaskHandle`], [`Spawner`] and [`SpawnPermit`], to act on one
+//! task, to spawn from other tasks, and to wait for room under a limit; and
+//! [`TaskError`], why a task of a scope produced no value.
 //!
-//! Which tool to reach for:
-//!
-//! - a bare [`CancellationToken`] when cancellation has to reach code that
-//!   owns its own tasks or loops (a library that takes a token, a blocking
-//!   loop that checks [`is_cancelled`](CancellationToken::is_cancelled)), and
-//!   nothing needs to be joined;
-//! - `#[cancellable]` alone when one `async fn` must stop at an `.await` and
-//!   run its async cleanup, and its caller awaits it directly;
-//! - a [`Scope`] when you spawn tasks: it hands each one a child token, joins
-//!   them (in spawn order or completion order), shuts them down gracefully and
-//!   then by force, and aborts them all when it is dropped.
-//!
-//! Implementation notes. The scope keeps two `JoinSet`s, one for async tasks
-//! (which can be aborted) and one for `spawn_blocking` tasks (which cannot
-//! once they run, so a shutdown detaches them instead of waiting). Every task
-//! is wrapped in [`Task`], a plain future that records the task's spawn
-//! sequence number in its output and catches panics, so a result can be put
-//! back in spawn order without a lock or a map: a result's index is its
-//! sequence number minus the first one, as long as `join_next` has not
-//! taken results out of the middle (then [`Slot`]s record what it took).
+//! Implementation notes. Every task is a plain Tokio task (`tokio::spawn`,
+//! `spawn_blocking`) whose future is wrapped in a [`ScopeTask`]: it polls the
+//! user's future under `catch_unwind` with the scope's cause current, and
+//! when the future ends (or is dropped: aborted) its [`Guard`] writes the
+//! outcome into the scope's [`Ledger`] (shared with `LocalScope`), under one
+//! lock, and wakes the owner only when the owner waits for that. So a
+//! reaping scope frees a task as it ends, like `TaskTracker`; an aborted
+//! task reports itself, with its key (no `JoinError` to map back); and tasks
+//! queued on a limit wait in a FIFO the ledger's lock guards, started by the
+//! task whose end frees their permit, in spawn order on every runtime.
 
-use std::any::Any;
 use std::borrow::Cow;
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-// `sync` is a feature of tokio that tokio-util turns on (it needs it for
-// `CancellationToken`).
-use tokio::sync::Semaphore;
-use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
+use tokio::sync::Notify;
+#[cfg(doc)]
+use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::{
+    FailureText, Key, Ledger, Payload, Stopping, cancel_rule, error_text, outcome_of,
+};
 use crate::reason::{self, CancelReason, Cause};
-use crate::report::{ShutdownReport, TaskOutcome, TaskReport};
+use crate::report::{Shutdown, ShutdownReport, TaskOutcome};
+pub use crate::task::{TaskError, TaskId, TaskOutput};
 
-/// A panic payload, as [`std::panic::catch_unwind`] returns it.
-pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+mod handle;
+pub use handle::{SpawnPermit, Spawner, TaskHandle};
 
-/// What a task of the scope sends back: its spawn sequence number, and its
-/// value or the payload of its panic.
-type Output<T> = (u64, Result<T, Payload>);
-
-/// What a `JoinSet` gives back for one task.
-type Raw<T> = Result<Output<T>, JoinError>;
-
-/// Why a task of a [`Scope`] produced no value: it panicked, or it was
-/// aborted (by [`Scope::shutdown`] at the end of its grace period), or it was
-/// a `spawn_blocking` task still running then, which cannot be aborted and was
-/// detached.
-///
-/// `TaskError` is `Send + Sync + 'static`, implements
-/// [`std::error::Error`], and converts into [`std::io::Error`], so `?` works
-/// with the usual error types.
-///
-/// ```
-/// use cancel_scope_runtime::{Scope, TaskError};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::new();
-/// scope.spawn(|_token| async { panic!("boom") });
-/// let err: TaskError = scope.join_next().await.unwrap().unwrap_err();
-/// assert!(err.is_panic());
-/// assert_eq!(err.to_string(), "task panicked: boom");
-/// assert_eq!(*err.into_panic().downcast::<&str>().unwrap(), "boom");
-/// # let _: Scope<()> = scope;
-/// # }
-/// ```
-pub struct TaskError {
-    repr: Repr,
+/// What the ledger keeps of a running task of a [`Scope`].
+struct Run {
+    /// To abort it: for tasks started off the owner's thread (queued,
+    /// spawned through a [`Spawner`]); the owner keeps its own.
+    abort: Option<AbortHandle>,
+    /// It holds a permit of the limit (it is not queued).
+    started: bool,
+    blocking: bool,
 }
 
-enum Repr {
-    /// The mutex only makes the payload `Sync`; it is locked to read the
-    /// message in `Display`, never held across anything else.
-    Panic(Box<Mutex<Payload>>),
-    /// With the scope's reason for cancelling, when it was cancelled.
-    Aborted(Option<CancelReason>),
-    Detached(Option<CancelReason>),
+/// A task waiting for a permit of the limit, and how to start it.
+struct Queued {
+    key: Key,
+    start: Box<dyn FnOnce() -> Option<AbortHandle> + Send>,
 }
 
-impl TaskError {
-    /// A panic of a task, with its payload (also for
-    /// [`LocalScope`](crate::LocalScope)).
-    pub(crate) fn panic(payload: Payload) -> Self {
-        TaskError {
-            repr: Repr::Panic(Box::new(Mutex::new(payload))),
-        }
-    }
-
-    /// A task aborted by a scope cancelled for `reason` (also for
-    /// [`LocalScope`](crate::LocalScope)).
-    pub(crate) const fn aborted(reason: Option<CancelReason>) -> Self {
-        TaskError {
-            repr: Repr::Aborted(reason),
-        }
-    }
-
-    const fn detached(reason: Option<CancelReason>) -> Self {
-        TaskError {
-            repr: Repr::Detached(reason),
-        }
-    }
-
-    /// What the error means for a [`ShutdownReport`].
-    fn outcome(&self) -> TaskOutcome {
-        match self.repr {
-            Repr::Panic(_) => TaskOutcome::Panicked,
-            Repr::Aborted(_) => TaskOutcome::Aborted,
-            Repr::Detached(_) => TaskOutcome::Detached,
-        }
-    }
-
-    fn from_join_error(e: JoinError, reason: Option<CancelReason>) -> Self {
-        if e.is_panic() {
-            TaskError::panic(e.into_panic())
-        } else {
-            TaskError::aborted(reason)
-        }
-    }
-
-    /// `true` when the task panicked; [`into_panic`](Self::into_panic) gives
-    /// back the payload.
-    ///
-    /// ```
-    /// use cancel_scope_runtime::Scope;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut scope = Scope::<()>::new();
-    /// scope.spawn(|_token| async { panic!("boom") });
-    /// let err = scope.join_next().await.unwrap().unwrap_err();
-    /// assert!(err.is_panic());
-    /// assert!(!err.is_aborted());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panic(_))
-    }
-
-    /// `true` when the task did not finish: [`Scope::shutdown`] aborted it at
-    /// the end of its grace period. Also `true` for a detached blocking task
-    /// (see [`is_detached`](Self::is_detached)).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut scope = Scope::<()>::new();
-    /// // Ignores its token: only an abort stops it.
-    /// scope.spawn(|_token| std::future::pending());
-    /// let results = scope.shutdown(Duration::from_millis(10)).await;
-    /// assert!(results[0].as_ref().unwrap_err().is_aborted());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn is_aborted(&self) -> bool {
-        matches!(self.repr, Repr::Aborted(_) | Repr::Detached(_))
-    }
-
-    /// `true` for a [`Scope::spawn_blocking`] task that was still running
-    /// when the grace period of [`Scope::shutdown`] ended. Blocking code
-    /// cannot be aborted, so the scope stopped waiting for it: the thread
-    /// keeps running the closure until it returns, and its value is dropped.
-    /// [`is_aborted`](Self::is_aborted) is `true` as well.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let (release, wait) = std::sync::mpsc::channel::<()>();
-    /// let mut scope = Scope::new();
-    /// // Ignores its token and blocks until released.
-    /// scope.spawn_blocking(move |_token| wait.recv().is_ok());
-    /// let results = scope.shutdown(Duration::from_millis(10)).await;
-    /// let err = results[0].as_ref().unwrap_err();
-    /// assert!(err.is_detached() && err.is_aborted());
-    /// release.send(()).unwrap(); // let the thread finish
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn is_detached(&self) -> bool {
-        matches!(self.repr, Repr::Detached(_))
-    }
-
-    /// Why the scope of an aborted (or detached) task was cancelled: the
-    /// first cause, which may have come before the shutdown that aborted it
-    /// (a task that failed under [`fail_fast`](Scope::fail_fast), the
-    /// deadline, a shutdown signal). `None` for a panic.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cancel_scope_runtime::{CancelReason, Scope};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
-    /// let bad = scope.spawn(|_token| async { Err("disk full") });
-    /// // Ignores its token: only an abort stops it.
-    /// scope.spawn(|_token| std::future::pending());
-    /// scope.token().cancelled().await; // the first task failed
-    /// let results = scope.shutdown(Duration::from_millis(10)).await;
-    /// let err = results[1].as_ref().unwrap_err();
-    /// assert!(err.is_aborted());
-    /// assert_eq!(err.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
-    /// assert_eq!(err.to_string(), format!("task aborted (scope cancelled: task #{bad} failed)"));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn cancel_reason(&self) -> Option<CancelReason> {
-        match self.repr {
-            Repr::Panic(_) => None,
-            Repr::Aborted(reason) | Repr::Detached(reason) => reason,
-        }
-    }
-
-    /// The payload the task panicked with, to inspect or to
-    /// [`std::panic::resume_unwind`].
-    ///
-    /// # Panics
-    ///
-    /// When the error is not a panic ([`is_panic`](Self::is_panic) is
-    /// `false`); [`try_into_panic`](Self::try_into_panic) does not panic.
-    ///
-    /// ```
-    /// use cancel_scope_runtime::Scope;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut scope = Scope::<()>::new();
-    /// scope.spawn(|_token| async {
-    ///     let disk = 3;
-    ///     panic!("disk {disk} full") // a formatted message: a `String`
-    /// });
-    /// let err = scope.join_next().await.unwrap().unwrap_err();
-    /// let payload = err.into_panic();
-    /// assert_eq!(payload.downcast_ref::<String>().unwrap(), "disk 3 full");
-    /// # }
-    /// ```
-    #[must_use]
-    #[track_caller]
-    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        match self.try_into_panic() {
-            Ok(payload) => payload,
-            Err(e) => panic!("`TaskError::into_panic` called on an error that is not a panic: {e}"),
-        }
-    }
-
-    /// The payload the task panicked with, or the error itself when it is
-    /// not a panic.
-    ///
-    /// # Errors
-    ///
-    /// `Err(self)` when [`is_panic`](Self::is_panic) is `false`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut scope = Scope::<()>::new();
-    /// scope.spawn(|_token| std::future::pending());
-    /// let mut results = scope.shutdown(Duration::ZERO).await;
-    /// let err = results.pop().unwrap().unwrap_err();
-    /// let err = err.try_into_panic().unwrap_err(); // aborted, not a panic
-    /// assert!(err.is_aborted());
-    /// # }
-    /// ```
-    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, TaskError> {
-        match self.repr {
-            Repr::Panic(payload) => {
-                Ok(payload.into_inner().unwrap_or_else(PoisonError::into_inner))
-            }
-            _ => Err(self),
-        }
-    }
+/// What the owner waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Nothing,
+    /// Any task to end (`join_next`).
+    Next,
+    /// Every task to end (`join_all`, `shutdown`).
+    Empty,
 }
 
-/// The message of a panic payload, when it is a string (as `panic!` makes it).
-fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        Some(s)
-    } else {
-        payload.downcast_ref::<String>().map(String::as_str)
-    }
+struct Limit {
+    max: usize,
+    /// Started tasks plus unused [`SpawnPermit`]s.
+    active: usize,
 }
 
-impl fmt::Debug for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            Repr::Panic(payload) => {
-                let payload = payload.lock().unwrap_or_else(PoisonError::into_inner);
-                match panic_message(&**payload) {
-                    Some(msg) => f.debug_tuple("TaskError::Panic").field(&msg).finish(),
-                    None => f.write_str("TaskError::Panic(..)"),
-                }
-            }
-            Repr::Aborted(reason) => f.debug_tuple("TaskError::Aborted").field(reason).finish(),
-            Repr::Detached(reason) => f.debug_tuple("TaskError::Detached").field(reason).finish(),
-        }
-    }
+struct Inner<T> {
+    ledger: Ledger<T, Run>,
+    limit: Option<Limit>,
+    queue: VecDeque<Queued>,
+    owner: Option<Waker>,
+    wait: Wait,
+    /// Untracked tasks counted in the ledger's log.
+    untracked_attention: usize,
 }
 
-/// ` (scope cancelled: <reason>)`, after an abort.
-fn write_reason(f: &mut fmt::Formatter<'_>, reason: Option<CancelReason>) -> fmt::Result {
-    match reason {
-        Some(reason) => write!(f, " (scope cancelled: {reason})"),
-        None => Ok(()),
-    }
-}
-
-/// `task panicked: <message>` (the message when the payload is a string),
-/// `task aborted`, or, for a detached blocking task,
-/// `task detached: still blocking at the end of the grace period`; an
-/// aborted or detached task adds why its scope was cancelled
-/// ([`cancel_reason`](TaskError::cancel_reason)).
-///
-/// ```
-/// use std::time::Duration;
-/// use cancel_scope_runtime::Scope;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::<()>::new();
-/// scope.spawn(|_token| std::future::pending());
-/// let results = scope.shutdown(Duration::ZERO).await;
-/// assert_eq!(results[0].as_ref().unwrap_err().to_string(), "task aborted (scope cancelled: shut down)");
-/// # }
-/// ```
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            Repr::Panic(payload) => {
-                let payload = payload.lock().unwrap_or_else(PoisonError::into_inner);
-                match panic_message(&**payload) {
-                    Some(msg) => write!(f, "task panicked: {msg}"),
-                    None => f.write_str("task panicked"),
-                }
-            }
-            Repr::Aborted(reason) => {
-                f.write_str("task aborted")?;
-                write_reason(f, *reason)
-            }
-            Repr::Detached(reason) => {
-                f.write_str("task detached: still blocking at the end of the grace period")?;
-                write_reason(f, *reason)
-            }
-        }
-    }
-}
-
-impl std::error::Error for TaskError {}
-
-/// An [`std::io::ErrorKind::Other`] error carrying the `TaskError`, like
-/// tokio's `From<JoinError> for io::Error`.
-///
-/// ```
-/// use cancel_scope_runtime::Scope;
-///
-/// async fn run() -> std::io::Result<u32> {
-///     let mut scope = Scope::new();
-///     scope.spawn(|_token| async { 7 });
-///     let value = scope.join_next().await.expect("one task")?;
-///     Ok(value)
-/// }
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// assert_eq!(run().await.unwrap(), 7);
-/// # }
-/// ```
-impl From<TaskError> for std::io::Error {
-    fn from(e: TaskError) -> Self {
-        std::io::Error::other(e)
-    }
-}
-
-/// What a task does with its result before handing it back: nothing, or,
-/// in a fail-fast or first-ok scope, cancel the scope's token on a failure
-/// or a success. A type parameter of [`Task`] so that the plain case costs no
-/// space in the task.
-trait Check<T> {
-    fn check(&self, seq: u64, out: &Result<T, Payload>);
-}
-
-impl<T> Check<T> for () {
-    fn check(&self, _: u64, _: &Result<T, Payload>) {}
-}
-
-/// Which outcomes of a task cancel the scope's token (set by
-/// [`Scope::fail_fast`] and [`Scope::first_ok`]).
-/// `Some(true)` for a success that cancels, `Some(false)` for a failure
-/// that does.
-pub(crate) type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
-
-/// Which outcomes of a `Result` task cancel its scope, for `fail_fast` and
-/// `first_ok` (shared by [`Scope`] and `LocalScope`).
-pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
-    match (fail_fast, first_ok) {
-        (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
-        (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
-        (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
-    }
-}
-
-/// Makes a task whose outcome matches the rule cancel the scope's token,
-/// recording itself as the reason.
-struct CancelOn<T> {
+/// The part of a scope its tasks, handles, spawners and permits share.
+struct Shared<T> {
     cause: Arc<Cause>,
-    rule: CancelRule<T>,
+    inner: Mutex<Inner<T>>,
+    /// Spawners and permits are refused: a shutdown began, or the scope
+    /// was dropped.
+    closed: AtomicBool,
+    /// Tasks below this sequence number never start any more (the scope
+    /// stopped them: end of a grace period, drop): a queued task or a
+    /// blocking closure not yet started.
+    stop_below: AtomicU64,
+    /// Wakes [`Scope::reserve`] waiters when a permit frees up.
+    capacity: Notify,
+    /// The sequence number of the next task.
+    next_seq: AtomicU64,
+    /// New tasks of the owner skip the ledger: a reaping scope without a
+    /// limit or a cancel rule, where a task's end needs no lock (as in a
+    /// `TaskTracker`): see [`Shared::report_untracked`].
+    untracked: AtomicBool,
+    /// Untracked tasks still running.
+    live: AtomicUsize,
+    /// Untracked tasks that ended after the cancel of a shutdown (those that
+    /// completed before are counted by the owner: spawned minus the rest).
+    reaped_cleaned: AtomicUsize,
+    /// Of those, the ones in which a `#[cancellable]` fn was cancelled.
+    reaped_ran_cleanup: AtomicUsize,
+    /// A shutdown began: tasks that end now ended after the cancel.
+    stopping: AtomicBool,
+    /// A shutdown's grace period ended and it is stopping every task: one
+    /// started meanwhile off the owner's thread is aborted at once.
+    forcing: AtomicBool,
+    /// The policy's failure text, readable without the lock.
+    failure: OnceLock<FailureText<T>>,
 }
 
-impl<T> Check<T> for CancelOn<T> {
-    fn check(&self, seq: u64, out: &Result<T, Payload>) {
-        if let Some(succeeded) = (self.rule)(out) {
-            let id = TaskId(seq);
-            let reason = if succeeded {
-                CancelReason::TaskSucceeded(id)
-            } else {
-                CancelReason::TaskFailed(id)
-            };
-            self.cause.cancel(reason);
+/// The slot of a task that is not in the ledger.
+const UNTRACKED: usize = usize::MAX;
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// No task runs or waits.
+    fn idle(&self, inner: &Inner<T>) -> bool {
+        inner.ledger.running() == 0 && self.live.load(Ordering::Acquire) == 0
+    }
+
+    /// A task not in the ledger ended: counted without a lock, unless it
+    /// needs attention or was the last one the owner waits for.
+    fn report_untracked(
+        &self,
+        key: Key,
+        name: Option<Cow<'static, str>>,
+        out: Option<Result<T, Payload>>,
+        seen: bool,
+    ) {
+        let result = match out {
+            Some(out) => out.map_err(TaskError::panic),
+            None => Err(TaskError::aborted(self.cause.described())),
+        };
+        let failure = self.failure.get().copied();
+        let outcome = outcome_of(&result, failure, self.stopping.load(Ordering::Acquire));
+        if outcome.needs_attention() {
+            let error = error_text(&result, failure);
+            let mut inner = self.lock();
+            inner.untracked_attention += 1;
+            inner.ledger.reaped(key.id(), name, outcome, || error);
+        } else if outcome == TaskOutcome::CancelledCleanedUp {
+            self.reaped_cleaned.fetch_add(1, Ordering::Relaxed);
+            if seen {
+                self.reaped_ran_cleanup.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        drop(result);
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut inner = self.lock();
+            let owner = if inner.wait == Wait::Nothing || !self.idle(&inner) {
+                None
+            } else {
+                inner.owner.take()
+            };
+            drop(inner);
+            if let Some(owner) = owner {
+                owner.wake();
+            }
+        }
+    }
+
+    /// Which tasks of the owner skip the ledger, after a builder.
+    fn refresh_untracked(&self, inner: &Inner<T>) {
+        let policy = &inner.ledger.policy;
+        let untracked = policy.reaping && policy.rule.is_none() && inner.limit.is_none();
+        self.untracked.store(untracked, Ordering::Release);
+    }
+
+    /// A task ended with `out` (`None`: aborted, or never started). Frees
+    /// its permit, or passes it to the first queued task, which it starts.
+    fn report(&self, key: Key, out: Option<Result<T, Payload>>, seen: bool) {
+        let mut inner = self.lock();
+        let run = match out {
+            Some(out) => inner.ledger.complete(key, out, seen),
+            None => {
+                let reason = self.cause.described();
+                inner
+                    .ledger
+                    .end(key, Err(TaskError::aborted(reason)), false)
+            }
+        };
+        let Some((run, value)) = run else { return };
+        let next = if run.started {
+            self.free_permit(&mut inner)
+        } else {
+            None
+        };
+        let wake = match inner.wait {
+            Wait::Next => true,
+            Wait::Empty => self.idle(&inner),
+            Wait::Nothing => false,
+        };
+        let owner = if wake { inner.owner.take() } else { None };
+        drop(inner);
+        drop((run, value));
+        if let Some(owner) = owner {
+            owner.wake();
+        }
+        if let Some(next) = next {
+            self.start(next);
+        }
+    }
+
+    /// A permit frees up: the first queued task gets it (and is marked
+    /// started, so that it frees the permit in turn), else the limit.
+    fn free_permit(&self, inner: &mut Inner<T>) -> Option<Queued> {
+        let next = inner.queue.pop_front();
+        match &next {
+            Some(q) => {
+                if let Some(run) = inner.ledger.running_mut(q.key) {
+                    run.started = true;
+                }
+            }
+            None => {
+                if let Some(limit) = &mut inner.limit {
+                    limit.active = limit.active.saturating_sub(1);
+                }
+                self.capacity.notify_one();
+            }
+        }
+        next
+    }
+
+    /// Whether the scope stopped the task at `key`.
+    fn is_stopped(&self, key: Key) -> bool {
+        key.seq < self.stop_below.load(Ordering::Acquire)
+    }
+
+    /// Starts a task that got its permit, outside the lock.
+    fn start(&self, q: Queued) {
+        let key = q.key;
+        let abort = if self.is_stopped(key) {
+            drop(q); // its guard reports it aborted
+            None
+        } else {
+            (q.start)()
+        };
+        if let Some(abort) = abort {
+            self.keep_abort(key, abort);
+        }
+    }
+
+    /// Keeps the abort handle of a task started off the owner's thread, for
+    /// the scope's shutdown and drop (and aborts it if that came first, or
+    /// if a shutdown is stopping every task now).
+    fn keep_abort(&self, key: Key, abort: AbortHandle) {
+        let mut inner = self.lock();
+        if let Some(run) = inner.ledger.running_mut(key) {
+            if self.is_stopped(key) || self.forcing.load(Ordering::Acquire) {
+                abort.abort();
+            } else {
+                run.abort = Some(abort);
+            }
+        }
+    }
+
+    /// Aborts the task at `key`: a queued one is dropped, a started one
+    /// aborted through its handle (if the scope keeps it).
+    fn abort(&self, key: Key) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.queue.iter().position(|q| q.key == key) {
+            let q = inner.queue.remove(i);
+            drop(inner);
+            drop(q); // its guard reports the abort
+            return;
+        }
+        if let Some(abort) = inner.ledger.running_mut(key).and_then(|r| r.abort.as_ref()) {
+            abort.abort();
+        }
+    }
+
+    fn is_finished(&self, key: Key) -> bool {
+        self.lock().ledger.running_mut(key).is_none()
     }
 }
 
-impl<T, C: Check<T>> Check<T> for Option<C> {
-    fn check(&self, seq: u64, out: &Result<T, Payload>) {
-        if let Some(check) = self {
-            check.check(seq, out);
+/// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
+trait Control: Send + Sync {
+    fn abort(&self, key: Key);
+    fn is_finished(&self, key: Key) -> bool;
+}
+
+impl<T: Send> Control for Shared<T> {
+    fn abort(&self, key: Key) {
+        Shared::abort(self, key);
+    }
+
+    fn is_finished(&self, key: Key) -> bool {
+        Shared::is_finished(self, key)
+    }
+}
+
+/// Reports a task's end to its scope: with its value, or, when dropped
+/// first, as aborted.
+struct Guard<T> {
+    shared: Arc<Shared<T>>,
+    key: Key,
+    /// The name of an untracked task (a tracked one's is in the ledger).
+    name: Option<Cow<'static, str>>,
+    ended: bool,
+}
+
+impl<T> Guard<T> {
+    fn new(shared: &Arc<Shared<T>>, key: Key) -> Self {
+        Guard {
+            shared: Arc::clone(shared),
+            key,
+            name: None,
+            ended: false,
+        }
+    }
+
+    fn report(&mut self, out: Option<Result<T, Payload>>, seen: bool) {
+        self.ended = true;
+        if self.key.slot == UNTRACKED {
+            let name = self.name.take();
+            self.shared.report_untracked(self.key, name, out, seen);
+        } else {
+            self.shared.report(self.key, out, seen);
+        }
+    }
+
+    fn end(&mut self, out: Result<T, Payload>, seen: bool) {
+        self.report(Some(out), seen);
+    }
+}
+
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.report(None, false);
         }
     }
 }
 
 pin_project! {
-    /// The future a scope spawns for `spawn` (behind a semaphore permit in
-    /// a scope with a limit, see [`limited`]): the user's future, plus the
-    /// task's sequence number in its output, a panic guard, and the
-    /// fail-fast or first-ok check.
-    ///
-    /// It composes tokio and std primitives only (`catch_unwind`, the token's
-    /// `cancel`) and holds no lock: it is polled by the runtime like the
-    /// user's future and adds no synchronisation of its own.
-    struct Task<F, C> {
+    /// The future a scope spawns: the user's future, polled under
+    /// `catch_unwind` with the scope's cause current (so a `#[cancellable]`
+    /// fn cancelled in it can tell why), and the guard that reports its end.
+    struct ScopeTask<F: Future> {
         #[pin]
         fut: Option<F>,
-        seq: u64,
-        check: C,
-        // The scope's cause, current while the task is polled, so that a
-        // `#[cancellable]` fn cancelled in it can tell why. Moved into the
-        // thread-local and back around each poll, never cloned there.
+        guard: Guard<F::Output>,
+        // Moved into the thread-local and back around each poll.
         cause: Option<Arc<Cause>>,
+        // A `#[cancellable]` fn in it took its cancellation path.
+        cancel_seen: bool,
     }
 }
 
-impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
-    type Output = Output<F::Output>;
+impl<F: Future> Future for ScopeTask<F> {
+    type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         let outer = reason::enter(this.cause.take());
         let polled = catch_unwind(AssertUnwindSafe(|| {
@@ -473,120 +374,171 @@ impl<F: Future, C: Check<F::Output>> Future for Task<F, C> {
                 panic!("cancel-scope task polled after completion");
             };
             let value = ready!(fut.poll(cx));
-            // Drop the user's future here, under the panic guard, so that a
-            // panicking `Drop` is reported as this task's panic.
+            // Dropped here, under the panic guard, so that a panicking
+            // `Drop` is reported as this task's panic.
             this.fut.set(None);
             Poll::Ready(value)
         }));
-        *this.cause = reason::leave(outer);
+        let current = reason::leave(outer);
+        *this.cause = current.cause;
+        *this.cancel_seen |= current.cancel_seen;
         let out = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(value)) => Ok(value),
             Err(payload) => {
-                // The future is unusable after a panic: drop it now. A second
-                // panic from its `Drop` is ignored; the first one is reported.
+                // Unusable after a panic; a second panic from its `Drop` is
+                // ignored, the first one is reported.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
                 Err(payload)
             }
         };
-        this.check.check(*this.seq, &out);
-        Poll::Ready((*this.seq, out))
+        this.guard.end(out, *this.cancel_seen);
+        Poll::Ready(())
     }
 }
 
-/// A task behind a semaphore permit, in a scope with a limit (see
-/// [`Scope::with_limit`]): waits for a permit, then runs the [`Task`], and
-/// releases the permit once the task is done, after its check (so a task
-/// queued behind a failing fail-fast task starts with its token cancelled),
-/// or when it is aborted.
-async fn limited<F: Future>(permits: Arc<Semaphore>, task: F) -> F::Output {
-    // The scope never closes its semaphore, so `acquire` never fails.
-    let _permit = permits.acquire().await.ok();
-    task.await
+/// How a new task gets its permit.
+enum Permit {
+    /// No limit, or a permit already taken ([`SpawnPermit`]).
+    Held,
+    /// Take one now if free, else queue.
+    TakeOrQueue,
+    /// As `TakeOrQueue`, but refused once the scope is closed ([`Spawner`]).
+    UnlessClosed,
 }
 
-/// The concurrency limit of a scope (see [`Scope::with_limit`]).
-struct Limit {
-    permits: Arc<Semaphore>,
-    max: usize,
+/// Spawns a task into `shared`: records it, then starts it at once or
+/// queues it on the limit. Returns its key and, when it started here, its
+/// abort handle.
+#[track_caller]
+fn spawn_into<T, Fut>(
+    shared: &Arc<Shared<T>>,
+    name: Option<Cow<'static, str>>,
+    fut: Fut,
+    permit: Permit,
+    owner: bool,
+) -> Option<(Key, Option<JoinHandle<()>>)>
+where
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "tracing")]
+    let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
+    if owner && shared.untracked.load(Ordering::Acquire) {
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let key = Key {
+            slot: UNTRACKED,
+            seq,
+        };
+        let mut guard = Guard::new(shared, key);
+        guard.name = name;
+        let task = ScopeTask {
+            fut: Some(fut),
+            guard,
+            cause: Some(Arc::clone(&shared.cause)),
+            cancel_seen: false,
+        };
+        return Some((key, Some(tokio::spawn(task))));
+    }
+    let mut inner = shared.lock();
+    if matches!(permit, Permit::UnlessClosed) && shared.closed.load(Ordering::Acquire) {
+        // Checked again under the lock: a shutdown that began since the
+        // spawner's first check must not find a task it did not stop.
+        drop(inner);
+        return None;
+    }
+    let queue = !matches!(permit, Permit::Held) && take_permit(&mut inner);
+    let key = inner.ledger.insert_seq(
+        seq,
+        name,
+        Run {
+            abort: None,
+            started: !queue,
+            blocking: false,
+        },
+    );
+    let task = ScopeTask {
+        fut: Some(fut),
+        guard: Guard::new(shared, key),
+        cause: Some(Arc::clone(&shared.cause)),
+        cancel_seen: false,
+    };
+    if queue {
+        let start = Box::new(move || {
+            let handle = tokio::runtime::Handle::try_current().ok()?;
+            Some(handle.spawn(task).abort_handle())
+        });
+        inner.queue.push_back(Queued { key, start });
+        return Some((key, None));
+    }
+    drop(inner);
+    let join = tokio::spawn(task);
+    if !owner {
+        shared.keep_abort(key, join.abort_handle());
+    }
+    Some((key, Some(join)))
 }
 
-/// Identifies a task of a [`Scope`]: [`spawn`](Scope::spawn) returns it, and
-/// [`join_next_with_id`](Scope::join_next_with_id) hands it back with the
-/// task's result, so a result (or a panic) can be traced to its task.
-///
-/// An id is unique within its scope: ids are never reused, not even after
-/// the scope was emptied and spawned into again (ids of different scopes may
-/// be equal). Ids compare in spawn order: a task spawned later has a greater
-/// id. A `TaskId` displays as its number; a [`ShutdownReport`] names an
-/// unnamed task `task #<id>`.
-///
-/// ```
-/// use cancel_scope_runtime::Scope;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::new();
-/// let parse = scope.spawn(|_token| async { "42".parse::<u32>() });
-/// let fetch = scope.spawn(|_token| async { "x".parse::<u32>() });
-/// assert!(parse < fetch);
-/// while let Some((id, result)) = scope.join_next_with_id().await {
-///     let value = result.unwrap(); // no panic here
-///     if id == fetch {
-///         assert!(value.is_err());
-///     } else {
-///         assert_eq!(value, Ok(42));
-///     }
-/// }
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(u64);
-
-impl TaskId {
-    /// The id of the task with sequence number `seq`, for
-    /// [`LocalScope`](crate::LocalScope).
-    pub(crate) const fn from_seq(seq: u64) -> Self {
-        TaskId(seq)
+/// `spawn_into` for a blocking closure.
+#[track_caller]
+fn spawn_blocking_into<T, F>(
+    shared: &Arc<Shared<T>>,
+    name: Option<Cow<'static, str>>,
+    f: F,
+    permit: Permit,
+) -> (Key, Option<JoinHandle<()>>)
+where
+    F: FnOnce(CancellationToken) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    let token = shared.cause.token().child_token();
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    let mut inner = shared.lock();
+    let queue = matches!(permit, Permit::TakeOrQueue) && take_permit(&mut inner);
+    let key = inner.ledger.insert_seq(
+        seq,
+        name,
+        Run {
+            abort: None,
+            started: !queue,
+            blocking: true,
+        },
+    );
+    let mut guard = Guard::new(shared, key);
+    let cause = Arc::clone(&shared.cause);
+    let task = move || {
+        if guard.shared.is_stopped(guard.key) {
+            return; // too late: the guard reports it as aborted
+        }
+        let outer = reason::enter(Some(cause));
+        let out = catch_unwind(AssertUnwindSafe(move || f(token)));
+        let seen = reason::leave(outer).cancel_seen;
+        guard.end(out, seen);
+    };
+    if queue {
+        let start = Box::new(move || {
+            let handle = tokio::runtime::Handle::try_current().ok()?;
+            Some(handle.spawn_blocking(task).abort_handle())
+        });
+        inner.queue.push_back(Queued { key, start });
+        return (key, None);
     }
+    drop(inner);
+    (key, Some(handle.spawn_blocking(task)))
 }
 
-/// The task's number, as in `task #3`.
-///
-/// ```
-/// use cancel_scope_runtime::Scope;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::new();
-/// let id = scope.spawn(|_token| async {});
-/// assert_eq!(format!("task #{id}"), "task #0");
-/// # }
-/// ```
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-/// A task that `join_next` had to record: its sequence number, and whether
-/// its result was handed out (the low bit), packed in one word.
-#[derive(Clone, Copy)]
-struct Slot(u64);
-
-impl Slot {
-    fn pending(seq: u64) -> Self {
-        Slot(seq << 1)
-    }
-
-    fn seq(self) -> u64 {
-        self.0 >> 1
-    }
-
-    fn is_taken(self) -> bool {
-        self.0 & 1 == 1
-    }
-
-    fn take(&mut self) {
-        self.0 |= 1;
+/// Takes a permit of the limit if one is free (and none queued before);
+/// `true` when the task must queue.
+fn take_permit<T>(inner: &mut Inner<T>) -> bool {
+    match &mut inner.limit {
+        Some(limit) if limit.active >= limit.max || !inner.queue.is_empty() => true,
+        Some(limit) => {
+            limit.active += 1;
+            false
+        }
+        None => false,
     }
 }
 
@@ -595,22 +547,17 @@ impl Slot {
 /// ([`join_all`](Self::join_all), [`shutdown`](Self::shutdown)) or in
 /// completion order ([`join_next`](Self::join_next)).
 ///
-/// A `Scope` is a [`JoinSet`] plus a [`CancellationToken`] plus the
+/// A `Scope` is a `JoinSet` plus a [`CancellationToken`] plus the
 /// bookkeeping daemons write by hand around them: cancel everything, give the
 /// tasks a grace period to run their cleanups, abort the rest, and say what
-/// happened to each task.
-///
-/// - Reach for a bare [`CancellationToken`] when cancellation must reach code
-///   that owns its own tasks or loops and there is nothing to join.
-/// - Reach for `#[cancellable]` alone when one `async fn` must stop at an
-///   `.await` and run async cleanup, and its caller awaits it directly.
-/// - Reach for a `Scope` when you spawn: `#[cancellable]` functions take the
-///   token as their first argument, so `scope.spawn(worker)` or
-///   `scope.spawn(|t| writer_loop(t, rx))` spawns them as they are.
+/// happened to each task. `#[cancellable]` functions take the token as their
+/// first argument, so `scope.spawn(|t| writer_loop(t, rx))` spawns them as
+/// they are. All tasks of one scope return the same type `T`.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::{CancellationToken, Scope};
+/// use cancel_scope::{CancellationToken, Scope};
 ///
 /// async fn worker(id: u32, token: CancellationToken) -> u32 {
 ///     token.cancelled().await; // work until told to stop...
@@ -627,6 +574,72 @@ impl Slot {
 /// assert_eq!(values, [0, 10, 20]); // spawn order
 /// # }
 /// ```
+///
+/// # A server's accept loop
+///
+/// A long-lived scope of connections wants three things: a limit that
+/// pushes back (at 250 connections, stop accepting until one closes:
+/// [`reserve`](Self::reserve) before `accept`), finished connections freed
+/// as they close ([`reaping`](Self::reaping): no `join_next` branch in the
+/// loop, flat memory, failures still counted and named in the report), and
+/// a graceful-then-forced stop ([`shutdown_report`](Self::shutdown_report)).
+/// Tasks of one scope share one output type `T`: here `io::Result<()>`.
+///
+/// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use std::time::Duration;
+/// use cancel_scope::{CancellationToken, Scope};
+/// use tokio::io::AsyncWriteExt;
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// async fn serve(token: CancellationToken, mut socket: TcpStream) -> std::io::Result<()> {
+///     socket.write_all(b"hello\n").await?;
+///     token.cancelled().await; // a real handler reads requests until cancelled
+///     socket.shutdown().await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let client = tokio::spawn(async move { let _ = TcpStream::connect(addr).await; });
+/// let shutdown = CancellationToken::new(); // e.g. a ShutdownSignal's token
+/// let mut conns: Scope<std::io::Result<()>> =
+///     Scope::child_of(&shutdown).reaping().with_limit(250);
+/// # let mut n = 0;
+/// loop {
+///     let permit = conns.reserve().await; // at 250: wait for a connection to close
+///     tokio::select! {
+///         accepted = listener.accept() => {
+///             let (socket, peer) = accepted?;
+///             permit.spawn_named(format!("conn {peer}"), |token| serve(token, socket));
+/// #           n += 1; if n == 1 { shutdown.cancel(); }
+///         }
+///         () = shutdown.cancelled() => break,
+///     }
+/// }
+/// let report = conns.shutdown_report(Duration::from_secs(10)).await;
+/// println!("{report}"); // counts by outcome; lists only what needs attention
+/// # client.await.unwrap();
+/// assert!(report.is_clean());
+/// # Ok(()) }
+/// ```
+///
+/// # `Scope`, `TaskTracker` or `JoinSet`
+///
+/// - A bare `JoinSet` when you want the results and nothing else: no
+///   tokens, no policy, no grace period.
+/// - tokio-util's `TaskTracker` when tasks must only be waited for
+///   (`close`, then `wait`): it stores nothing and cancels nothing; pair it
+///   with a token by hand.
+/// - A `Scope` when the tasks must stop together: each gets a child token,
+///   a shutdown cancels, waits a grace period, aborts the rest and says what
+///   happened; no task outlives the scope (dropping it aborts them). Plain,
+///   for results in spawn or completion order; [`reaping`](Self::reaping),
+///   for a long-lived scope such as an accept loop (as cheap as a
+///   `TaskTracker`, see BENCHMARKS.md).
+///
+/// Other tasks spawn into the scope through a [`Spawner`]; one task is
+/// cancelled or aborted alone through its [`TaskHandle`].
 ///
 /// # Dropping a scope
 ///
@@ -658,8 +671,9 @@ impl Slot {
 /// happened to each task in a shutdown.
 ///
 /// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
-/// use cancel_scope_runtime::Scope;
+/// use cancel_scope::Scope;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// // Ask three mirrors, two at a time, for at most 10 seconds; keep the
@@ -690,65 +704,21 @@ impl Slot {
 /// fail-fast or first-ok task, or the parent token, tasks spawned into it
 /// start with a cancelled token. Spawn into a fresh scope instead.
 pub struct Scope<T> {
-    /// Tasks from `spawn`.
-    tasks: JoinSet<Output<T>>,
-    /// Tasks from `spawn_blocking`.
-    blocking: JoinSet<Output<T>>,
-    // Bookkeeping. Every task not yet handed out has an index, in spawn
-    // order: first the `slots`, then one per sequence number from
-    // `implicit_from` to `next_seq`. Spawning only counts; `join_next` turns
-    // the implicit indices up to the task it hands out into `slots` (it must
-    // remember which tasks it took), and drops the taken slots when they are
-    // most of the list. Everything is forgotten when nothing is left.
-    /// Recorded tasks, sorted by sequence number.
-    slots: Vec<Slot>,
-    /// The sequence number of the first task without a slot.
-    implicit_from: u64,
-    /// The sequence number of the next task.
-    next_seq: u64,
-    /// Results joined but not handed out, by index; `None` for the others.
-    /// Grown by the drains; `finish` hands it out.
-    results: Vec<Option<Result<T, TaskError>>>,
-    /// `(seq, id)` of each `spawn_blocking` task in its `JoinSet`: a blocking
-    /// task can end in a `JoinError` (aborted before it started), found by
-    /// its id, and a shutdown detaches the ones still running.
-    blocking_ids: Vec<(u64, Id)>,
-    /// `Some` entries in `results`.
-    done: usize,
-    /// Taken slots.
-    taken: usize,
-    /// `spawn` tasks whose result was neither stored nor handed out: in the
-    /// set, or "orphans", joined as a `JoinError` (aborted), which carries no
-    /// sequence number, so they are found as the indices that never got a
-    /// result, and reported as aborted.
-    running_async: usize,
-    /// Aborted results `join_next` handed out for orphans it could not place;
-    /// that many orphans count as taken. All aborted results look alike, so
-    /// which ones does not matter.
-    handed_aborts: usize,
-    /// Set by `fail_fast` and `first_ok`: which outcomes cancel the token
-    /// from inside the task. `None` costs the tasks nothing.
-    cancel_on: Option<CancelRule<T>>,
-    /// `fail_fast` was called.
-    fail_fast: bool,
-    /// `first_ok` was called.
-    first_ok: bool,
-    /// Set by `with_limit`. `None` costs the tasks nothing.
-    limit: Option<Limit>,
+    shared: Arc<Shared<T>>,
+    /// Abort handles of the tasks the owner started (pruned of finished
+    /// ones as it grows), so that the owner's spawns take one lock.
+    aborts: Vec<JoinHandle<()>>,
+    /// Tasks the owner started outside the ledger (see `Shared::untracked`).
+    untracked_spawned: usize,
+    /// The length at which `aborts` is pruned next.
+    prune_at: usize,
     /// Set by `with_deadline` and `with_timeout`.
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
     deadline_timer: Option<AbortHandle>,
-    /// The scope's token and why it was cancelled, set by the first of the
-    /// scope's own causes (shared with the tasks, which make it current
-    /// while they are polled, and with the deadline timer).
-    cause: Arc<Cause>,
-    /// The names of the named tasks not yet handed out, by sequence number.
-    /// Unnamed tasks get their default name when a report needs it.
-    names: BTreeMap<u64, Cow<'static, str>>,
-    /// The sequence number of the first `Ok` that `join_first_ok` found and
-    /// kept in `results`, should it be interrupted before returning it.
-    winner: Option<u64>,
+    /// The first `Ok` `join_first_ok` found, should it be interrupted
+    /// before returning it.
+    winner: Option<TaskId>,
 }
 
 impl<T> Scope<T> {
@@ -758,7 +728,8 @@ impl<T> Scope<T> {
     /// Creating a scope does not need a runtime; spawning does.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// let scope = Scope::<()>::new();
     /// assert!(scope.is_empty());
@@ -768,13 +739,13 @@ impl<T> Scope<T> {
     pub fn new() -> Self {
         Scope::with_cause(Cause::root(CancellationToken::new()))
     }
-
     /// A scope whose token is a child of `parent`: cancelling `parent`
     /// cancels the scope and its tasks; cancelling the scope never cancels
     /// `parent`.
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancellationToken, Scope};
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::{CancellationToken, Scope};
     ///
     /// let shutdown = CancellationToken::new();
     /// let workers = Scope::<()>::child_of(&shutdown);
@@ -792,66 +763,76 @@ impl<T> Scope<T> {
 
     fn with_cause(cause: Arc<Cause>) -> Self {
         Scope {
-            tasks: JoinSet::new(),
-            blocking: JoinSet::new(),
-            slots: Vec::new(),
-            implicit_from: 0,
-            next_seq: 0,
-            results: Vec::new(),
-            blocking_ids: Vec::new(),
-            done: 0,
-            taken: 0,
-            running_async: 0,
-            handed_aborts: 0,
-            cancel_on: None,
-            fail_fast: false,
-            first_ok: false,
-            limit: None,
+            shared: Arc::new(Shared {
+                cause: Arc::clone(&cause),
+                inner: Mutex::new(Inner {
+                    ledger: Ledger::new(cause),
+                    limit: None,
+                    queue: VecDeque::new(),
+                    owner: None,
+                    wait: Wait::Nothing,
+                    untracked_attention: 0,
+                }),
+                closed: AtomicBool::new(false),
+                stop_below: AtomicU64::new(0),
+                capacity: Notify::new(),
+                next_seq: AtomicU64::new(0),
+                untracked: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
+                reaped_cleaned: AtomicUsize::new(0),
+                reaped_ran_cleanup: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
+                forcing: AtomicBool::new(false),
+                failure: OnceLock::new(),
+            }),
+            aborts: Vec::new(),
+            untracked_spawned: 0,
+            prune_at: 64,
             deadline: None,
             deadline_timer: None,
-            cause,
-            names: BTreeMap::new(),
             winner: None,
         }
     }
 
-    /// Limits the scope to `n` tasks running at once: further spawns are
-    /// accepted at once and queue, in spawn order, until a running task
-    /// finishes.
+    fn inner(&self) -> MutexGuard<'_, Inner<T>> {
+        self.shared.lock()
+    }
+    /// Limits the scope to `n` tasks running at once. A spawn beyond the
+    /// limit is accepted at once and queues; queued tasks start in spawn
+    /// order (on every runtime flavour), each as a running task ends. To
+    /// push back on the caller instead, wait for room before spawning:
+    /// [`reserve`](Self::reserve) or [`spawn_when_ready`](Self::spawn_when_ready).
     ///
-    /// Each task waits for a permit of a [`Semaphore`] inside the task,
-    /// before its future is first polled. `f` still runs at spawn time to
-    /// build the future (build it cheaply; do the work in the future). A
-    /// [`spawn_blocking`](Self::spawn_blocking) task counts as well: it waits
-    /// for its permit on its blocking thread before calling its closure. A
-    /// task queued for a long time still shows in [`len`](Self::len) and is
-    /// joined like any other.
+    /// A queued task is not yet a Tokio task: `f` ran at spawn time to build
+    /// its future, which waits in the scope's queue (a
+    /// [`spawn_blocking`](Self::spawn_blocking) closure waits there too, not
+    /// on a blocking thread). It shows in [`len`](Self::len), and is joined
+    /// like any other. Spawns through a [`Spawner`] count as well.
     ///
-    /// A task frees its permit once it has ended, after a
+    /// A task frees its place once it has ended, after a
     /// [`fail_fast`](Self::fail_fast) or [`first_ok`](Self::first_ok) scope
     /// has seen its result: a task queued behind the one that cancelled the
     /// scope starts with its token cancelled.
     ///
-    /// The limit also holds while the scope is cancelled: a task still queued
-    /// when the scope is cancelled keeps its place and runs when a permit
-    /// frees up, with its token already cancelled, so it can see that and
-    /// clean up (a `#[cancellable]` fn then runs its cleanup without polling
-    /// its body). A [`shutdown`](Self::shutdown)'s grace period must thus
-    /// cover the queue; a task still queued at the end of it is aborted
-    /// without having run.
+    /// The limit also holds while the scope is cancelled: a queued task keeps
+    /// its place and starts when a place frees up, with its token already
+    /// cancelled, so it can see that and clean up. A
+    /// [`shutdown`](Self::shutdown)'s grace period must thus cover the queue;
+    /// a task still queued at the end of it never starts (its result is
+    /// aborted).
     ///
     /// Applies to the tasks spawned after it; call it when building the
-    /// scope. A scope without a limit pays nothing for this feature.
+    /// scope.
     ///
     /// # Panics
     ///
-    /// When `n` is 0. An `n` above [`Semaphore::MAX_PERMITS`] counts as
-    /// `MAX_PERMITS`.
+    /// When `n` is 0.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let running = Arc::new(AtomicUsize::new(0));
@@ -871,19 +852,20 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     #[track_caller]
-    pub fn with_limit(mut self, n: usize) -> Self {
+    pub fn with_limit(self, n: usize) -> Self {
         assert!(
             n > 0,
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
-        let max = n.min(Semaphore::MAX_PERMITS);
-        self.limit = Some(Limit {
-            permits: Arc::new(Semaphore::new(max)),
-            max,
+        let mut inner = self.inner();
+        inner.limit = Some(Limit {
+            max: n.min(MAX_LIMIT),
+            active: 0,
         });
+        self.shared.refresh_untracked(&inner);
+        drop(inner);
         self
     }
-
     /// Cancels the scope's token at `deadline`, as if [`cancel`](Self::cancel)
     /// were called then: the tasks see their tokens cancelled and clean up.
     /// Nothing is aborted: a deadline bounds how long the tasks run, not how
@@ -903,8 +885,9 @@ impl<T> Scope<T> {
     /// deadline is already past).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     /// use tokio::time::Instant;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -927,12 +910,12 @@ impl<T> Scope<T> {
         }
         self.deadline = Some(deadline);
         if deadline <= Instant::now() {
-            self.cause.cancel(CancelReason::Deadline);
+            self.shared.cause.cancel(CancelReason::Deadline);
             return self;
         }
         // Made here so that a missing timer panics here, not in the task.
         let sleep = tokio::time::sleep_until(deadline);
-        let cause = Arc::clone(&self.cause);
+        let cause = Arc::clone(&self.shared.cause);
         let timer = tokio::spawn(async move {
             if cause.token().run_until_cancelled(sleep).await.is_some() {
                 cause.cancel(CancelReason::Deadline);
@@ -941,7 +924,6 @@ impl<T> Scope<T> {
         self.deadline_timer = Some(timer.abort_handle());
         self
     }
-
     /// Cancels the scope's token `timeout` from now; see
     /// [`with_deadline`](Self::with_deadline).
     ///
@@ -951,8 +933,9 @@ impl<T> Scope<T> {
     /// (`enable_time`).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new().with_timeout(Duration::from_secs(5));
@@ -973,14 +956,14 @@ impl<T> Scope<T> {
         let deadline = Instant::now() + timeout;
         self.with_deadline(deadline)
     }
-
     /// The deadline set by [`with_deadline`](Self::with_deadline) or
     /// [`with_timeout`](Self::with_timeout), if any, to bound other waits by
     /// it.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     /// use tokio::time::Instant;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -994,11 +977,97 @@ impl<T> Scope<T> {
         self.deadline
     }
 
+    /// Makes the scope free each task as it ends, for a long-lived scope
+    /// such as an accept loop: its value is dropped at once (a reaping scope
+    /// hands out no results), its outcome is counted, and one that needs
+    /// attention (a failure, a panic, an abort) is kept in a short log (the
+    /// last 32) that [`shutdown_report`](Self::shutdown_report) shows, with
+    /// the task's name and what went wrong. So memory stays flat however
+    /// many tasks pass through, and the owner needs no `join_next` branch in
+    /// its loop. Failures are tracked as with
+    /// [`track_failures`](Self::track_failures).
+    ///
+    /// The join methods then only wait: [`join_next`](Self::join_next)
+    /// returns `None` and [`join_all`](Self::join_all) an empty `Vec`, once
+    /// every task has ended. [`len`](Self::len) counts the tasks still
+    /// running (or queued). Applies to the tasks that end after it; call it
+    /// when building the scope.
+    ///
+    /// A reaping `Scope` is a `TaskTracker` that also cancels, aborts, limits
+    /// and reports: use a `TaskTracker` when nothing but "wait for all" is
+    /// needed, and a plain `Scope` (or a `JoinSet`) when results matter.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use std::time::Duration;
+    /// use cancel_scope::{Scope, TaskOutcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope: Scope<Result<(), String>> = Scope::new().reaping();
+    /// for n in 0..1000 {
+    ///     scope.spawn_named(format!("conn-{n}"), move |_token| async move {
+    ///         if n == 7 { Err("bad request".to_string()) } else { Ok(()) }
+    ///     });
+    /// }
+    /// scope.join_all().await; // waits; hands out nothing
+    /// assert!(scope.is_empty());
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert_eq!(report.count(TaskOutcome::Completed), 999);
+    /// let failed: Vec<_> = report.needs_attention().map(|t| (t.name(), t.error())).collect();
+    /// assert_eq!(failed, [("conn-7", Some("bad request"))]);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn reaping(self) -> Self
+    where
+        T: TaskOutput,
+    {
+        let mut inner = self.inner();
+        inner.ledger.policy.reaping = true;
+        inner.ledger.policy.failure = Some(T::failure);
+        let _ = self.shared.failure.set(T::failure);
+        self.shared.refresh_untracked(&inner);
+        drop(inner);
+        self
+    }
+
+    /// Makes the reports count a task whose value is a failure (an `Err`,
+    /// see [`TaskOutput`]) as [`TaskOutcome::Failed`], with its text, rather
+    /// than as completed: [`ShutdownReport::is_clean`] is then `false`.
+    /// Without it, a `Scope` does not look inside its tasks' values.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use std::time::Duration;
+    /// use cancel_scope::{Scope, TaskOutcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope: Scope<std::io::Result<()>> = Scope::new().track_failures();
+    /// scope.spawn_named("listener", |_token| async {
+    ///     Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"))
+    /// });
+    /// tokio::task::yield_now().await;
+    /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
+    /// assert!(!report.is_clean());
+    /// assert_eq!(report.tasks()[0].outcome(), TaskOutcome::Failed);
+    /// assert!(report.to_string().contains("listener  failed  address in use"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn track_failures(self) -> Self
+    where
+        T: TaskOutput,
+    {
+        self.inner().ledger.policy.failure = Some(T::failure);
+        let _ = self.shared.failure.set(T::failure);
+        self
+    }
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
     /// make child tokens of it for work that is not a task of the scope.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// let scope = Scope::<()>::new();
     /// let token = scope.token().clone();
@@ -1007,16 +1076,16 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        self.cause.token()
+        self.shared.cause.token()
     }
-
     /// Cancels the scope's token, and so every task's token. Tasks stop as
     /// they see fit; nothing is aborted and nothing is awaited. The token
     /// stays cancelled: tasks spawned afterwards start with a cancelled token
     /// (spawn into a fresh scope instead).
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1029,38 +1098,43 @@ impl<T> Scope<T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.cause.cancel(CancelReason::Requested);
+        self.shared.cause.cancel(CancelReason::Requested);
     }
-
-    /// Why the scope's token was cancelled, `None` while it is not: the
-    /// first cause wins.
+    /// Why the scope of an aborted (or detached) task was cancelled: the
+    /// first cause, which may have come before the shutdown that aborted it
+    /// (a task that failed under [`fail_fast`](Scope::fail_fast), the
+    /// deadline, a shutdown signal). `None` for a panic.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{CancelReason, CancellationToken, Scope};
+    /// use cancel_scope::{CancelReason, Scope};
     ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-    /// let scope: Scope<()> = Scope::new().with_timeout(Duration::from_secs(1));
-    /// assert_eq!(scope.cancel_reason(), None);
-    /// scope.token().cancelled().await;
-    /// assert_eq!(scope.cancel_reason(), Some(CancelReason::Deadline));
-    ///
-    /// let parent = CancellationToken::new();
-    /// let child: Scope<()> = Scope::child_of(&parent);
-    /// parent.cancel();
-    /// assert_eq!(child.cancel_reason(), Some(CancelReason::Parent));
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
+    /// let bad = scope.spawn(|_token| async { Err("disk full") });
+    /// // Ignores its token: only an abort stops it.
+    /// scope.spawn(|_token| std::future::pending());
+    /// scope.token().cancelled().await; // the first task failed
+    /// let results = scope.shutdown(Duration::from_millis(10)).await;
+    /// let err = results[1].as_ref().unwrap_err();
+    /// assert!(err.is_aborted());
+    /// assert_eq!(err.cancel_reason(), Some(CancelReason::TaskFailed(bad)));
+    /// assert_eq!(err.to_string(), format!("task aborted (scope cancelled: task #{bad} failed)"));
     /// # }
     /// ```
     #[must_use]
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.cause.reason()
+        self.shared.cause.reason()
     }
 
     /// The number of tasks whose result has not been handed out yet,
-    /// running or finished.
+    /// running, queued or finished. In a [`reaping`](Self::reaping) scope,
+    /// the tasks still running or queued.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1073,14 +1147,14 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.blocking.len() + self.done + self.running_async - self.handed_aborts
+        self.inner().ledger.len() + self.shared.live.load(Ordering::Acquire)
     }
-
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1095,9 +1169,72 @@ impl<T> Scope<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Stops every task now: no queued task or blocking closure starts any
+    /// more, started blocking ones are detached (when `detach`), async ones
+    /// aborted (dropping the scope: nothing is detached, nothing starts ever
+    /// again). Never blocks.
+    fn stop_now(&mut self, detach: bool) {
+        let below = if detach {
+            self.shared.next_seq.load(Ordering::Acquire)
+        } else {
+            u64::MAX // dropped: nothing may start any more
+        };
+        self.shared.stop_below.store(below, Ordering::Release);
+        let mut inner = self.shared.lock();
+        self.shared.closed.store(true, Ordering::Release);
+        let queue = std::mem::take(&mut inner.queue);
+        let reason = self.shared.cause.described();
+        let mut detached = Vec::new();
+        for key in inner.ledger.running_keys() {
+            let Some(run) = inner.ledger.running_mut(key) else {
+                continue;
+            };
+            if let Some(abort) = &run.abort {
+                abort.abort();
+            }
+            if detach && run.blocking && run.started {
+                detached.push(key);
+            }
+        }
+        for key in detached {
+            let detached = Err(TaskError::detached(reason.clone()));
+            if inner.ledger.end(key, detached, false).is_some() {
+                let _none_queued = self.shared.free_permit(&mut inner);
+            }
+        }
+        drop(inner);
+        for abort in &self.aborts {
+            abort.abort();
+        }
+        drop(queue); // their guards report them aborted
+    }
+
+    /// Keeps the abort handle of a task the owner started. Prunes those of
+    /// finished tasks only once they must be most of the list (it is more
+    /// than twice as long as the tasks that run), so a long-lived scope's
+    /// list stays about as long as its live tasks, and a burst of spawns is
+    /// never scanned.
+    fn keep_abort(&mut self, key: Key, abort: Option<JoinHandle<()>>) {
+        if key.slot == UNTRACKED {
+            self.untracked_spawned += 1;
+        }
+        let Some(abort) = abort else { return };
+        if self.aborts.len() >= self.prune_at {
+            self.aborts.retain(|a| !a.is_finished());
+        }
+        if self.aborts.len() >= self.prune_at {
+            let live = self.shared.live.load(Ordering::Relaxed) + self.inner().ledger.running();
+            self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
+        }
+        self.aborts.push(abort);
+    }
 }
 
-impl<T: 'static> Scope<T> {
+/// The highest limit (tokio's semaphore maximum, as before).
+const MAX_LIMIT: usize = usize::MAX >> 3;
+
+impl<T: Send + 'static> Scope<T> {
     /// Spawns `f(token)` as a task of the scope, where `token` is a fresh
     /// child of the scope's token: it is cancelled when the scope is, and the
     /// task may cancel it (or hand it on) without cancelling the scope or its
@@ -1113,15 +1250,18 @@ impl<T: 'static> Scope<T> {
     ///
     /// Returns the task's [`TaskId`], unique within the scope, which
     /// [`join_next_with_id`](Self::join_next_with_id) hands back with the
-    /// task's result. (Like [`JoinSet::spawn`]'s `AbortHandle`, it can be
-    /// ignored.)
+    /// task's result (it can be ignored). Beyond a
+    /// [`with_limit`](Self::with_limit) limit the task queues; to act on one
+    /// task later, spawn it with [`spawn_when_ready`](Self::spawn_when_ready)
+    /// or a [`SpawnPermit`], which return a [`TaskHandle`].
     ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
     ///
     /// ```
-    /// use cancel_scope_runtime::{CancellationToken, Scope};
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::{CancellationToken, Scope};
     ///
     /// async fn metrics_loop(token: CancellationToken) -> u64 {
     ///     let mut ticks = 0;
@@ -1150,62 +1290,15 @@ impl<T: 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
     {
-        self.spawn_task(f, None)
-    }
-
-    /// `spawn`, with the task's name for its `tracing` span.
-    #[track_caller]
-    fn spawn_task<F, Fut>(&mut self, f: F, _name: Option<&str>) -> TaskId
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let fut = f(self.cause.token().child_token());
-        #[cfg(feature = "tracing")]
-        let fut = tracing::Instrument::instrument(fut, task_span(self.next_seq, _name));
-        let fut = Some(fut);
-        let seq = self.next_seq;
-        let cause = Some(Arc::clone(&self.cause));
-        match (self.cancel_guard(), &self.limit) {
-            (None, None) => self.tasks.spawn(Task {
-                fut,
-                seq,
-                check: (),
-                cause,
-            }),
-            (Some(check), None) => self.tasks.spawn(Task {
-                fut,
-                seq,
-                check,
-                cause,
-            }),
-            (None, Some(limit)) => self.tasks.spawn(limited(
-                limit.permits.clone(),
-                Task {
-                    fut,
-                    seq,
-                    check: (),
-                    cause,
-                },
-            )),
-            (Some(check), Some(limit)) => self.tasks.spawn(limited(
-                limit.permits.clone(),
-                Task {
-                    fut,
-                    seq,
-                    check,
-                    cause,
-                },
-            )),
+        let fut = f(self.shared.cause.token().child_token());
+        let Some((key, abort)) = spawn_into(&self.shared, None, fut, Permit::TakeOrQueue, true)
+        else {
+            unreachable!("an owner's spawn is never refused")
         };
-        self.next_seq += 1;
-        self.running_async += 1;
-        TaskId(seq)
+        self.keep_abort(key, abort);
+        key.id()
     }
-
     /// [`spawn`](Self::spawn), with a name for
     /// [`shutdown_report`](Self::shutdown_report): a `&'static str` or a
     /// `String`, kept as it is (not copied) until the task's result is handed
@@ -1217,8 +1310,9 @@ impl<T: 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1238,12 +1332,19 @@ impl<T: 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
     {
-        let name = name.into();
-        let id = self.spawn_task(f, Some(&name));
-        self.names.insert(id.0, name);
-        id
+        let fut = f(self.shared.cause.token().child_token());
+        let Some((key, abort)) = spawn_into(
+            &self.shared,
+            Some(name.into()),
+            fut,
+            Permit::TakeOrQueue,
+            true,
+        ) else {
+            unreachable!("an owner's spawn is never refused")
+        };
+        self.keep_abort(key, abort);
+        key.id()
     }
 
     /// Runs `f(token)` on Tokio's blocking thread pool as a task of the
@@ -1252,7 +1353,10 @@ impl<T: 'static> Scope<T> {
     /// [`token.is_cancelled()`](CancellationToken::is_cancelled) often
     /// enough for [`shutdown`](Self::shutdown) to be graceful. A closure
     /// still running at the end of the grace period is detached (see
-    /// [`TaskError::is_detached`]). Returns the task's [`TaskId`], as
+    /// [`TaskError::is_detached`]). A closure that has not started when the
+    /// scope stops (the end of a grace period, a drop) never runs. While it
+    /// runs, a `#[cancellable]` fn it drives (with `Handle::block_on`) sees
+    /// the scope's [`CancelReason`]. Returns the task's [`TaskId`], as
     /// [`spawn`](Self::spawn) does.
     ///
     /// # Panics
@@ -1260,8 +1364,9 @@ impl<T: 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn_blocking`].
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1281,28 +1386,11 @@ impl<T: 'static> Scope<T> {
     pub fn spawn_blocking<F>(&mut self, f: F) -> TaskId
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
-        T: Send + 'static,
     {
-        let token = self.cause.token().child_token();
-        let seq = self.next_seq;
-        let check = self.cancel_guard();
-        let permits = self.limit.as_ref().map(|limit| limit.permits.clone());
-        let handle = self.blocking.spawn_blocking(move || {
-            // A blocking thread is not an async context: it may block on the
-            // runtime to wait for its permit.
-            let permit = permits
-                .as_ref()
-                .map(|permits| tokio::runtime::Handle::current().block_on(permits.acquire()));
-            let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-            check.check(seq, &out);
-            drop(permit);
-            (seq, out)
-        });
-        self.blocking_ids.push((seq, handle.id()));
-        self.next_seq += 1;
-        TaskId(seq)
+        let (key, abort) = spawn_blocking_into(&self.shared, None, f, Permit::TakeOrQueue);
+        self.keep_abort(key, abort);
+        key.id()
     }
-
     /// [`spawn_blocking`](Self::spawn_blocking), with a name for
     /// [`shutdown_report`](Self::shutdown_report) (see
     /// [`spawn_named`](Self::spawn_named)).
@@ -1312,8 +1400,9 @@ impl<T: 'static> Scope<T> {
     /// When called outside a Tokio runtime, like [`JoinSet::spawn_blocking`].
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{Scope, TaskOutcome};
+    /// use cancel_scope::{Scope, TaskOutcome};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1328,13 +1417,126 @@ impl<T: 'static> Scope<T> {
     pub fn spawn_blocking_named<F>(&mut self, name: impl Into<Cow<'static, str>>, f: F) -> TaskId
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
-        T: Send + 'static,
     {
-        let id = self.spawn_blocking(f);
-        self.names.insert(id.0, name.into());
-        id
+        let name = Some(name.into());
+        let (key, abort) = spawn_blocking_into(&self.shared, name, f, Permit::TakeOrQueue);
+        self.keep_abort(key, abort);
+        key.id()
     }
 
+    /// Waits until a task can start at once under the
+    /// [`with_limit`](Self::with_limit) limit (no other task queued, fewer
+    /// than `n` running), and holds that place: spawn with the
+    /// [`SpawnPermit`] it returns, or drop it to give the place back. Like
+    /// `mpsc::Sender::reserve`: an accept loop reserves *before* it accepts,
+    /// so that at its limit it stops accepting (the connections wait in the
+    /// listener's backlog, where the kernel pushes back), rather than
+    /// accepting and queueing sockets. Without a limit it returns at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes takes no place.
+    /// Waiters are served in no set order.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use std::time::Duration;
+    /// use cancel_scope::Scope;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let mut conns = Scope::<()>::new().reaping().with_limit(250);
+    /// # tokio::spawn(async move { let _c = tokio::net::TcpStream::connect(addr).await; });
+    /// # let mut accepted = 0;
+    /// loop {
+    ///     let permit = conns.reserve().await; // at the limit: wait for a close
+    ///     let (socket, _peer) = tokio::select! {
+    ///         accepted = listener.accept() => accepted?,
+    ///         () = conns.token().cancelled() => break,
+    ///     };
+    ///     permit.spawn(move |token| async move {
+    ///         let _ = token.run_until_cancelled(socket.readable()).await;
+    ///     });
+    /// #   accepted += 1; if accepted == 1 { conns.cancel(); }
+    /// }
+    /// let report = conns.shutdown_report(Duration::from_secs(5)).await;
+    /// assert!(report.is_clean());
+    /// # Ok(()) }
+    /// ```
+    pub async fn reserve(&self) -> SpawnPermit<T> {
+        reserve(&self.shared).await
+    }
+
+    /// [`reserve`](Self::reserve), then [`spawn`](Self::spawn): waits until
+    /// the task can start at once under the limit, spawns it, and returns
+    /// its [`TaskHandle`]. `f` is called only then.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it spawned nothing.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    /// let mut scope = Scope::new().with_limit(2);
+    /// for n in 0..10 {
+    ///     // Waits while 2 tasks run: never a queue.
+    ///     let done = done.clone();
+    ///     scope.spawn_when_ready(move |_token| async move { done.send(n).unwrap() }).await;
+    /// }
+    /// drop(done);
+    /// assert_eq!(scope.join_all().await.len(), 10);
+    /// let mut order = Vec::new();
+    /// while let Some(n) = finished.recv().await {
+    ///     order.push(n);
+    /// }
+    /// assert_eq!(order, (0..10).collect::<Vec<_>>());
+    /// # }
+    /// ```
+    pub async fn spawn_when_ready<F, Fut>(&mut self, f: F) -> TaskHandle
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let permit = reserve(&self.shared).await;
+        permit.spawn_inner(None, f, Some(self))
+    }
+
+    /// A cloneable, `Send + Sync` handle that spawns into this scope from
+    /// anywhere (a connection handler that spawns a sub-task, a supervisor):
+    /// see [`Spawner`].
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut scope = Scope::new();
+    /// let spawner = scope.spawner();
+    /// scope.spawn(move |_token| async move {
+    ///     // A task spawns a sibling: it is a task of the same scope.
+    ///     spawner.spawn(|_token| async { "sub-task" }).expect("scope is open");
+    ///     "handler"
+    /// });
+    /// let mut results = Vec::new();
+    /// while let Some(r) = scope.join_next().await {
+    ///     results.push(r.unwrap());
+    /// }
+    /// results.sort();
+    /// assert_eq!(results, ["handler", "sub-task"]);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn spawner(&self) -> Spawner<T> {
+        Spawner {
+            shared: Arc::clone(&self.shared),
+        }
+    }
     /// Waits for the next task to finish and returns its result, in
     /// completion order; `None` when the scope is empty.
     ///
@@ -1348,8 +1550,9 @@ impl<T: 'static> Scope<T> {
     /// no result is lost; it stays in the scope for the next call.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1367,26 +1570,21 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        let next = self.next(false).await;
+        let next = self.join_next_with_id().await;
         next.map(|(_, result)| result)
     }
 
     /// [`join_next`](Self::join_next), with the id of the task the result
     /// belongs to: the [`TaskId`] that [`spawn`](Self::spawn) returned. A
-    /// task that panicked carries its id as well.
-    ///
-    /// The one result it may hand out later than `join_next` would is that
-    /// of a task aborted by a [`shutdown`](Self::shutdown) that was itself
-    /// interrupted after its grace period (a rare case): an abort does not
-    /// say which task it was, so such results come once no other task of
-    /// the scope is left running.
+    /// task that panicked, or was aborted, carries its id as well.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, like `join_next`.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1410,45 +1608,22 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
-        let next = self.next(true).await?;
-        match next {
-            (Some(seq), result) => Some((TaskId(seq), result)),
-            // `next(true)` places every result it hands out.
-            (None, _) => unreachable!("cancel-scope: a result without a task id"),
-        }
+        let shared = &self.shared;
+        poll_fn(|cx| {
+            let mut inner = shared.lock();
+            if let Some(next) = inner.ledger.take_next() {
+                inner.wait = Wait::Nothing;
+                return Poll::Ready(Some(next));
+            }
+            if shared.idle(&inner) {
+                inner.wait = Wait::Nothing;
+                return Poll::Ready(None);
+            }
+            register(&mut inner, Wait::Next, cx);
+            Poll::Pending
+        })
+        .await
     }
-
-    /// The next result, with its task's sequence number when it is known:
-    /// always with `ids`, which for that keeps the aborted tasks that an
-    /// interrupted shutdown left (their `JoinError` says nothing of the task)
-    /// until both sets are empty, when they are the indices left.
-    async fn next(&mut self, ids: bool) -> Option<(Option<u64>, Result<T, TaskError>)> {
-        let next = if self.done > 0 {
-            self.take_first_done()
-        } else {
-            let joined = poll_fn(|cx| {
-                loop {
-                    match ready!(self.poll_raw(cx)) {
-                        Some((false, Err(_))) if ids => {
-                            // An orphan, placed by `take_orphan` below.
-                        }
-                        Some((blocking, raw)) => {
-                            return Poll::Ready(Some(self.hand_out(blocking, raw)));
-                        }
-                        None => return Poll::Ready(None),
-                    }
-                }
-            })
-            .await;
-            joined.or_else(|| self.take_orphan())
-        };
-        if let Some((Some(seq), _)) = &next {
-            self.forget_name(*seq);
-        }
-        self.tidy();
-        next
-    }
-
     /// Waits for every task and returns the results of all tasks not already
     /// returned by [`join_next`](Self::join_next), in spawn order, so that
     /// results map to the tasks as they were spawned. The scope is empty
@@ -1466,8 +1641,9 @@ impl<T: 'static> Scope<T> {
     /// `join_next`, `join_all` or `shutdown`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1482,10 +1658,9 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
-        self.drain().await;
-        self.finish()
+        wait_empty(&self.shared).await;
+        self.inner().ledger.finish()
     }
-
     /// Graceful, then forced shutdown: cancels the scope's token, waits up to
     /// `grace` for the tasks to finish (so they run their cleanups), then
     /// aborts the tasks still running and returns the results of all tasks
@@ -1522,8 +1697,9 @@ impl<T: 'static> Scope<T> {
     /// stays cancelled; a new call starts a new grace period).
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new();
@@ -1541,10 +1717,9 @@ impl<T: 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
-        self.stop(grace, |_| {}).await;
-        self.finish()
+        self.stop(grace, false).await;
+        self.inner().ledger.finish()
     }
-
     /// [`shutdown`](Self::shutdown), and a [`ShutdownReport`] of what
     /// happened to each task, for the logs: its name (see
     /// [`spawn_named`](Self::spawn_named)), its [`TaskOutcome`], and how long
@@ -1587,8 +1762,9 @@ impl<T: 'static> Scope<T> {
     /// call counts the tasks the first one collected as `Completed`.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::{Scope, TaskOutcome};
+    /// use cancel_scope::{Scope, TaskOutcome};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new();
@@ -1628,366 +1804,101 @@ impl<T: 'static> Scope<T> {
     /// ```
     pub async fn shutdown_report(&mut self, grace: Duration) -> ShutdownReport<T> {
         let cancelled_before = self.cancel_reason();
-        // What has finished did not need the shutdown.
-        while let Some(raw) = self.tasks.try_join_next() {
-            self.store(false, raw);
-        }
-        while let Some(raw) = self.blocking.try_join_next() {
-            self.store(true, raw);
-        }
-        let start = Instant::now();
-        let mut finished_at: Vec<Option<Instant>> = vec![None; self.indices()];
-        self.stop(grace, |i| {
-            if let Some(at) = finished_at.get_mut(i) {
-                *at = Some(Instant::now());
-            }
-        })
-        .await;
+        let start = self.stop(grace, true).await;
         let elapsed = start.elapsed();
-        let mut names = std::mem::take(&mut self.names);
-        let mut tasks = Vec::with_capacity(finished_at.len());
-        let results = self.finish_with(|i, seq, result| {
-            let finished = finished_at.get(i).copied().flatten();
-            let outcome = match &result {
-                Ok(_) if finished.is_some() => TaskOutcome::CancelledCleanedUp,
-                Ok(_) => TaskOutcome::Completed,
-                Err(e) => e.outcome(),
-            };
-            let cleanup_time = match outcome {
-                TaskOutcome::Aborted | TaskOutcome::Detached => None,
-                _ => finished.map(|at| at.saturating_duration_since(start)),
-            };
-            let name = names
-                .remove(&seq)
-                .unwrap_or_else(|| Cow::Owned(format!("task #{seq}")));
-            tasks.push(TaskReport::new(TaskId(seq), name, outcome, cleanup_time));
+        let spawned = std::mem::take(&mut self.untracked_spawned);
+        let mut inner = self.shared.lock();
+        let (mut reaped, reaped_attention) = inner.ledger.take_reaped();
+        // The owner's untracked tasks all ended (the shutdown waited).
+        let cleaned = self.shared.reaped_cleaned.swap(0, Ordering::Relaxed);
+        let attention = std::mem::take(&mut inner.untracked_attention);
+        reaped[TaskOutcome::CancelledCleanedUp.index()] += cleaned;
+        let ran_cleanup = self.shared.reaped_ran_cleanup.swap(0, Ordering::Relaxed)
+            + std::mem::take(&mut inner.ledger.reaped_ran_cleanup);
+        reaped[TaskOutcome::Completed.index()] += spawned.saturating_sub(cleaned + attention);
+        let mut tasks = Vec::new();
+        let results = inner.ledger.finish_with(|report, result| {
+            tasks.push(report);
             result
         });
-        ShutdownReport::new(tasks, results, grace, elapsed, cancelled_before)
+        drop(inner);
+        let shutdown = Shutdown {
+            grace,
+            elapsed,
+            cancelled_before,
+            reason: self.shared.cause.described(),
+            reaped,
+            reaped_attention,
+            reaped_ran_cleanup: ran_cleanup,
+        };
+        ShutdownReport::new(tasks, results, shutdown)
     }
 
-    /// Cancels the token, waits up to `grace` for the tasks, then detaches
-    /// the blocking ones still running and aborts the async ones, and waits
-    /// for those. `on_store` sees the index of each result it collects.
-    async fn stop(&mut self, grace: Duration, mut on_store: impl FnMut(usize)) {
-        self.cause.cancel(CancelReason::Shutdown);
+    /// Cancels the token, waits up to `grace` for the tasks, then stops the
+    /// rest: queued ones are dropped, blocking ones still running detached,
+    /// the others aborted; and waits for those. Returns when it began.
+    async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
+        let at = Instant::now();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.stopping.store(true, Ordering::Release);
+        self.inner().ledger.stopping = Some(Stopping { at, timed });
+        self.shared.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
         }
-        // `drain` keeps every result it collects in the scope, so dropping it
-        // when the grace period ends loses nothing.
-        if tokio::time::timeout(grace, self.drain_with(&mut on_store))
+        if tokio::time::timeout(grace, wait_empty(&self.shared))
             .await
             .is_err()
         {
-            if !self.blocking.is_empty() {
-                // Queued blocking tasks never start; running ones can't be
-                // stopped: take what finished, detach the rest.
-                self.blocking.abort_all();
-                while let Some(raw) = self.blocking.try_join_next() {
-                    if let Some(i) = self.store(true, raw) {
-                        on_store(i);
-                    }
-                }
-                let reason = self.cause.reason();
-                for (seq, _) in std::mem::take(&mut self.blocking_ids) {
-                    if let Some(i) = self.index(seq) {
-                        self.put(i, Err(TaskError::detached(reason)));
-                    }
-                }
-                self.blocking.detach_all();
-            }
-            self.tasks.abort_all();
-            self.drain_with(&mut on_store).await;
+            self.shared.forcing.store(true, Ordering::Release);
+            self.stop_now(true);
+            wait_empty(&self.shared).await;
+            self.shared.forcing.store(false, Ordering::Release);
         }
-    }
-
-    /// The fail-fast or first-ok check for a new task, when the scope has
-    /// one.
-    fn cancel_guard(&self) -> Option<CancelOn<T>> {
-        self.cancel_on.map(|rule| CancelOn {
-            cause: Arc::clone(&self.cause),
-            rule,
-        })
-    }
-
-    /// The sequence number of the task at index `i`.
-    fn seq_at(&self, i: usize) -> u64 {
-        seq_at(&self.slots, self.implicit_from, i)
-    }
-
-    /// Forgets the name of task `seq`, which was handed out.
-    fn forget_name(&mut self, seq: u64) {
-        if !self.names.is_empty() {
-            self.names.remove(&seq);
-        }
-    }
-
-    /// How many tasks have an index.
-    fn indices(&self) -> usize {
-        // Each implicit index is a task that exists, so the count fits.
-        let implicit = usize::try_from(self.next_seq - self.implicit_from).unwrap_or(usize::MAX);
-        self.slots.len() + implicit
-    }
-
-    /// The index of task `seq`. Implicit indices are one subtraction away;
-    /// so are slots until `join_next` drops taken ones.
-    fn index(&self, seq: u64) -> Option<usize> {
-        if seq >= self.implicit_from {
-            let offset = usize::try_from(seq - self.implicit_from).ok()?;
-            return Some(self.slots.len() + offset);
-        }
-        let first = self.slots.first()?.seq();
-        let guess = usize::try_from(seq.checked_sub(first)?).ok()?;
-        if self.slots.get(guess).is_some_and(|s| s.seq() == seq) {
-            return Some(guess);
-        }
-        self.slots.binary_search_by_key(&seq, |s| s.seq()).ok()
-    }
-
-    fn is_taken(&self, i: usize) -> bool {
-        self.slots.get(i).is_some_and(|s| s.is_taken())
-    }
-
-    /// Records that the task at index `i` was handed out.
-    fn take(&mut self, i: usize) {
-        while self.slots.len() <= i {
-            self.slots.push(Slot::pending(self.implicit_from));
-            self.implicit_from += 1;
-        }
-        self.slots[i].take();
-        self.taken += 1;
-    }
-
-    /// Keeps the result of the task at index `i` until it is handed out.
-    fn put(&mut self, i: usize, result: Result<T, TaskError>) {
-        match i.cmp(&self.results.len()) {
-            // Tasks mostly finish in about the order they were spawned.
-            Ordering::Equal => self.results.push(Some(result)),
-            Ordering::Less => self.results[i] = Some(result),
-            Ordering::Greater => {
-                self.results.resize_with(i, || None);
-                self.results.push(Some(result));
-            }
-        }
-        self.done += 1;
-    }
-
-    /// The sequence number of the blocking task `id`, which leaves the
-    /// blocking set; for the rare results that carry no sequence number.
-    fn blocking_seq(&mut self, id: Id) -> Option<u64> {
-        let k = self.blocking_ids.iter().position(|&(_, i)| i == id)?;
-        Some(self.blocking_ids.swap_remove(k).0)
-    }
-
-    /// A task left its set with a result.
-    fn joined(&mut self, blocking: bool, seq: u64) {
-        if blocking {
-            if let Some(k) = self.blocking_ids.iter().position(|&(s, _)| s == seq) {
-                self.blocking_ids.swap_remove(k);
-            }
-        } else {
-            self.running_async -= 1;
-        }
-    }
-
-    /// Polls both sets for the next finished task; `true` with it when it
-    /// was a blocking one. `None` when both sets are empty.
-    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<(bool, Raw<T>)>> {
-        let tasks_empty = match self.tasks.poll_join_next(cx) {
-            Poll::Ready(Some(raw)) => return Poll::Ready(Some((false, raw))),
-            Poll::Ready(None) => true,
-            Poll::Pending => false,
-        };
-        match self.blocking.poll_join_next(cx) {
-            Poll::Ready(Some(raw)) => Poll::Ready(Some((true, raw))),
-            Poll::Ready(None) if tasks_empty => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
-    }
-
-    /// Waits until both sets are empty, keeping every result in `results`.
-    /// Cancel safe: each result is stored in the poll that joins it.
-    async fn drain(&mut self) {
-        self.drain_with(|_| {}).await;
-    }
-
-    /// `drain`, calling `on_store` with the index of each result it keeps.
-    async fn drain_with(&mut self, mut on_store: impl FnMut(usize)) {
-        // Room for every result, so that `put` never grows the vector.
-        self.results
-            .reserve(self.indices().saturating_sub(self.results.len()));
-        poll_fn(|cx| {
-            loop {
-                match self.poll_raw(cx) {
-                    Poll::Ready(Some((blocking, raw))) => {
-                        if let Some(i) = self.store(blocking, raw) {
-                            on_store(i);
-                        }
-                    }
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        })
-        .await;
-    }
-
-    /// Keeps a joined result, for `finish` (or `join_next`); its index.
-    fn store(&mut self, blocking: bool, raw: Raw<T>) -> Option<usize> {
-        let (seq, result) = match raw {
-            Ok((seq, out)) => {
-                self.joined(blocking, seq);
-                (seq, out.map_err(TaskError::panic))
-            }
-            Err(e) if blocking => (
-                self.blocking_seq(e.id())?,
-                Err(TaskError::from_join_error(e, self.cause.reason())),
-            ),
-            // An aborted async task: an orphan, reported as aborted. (Finding
-            // its index by id would cost a scan per task, and aborts come by
-            // the thousand in a shutdown. A panic raised while dropping an
-            // aborted task is reported as the abort.)
-            Err(_) => return None,
-        };
-        let i = self.index(seq)?;
-        self.put(i, result);
-        Some(i)
-    }
-
-    /// Hands a joined result to the user (`join_next`), with its task's
-    /// sequence number unless it is an orphan.
-    fn hand_out(&mut self, blocking: bool, raw: Raw<T>) -> (Option<u64>, Result<T, TaskError>) {
-        let (seq, result) = match raw {
-            Ok((seq, out)) => {
-                self.joined(blocking, seq);
-                (Some(seq), out.map_err(TaskError::panic))
-            }
-            Err(e) if blocking => (
-                self.blocking_seq(e.id()),
-                Err(TaskError::from_join_error(e, self.cause.reason())),
-            ),
-            Err(e) => {
-                self.handed_aborts += 1;
-                (
-                    None,
-                    Err(TaskError::from_join_error(e, self.cause.reason())),
-                )
-            }
-        };
-        if let Some(i) = seq.and_then(|seq| self.index(seq)) {
-            self.take(i);
-        }
-        (seq, result)
-    }
-
-    /// Hands out the first result an interrupted drain collected.
-    fn take_first_done(&mut self) -> Option<(Option<u64>, Result<T, TaskError>)> {
-        let i = self.results.iter().position(Option::is_some)?;
-        self.take_stored(i)
-    }
-
-    /// Hands out the result kept at index `i`.
-    fn take_stored(&mut self, i: usize) -> Option<(Option<u64>, Result<T, TaskError>)> {
-        let result = self.results.get_mut(i)?.take()?;
-        self.done -= 1;
-        self.take(i);
-        Some((Some(self.seq_at(i)), result))
-    }
-
-    /// Both sets are empty: hands out an orphan (an aborted task joined by
-    /// an interrupted drain), if one is owed.
-    fn take_orphan(&mut self) -> Option<(Option<u64>, Result<T, TaskError>)> {
-        if self.running_async == self.handed_aborts {
-            return None;
-        }
-        // With both sets empty and no result kept, every index not taken is
-        // an orphan.
-        let i = (0..self.indices()).find(|&i| !self.is_taken(i))?;
-        self.take(i);
-        self.running_async -= 1;
-        Some((
-            Some(self.seq_at(i)),
-            Err(TaskError::aborted(self.cause.reason())),
-        ))
-    }
-
-    /// After `join_next`: forgets everything when nothing is left to hand
-    /// out, or drops the taken slots when they are most of the list (and no
-    /// result is kept, so `results` holds no information).
-    fn tidy(&mut self) {
-        if self.is_empty() {
-            self.reset();
-        } else if self.taken > 64 && self.taken * 2 > self.slots.len() && self.done == 0 {
-            self.results.clear();
-            self.slots.retain(|s| !s.is_taken());
-            self.taken = 0;
-        }
-    }
-
-    /// Both sets are empty: hands out every result not yet handed out, in
-    /// spawn order, and empties the scope.
-    fn finish(&mut self) -> Vec<Result<T, TaskError>> {
-        self.finish_with(|_, _, result| result)
-    }
-
-    /// `finish`, passing each result through `each` with its index and its
-    /// task's sequence number.
-    fn finish_with<R>(
-        &mut self,
-        mut each: impl FnMut(usize, u64, Result<T, TaskError>) -> R,
-    ) -> Vec<R> {
-        debug_assert!(self.tasks.is_empty() && self.blocking.is_empty());
-        let indices = self.indices();
-        self.results.resize_with(indices, || None);
-        let results = std::mem::take(&mut self.results);
-        let mut skip = self.handed_aborts;
-        let (slots, implicit_from) = (&self.slots, self.implicit_from);
-        let reason = self.cause.reason();
-        // Reuses the allocation when `Option<Result<T, TaskError>>` and `R`
-        // have the same layout, as they usually do in `finish`.
-        let results = results
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, result)| {
-                let result = match result {
-                    Some(result) => result,
-                    None if slots.get(i).is_some_and(|s| s.is_taken()) => return None,
-                    // An orphan: aborted.
-                    None if skip > 0 => {
-                        skip -= 1;
-                        return None;
-                    }
-                    None => Err(TaskError::aborted(reason)),
-                };
-                Some(each(i, seq_at(slots, implicit_from, i), result))
-            })
-            .collect();
-        self.reset();
-        results
-    }
-
-    fn reset(&mut self) {
-        self.slots.clear();
-        self.implicit_from = self.next_seq;
-        self.results.clear();
-        self.blocking_ids.clear();
-        self.done = 0;
-        self.taken = 0;
-        self.running_async = 0;
-        self.handed_aborts = 0;
-        self.names.clear();
-        self.winner = None;
+        at
     }
 }
 
-/// The sequence number of the task at index `i`, given the scope's slots and
-/// its first implicit sequence number.
-fn seq_at(slots: &[Slot], implicit_from: u64, i: usize) -> u64 {
-    match slots.get(i) {
-        Some(slot) => slot.seq(),
-        // Indices fit in a `u64`.
-        None => implicit_from + (i - slots.len()) as u64,
+/// Registers the owner's waker for `wait`.
+fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
+    inner.wait = wait;
+    match &mut inner.owner {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// Waits until no task runs (none is queued either).
+async fn wait_empty<T>(shared: &Shared<T>) {
+    poll_fn(|cx| {
+        let mut inner = shared.lock();
+        if shared.idle(&inner) {
+            inner.wait = Wait::Nothing;
+            return Poll::Ready(());
+        }
+        register(&mut inner, Wait::Empty, cx);
+        Poll::Pending
+    })
+    .await;
+}
+
+async fn reserve<T>(shared: &Arc<Shared<T>>) -> SpawnPermit<T> {
+    loop {
+        let mut notified = pin!(shared.capacity.notified());
+        notified.as_mut().enable();
+        {
+            let mut inner = shared.lock();
+            let free = inner.queue.is_empty();
+            match &mut inner.limit {
+                None => return SpawnPermit::new(shared, false),
+                Some(limit) if free && limit.active < limit.max => {
+                    limit.active += 1;
+                    return SpawnPermit::new(shared, true);
+                }
+                Some(_) => {}
+            }
+        }
+        notified.await;
     }
 }
 
@@ -2002,7 +1913,8 @@ impl<U, E> Scope<Result<U, E>> {
     /// methods.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new().fail_fast();
@@ -2018,12 +1930,16 @@ impl<U, E> Scope<Result<U, E>> {
     /// # }
     /// ```
     #[must_use]
-    pub fn fail_fast(mut self) -> Self {
-        self.fail_fast = true;
-        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
+    pub fn fail_fast(self) -> Self {
+        {
+            let mut inner = self.inner();
+            let policy = &mut inner.ledger.policy;
+            policy.fail_fast = true;
+            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+            self.shared.refresh_untracked(&inner);
+        }
         self
     }
-
     /// Makes the first success win: the first task that returns `Ok` cancels
     /// the scope's token at once, from inside the task, so its siblings see
     /// their tokens cancelled and run their cleanups without waiting for the
@@ -2040,7 +1956,8 @@ impl<U, E> Scope<Result<U, E>> {
     /// scope.
     ///
     /// ```
-    /// use cancel_scope_runtime::Scope;
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut scope = Scope::new().first_ok();
@@ -2057,14 +1974,19 @@ impl<U, E> Scope<Result<U, E>> {
     /// # }
     /// ```
     #[must_use]
-    pub fn first_ok(mut self) -> Self {
-        self.first_ok = true;
-        self.cancel_on = Some(cancel_rule(self.fail_fast, self.first_ok));
+    pub fn first_ok(self) -> Self {
+        {
+            let mut inner = self.inner();
+            let policy = &mut inner.ledger.policy;
+            policy.first_ok = true;
+            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+            self.shared.refresh_untracked(&inner);
+        }
         self
     }
 }
 
-impl<U: 'static, E: 'static> Scope<Result<U, E>> {
+impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     /// Waits for the first task that returns `Ok`, cancels the scope's
     /// token, waits for the other tasks (so their cleanups run and no task
     /// is left), and returns the winner's value; the others' results are
@@ -2097,8 +2019,9 @@ impl<U: 'static, E: 'static> Scope<Result<U, E>> {
     /// next `join_first_ok` returns that same winner.
     ///
     /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
     /// use std::time::Duration;
-    /// use cancel_scope_runtime::Scope;
+    /// use cancel_scope::Scope;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let mut scope = Scope::new();
@@ -2123,64 +2046,48 @@ impl<U: 'static, E: 'static> Scope<Result<U, E>> {
     /// # }
     /// ```
     pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
-        let found = match self.kept_winner() {
-            Some(seq) => Some(seq),
-            None => {
-                poll_fn(|cx| {
-                    loop {
-                        let Some((blocking, raw)) = ready!(self.poll_raw(cx)) else {
-                            return Poll::Ready(None);
-                        };
-                        let Some(i) = self.store(blocking, raw) else {
-                            continue;
-                        };
-                        if matches!(self.results[i], Some(Ok(Ok(_)))) {
-                            let seq = self.seq_at(i);
-                            self.winner = Some(seq);
-                            return Poll::Ready(Some(seq));
-                        }
-                    }
-                })
-                .await
+        let is_ok = |r: &Result<Result<U, E>, TaskError>| matches!(r, Ok(Ok(_)));
+        let shared = &self.shared;
+        let kept = self.winner;
+        let found = poll_fn(|cx| {
+            let mut inner = shared.lock();
+            if let Some(id) = kept {
+                if let Some(key) = inner.ledger.find(id) {
+                    return Poll::Ready(Some(key));
+                }
             }
+            if let Some(key) = inner.ledger.find_done(is_ok) {
+                return Poll::Ready(Some(key));
+            }
+            if shared.idle(&inner) {
+                inner.wait = Wait::Nothing;
+                return Poll::Ready(None);
+            }
+            register(&mut inner, Wait::Next, cx);
+            Poll::Pending
+        })
+        .await;
+        let Some(key) = found else {
+            return Err(self.inner().ledger.finish());
         };
-        if let Some(seq) = found {
-            // Without `first_ok`, this call is what cancels: the winner is
-            // the reason (with it, the winner's task recorded that already).
-            self.cause.cancel(CancelReason::TaskSucceeded(TaskId(seq)));
-            self.drain().await;
-            let won = self.index(seq).and_then(|i| self.take_stored(i));
-            let rest = self.finish();
-            if let Some((_, Ok(Ok(value)))) = won {
-                return Ok(value);
-            }
+        self.winner = Some(key.id());
+        // Without `first_ok`, this call is what cancels: the winner is the
+        // reason (with it, the winner's task recorded that already).
+        let name = self.inner().ledger.name(key).cloned();
+        self.shared
+            .cause
+            .cancel_by(CancelReason::TaskSucceeded(key.id()), name.as_ref());
+        wait_empty(&self.shared).await;
+        let mut inner = self.inner();
+        let won = inner.ledger.take(key);
+        let rest = inner.ledger.finish();
+        drop(inner);
+        self.winner = None;
+        match won {
+            Ok(Ok(value)) => Ok(value),
             // Unreachable: the scope was borrowed all along.
-            return Err(rest);
+            _ => Err(rest),
         }
-        Err(self.finish())
-    }
-
-    /// The winner a previous `join_first_ok` found, or else the first `Ok`
-    /// among the results an interrupted drain kept (in spawn order).
-    fn kept_winner(&mut self) -> Option<u64> {
-        let is_ok = |r: &Option<Result<Result<U, E>, TaskError>>| matches!(r, Some(Ok(Ok(_))));
-        if let Some(seq) = self.winner.take() {
-            if self
-                .index(seq)
-                .and_then(|i| self.results.get(i))
-                .is_some_and(is_ok)
-            {
-                self.winner = Some(seq);
-                return Some(seq);
-            }
-        }
-        if self.done == 0 {
-            return None;
-        }
-        let i = self.results.iter().position(is_ok)?;
-        let seq = self.seq_at(i);
-        self.winner = Some(seq);
-        Some(seq)
     }
 }
 
@@ -2188,7 +2095,8 @@ impl<T> Default for Scope<T> {
     /// Same as [`Scope::new`].
     ///
     /// ```
-    /// let scope: cancel_scope_runtime::Scope<u8> = Default::default();
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// let scope: cancel_scope::Scope<u8> = Default::default();
     /// assert!(scope.is_empty());
     /// ```
     fn default() -> Self {
@@ -2200,12 +2108,13 @@ impl<T> Default for Scope<T> {
 /// scope fails fast, and the other policies when they are set.
 ///
 /// ```
-/// let scope = cancel_scope_runtime::Scope::<u8>::new();
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// let scope = cancel_scope::Scope::<u8>::new();
 /// assert_eq!(
 ///     format!("{scope:?}"),
 ///     "Scope { len: 0, cancelled: false, fail_fast: false, .. }",
 /// );
-/// let scope = cancel_scope_runtime::Scope::<Result<u8, ()>>::new()
+/// let scope = cancel_scope::Scope::<Result<u8, ()>>::new()
 ///     .first_ok()
 ///     .with_limit(4);
 /// assert_eq!(
@@ -2215,28 +2124,26 @@ impl<T> Default for Scope<T> {
 /// ```
 impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner();
         let mut d = f.debug_struct("Scope");
-        d.field("len", &self.len())
-            .field("cancelled", &self.cause.token().is_cancelled())
-            .field("fail_fast", &self.fail_fast);
-        if self.first_ok {
-            d.field("first_ok", &true);
-        }
-        if let Some(limit) = &self.limit {
+        let len = inner.ledger.len() + self.shared.live.load(Ordering::Acquire);
+        inner.ledger.policy.debug_fields(&mut d, len);
+        if let Some(limit) = &inner.limit {
             d.field("limit", &limit.max);
         }
         d.finish_non_exhaustive()
     }
 }
 
-/// Cancels the token, then aborts the tasks (dropping the `JoinSet`s does)
-/// and the deadline's timer; never blocks. See [`Scope`] for blocking tasks.
+/// Cancels the token, then aborts the tasks and the deadline's timer; never
+/// blocks. See [`Scope`] for blocking tasks.
 impl<T> Drop for Scope<T> {
     fn drop(&mut self) {
-        self.cause.cancel(CancelReason::Dropped);
+        self.shared.cause.cancel(CancelReason::Dropped);
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }
+        self.stop_now(false);
     }
 }
 

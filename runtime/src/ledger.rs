@@ -1,0 +1,507 @@
+//! The one bookkeeping core of [`Scope`](crate::Scope) and
+//! [`LocalScope`](crate::LocalScope): which tasks exist, what became of
+//! them, and the policies that act on an outcome (`fail_fast`, `first_ok`,
+//! failure detection, reaping).
+//!
+//! Tasks live in a slab (`Vec` plus free list), so a long-lived scope reuses
+//! the slots of the results it handed out and never grows past its peak.
+//! Each task is addressed by a [`Key`]: its slot and its sequence number
+//! (which doubles as the slot's generation, so a late report from a detached
+//! task never lands in a reused slot). Finished tasks queue in completion
+//! order for `join_next`; `finish` hands the rest out in spawn order.
+//! A reaping ledger keeps no result: it counts outcomes and keeps the last
+//! few that need attention.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::reason::{CancelReason, Cause};
+use crate::report::{TaskOutcome, TaskReport};
+use crate::scope::{TaskError, TaskId};
+
+/// A panic payload, as [`std::panic::catch_unwind`] returns it.
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
+/// Which outcomes cancel the scope (`fail_fast`, `first_ok`): `Some(true)`
+/// for a success that does, `Some(false)` for a failure that does.
+pub(crate) type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
+
+/// The text of a task's failure, when its value is one (an `Err`).
+pub(crate) type FailureText<T> = fn(&T) -> Option<String>;
+
+/// The rule for `fail_fast` and `first_ok` on a scope of `Result`s.
+pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
+    match (fail_fast, first_ok) {
+        (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
+        (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
+        (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
+    }
+}
+
+/// What ran an ended task, and its result when it was not kept (reaping).
+pub(crate) type Ended<T, R> = (R, Option<Result<T, TaskError>>);
+
+/// How many reaped tasks that need attention a reaping scope remembers.
+pub(crate) const ATTENTION_LOG: usize = 32;
+
+/// A task's address: its slot and its sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub(crate) slot: usize,
+    pub(crate) seq: u64,
+}
+
+impl Key {
+    pub(crate) fn id(self) -> TaskId {
+        TaskId::from_seq(self.seq)
+    }
+}
+
+/// The policies of a scope: set by its builders, applied as each task ends.
+pub(crate) struct Policy<T> {
+    pub(crate) cause: Arc<Cause>,
+    pub(crate) rule: Option<CancelRule<T>>,
+    pub(crate) failure: Option<FailureText<T>>,
+    pub(crate) fail_fast: bool,
+    pub(crate) first_ok: bool,
+    pub(crate) reaping: bool,
+}
+
+impl<T> Policy<T> {
+    pub(crate) fn new(cause: Arc<Cause>) -> Self {
+        Policy {
+            cause,
+            rule: None,
+            failure: None,
+            fail_fast: false,
+            first_ok: false,
+            reaping: false,
+        }
+    }
+
+    /// The `Debug` fields both scopes show.
+    pub(crate) fn debug_fields(&self, d: &mut std::fmt::DebugStruct<'_, '_>, len: usize) {
+        d.field("len", &len)
+            .field("cancelled", &self.cause.token().is_cancelled())
+            .field("fail_fast", &self.fail_fast);
+        if self.first_ok {
+            d.field("first_ok", &true);
+        }
+        if self.reaping {
+            d.field("reaping", &true);
+        }
+    }
+}
+
+pub(crate) enum State<T, R> {
+    /// Spawned, not ended: `R` is what the scope needs to run or abort it.
+    Running(R),
+    /// Ended; the result waits to be handed out.
+    Done(Result<T, TaskError>),
+}
+
+struct Entry<T, R> {
+    seq: u64,
+    name: Option<Cow<'static, str>>,
+    state: State<T, R>,
+    /// When it ended, if a shutdown report was being made.
+    ended_at: Option<Instant>,
+    /// A `#[cancellable]` fn in it took its cancellation path.
+    cancel_seen: bool,
+}
+
+enum Slot<T, R> {
+    Full(Entry<T, R>),
+    /// Free; the next free slot.
+    Free(usize),
+}
+
+const NO_SLOT: usize = usize::MAX;
+
+/// What a shutdown report needs from the ledger: when it began.
+#[derive(Clone, Copy)]
+pub(crate) struct Stopping {
+    pub(crate) at: Instant,
+    pub(crate) timed: bool,
+}
+
+pub(crate) struct Ledger<T, R> {
+    slots: Vec<Slot<T, R>>,
+    free: usize,
+    next_seq: u64,
+    len: usize,
+    running: usize,
+    /// Ended tasks not handed out, in completion order.
+    done: VecDeque<Key>,
+    pub(crate) policy: Policy<T>,
+    /// Set while a shutdown runs: tasks that end now stopped because of it.
+    pub(crate) stopping: Option<Stopping>,
+    /// Outcomes of reaped tasks, by `TaskOutcome::index`.
+    pub(crate) tally: [usize; TaskOutcome::COUNT],
+    /// The last reaped tasks that need attention.
+    pub(crate) attention: VecDeque<TaskReport>,
+    /// Reaped tasks that cleaned up in which a `#[cancellable]` fn was
+    /// cancelled.
+    pub(crate) reaped_ran_cleanup: usize,
+}
+
+impl<T, R> Ledger<T, R> {
+    pub(crate) fn new(cause: Arc<Cause>) -> Self {
+        Ledger {
+            slots: Vec::new(),
+            free: NO_SLOT,
+            next_seq: 0,
+            len: 0,
+            running: 0,
+            done: VecDeque::new(),
+            policy: Policy::new(cause),
+            stopping: None,
+            tally: [0; TaskOutcome::COUNT],
+            attention: VecDeque::new(),
+            reaped_ran_cleanup: 0,
+        }
+    }
+
+    /// Tasks not handed out (running or ended).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+
+    pub(crate) fn has_done(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// The sequence number the next task will get.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> Key {
+        let seq = self.next_seq;
+        self.insert_seq(seq, name, run)
+    }
+
+    /// [`insert`](Self::insert), with a sequence number the caller
+    /// allocated (a `Scope` counts its own, as some of its tasks are not in
+    /// the ledger).
+    pub(crate) fn insert_seq(&mut self, seq: u64, name: Option<Cow<'static, str>>, run: R) -> Key {
+        self.next_seq = self.next_seq.max(seq + 1);
+        let entry = Slot::Full(Entry {
+            seq,
+            name,
+            state: State::Running(run),
+            ended_at: None,
+            cancel_seen: false,
+        });
+        let slot = if self.free == NO_SLOT {
+            self.slots.push(entry);
+            self.slots.len() - 1
+        } else {
+            let slot = self.free;
+            if let Slot::Free(next) = std::mem::replace(&mut self.slots[slot], entry) {
+                self.free = next;
+            }
+            slot
+        };
+        self.len += 1;
+        self.running += 1;
+        Key { slot, seq }
+    }
+
+    fn entry(&self, key: Key) -> Option<&Entry<T, R>> {
+        match self.slots.get(key.slot) {
+            Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
+            _ => None,
+        }
+    }
+
+    fn entry_mut(&mut self, key: Key) -> Option<&mut Entry<T, R>> {
+        match self.slots.get_mut(key.slot) {
+            Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The running task at `key`, if it still runs.
+    pub(crate) fn running_mut(&mut self, key: Key) -> Option<&mut R> {
+        match self.entry_mut(key).map(|e| &mut e.state) {
+            Some(State::Running(run)) => Some(run),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(&self, key: Key) -> Option<&Cow<'static, str>> {
+        self.entry(key).and_then(|e| e.name.as_ref())
+    }
+
+    /// The key of the task with id `id`, if it is in the ledger (a scan).
+    pub(crate) fn find(&self, id: TaskId) -> Option<Key> {
+        self.slots.iter().enumerate().find_map(|(slot, s)| match s {
+            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(Key { slot, seq: e.seq }),
+            _ => None,
+        })
+    }
+
+    /// The keys of the running tasks.
+    pub(crate) fn running_keys(&self) -> Vec<Key> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| match s {
+                Slot::Full(e) if matches!(e.state, State::Running(_)) => {
+                    Some(Key { slot, seq: e.seq })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The task at `key` ended with `out` (its value, or the payload of its
+    /// panic): applies the policies, then keeps the result (or, reaping,
+    /// counts it). Returns what ran it and, reaping, the result, for the
+    /// caller to drop outside any lock (user `Drop`s run there); `None` when
+    /// the task had already ended (a detached blocking task reporting late).
+    pub(crate) fn complete(
+        &mut self,
+        key: Key,
+        out: Result<T, Payload>,
+        seen: bool,
+    ) -> Option<Ended<T, R>> {
+        self.entry(key)
+            .filter(|e| matches!(e.state, State::Running(_)))?;
+        if let Some(rule) = self.policy.rule {
+            if let Some(succeeded) = rule(&out) {
+                let reason = if succeeded {
+                    CancelReason::TaskSucceeded(key.id())
+                } else {
+                    CancelReason::TaskFailed(key.id())
+                };
+                self.policy.cause.cancel_by(reason, self.name(key));
+            }
+        }
+        self.end(key, out.map_err(TaskError::panic), seen)
+    }
+
+    /// The task at `key` ended without a value (aborted, detached); see
+    /// [`complete`](Self::complete).
+    /// `seen`: a `#[cancellable]` fn in it took its cancellation path.
+    pub(crate) fn end(
+        &mut self,
+        key: Key,
+        result: Result<T, TaskError>,
+        seen: bool,
+    ) -> Option<Ended<T, R>> {
+        let stopping = self.stopping;
+        let reaping = self.policy.reaping;
+        let failure = self.policy.failure;
+        let running = &mut self.running;
+        let entry = match self.slots.get_mut(key.slot) {
+            Some(Slot::Full(e)) if e.seq == key.seq => e,
+            _ => return None,
+        };
+        if !matches!(entry.state, State::Running(_)) {
+            return None;
+        }
+        if stopping.is_some_and(|s| s.timed) {
+            entry.ended_at = Some(Instant::now());
+        }
+        entry.cancel_seen = seen;
+        *running -= 1;
+        if reaping {
+            let outcome = outcome_of(&result, failure, stopping.is_some());
+            let name = self.name(key).cloned();
+            self.reaped(key.id(), name, outcome, || error_text(&result, failure));
+            if seen && outcome == TaskOutcome::CancelledCleanedUp {
+                self.reaped_ran_cleanup += 1;
+            }
+            let Slot::Full(entry) = self.remove(key) else {
+                unreachable!()
+            };
+            return match entry.state {
+                State::Running(run) => Some((run, Some(result))),
+                State::Done(_) => None,
+            };
+        }
+        let State::Running(run) = std::mem::replace(&mut entry.state, State::Done(result)) else {
+            unreachable!()
+        };
+        self.done.push_back(key);
+        Some((run, None))
+    }
+
+    /// Counts a reaped task; keeps it in the log when it needs attention.
+    pub(crate) fn reaped(
+        &mut self,
+        id: TaskId,
+        name: Option<Cow<'static, str>>,
+        outcome: TaskOutcome,
+        error: impl FnOnce() -> Option<String>,
+    ) {
+        self.tally[outcome.index()] += 1;
+        if outcome.needs_attention() {
+            let report = TaskReport::new(id, name, outcome, None).with_error(error());
+            if self.attention.len() == ATTENTION_LOG {
+                self.attention.pop_front();
+            }
+            self.attention.push_back(report);
+        }
+    }
+
+    fn remove(&mut self, key: Key) -> Slot<T, R> {
+        self.len -= 1;
+        let slot = std::mem::replace(&mut self.slots[key.slot], Slot::Free(self.free));
+        self.free = key.slot;
+        if self.len == 0 {
+            // Forget the slots: a scope emptied between bursts gives back
+            // its peak.
+            self.slots.clear();
+            self.free = NO_SLOT;
+        }
+        slot
+    }
+
+    /// Hands out the first result in completion order.
+    pub(crate) fn take_next(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
+        while let Some(key) = self.done.pop_front() {
+            if self
+                .entry(key)
+                .is_some_and(|e| matches!(e.state, State::Done(_)))
+            {
+                return Some((key.id(), self.take(key)));
+            }
+        }
+        None
+    }
+
+    /// Hands out the ended task at `key`.
+    pub(crate) fn take(&mut self, key: Key) -> Result<T, TaskError> {
+        let Slot::Full(Entry {
+            state: State::Done(result),
+            ..
+        }) = self.remove(key)
+        else {
+            unreachable!("cancel-scope: took a task that had not ended")
+        };
+        result
+    }
+
+    /// The first kept result, in completion order, that `pick` accepts.
+    pub(crate) fn find_done(&self, pick: impl Fn(&Result<T, TaskError>) -> bool) -> Option<Key> {
+        self.done.iter().copied().find(
+            |&key| matches!(self.entry(key), Some(Entry { state: State::Done(r), .. }) if pick(r)),
+        )
+    }
+
+    /// No task runs: hands out every result, in spawn order, each with its
+    /// report line, and empties the ledger.
+    pub(crate) fn finish_with<O>(
+        &mut self,
+        mut each: impl FnMut(TaskReport, Result<T, TaskError>) -> O,
+    ) -> Vec<O> {
+        let reason = self.policy.cause.described();
+        let stopping = self.stopping;
+        let failure = self.policy.failure;
+        let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Full(e) => Some(e),
+                Slot::Free(_) => None,
+            })
+            .collect();
+        if !entries.is_sorted_by_key(|e| e.seq) {
+            entries.sort_unstable_by_key(|e| e.seq);
+        }
+        self.free = NO_SLOT;
+        self.len = 0;
+        self.running = 0;
+        self.done.clear();
+        entries
+            .into_iter()
+            .map(|e| {
+                let result = match e.state {
+                    State::Done(result) => result,
+                    // Not reported back: it cannot run any more.
+                    State::Running(_) => Err(TaskError::aborted(reason.clone())),
+                };
+                let outcome = outcome_of(&result, failure, e.ended_at.is_some());
+                let cleanup = match (outcome, e.ended_at, stopping) {
+                    (TaskOutcome::Aborted | TaskOutcome::Detached, ..) => None,
+                    (_, Some(end), Some(s)) => Some(end.saturating_duration_since(s.at)),
+                    _ => None,
+                };
+                let report = TaskReport::new(TaskId::from_seq(e.seq), e.name, outcome, cleanup)
+                    .with_error(error_text(&result, failure))
+                    .with_cleanup_ran(e.cancel_seen);
+                each(report, result)
+            })
+            .collect()
+    }
+
+    /// [`finish_with`](Self::finish_with), results only.
+    pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
+        let reason = self.policy.cause.described();
+        let mut entries: Vec<(u64, Result<T, TaskError>)> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Full(Entry {
+                    seq,
+                    state: State::Done(r),
+                    ..
+                }) => Some((seq, r)),
+                Slot::Full(Entry { seq, .. }) => {
+                    Some((seq, Err(TaskError::aborted(reason.clone()))))
+                }
+                Slot::Free(_) => None,
+            })
+            .collect();
+        if !entries.is_sorted_by_key(|e| e.0) {
+            entries.sort_unstable_by_key(|e| e.0);
+        }
+        self.free = NO_SLOT;
+        self.len = 0;
+        self.running = 0;
+        self.done.clear();
+        entries.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The reaped tasks' share of a report: their counts, and the last ones
+    /// that need attention.
+    pub(crate) fn take_reaped(&mut self) -> ([usize; TaskOutcome::COUNT], Vec<TaskReport>) {
+        let tally = std::mem::take(&mut self.tally);
+        (tally, std::mem::take(&mut self.attention).into())
+    }
+}
+
+/// What a result means for a report; `after_cancel` when the task ended
+/// while a shutdown ran.
+pub(crate) fn outcome_of<T>(
+    result: &Result<T, TaskError>,
+    failure: Option<FailureText<T>>,
+    after_cancel: bool,
+) -> TaskOutcome {
+    match result {
+        Err(e) => e.outcome(),
+        Ok(v) if failure.is_some_and(|f| f(v).is_some()) => TaskOutcome::Failed,
+        Ok(_) if after_cancel => TaskOutcome::CancelledCleanedUp,
+        Ok(_) => TaskOutcome::Completed,
+    }
+}
+
+pub(crate) fn error_text<T>(
+    result: &Result<T, TaskError>,
+    failure: Option<FailureText<T>>,
+) -> Option<String> {
+    match result {
+        Err(e) => Some(e.to_string()),
+        Ok(v) => failure.and_then(|f| f(v)),
+    }
+}
