@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cancel_scope::{CancellationToken, Cancelled, LocalScope, cancellable, on_cancel, shield};
-use common::{Log, poll_once};
+use common::{Log, current_thread, on_watched_thread, poll_once};
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
@@ -25,27 +25,6 @@ use tokio::time::sleep;
 const HANG: Duration = Duration::from_secs(60);
 
 const MS: Duration = Duration::from_millis(1);
-
-/// Runs `f` on a thread of its own and fails if it does not end within
-/// [`HANG`].
-fn on_watched_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(HANG).expect("the thread hung") {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
 
 /// Waits for ever in its body; logs its cleanup.
 #[cancellable]
@@ -512,7 +491,7 @@ async fn around_cleanup_calls(flushes: Arc<AtomicUsize>, errs: Arc<AtomicUsize>)
 #[test]
 fn r4_a_cleanup_calling_cancellable_fns_with_its_cancelled_token_ends_each_cleaned_up_once() {
     on_watched_thread(|| {
-        paused_runtime().block_on(async {
+        current_thread(true).block_on(async {
             for nested in [false, true] {
                 let flushes = Arc::new(AtomicUsize::new(0));
                 let errs = Arc::new(AtomicUsize::new(0));
@@ -569,10 +548,7 @@ async fn spins_on_flat(
 #[test]
 fn r4_a_loop_on_a_flattened_call_with_a_setup_yields_and_counts_every_setup_and_cleanup() {
     on_watched_thread(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread(false);
         rt.block_on(async {
             let dead = CancellationToken::new();
             dead.cancel();
@@ -778,7 +754,7 @@ async fn keeps_a_panicked_call(log: Log) {
 #[test]
 fn r6_a_caught_panic_of_a_nested_cleanup_does_not_keep_the_caller_waiting() {
     on_watched_thread(|| {
-        paused_runtime().block_on(async {
+        current_thread(true).block_on(async {
             let log = Log::default();
             let token = CancellationToken::new();
             let mut call = Box::pin(keeps_a_panicked_call(token.clone(), log.clone()));
@@ -888,7 +864,7 @@ mod one_event_per_cancelled_fn {
     fn run_recorded(fut: impl Future<Output = ()>) -> Vec<(String, String, String)> {
         let recorder = Recorder::default();
         let events = recorder.0.clone();
-        tracing::subscriber::with_default(recorder, || paused_runtime().block_on(fut));
+        tracing::subscriber::with_default(recorder, || current_thread(true).block_on(fut));
         events.lock().unwrap().clone()
     }
 
@@ -1300,23 +1276,21 @@ async fn retries_in_its_setup(sibling_ran: Arc<AtomicUsize>, attempts: Arc<Atomi
 /// "A body that retries a cancelled call in a loop cannot wedge its
 /// thread": the same loop in the setup of a fn run as a task, whose token
 /// is cancelled, on a current-thread runtime with another task waiting.
-#[test]
-fn a_retry_loop_in_the_setup_of_a_cancelled_task_fn_lets_other_tasks_run() {
-    on_watched_thread(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+/// Spawns `spinner` (a retry loop that stops once its sibling ran, or after
+/// 200,000 attempts) on a current-thread runtime with a cancelled token,
+/// beside a sibling task: the loop must yield to it.
+fn assert_the_loop_yields<F>(
+    spinner: fn(CancellationToken, Arc<AtomicUsize>, Arc<AtomicUsize>) -> F,
+) where
+    F: Future<Output = Result<(), Cancelled>> + Send + 'static,
+{
+    on_watched_thread(move || {
+        current_thread(false).block_on(async {
             let sibling_ran = Arc::new(AtomicUsize::new(0));
             let attempts = Arc::new(AtomicUsize::new(0));
             let token = CancellationToken::new();
             token.cancel();
-            let spinner = tokio::spawn(retries_in_its_setup(
-                token,
-                sibling_ran.clone(),
-                attempts.clone(),
-            ));
+            let spinner = tokio::spawn(spinner(token, sibling_ran.clone(), attempts.clone()));
             let sibling = tokio::spawn({
                 let sibling_ran = sibling_ran.clone();
                 async move { sibling_ran.store(1, SeqCst) }
@@ -1327,6 +1301,11 @@ fn a_retry_loop_in_the_setup_of_a_cancelled_task_fn_lets_other_tasks_run() {
             assert!(n < 200_000, "the loop never yielded: {n} attempts");
         });
     });
+}
+
+#[test]
+fn a_retry_loop_in_the_setup_of_a_cancelled_task_fn_lets_other_tasks_run() {
+    assert_the_loop_yields(retries_in_its_setup);
 }
 
 /// The same loop in a cleanup ("flush until it works"), with its cancelled
@@ -1344,31 +1323,7 @@ async fn retries_in_its_cleanup(sibling_ran: Arc<AtomicUsize>, attempts: Arc<Ato
 
 #[test]
 fn a_retry_loop_in_the_cleanup_of_a_cancelled_task_fn_lets_other_tasks_run() {
-    on_watched_thread(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let sibling_ran = Arc::new(AtomicUsize::new(0));
-            let attempts = Arc::new(AtomicUsize::new(0));
-            let token = CancellationToken::new();
-            token.cancel();
-            let spinner = tokio::spawn(retries_in_its_cleanup(
-                token,
-                sibling_ran.clone(),
-                attempts.clone(),
-            ));
-            let sibling = tokio::spawn({
-                let sibling_ran = sibling_ran.clone();
-                async move { sibling_ran.store(1, SeqCst) }
-            });
-            let _ = spinner.await.unwrap();
-            sibling.await.unwrap();
-            let n = attempts.load(SeqCst);
-            assert!(n < 200_000, "the loop never yielded: {n} attempts");
-        });
-    });
+    assert_the_loop_yields(retries_in_its_cleanup);
 }
 
 // ---------------------------------------------------------------------------
@@ -1499,10 +1454,7 @@ async fn retries_through_a_wrapper(
 #[test]
 fn a_retry_loop_one_level_above_the_cancelled_call_lets_other_tasks_run() {
     on_watched_thread(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread(false);
         rt.block_on(async {
             let sibling_ran = Arc::new(AtomicUsize::new(0));
             let attempts = Arc::new(AtomicUsize::new(0));

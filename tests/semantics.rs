@@ -17,7 +17,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use cancel_scope::{CancellationToken, Cancelled, LocalScope, cancellable, on_cancel, shield};
-use common::{Guard, Log, poll_once};
+use common::{Guard, Log, current_thread, on_watched_thread, poll_once};
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,24 +26,6 @@ use tokio::task::yield_now;
 
 /// Far longer than any test needs; only turns a hang into a failure.
 const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a thread of its own with a current-thread runtime and fails
-/// if it does not end within [`HANG`]: a wedged runtime cannot time itself
-/// out.
-fn on_watched_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG).expect("the thread hung")
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 // ---------------------------------------------------------------------------
 // Rule 1: a call is cancelled only by its own token or its own timeout
@@ -353,7 +335,8 @@ fn a_cancel_from_another_thread_mid_poll_still_makes_the_caller_err() {
         done_tx.send(()).unwrap();
     });
     let log = Log::default();
-    let r = current_thread().block_on(cancelled_mid_poll(token, cancel_tx, done_rx, log.clone()));
+    let r =
+        current_thread(false).block_on(cancelled_mid_poll(token, cancel_tx, done_rx, log.clone()));
     thread.join().unwrap();
     assert_eq!(r, Err(Cancelled::new()));
     assert_eq!(log.events(), ["cleanup"]);
@@ -382,7 +365,7 @@ fn an_unbounded_retry_loop_is_cut_and_does_not_wedge_a_current_thread_runtime() 
         let attempts = Arc::new(AtomicUsize::new(0));
         let cleanups = Arc::new(AtomicUsize::new(0));
         let token = CancellationToken::new();
-        let r = current_thread().block_on({
+        let r = current_thread(false).block_on({
             let (attempts, cleanups) = (attempts.clone(), cleanups.clone());
             async move {
                 let call = tokio::spawn(retries_for_ever(token.clone(), attempts, cleanups));
@@ -421,7 +404,7 @@ async fn spins_on_a_dead_token(dead: CancellationToken, stop: Arc<AtomicUsize>) 
 #[test]
 fn a_loop_on_a_cancelled_call_yields_to_other_tasks() {
     let n = on_watched_thread(|| {
-        current_thread().block_on(async {
+        current_thread(false).block_on(async {
             let dead = CancellationToken::new();
             dead.cancel();
             let stop = Arc::new(AtomicUsize::new(0));
@@ -495,7 +478,7 @@ async fn holds_a_blocking_drop(dropped: Arc<AtomicUsize>, log: Log) {
 #[test]
 fn block_on_in_a_drop_inside_a_cancelled_body_does_not_hang() {
     let dropped = on_watched_thread(|| {
-        current_thread().block_on(async {
+        current_thread(false).block_on(async {
             let dropped = Arc::new(AtomicUsize::new(0));
             let token = CancellationToken::new();
             let mut call = Box::pin(holds_a_blocking_drop(

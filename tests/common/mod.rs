@@ -1,6 +1,6 @@
 //! What the facade's test files share: an event log, a drop guard that
-//! writes to it, polling once by hand, and reading a panic's message. Each
-//! test file uses a subset of it.
+//! writes to it, polling once by hand, reading a panic's message, a watchdog
+//! thread and a current-thread runtime. Each test file uses a subset of it.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -52,4 +52,30 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("<not a string>")
+}
+
+/// Runs `f` on a thread of its own and fails if it does not end within a
+/// generous minute (a wedged current-thread runtime cannot time itself out);
+/// a panic in `f` is the caller's.
+pub fn on_watched_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the thread hung")
+    {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A current-thread runtime with every driver, its clock `paused` or not.
+pub fn current_thread(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
 }
