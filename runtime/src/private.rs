@@ -74,6 +74,11 @@ pin_project! {
             // Retries that returned into the body since: past the limit,
             // the body is dropped even if a retry's cleanup is running.
             retries: u8,
+            // Nested calls still waiting in the body (see `Last::alive`).
+            alive: u16,
+            // Turns waited for nested calls that have not seen a
+            // cancellation yet (see `SETTLE_TURNS`).
+            settled: u8,
         },
         /// Returned.
         Done,
@@ -253,42 +258,28 @@ impl RaceDeadline for Deadline<'_> {
 impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
     type Output = Result<F::Output, Cancelled>;
 
+    // Only what needs the body's type is here; the rest is in `RaceState`'s
+    // non-generic methods, compiled once.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         // Cancellation first: it wins ties, and an already-cancelled token
         // means the body is never polled.
-        let cancelled = match this.state.as_mut().project() {
-            StateProj::Fresh { token } => token.is_cancelled().then_some(None),
-            StateProj::Waiting {
-                last, cancelled, ..
-            } => cancelled.poll(cx).is_ready().then_some(Some(*last)),
-            StateProj::Cancelling { reason, .. } => {
-                let reason = *reason;
-                let event = this.event.name();
+        let step = match this.state.as_mut().before_poll(cx) {
+            Step::Go if this.deadline.poll_elapsed(cx) => {
+                Step::Cancelled(this.state.last(), Some(Cancelled::timed_out()))
+            }
+            step => step,
+        };
+        let event = this.event.name();
+        match step {
+            Step::Go => {}
+            Step::Cancelled(last, reason) => {
+                return cancelled_now(this.body, this.state, last, reason, event, cx).map(Err);
+            }
+            Step::Drain(reason) => {
                 return cancel(this.body, this.state, reason, true, event, false, cx).map(Err);
             }
-            StateProj::Returning { reason } => {
-                let reason = *reason;
-                nest::may_return_cancelled(false, cx);
-                this.state.set(RaceState::Done);
-                return Poll::Ready(Err(reason));
-            }
-            StateProj::Done => polled_after_completion(),
-        };
-        let cancelled = match cancelled {
-            Some(last) => Some((last, None)),
-            None if this.deadline.poll_elapsed(cx) => {
-                let last = match &*this.state {
-                    RaceState::Waiting { last, .. } => Some(*last),
-                    _ => None,
-                };
-                Some((last, Some(Cancelled::timed_out())))
-            }
-            None => None,
-        };
-        if let Some((last, reason)) = cancelled {
-            return cancelled_now(this.body, this.state, last, reason, this.event.name(), cx)
-                .map(Err);
+            Step::Return(reason) => return Poll::Ready(Err(reason)),
         }
 
         let Some(body) = this.body.as_mut().as_pin_mut() else {
@@ -297,40 +288,99 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         let polling = Polling::start();
         let poll = body.poll(cx);
         let report = polling.finish();
-        match poll {
+        let last = match poll {
             Poll::Ready(value) => {
-                // A nested call returned `Err(Cancelled)` into the body: if the
-                // race's own token is cancelled too, so is the race, whatever
-                // the body made of it.
-                if report.saw_cancel() && this.state.as_mut().poll_cancelled(cx) {
-                    drop(value);
-                    let last = Some(Last::default());
-                    return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
-                        .map(Err);
+                if !this.state.as_mut().ready(report, cx) {
+                    this.body.set(None);
+                    return Poll::Ready(Ok(value));
                 }
-                this.body.set(None);
-                this.state.set(RaceState::Done);
-                Poll::Ready(Ok(value))
+                drop(value);
+                Some(Last::default())
             }
-            Poll::Pending => {
-                if this.state.as_mut().wait(report, cx) {
-                    let last = match &*this.state {
-                        RaceState::Waiting { last, .. } => Some(*last),
-                        _ => None,
-                    };
-                    return cancelled_now(this.body, this.state, last, None, this.event.name(), cx)
-                        .map(Err);
-                }
-                // Pass on what must finish inside (a nested cleanup, a
-                // shield): a cancelled race around this one waits for it too.
-                nest::pending(report.busy());
-                Poll::Pending
-            }
-        }
+            Poll::Pending => match this.state.as_mut().pending(report, cx) {
+                None => return Poll::Pending,
+                Some(last) => last,
+            },
+        };
+        cancelled_now(this.body, this.state, last, None, event, cx).map(Err)
     }
 }
 
+/// What a race does before it polls its body.
+enum Step {
+    /// Poll the body.
+    Go,
+    /// Cancelled just now (`last`: what the body reported so far, `None` if
+    /// it never waited; `reason` when known, a timeout).
+    Cancelled(Option<Last>, Option<Cancelled>),
+    /// Cancelled earlier: poll the body only so nested calls finish.
+    Drain(Cancelled),
+    /// Return `Err` now (a retry that waited a turn).
+    Return(Cancelled),
+}
+
 impl RaceState<'_> {
+    /// Before the body's poll.
+    fn before_poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step {
+        match self.as_mut().project() {
+            StateProj::Fresh { token } if token.is_cancelled() => Step::Cancelled(None, None),
+            StateProj::Fresh { .. } => Step::Go,
+            StateProj::Waiting {
+                last, cancelled, ..
+            } => {
+                if cancelled.poll(cx).is_ready() {
+                    Step::Cancelled(Some(*last), None)
+                } else {
+                    Step::Go
+                }
+            }
+            StateProj::Cancelling { reason, .. } => Step::Drain(*reason),
+            StateProj::Returning { reason } => {
+                let reason = *reason;
+                nest::may_return_cancelled(false, cx);
+                self.set(RaceState::Done);
+                Step::Return(reason)
+            }
+            StateProj::Done => polled_after_completion(),
+        }
+    }
+
+    /// What the body reported so far, if it ever waited.
+    fn last(&self) -> Option<Last> {
+        match self {
+            RaceState::Waiting { last, .. } => Some(*last),
+            _ => None,
+        }
+    }
+
+    /// The body returned a value: `true` if the race is cancelled all the
+    /// same (a nested call returned `Err(Cancelled)` into it, and the race's
+    /// own token is cancelled), else the race is done.
+    fn ready(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
+        if report.saw_cancel() && self.as_mut().poll_cancelled(cx) {
+            return true;
+        }
+        self.set(RaceState::Done);
+        false
+    }
+
+    /// The body is pending: `None` to wait (passing on to a race around this
+    /// one what must finish inside), else cancelled just now, with what the
+    /// body reported so far.
+    fn pending(
+        mut self: Pin<&mut Self>,
+        report: Report,
+        cx: &mut Context<'_>,
+    ) -> Option<Option<Last>> {
+        if self.as_mut().wait(report, cx) {
+            return Some(self.last());
+        }
+        // A cancelled race around this one waits for what must finish
+        // inside (a nested cleanup, a shield) too.
+        nest::pending(report.busy());
+        None
+    }
+
     /// The body waits: register a waiter on the token (the first time) and
     /// keep what it reported. `true` if the token is cancelled, which a
     /// cancellation that landed while the body was polled is seen here.
@@ -444,11 +494,15 @@ fn cancel(
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
     if drain {
-        let (in_flight, retries) = match &*state {
+        let (in_flight, retries, alive, settled) = match &*state {
             RaceState::Cancelling {
-                in_flight, retries, ..
-            } => (Arc::clone(in_flight), *retries),
-            _ => (Arc::default(), 0),
+                in_flight,
+                retries,
+                alive,
+                settled,
+                ..
+            } => (Arc::clone(in_flight), *retries, *alive, *settled),
+            other => (Arc::default(), 0, other.last().map_or(0, |l| l.alive), 0),
         };
         let draining = Draining::start(reason, &in_flight);
         let polling = Polling::draining();
@@ -456,12 +510,33 @@ fn cancel(
         let report = polling.finish();
         drop(draining);
         let retries = retries.saturating_add(report.retries());
+        let alive = alive.saturating_add_signed(report.alive());
         // A body that retries a cancelled call whose cleanup takes a turn
         // stays busy for ever: past the limit it is dropped all the same.
         let busy = report.busy() || !in_flight.is_idle();
-        if pending && busy && retries < nest::RETRIES_PER_POLL {
+        // Nested calls still wait, and none is busy: they may be on tokens
+        // derived from ours that are not marked cancelled yet. tokio-util
+        // cancels a tree one node at a time, and a token below the one that
+        // was cancelled is marked before its own children (they are adopted
+        // and marked later in the same loop, on the cancelling thread). Give
+        // that thread a few turns before dropping them with the body.
+        let settle = !busy && alive > 0 && settled < SETTLE_TURNS;
+        if pending && (busy || settle) && retries < nest::RETRIES_PER_POLL {
+            let settled = if settle { settled + 1 } else { settled };
+            if settle {
+                yield_turn(cx);
+            }
             match state.as_mut().project() {
-                StateProj::Cancelling { retries: r, .. } => *r = retries,
+                StateProj::Cancelling {
+                    retries: r,
+                    alive: a,
+                    settled: s,
+                    ..
+                } => {
+                    *r = retries;
+                    *a = alive;
+                    *s = settled;
+                }
                 StateProj::Waiting { counted, .. } => {
                     let counted = counted.take();
                     state.set(RaceState::Cancelling {
@@ -470,6 +545,8 @@ fn cancel(
                         in_flight,
                         upward: nest::register(),
                         retries,
+                        alive,
+                        settled,
                     });
                 }
                 _ => state.set(RaceState::Cancelling {
@@ -478,6 +555,8 @@ fn cancel(
                     in_flight,
                     upward: nest::register(),
                     retries,
+                    alive,
+                    settled,
                 }),
             }
             nest::pending(true);
@@ -504,6 +583,17 @@ fn cancel(
         return Poll::Pending;
     }
     Poll::Ready(reason)
+}
+
+/// How many turns a cancelled race waits for nested calls that still wait in
+/// its body and have not seen a cancellation (see `cancel`).
+const SETTLE_TURNS: u8 = 8;
+
+/// Asks to be polled again after the other tasks that are ready (as
+/// `tokio::task::yield_now` does; outside a Tokio runtime, at once).
+fn yield_turn(cx: &mut Context<'_>) {
+    let mut turn = std::pin::pin!(tokio::task::yield_now());
+    let _ = turn.as_mut().poll(cx);
 }
 
 /// A fn without a cleanup was cancelled: its `tracing` event.
