@@ -1615,12 +1615,7 @@ impl<T: Send + 'static> Scope<T> {
                 inner.wait = Wait::Nothing;
                 return Poll::Ready(Some(next));
             }
-            if shared.idle(&inner) {
-                inner.wait = Wait::Nothing;
-                return Poll::Ready(None);
-            }
-            register(&mut inner, Wait::Next, cx);
-            Poll::Pending
+            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
         })
         .await
     }
@@ -1868,16 +1863,28 @@ fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
     }
 }
 
+/// Ends the owner's wait with `done` when no task runs (none is queued
+/// either); otherwise registers its waker for `wait`.
+fn idle_or_register<T, R>(
+    shared: &Shared<T>,
+    inner: &mut Inner<T>,
+    wait: Wait,
+    cx: &Context<'_>,
+    done: R,
+) -> Poll<R> {
+    if shared.idle(inner) {
+        inner.wait = Wait::Nothing;
+        return Poll::Ready(done);
+    }
+    register(inner, wait, cx);
+    Poll::Pending
+}
+
 /// Waits until no task runs (none is queued either).
 async fn wait_empty<T>(shared: &Shared<T>) {
     poll_fn(|cx| {
         let mut inner = shared.lock();
-        if shared.idle(&inner) {
-            inner.wait = Wait::Nothing;
-            return Poll::Ready(());
-        }
-        register(&mut inner, Wait::Empty, cx);
-        Poll::Pending
+        idle_or_register(shared, &mut inner, Wait::Empty, cx, ())
     })
     .await;
 }
@@ -2059,12 +2066,7 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
             if let Some(key) = inner.ledger.find_done(is_ok) {
                 return Poll::Ready(Some(key));
             }
-            if shared.idle(&inner) {
-                inner.wait = Wait::Nothing;
-                return Poll::Ready(None);
-            }
-            register(&mut inner, Wait::Next, cx);
-            Poll::Pending
+            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
         })
         .await;
         let Some(key) = found else {
