@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{
-    FailureText, Key, Ledger, Payload, Stopping, cancel_rule, error_text, outcome_of,
+    FailureText, Key, Ledger, Payload, Policy, Stopping, cancel_rule, error_text, outcome_of,
 };
 use crate::reason::{self, CancelReason, Cause};
 use crate::report::{Shutdown, ShutdownReport, TaskOutcome};
@@ -1910,6 +1910,19 @@ async fn reserve<T>(shared: &Arc<Shared<T>>) -> SpawnPermit<T> {
 }
 
 impl<U, E> Scope<Result<U, E>> {
+    /// Turns on `fail_fast` or `first_ok` (`set`) and makes the cancel rule
+    /// the tasks spawned from now on apply say so.
+    fn cancel_when(self, set: impl FnOnce(&mut Policy<Result<U, E>>)) -> Self {
+        {
+            let mut inner = self.inner();
+            let policy = &mut inner.ledger.policy;
+            set(policy);
+            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+            self.shared.refresh_untracked(&inner);
+        }
+        self
+    }
+
     /// Makes the scope fail fast: the first task that returns `Err` or
     /// panics cancels the scope's token at once, from inside the task, so its
     /// siblings see their tokens cancelled and run their cleanups without
@@ -1938,14 +1951,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(self) -> Self {
-        {
-            let mut inner = self.inner();
-            let policy = &mut inner.ledger.policy;
-            policy.fail_fast = true;
-            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
-            self.shared.refresh_untracked(&inner);
-        }
-        self
+        self.cancel_when(|policy| policy.fail_fast = true)
     }
     /// Makes the first success win: the first task that returns `Ok` cancels
     /// the scope's token at once, from inside the task, so its siblings see
@@ -1982,14 +1988,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(self) -> Self {
-        {
-            let mut inner = self.inner();
-            let policy = &mut inner.ledger.policy;
-            policy.first_ok = true;
-            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
-            self.shared.refresh_untracked(&inner);
-        }
-        self
+        self.cancel_when(|policy| policy.first_ok = true)
     }
 }
 
