@@ -583,10 +583,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Confi
         if arg == "-h" || arg == "--help" {
             return Ok(None);
         }
-        let (flag, value) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
+        let (flag, value) = common::split_flag(arg);
         let slot = match flag.as_str() {
             "--run-for" => &mut config.run_for,
             "--grace" => &mut config.grace,
@@ -597,46 +594,31 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Confi
         let value = value
             .or_else(|| args.next())
             .ok_or(format!("{flag} needs a number of seconds"))?;
-        *slot = value
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or(format!("{flag}: `{value}` is not a number of seconds"))?;
+        *slot = common::seconds(&flag, &value)?;
     }
     Ok(Some(config))
 }
 
 fn main() -> ExitCode {
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("daemon: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    // Not `#[tokio::main]`: the runtime is shut down with a timeout, so a
-    // stuck blocking thread cannot keep the process alive.
-    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
-    let code = runtime.block_on(async {
-        let signal = match ShutdownSignal::install() {
-            Ok(signal) => Arc::new(signal),
-            Err(e) => {
-                eprintln!("daemon: cannot listen for signals: {e}");
-                return 1;
+    common::main_with(
+        "daemon",
+        USAGE,
+        parse_args(std::env::args().skip(1)),
+        |config| async move {
+            let signal = match ShutdownSignal::install() {
+                Ok(signal) => Arc::new(signal),
+                Err(e) => {
+                    eprintln!("daemon: cannot listen for signals: {e}");
+                    return 1;
+                }
+            };
+            match run(&config, signal, &mut io::stdout()).await {
+                Ok(report) => report.code(),
+                Err(e) => {
+                    eprintln!("daemon: {e}");
+                    1
+                }
             }
-        };
-        match run(&config, signal, &mut io::stdout()).await {
-            Ok(report) => report.code(),
-            Err(e) => {
-                eprintln!("daemon: {e}");
-                1
-            }
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_millis(500));
-    ExitCode::from(code)
+        },
+    )
 }

@@ -14,6 +14,8 @@ use cancel_scope::daemon::{
 use cancel_scope::{Cancelled, ShutdownSignal, cancellable, on_cancel};
 use tokio::time::Instant;
 
+mod common;
+
 /// What the subsystems (and the daemon's log) say, in order.
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<String>>>);
@@ -31,6 +33,11 @@ impl Log {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The lines `keep` keeps, in order.
+    fn lines_where(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.lines().into_iter().filter(|l| keep(l)).collect()
     }
 
     fn has(&self, needle: &str) -> bool {
@@ -62,15 +69,19 @@ fn cleans_up_in(name: &'static str, cleanup: Duration, log: &Log) -> Subsystem {
     })
 }
 
+/// `daemon` listening to a fresh [`ShutdownSignal`], and that signal, to
+/// trigger it.
+fn signalled(daemon: Daemon) -> (Daemon, Arc<ShutdownSignal>) {
+    let signal = Arc::new(ShutdownSignal::install().unwrap());
+    (daemon.signal(Arc::clone(&signal)), signal)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_signal_stops_it_gracefully_then_the_grace_period_forces_it() {
     let log = Log::default();
-    let signal = Arc::new(ShutdownSignal::install().unwrap());
-    let trigger = Arc::clone(&signal);
+    let (daemon, trigger) = signalled(log.daemon("d"));
     let subsystems = log.clone();
-    let report = log
-        .daemon("d")
-        .signal(signal)
+    let report = daemon
         .grace(Duration::from_secs(2))
         .shutdown_order(ShutdownOrder::Concurrent)
         .run(move |d| async move {
@@ -116,12 +127,9 @@ async fn a_signal_stops_it_gracefully_then_the_grace_period_forces_it() {
 #[tokio::test(start_paused = true)]
 async fn a_graceful_shutdown_exits_0_and_says_what_each_cleanup_did() {
     let log = Log::default();
-    let signal = Arc::new(ShutdownSignal::install().unwrap());
-    let trigger = Arc::clone(&signal);
+    let (daemon, trigger) = signalled(log.daemon("d"));
     let subsystems = log.clone();
-    let report = log
-        .daemon("d")
-        .signal(signal)
+    let report = daemon
         .run(move |d| async move {
             d.start(cleans_up_in("a", Duration::from_millis(10), &subsystems));
             d.start(cleans_up_in("b", Duration::from_millis(20), &subsystems));
@@ -144,12 +152,9 @@ async fn a_graceful_shutdown_exits_0_and_says_what_each_cleanup_did() {
 #[tokio::test(start_paused = true)]
 async fn a_second_signal_aborts_at_once() {
     let log = Log::default();
-    let signal = Arc::new(ShutdownSignal::install().unwrap());
-    let trigger = Arc::clone(&signal);
+    let (daemon, trigger) = signalled(log.daemon("d"));
     let subsystems = log.clone();
-    let report = log
-        .daemon("d")
-        .signal(signal)
+    let report = daemon
         .grace(Duration::from_secs(3600))
         .run(move |d| async move {
             d.start(cleans_up_in("slow", Duration::from_secs(3600), &subsystems));
@@ -171,11 +176,8 @@ async fn a_second_signal_aborts_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_signal_during_a_shutdown_for_a_failure_forces_it() {
-    let signal = Arc::new(ShutdownSignal::install().unwrap());
-    let trigger = Arc::clone(&signal);
-    let report = Daemon::new("d")
-        .quiet()
-        .signal(signal)
+    let (daemon, trigger) = signalled(Daemon::new("d").quiet());
+    let report = daemon
         .grace(Duration::from_secs(3600))
         .run(move |d| async move {
             d.start(Subsystem::new("hung", |h| async move {
@@ -243,11 +245,7 @@ async fn a_failure_two_levels_down_escalates_to_the_daemon() {
         Some("/daemon/writer/flush failed: disk full")
     );
     // Logged once, by name, with its error; the siblings cleaned up.
-    let failed: Vec<_> = log
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("failed:"))
-        .collect();
+    let failed = log.lines_where(|l| l.contains("failed:"));
     assert_eq!(failed, ["log: /daemon/writer/flush failed: disk full"]);
     assert!(log.has("done index") && log.has("done metrics") && log.has("stop writer"));
     assert_eq!(report.code(), 1);
@@ -527,11 +525,7 @@ async fn subsystems_stop_in_reverse_start_order_by_default() {
             d.request_shutdown();
         })
         .await;
-    let order: Vec<_> = log
-        .lines()
-        .into_iter()
-        .filter(|l| !l.starts_with("log:"))
-        .collect();
+    let order = log.lines_where(|l| !l.starts_with("log:"));
     assert_eq!(
         order,
         [
@@ -575,11 +569,7 @@ async fn subsystems_stop_in_a_declared_order_at_every_level() {
             d.request_shutdown();
         })
         .await;
-    let order: Vec<_> = log
-        .lines()
-        .into_iter()
-        .filter(|l| l.starts_with("stop"))
-        .collect();
+    let order = log.lines_where(|l| l.starts_with("stop"));
     assert_eq!(
         order,
         [
@@ -841,55 +831,9 @@ fn the_process_exits_on_time_past_a_stuck_blocking_thread() {
 /// `cargo test --features tracing --test daemon`.
 #[cfg(feature = "tracing")]
 mod spans {
-    use std::fmt::Debug;
-    use std::sync::{Arc, Mutex};
-
     use cancel_scope::daemon::{Daemon, Subsystem};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
 
-    type Fields = Vec<(String, String)>;
-
-    /// Every span's and every event's fields.
-    #[derive(Clone, Default)]
-    struct Recorder {
-        spans: Arc<Mutex<Vec<Fields>>>,
-        events: Arc<Mutex<Vec<Fields>>>,
-    }
-
-    struct Visitor(Fields);
-
-    impl Visit for Visitor {
-        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-            self.0.push((field.name().to_owned(), format!("{value:?}")));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.push((field.name().to_owned(), value.to_owned()));
-        }
-    }
-
-    impl Subscriber for Recorder {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, span: &Attributes<'_>) -> Id {
-            let mut fields = Visitor(vec![("span".into(), span.metadata().name().into())]);
-            span.record(&mut fields);
-            let mut spans = self.spans.lock().unwrap();
-            spans.push(fields.0);
-            Id::from_u64(spans.len() as u64)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let mut fields = Visitor(vec![("target".into(), event.metadata().target().into())]);
-            event.record(&mut fields);
-            self.events.lock().unwrap().push(fields.0);
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
+    use crate::common::{Fields, Recorder, run_recorded};
 
     fn has(list: &[Fields], wanted: &[(&str, &str)]) -> bool {
         list.iter().any(|fields| {
@@ -903,17 +847,15 @@ mod spans {
     fn subsystems_run_in_spans_named_by_their_paths() {
         let recorder = Recorder::default();
         let (spans, events) = (recorder.spans.clone(), recorder.events.clone());
-        tracing::subscriber::with_default(recorder, || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(Daemon::new("d").quiet().run(|d| async move {
-                    d.start(Subsystem::new("writer", |w| async move {
-                        w.start(Subsystem::new("flush", |_| async { Err("boom") }));
-                    }));
-                }))
-        });
+        run_recorded(
+            recorder,
+            false,
+            Daemon::new("d").quiet().run(|d| async move {
+                d.start(Subsystem::new("writer", |w| async move {
+                    w.start(Subsystem::new("flush", |_| async { Err("boom") }));
+                }));
+            }),
+        );
         let spans = spans.lock().unwrap();
         for path in ["/d", "/d/writer", "/d/writer/flush"] {
             assert!(

@@ -66,6 +66,24 @@ fn assert_summary(out: &str) {
 // daemon
 // ---------------------------------------------------------------------------
 
+/// A fresh [`ShutdownSignal`] for one run of the daemon.
+fn install_signal() -> Arc<ShutdownSignal> {
+    Arc::new(ShutdownSignal::install().expect("signal handlers install"))
+}
+
+/// Runs the daemon example with `config` and `signal`: its report and what
+/// it printed.
+async fn run_daemon(
+    config: &daemon::Config,
+    signal: Arc<ShutdownSignal>,
+) -> (daemon::Report, String) {
+    let mut out = Vec::new();
+    let report = bounded("daemon", daemon::run(config, signal, &mut out))
+        .await
+        .expect("the daemon runs");
+    (report, printed(out))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_shuts_down_without_losing_a_record() {
     use cancel_scope::daemon::{Forced, NodeState, StopReason};
@@ -77,12 +95,8 @@ async fn daemon_shuts_down_without_losing_a_record() {
         grace: Duration::from_secs(20),
         ..daemon::Config::default()
     };
-    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
-    let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
-        .await
-        .expect("the daemon runs");
-    let out = printed(out);
+    let signal = install_signal();
+    let (report, out) = run_daemon(&config, signal).await;
     assert_eq!(
         report.daemon.reason(),
         &StopReason::Signal("--run-for elapsed"),
@@ -149,7 +163,7 @@ async fn daemon_shuts_down_without_losing_a_record() {
         grace: Duration::from_secs(20),
         ..daemon::Config::default()
     };
-    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
+    let signal = install_signal();
     let sender = tokio::spawn({
         let signal = Arc::clone(&signal);
         async move {
@@ -157,11 +171,7 @@ async fn daemon_shuts_down_without_losing_a_record() {
             signal.trigger("SIGTERM");
         }
     });
-    let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
-        .await
-        .expect("the daemon runs");
-    let out = printed(out);
+    let (report, out) = run_daemon(&config, signal).await;
     sender.await.unwrap();
     assert_eq!(
         report.daemon.reason(),
@@ -180,7 +190,7 @@ async fn daemon_shuts_down_without_losing_a_record() {
         slow_flush: HANG,
         ..daemon::Config::default()
     };
-    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
+    let signal = install_signal();
     let sender = tokio::spawn({
         let signal = Arc::clone(&signal);
         async move {
@@ -191,11 +201,7 @@ async fn daemon_shuts_down_without_losing_a_record() {
             signal.trigger("Ctrl-C");
         }
     });
-    let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
-        .await
-        .expect("the daemon runs");
-    let out = printed(out);
+    let (report, out) = run_daemon(&config, signal).await;
     sender.await.unwrap();
     assert_eq!(
         report.daemon.reason(),
@@ -236,12 +242,8 @@ async fn daemon_shuts_down_without_losing_a_record() {
         fail_after: Some(Duration::from_millis(300)),
         ..daemon::Config::default()
     };
-    let signal = Arc::new(ShutdownSignal::install().expect("signal handlers install"));
-    let mut out = Vec::new();
-    let report = bounded("daemon", daemon::run(&config, signal, &mut out))
-        .await
-        .expect("the daemon runs");
-    let out = printed(out);
+    let signal = install_signal();
+    let (report, out) = run_daemon(&config, signal).await;
     assert_eq!(
         report.daemon.reason(),
         &StopReason::Failed("/daemon/ingest".into()),

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -31,6 +32,42 @@ const MS: Duration = Duration::from_millis(1);
 async fn parked(log: Log, name: &'static str) {
     on_cancel! { log.push(name); }
     std::future::pending::<()>().await;
+}
+
+/// Calls `call` with a fresh token, cancels the token once the call waits,
+/// and checks that the call returns `Cancelled`.
+async fn cancel_once_it_waits<T, F>(call: impl FnOnce(CancellationToken) -> F)
+where
+    T: Debug + PartialEq,
+    F: Future<Output = Result<T, Cancelled>>,
+{
+    cancel_when_it_waits(None, call).await;
+}
+
+/// [`cancel_once_it_waits`], cancelling `wait` after the call's first poll.
+async fn cancel_once_it_waited<T, F>(wait: Duration, call: impl FnOnce(CancellationToken) -> F)
+where
+    T: Debug + PartialEq,
+    F: Future<Output = Result<T, Cancelled>>,
+{
+    cancel_when_it_waits(Some(wait), call).await;
+}
+
+async fn cancel_when_it_waits<T, F>(
+    wait: Option<Duration>,
+    call: impl FnOnce(CancellationToken) -> F,
+) where
+    T: Debug + PartialEq,
+    F: Future<Output = Result<T, Cancelled>>,
+{
+    let token = CancellationToken::new();
+    let mut call = Box::pin(call(token.clone()));
+    assert!(poll_once(call.as_mut()).is_pending());
+    if let Some(wait) = wait {
+        sleep(wait).await;
+    }
+    token.cancel();
+    assert_eq!(call.await, Err(Cancelled::new()));
 }
 
 /// Polls a future owned by its caller through `&mut` (rule 1's helper).
@@ -59,6 +96,36 @@ async fn shielded_after_recv(rx: &mut mpsc::Receiver<()>, log: Log) {
     std::future::pending::<()>().await;
 }
 
+/// Polls the helper `call` makes with a fresh token once, then lets the
+/// job's message (on `tx`) and the helper's cancel land together: the helper
+/// returns `Cancelled` (and is dropped) once the job's shield is done.
+async fn cancel_as_the_message_lands<
+    T: Debug + PartialEq,
+    F: Future<Output = Result<T, Cancelled>>,
+>(
+    tx: &mpsc::Sender<()>,
+    call: impl FnOnce(CancellationToken) -> F,
+) {
+    let helper_token = CancellationToken::new();
+    let mut helper = Box::pin(call(helper_token.clone()));
+    assert!(poll_once(helper.as_mut()).is_pending());
+    tx.send(()).await.unwrap();
+    helper_token.cancel();
+    assert_eq!(helper.await, Err(Cancelled::new()));
+}
+
+/// The log of a job whose shield started in its helper's last poll. The
+/// shield is the job's (armed: its race is not the cancelled one), and a
+/// cancelled race does not drop its body while a shield runs inside it,
+/// even in a future it only borrows: the helper returns once the shield is
+/// done; the job is untouched; the job's cleanup comes last.
+const SHIELD_RUNS_WHOLE: [&str; 4] = [
+    "shield start",
+    "shield end",
+    "helper returned",
+    "job cleanup",
+];
+
 /// The helper's cancellation must not touch the job: a shield the job
 /// starts in the helper's last poll is the job's, and defers the job's own
 /// cancellation later like any shield that started before it.
@@ -69,34 +136,14 @@ async fn r1_a_shield_a_job_starts_while_its_helper_is_cancelled_is_the_jobs_and_
     let (tx, mut rx) = mpsc::channel(1);
     let job_token = CancellationToken::new();
     let mut job = Box::pin(shielded_after_recv(job_token.clone(), &mut rx, log.clone()));
-    let helper_token = CancellationToken::new();
-    {
-        let mut helper = Box::pin(poll_it(helper_token.clone(), &mut job));
-        assert!(poll_once(helper.as_mut()).is_pending());
-        // The job's message and the helper's cancel land together.
-        tx.send(()).await.unwrap();
-        helper_token.cancel();
-        assert_eq!(helper.await, Err(Cancelled::new()));
-    }
+    cancel_as_the_message_lands(&tx, |t| poll_it(t, &mut job)).await;
     log.push("helper returned");
     job_token.cancel();
     let r = tokio::time::timeout(HANG, job).await.expect("hung");
     assert_eq!(r, Err(Cancelled::new()));
     // The job's own cancellation came after its shield started: the shield
     // runs to its end before the job's cleanup.
-    assert_eq!(
-        log.events(),
-        // The shield is the job's (armed: its race is not the cancelled
-        // one), and a cancelled race does not drop its body while a shield
-        // runs inside it, even in a future it only borrows: the helper
-        // returns once the shield is done; the job is untouched.
-        [
-            "shield start",
-            "shield end",
-            "helper returned",
-            "job cleanup"
-        ]
-    );
+    assert_eq!(log.events(), SHIELD_RUNS_WHOLE);
 }
 
 /// A job without a cleanup, on a token of its own.
@@ -148,33 +195,14 @@ async fn r1_a_shield_a_local_scope_task_starts_while_the_joining_helper_is_cance
     let task_log = log.clone();
     let rx = &mut rx;
     scope.spawn(move |t| shielded_after_recv(t, rx, task_log));
-    let helper_token = CancellationToken::new();
-    {
-        let mut helper = Box::pin(join_all_of(helper_token.clone(), &mut scope));
-        assert!(poll_once(helper.as_mut()).is_pending());
-        tx.send(()).await.unwrap();
-        helper_token.cancel();
-        assert_eq!(helper.await, Err(Cancelled::new()));
-    }
+    cancel_as_the_message_lands(&tx, |t| join_all_of(t, &mut scope)).await;
     log.push("helper returned");
     scope.cancel();
     let results = tokio::time::timeout(HANG, scope.join_all())
         .await
         .expect("hung");
     assert_eq!(results.len(), 1);
-    assert_eq!(
-        log.events(),
-        // The shield is the job's (armed: its race is not the cancelled
-        // one), and a cancelled race does not drop its body while a shield
-        // runs inside it, even in a future it only borrows: the helper
-        // returns once the shield is done; the job is untouched.
-        [
-            "shield start",
-            "shield end",
-            "helper returned",
-            "job cleanup"
-        ]
-    );
+    assert_eq!(log.events(), SHIELD_RUNS_WHOLE);
 }
 
 #[cancellable]
@@ -304,11 +332,7 @@ async fn three_levels(log: Log) {
 async fn r2_three_deep_through_a_level_on_an_unrelated_token_inner_cleans_up_first_middle_is_dropped()
  {
     let log = Log::default();
-    let token = CancellationToken::new();
-    let mut call = Box::pin(three_levels(token.clone(), log.clone()));
-    assert!(poll_once(call.as_mut()).is_pending());
-    token.cancel();
-    assert_eq!(call.await, Err(Cancelled::new()));
+    cancel_once_it_waits(|token| three_levels(token, log.clone())).await;
     assert_eq!(log.events(), ["inner", "middle saw inner return", "outer"]);
 }
 
@@ -329,11 +353,7 @@ async fn three_levels_through_setup(log: Log) {
 async fn r2_join_of_a_direct_and_an_indirect_nested_call_both_clean_up_before_a_caller_with_setup()
 {
     let log = Log::default();
-    let token = CancellationToken::new();
-    let mut call = Box::pin(three_levels_through_setup(token.clone(), log.clone()));
-    assert!(poll_once(call.as_mut()).is_pending());
-    token.cancel();
-    assert_eq!(call.await, Err(Cancelled::new()));
+    cancel_once_it_waits(|token| three_levels_through_setup(token, log.clone())).await;
     let events = log.events();
     assert_eq!(
         events.iter().filter(|e| **e == "inner").count(),
@@ -453,11 +473,7 @@ async fn retries_with_flushes(attempts: Arc<AtomicUsize>) -> u32 {
 #[tokio::test(start_paused = true)]
 async fn r4_a_cancelled_caller_retrying_a_call_whose_cleanup_awaits_is_cut() {
     let attempts = Arc::new(AtomicUsize::new(0));
-    let token = CancellationToken::new();
-    let mut call = Box::pin(retries_with_flushes(token.clone(), attempts.clone()));
-    assert!(poll_once(call.as_mut()).is_pending());
-    token.cancel();
-    assert_eq!(call.await, Err(Cancelled::new()));
+    cancel_once_it_waits(|token| retries_with_flushes(token, attempts.clone())).await;
     let n = attempts.load(SeqCst);
     assert!(n < 1_000, "not cut: {n} attempts after the cancel");
 }
@@ -603,12 +619,7 @@ async fn shield_in_shield(log: Log) {
 #[tokio::test(start_paused = true)]
 async fn r5_a_shield_started_inside_a_running_shield_after_the_cancel_is_covered_by_it() {
     let log = Log::default();
-    let token = CancellationToken::new();
-    let mut call = Box::pin(shield_in_shield(token.clone(), log.clone()));
-    assert!(poll_once(call.as_mut()).is_pending());
-    sleep(5 * MS).await;
-    token.cancel();
-    assert_eq!(call.await, Err(Cancelled::new()));
+    cancel_once_it_waited(5 * MS, |token| shield_in_shield(token, log.clone())).await;
     assert_eq!(
         log.events(),
         [
@@ -694,12 +705,7 @@ async fn shields_two_nested_calls(log: Log) {
 #[tokio::test(start_paused = true)]
 async fn r5_a_shield_does_not_uncancel_derived_tokens_but_lets_an_own_token_call_finish() {
     let log = Log::default();
-    let token = CancellationToken::new();
-    let mut call = Box::pin(shields_two_nested_calls(token.clone(), log.clone()));
-    assert!(poll_once(call.as_mut()).is_pending());
-    sleep(5 * MS).await;
-    token.cancel();
-    assert_eq!(call.await, Err(Cancelled::new()));
+    cancel_once_it_waited(5 * MS, |token| shields_two_nested_calls(token, log.clone())).await;
     assert_eq!(
         log.events(),
         ["job cleanup", "both returned", "outer cleanup"]
@@ -807,65 +813,21 @@ async fn nested_timeouts_the_enclosing_one_fires_first_and_both_see_a_timeout() 
 mod one_event_per_cancelled_fn {
     use super::*;
 
-    use std::fmt::Debug;
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
+    use crate::common::{Recorder, field, run_recorded};
 
-    /// The `cancel_scope` events: `(fn_name, reason, cleanup)`.
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<(String, String, String)>>>);
-
-    #[derive(Default)]
-    struct Fields {
-        fn_name: String,
-        reason: String,
-        cleanup: String,
-    }
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-            self.record_str(field, &format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            match field.name() {
-                "fn_name" => self.fn_name = value.to_owned(),
-                "reason" => self.reason = value.to_owned(),
-                "cleanup" => self.cleanup = value.to_owned(),
-                _ => {}
-            }
-        }
-    }
-
-    impl Subscriber for Recorder {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            if event.metadata().target() != "cancel_scope" {
-                return;
-            }
-            let mut f = Fields::default();
-            event.record(&mut f);
-            self.0
-                .lock()
-                .unwrap()
-                .push((f.fn_name, f.reason, f.cleanup));
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-
-    fn run_recorded(fut: impl Future<Output = ()>) -> Vec<(String, String, String)> {
+    /// The `cancel_scope` events `fut` emits: `(fn_name, reason, cleanup)`,
+    /// each `""` when the event does not have it.
+    fn events_of(fut: impl Future<Output = ()>) -> Vec<(String, String, String)> {
         let recorder = Recorder::default();
-        let events = recorder.0.clone();
-        tracing::subscriber::with_default(recorder, || current_thread(true).block_on(fut));
-        events.lock().unwrap().clone()
+        let events = recorder.events.clone();
+        run_recorded(recorder, true, fut);
+        let events = events.lock().unwrap();
+        let get = |fields: &[(String, String)], name| field(fields, name).unwrap_or("").to_owned();
+        events
+            .iter()
+            .filter(|e| field(e, "target") == Some("cancel_scope"))
+            .map(|e| (get(e, "fn_name"), get(e, "reason"), get(e, "cleanup")))
+            .collect()
     }
 
     fn count(events: &[(String, String, String)], name: &str) -> usize {
@@ -888,7 +850,7 @@ mod one_event_per_cancelled_fn {
     /// the nested calls, whose cleanups were dropped, have theirs.
     #[test]
     fn t7_a_cancelled_fn_dropped_before_its_cleanup_starts_has_no_event() {
-        let events = run_recorded(async {
+        let events = events_of(async {
             let log = Log::default();
             let token = CancellationToken::new();
             let mut with = Box::pin(waits_with_cleanup(token.clone(), log.clone()));
@@ -939,12 +901,8 @@ mod one_event_per_cancelled_fn {
         let with = Arc::new(AtomicUsize::new(0));
         let without = Arc::new(AtomicUsize::new(0));
         let (w, wo) = (with.clone(), without.clone());
-        let events = run_recorded(async move {
-            let token = CancellationToken::new();
-            let mut call = Box::pin(retries_both(token.clone(), w, wo));
-            assert!(poll_once(call.as_mut()).is_pending());
-            token.cancel();
-            assert_eq!(call.await, Err(Cancelled::new()));
+        let events = events_of(async move {
+            cancel_once_it_waits(|token| retries_both(token, w, wo)).await;
         });
         assert!(with.load(SeqCst) > 1);
         assert_eq!(
@@ -962,18 +920,10 @@ mod one_event_per_cancelled_fn {
     /// shielded fn has its event after its shield, once.
     #[test]
     fn t7_an_unrelated_middle_level_has_no_event_and_a_shielded_fn_has_one() {
-        let events = run_recorded(async {
+        let events = events_of(async {
             let log = Log::default();
-            let token = CancellationToken::new();
-            let mut call = Box::pin(three_levels(token.clone(), log.clone()));
-            assert!(poll_once(call.as_mut()).is_pending());
-            token.cancel();
-            assert_eq!(call.await, Err(Cancelled::new()));
-            let token = CancellationToken::new();
-            let mut call = Box::pin(shield_in_shield(token.clone(), log.clone()));
-            assert!(poll_once(call.as_mut()).is_pending());
-            token.cancel();
-            assert_eq!(call.await, Err(Cancelled::new()));
+            cancel_once_it_waits(|token| three_levels(token, log.clone())).await;
+            cancel_once_it_waits(|token| shield_in_shield(token, log.clone())).await;
         });
         let names: Vec<_> = events.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(names, ["innermost", "three_levels", "shield_in_shield"]);
@@ -988,7 +938,7 @@ mod one_event_per_cancelled_fn {
     /// A cleanup cut at its `cleanup_timeout`: one event that says so.
     #[test]
     fn t7_a_cleanup_cut_at_its_cleanup_timeout_has_one_event_that_says_so() {
-        let events = run_recorded(async {
+        let events = events_of(async {
             let token = CancellationToken::new();
             token.cancel();
             assert_eq!(cut_cleanup(token).await, Err(Cancelled::new()));
@@ -1453,28 +1403,8 @@ async fn retries_through_a_wrapper(
 /// call is one level down, under a fn on a token of its own.
 #[test]
 fn a_retry_loop_one_level_above_the_cancelled_call_lets_other_tasks_run() {
-    on_watched_thread(|| {
-        let rt = current_thread(false);
-        rt.block_on(async {
-            let sibling_ran = Arc::new(AtomicUsize::new(0));
-            let attempts = Arc::new(AtomicUsize::new(0));
-            let dead = CancellationToken::new();
-            dead.cancel();
-            let spinner = tokio::spawn(retries_through_a_wrapper(
-                CancellationToken::new(),
-                dead,
-                sibling_ran.clone(),
-                attempts.clone(),
-            ));
-            let sibling = tokio::spawn({
-                let sibling_ran = sibling_ran.clone();
-                async move { sibling_ran.store(1, SeqCst) }
-            });
-            let _ = spinner.await.unwrap();
-            sibling.await.unwrap();
-            let n = attempts.load(SeqCst);
-            assert!(n < 200_000, "the loop never yielded: {n} attempts");
-        });
+    assert_the_loop_yields(|dead, sibling_ran, attempts| {
+        retries_through_a_wrapper(CancellationToken::new(), dead, sibling_ran, attempts)
     });
 }
 

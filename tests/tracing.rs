@@ -3,77 +3,12 @@
 //! took. Run with `cargo test --features tracing --test tracing` (CI does).
 #![cfg(feature = "tracing")]
 
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
-
 use std::time::Duration;
 
 use cancel_scope::{CancellationToken, Scope, cancellable, on_cancel};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use common::{Recorder, field, run_recorded};
 
-/// One event's fields, as `(name, value)` pairs.
-type Recorded = Vec<(String, String)>;
-
-/// Records every event, and every span's name and fields.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Recorded>>>, Arc<Mutex<Vec<Recorded>>>);
-
-struct Fields(Vec<(String, String)>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
-impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &Attributes<'_>) -> Id {
-        let mut fields = Fields(vec![
-            ("target".into(), span.metadata().target().into()),
-            ("span".into(), span.metadata().name().into()),
-        ]);
-        span.record(&mut fields);
-        let mut spans = self.1.lock().unwrap();
-        spans.push(fields.0);
-        Id::from_u64(spans.len() as u64)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields(vec![("target".into(), event.metadata().target().into())]);
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-/// Runs `fut` to completion on a current-thread runtime, with `recorder` as
-/// the thread's subscriber.
-fn run_recorded<R>(recorder: Recorder, fut: impl std::future::Future<Output = R>) -> R {
-    tracing::subscriber::with_default(recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(fut)
-    })
-}
-
-fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    event
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
+mod common;
 
 #[cancellable]
 async fn with_cleanup(log: &mut Vec<&'static str>) {
@@ -98,8 +33,8 @@ async fn completes() -> u32 {
 #[test]
 fn a_cancelled_fn_emits_one_event_with_its_name_reason_and_cleanup_time() {
     let recorder = Recorder::default();
-    let events = recorder.0.clone();
-    run_recorded(recorder, async {
+    let events = recorder.events.clone();
+    run_recorded(recorder, false, async {
         let token = CancellationToken::new();
         assert_eq!(completes(token.clone()).await, Ok(1));
         token.cancel();
@@ -135,8 +70,8 @@ async fn calls_two(log: &mut Vec<&'static str>) {
 #[test]
 fn calls_nested_in_a_scope_task_each_report_the_scopes_reason() {
     let recorder = Recorder::default();
-    let events = recorder.0.clone();
-    let bad = run_recorded(recorder, async {
+    let events = recorder.events.clone();
+    let bad = run_recorded(recorder, false, async {
         let mut scope: Scope<Result<(), &str>> = Scope::new().fail_fast();
         scope.spawn(|token| async move {
             let mut log = Vec::new();
@@ -173,8 +108,8 @@ fn calls_nested_in_a_scope_task_each_report_the_scopes_reason() {
 #[test]
 fn every_scope_task_runs_in_a_span_with_its_id_and_name() {
     let recorder = Recorder::default();
-    let spans = recorder.1.clone();
-    run_recorded(recorder, async {
+    let spans = recorder.spans.clone();
+    run_recorded(recorder, false, async {
         let mut scope: Scope<()> = Scope::new();
         scope.spawn(|_token| async {});
         scope.spawn_named("writer", |token| async move { token.cancelled().await });

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{
-    FailureText, Key, Ledger, Payload, Stopping, cancel_rule, error_text, outcome_of,
+    FailureText, Key, Ledger, Payload, Policy, Stopping, cancel_rule, error_text, outcome_of,
 };
 use crate::reason::{self, CancelReason, Cause};
 use crate::report::{Shutdown, ShutdownReport, TaskOutcome};
@@ -1615,12 +1615,7 @@ impl<T: Send + 'static> Scope<T> {
                 inner.wait = Wait::Nothing;
                 return Poll::Ready(Some(next));
             }
-            if shared.idle(&inner) {
-                inner.wait = Wait::Nothing;
-                return Poll::Ready(None);
-            }
-            register(&mut inner, Wait::Next, cx);
-            Poll::Pending
+            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
         })
         .await
     }
@@ -1868,16 +1863,28 @@ fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
     }
 }
 
+/// Ends the owner's wait with `done` when no task runs (none is queued
+/// either); otherwise registers its waker for `wait`.
+fn idle_or_register<T, R>(
+    shared: &Shared<T>,
+    inner: &mut Inner<T>,
+    wait: Wait,
+    cx: &Context<'_>,
+    done: R,
+) -> Poll<R> {
+    if shared.idle(inner) {
+        inner.wait = Wait::Nothing;
+        return Poll::Ready(done);
+    }
+    register(inner, wait, cx);
+    Poll::Pending
+}
+
 /// Waits until no task runs (none is queued either).
 async fn wait_empty<T>(shared: &Shared<T>) {
     poll_fn(|cx| {
         let mut inner = shared.lock();
-        if shared.idle(&inner) {
-            inner.wait = Wait::Nothing;
-            return Poll::Ready(());
-        }
-        register(&mut inner, Wait::Empty, cx);
-        Poll::Pending
+        idle_or_register(shared, &mut inner, Wait::Empty, cx, ())
     })
     .await;
 }
@@ -1903,6 +1910,19 @@ async fn reserve<T>(shared: &Arc<Shared<T>>) -> SpawnPermit<T> {
 }
 
 impl<U, E> Scope<Result<U, E>> {
+    /// Turns on `fail_fast` or `first_ok` (`set`) and makes the cancel rule
+    /// the tasks spawned from now on apply say so.
+    fn cancel_when(self, set: impl FnOnce(&mut Policy<Result<U, E>>)) -> Self {
+        {
+            let mut inner = self.inner();
+            let policy = &mut inner.ledger.policy;
+            set(policy);
+            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+            self.shared.refresh_untracked(&inner);
+        }
+        self
+    }
+
     /// Makes the scope fail fast: the first task that returns `Err` or
     /// panics cancels the scope's token at once, from inside the task, so its
     /// siblings see their tokens cancelled and run their cleanups without
@@ -1931,14 +1951,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(self) -> Self {
-        {
-            let mut inner = self.inner();
-            let policy = &mut inner.ledger.policy;
-            policy.fail_fast = true;
-            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
-            self.shared.refresh_untracked(&inner);
-        }
-        self
+        self.cancel_when(|policy| policy.fail_fast = true)
     }
     /// Makes the first success win: the first task that returns `Ok` cancels
     /// the scope's token at once, from inside the task, so its siblings see
@@ -1975,14 +1988,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(self) -> Self {
-        {
-            let mut inner = self.inner();
-            let policy = &mut inner.ledger.policy;
-            policy.first_ok = true;
-            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
-            self.shared.refresh_untracked(&inner);
-        }
-        self
+        self.cancel_when(|policy| policy.first_ok = true)
     }
 }
 
@@ -2059,12 +2065,7 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
             if let Some(key) = inner.ledger.find_done(is_ok) {
                 return Poll::Ready(Some(key));
             }
-            if shared.idle(&inner) {
-                inner.wait = Wait::Nothing;
-                return Poll::Ready(None);
-            }
-            register(&mut inner, Wait::Next, cx);
-            Poll::Pending
+            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
         })
         .await;
         let Some(key) = found else {

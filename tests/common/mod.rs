@@ -1,12 +1,18 @@
 //! What the facade's test files share: an event log, a drop guard that
 //! writes to it, polling once by hand, reading a panic's message, a watchdog
-//! thread and a current-thread runtime. Each test file uses a subset of it.
+//! thread, a current-thread runtime and a `tracing` recorder. Each test file
+//! uses a subset of it.
 #![allow(dead_code)]
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
 
 /// An ordered record of what happened, shared between a fn and its test.
 #[derive(Clone, Default)]
@@ -78,4 +84,71 @@ pub fn current_thread(paused: bool) -> tokio::runtime::Runtime {
         .start_paused(paused)
         .build()
         .unwrap()
+}
+
+/// One span's or event's fields, as `(name, value)` pairs.
+pub type Fields = Vec<(String, String)>;
+
+/// A `tracing` subscriber that records every span (its target, its name as
+/// `span`, and its fields) and every event (its target and its fields).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub spans: Arc<Mutex<Vec<Fields>>>,
+    pub events: Arc<Mutex<Vec<Fields>>>,
+}
+
+struct Visitor(Fields);
+
+impl Visit for Visitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl Subscriber for Recorder {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let mut fields = Visitor(vec![
+            ("target".into(), span.metadata().target().into()),
+            ("span".into(), span.metadata().name().into()),
+        ]);
+        span.record(&mut fields);
+        let mut spans = self.spans.lock().unwrap();
+        spans.push(fields.0);
+        Id::from_u64(spans.len() as u64)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Visitor(vec![("target".into(), event.metadata().target().into())]);
+        event.record(&mut fields);
+        self.events.lock().unwrap().push(fields.0);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// Runs `fut` to completion on a current-thread runtime with its clock
+/// `paused` or not, with `recorder` as the thread's subscriber.
+pub fn run_recorded<R>(recorder: Recorder, paused: bool, fut: impl Future<Output = R>) -> R {
+    tracing::subscriber::with_default(recorder, || {
+        // A test on another thread may have registered a callsite (found
+        // no subscriber wanting it) while this one was being set up, and
+        // `tracing` would then skip its events here: ask every callsite again.
+        tracing::callsite::rebuild_interest_cache();
+        current_thread(paused).block_on(fut)
+    })
+}
+
+/// The value of the field `name`, if `fields` has it.
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }

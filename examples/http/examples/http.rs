@@ -15,9 +15,13 @@
 //! 2 bad arguments, 3 the grace period elapsed, 130 a second signal.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use cancel_scope_example_http::{DemoConfig, demo};
+
+// The examples' shared helpers (this package is separate only so that hyper
+// is never built for the others).
+#[path = "../../common/mod.rs"]
+mod common;
 
 const USAGE: &str = "\
 usage: http [--run-for <secs>] [--clients <n>]
@@ -34,10 +38,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoConfi
         if arg == "-h" || arg == "--help" {
             return Ok(None);
         }
-        let (flag, value) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
+        let (flag, value) = common::split_flag(arg);
         if flag != "--run-for" && flag != "--clients" {
             return Err(format!("unknown argument `{flag}`"));
         }
@@ -49,39 +50,25 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoConfi
                 .parse()
                 .map_err(|_| format!("--clients: `{value}` is not a number"))?;
         } else {
-            config.run_for = value
-                .parse::<f64>()
-                .ok()
-                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                .ok_or(format!("--run-for: `{value}` is not a number of seconds"))?;
+            config.run_for = common::seconds(&flag, &value)?;
         }
     }
     Ok(Some(config))
 }
 
 fn main() -> ExitCode {
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("http: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
-    let code = runtime.block_on(async {
-        match demo(&config, &mut std::io::stdout()).await {
-            Ok(report) => report.code(),
-            Err(e) => {
-                eprintln!("http: {e}");
-                1
+    common::main_with(
+        "http",
+        USAGE,
+        parse_args(std::env::args().skip(1)),
+        |config| async move {
+            match demo(&config, &mut std::io::stdout()).await {
+                Ok(report) => report.code(),
+                Err(e) => {
+                    eprintln!("http: {e}");
+                    1
+                }
             }
-        }
-    });
-    // Past a stuck blocking thread, the process still exits.
-    runtime.shutdown_timeout(Duration::from_millis(500));
-    ExitCode::from(code)
+        },
+    )
 }
