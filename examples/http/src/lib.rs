@@ -194,7 +194,12 @@ async fn serve(
     drop(listener);
     let in_flight = stats.in_flight.load(SeqCst);
     stats.in_flight_at_shutdown.store(in_flight, SeqCst);
-    let report = connections.shutdown_report(grace).await;
+    // The daemon's grace period bounds the whole shutdown and aborts this
+    // subsystem when it ends; the scope's own bound only backs it up, so it
+    // is longer (with the same bound, the two timers raced and the scope
+    // sometimes cut the request first, leaving the daemon unaware it had
+    // been forced).
+    let report = connections.shutdown_report(grace.saturating_mul(2)).await;
     let open = report.tasks().len();
     let closed =
         report.count(TaskOutcome::CancelledCleanedUp) + report.count(TaskOutcome::Completed);
