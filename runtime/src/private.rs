@@ -321,6 +321,7 @@ enum Step {
 
 impl RaceState<'_> {
     /// Before the body's poll.
+    #[inline]
     fn before_poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step {
         match self.as_mut().project() {
             StateProj::Fresh { token } if token.is_cancelled() => Step::Cancelled(None, None),
@@ -346,6 +347,7 @@ impl RaceState<'_> {
     }
 
     /// What the body reported so far, if it ever waited.
+    #[inline]
     fn last(&self) -> Option<Last> {
         match self {
             RaceState::Waiting { last, .. } => Some(*last),
@@ -356,6 +358,7 @@ impl RaceState<'_> {
     /// The body returned a value: `true` if the race is cancelled all the
     /// same (a nested call returned `Err(Cancelled)` into it, and the race's
     /// own token is cancelled), else the race is done.
+    #[inline]
     fn ready(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
         if report.saw_cancel() && self.as_mut().poll_cancelled(cx) {
             return true;
@@ -367,6 +370,7 @@ impl RaceState<'_> {
     /// The body is pending: `None` to wait (passing on to a race around this
     /// one what must finish inside), else cancelled just now, with what the
     /// body reported so far.
+    #[inline]
     fn pending(
         mut self: Pin<&mut Self>,
         report: Report,
