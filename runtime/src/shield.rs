@@ -97,7 +97,15 @@ pub fn shield<F: IntoFuture>(future: F) -> Shield<F::IntoFuture> {
 }
 
 pin_project! {
-    /// The future [`shield`] returns.
+    /// The future [`shield`] returns: it has the output of the future it
+    /// shields.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let shielded: cancel_scope::Shield<_> = cancel_scope::shield(async { 7 });
+    /// assert_eq!(shielded.await, 7);
+    /// # }
+    /// ```
     #[must_use = "futures do nothing unless polled"]
     #[derive(Debug)]
     pub struct Shield<F> {
