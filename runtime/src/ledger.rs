@@ -15,7 +15,11 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use tokio::time::Instant;
 
@@ -25,6 +29,32 @@ use crate::scope::{TaskError, TaskId};
 
 /// A panic payload, as [`std::panic::catch_unwind`] returns it.
 pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
+/// Polls a task's future under `catch_unwind`, for both scopes. The future
+/// is dropped as soon as it ends, under the guard too, so that a panicking
+/// `Drop` is the task's panic (a second panic, from the `Drop` of a future
+/// that panicked, is ignored: the first is reported).
+pub(crate) fn poll_caught<F: Future>(
+    mut fut: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Payload>> {
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        let Some(running) = fut.as_mut().as_pin_mut() else {
+            panic!("cancel-scope task polled after completion");
+        };
+        let value = ready!(running.poll(cx));
+        fut.set(None);
+        Poll::Ready(value)
+    }));
+    match polled {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+        Err(payload) => {
+            let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+            Poll::Ready(Err(payload))
+        }
+    }
+}
 
 /// Which outcomes cancel the scope (`fail_fast`, `first_ok`): `Some(true)`
 /// for a success that does, `Some(false)` for a failure that does.

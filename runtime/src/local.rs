@@ -34,7 +34,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::CancelReason;
-use crate::ledger::{Key, Ledger, cancel_rule};
+use crate::ledger::{Key, Ledger, cancel_rule, poll_caught};
 use crate::reason::{self, Cause};
 use crate::scope::{TaskError, TaskId};
 
@@ -726,26 +726,9 @@ impl<'env, T> LocalScope<'env, T> {
             return;
         }
         task.batch = batches;
-        let Some(fut) = task.fut.as_mut() else { return };
         let mut task_cx = Context::from_waker(&task.waker);
-        let polled = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut task_cx)));
-        let fut = task.fut.take();
-        let out = match polled {
-            Ok(Poll::Pending) => {
-                task.fut = fut;
-                return;
-            }
-            // Dropped under the panic guard, so that a panicking `Drop` is
-            // reported as this task's panic.
-            Ok(Poll::Ready(value)) => {
-                catch_unwind(AssertUnwindSafe(move || drop(fut))).map(|()| value)
-            }
-            Err(payload) => {
-                // The future is unusable after a panic. A second panic from
-                // its `Drop` is ignored; the first one is reported.
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
-                Err(payload)
-            }
+        let Poll::Ready(out) = poll_caught(Pin::new(&mut task.fut), &mut task_cx) else {
+            return;
         };
         self.ledger.complete(key, out, false);
     }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Weak};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{Control, Permit, Scope, Shared, UNTRACKED, spawn_into};
+use super::Scope;
+use super::shared::{Control, Permit, Shared, UNTRACKED, spawn_into};
 use crate::ledger::Key;
 #[cfg(doc)]
 use crate::task::TaskError;

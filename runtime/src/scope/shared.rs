@@ -1,0 +1,606 @@
+//! The state a [`Scope`](super::Scope) shares with its tasks, and the
+//! wrapper every task runs in.
+//!
+//! Every task is a plain Tokio task (`tokio::spawn`, `spawn_blocking`) whose
+//! future is wrapped in a [`ScopeTask`]: it polls the user's future under
+//! `catch_unwind` with the scope's cause current, and when the future ends
+//! (or is dropped: aborted) its [`Guard`] writes the outcome into the
+//! scope's [`Ledger`] (shared with `LocalScope`), under one lock, and wakes
+//! the owner only when the owner waits for that. So a reaping scope frees a
+//! task as it ends, like `TaskTracker`; an aborted task reports itself, with
+//! its key (no `JoinError` to map back); and tasks queued on a limit wait in
+//! a FIFO the ledger's lock guards, started by the task whose end frees their
+//! permit, in spawn order on every runtime.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use super::SpawnPermit;
+use crate::ledger::{FailureText, Key, Ledger, Payload, error_text, outcome_of, poll_caught};
+use crate::reason::{self, Cause};
+use crate::report::TaskOutcome;
+use crate::task::TaskError;
+
+/// What the ledger keeps of a running task of a [`Scope`].
+pub(super) struct Run {
+    /// To abort it: for tasks started off the owner's thread (queued,
+    /// spawned through a [`Spawner`]); the owner keeps its own.
+    pub(super) abort: Option<AbortHandle>,
+    /// It holds a permit of the limit (it is not queued).
+    pub(super) started: bool,
+    pub(super) blocking: bool,
+}
+
+/// A task waiting for a permit of the limit, and how to start it.
+pub(super) struct Queued {
+    pub(super) key: Key,
+    pub(super) start: Box<dyn FnOnce() -> Option<AbortHandle> + Send>,
+}
+
+/// What the owner waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    Nothing,
+    /// Any task to end (`join_next`).
+    Next,
+    /// Every task to end (`join_all`, `shutdown`).
+    Empty,
+}
+
+pub(super) struct Limit {
+    pub(super) max: usize,
+    /// Started tasks plus unused [`SpawnPermit`]s.
+    pub(super) active: usize,
+}
+
+pub(super) struct Inner<T> {
+    pub(super) ledger: Ledger<T, Run>,
+    pub(super) limit: Option<Limit>,
+    pub(super) queue: VecDeque<Queued>,
+    pub(super) owner: Option<Waker>,
+    pub(super) wait: Wait,
+    /// Untracked tasks counted in the ledger's log.
+    pub(super) untracked_attention: usize,
+}
+
+/// The part of a scope its tasks, handles, spawners and permits share.
+pub(super) struct Shared<T> {
+    pub(super) cause: Arc<Cause>,
+    pub(super) inner: Mutex<Inner<T>>,
+    /// Spawners and permits are refused: a shutdown began, or the scope
+    /// was dropped.
+    pub(super) closed: AtomicBool,
+    /// Tasks below this sequence number never start any more (the scope
+    /// stopped them: end of a grace period, drop): a queued task or a
+    /// blocking closure not yet started.
+    pub(super) stop_below: AtomicU64,
+    /// Wakes [`Scope::reserve`] waiters when a permit frees up.
+    pub(super) capacity: Notify,
+    /// The sequence number of the next task.
+    pub(super) next_seq: AtomicU64,
+    /// New tasks of the owner skip the ledger: a reaping scope without a
+    /// limit or a cancel rule, where a task's end needs no lock (as in a
+    /// `TaskTracker`): see [`Shared::report_untracked`].
+    pub(super) untracked: AtomicBool,
+    /// Untracked tasks still running.
+    pub(super) live: AtomicUsize,
+    /// Untracked tasks that ended after the cancel of a shutdown (those that
+    /// completed before are counted by the owner: spawned minus the rest).
+    pub(super) reaped_cleaned: AtomicUsize,
+    /// Of those, the ones in which a `#[cancellable]` fn was cancelled.
+    pub(super) reaped_ran_cleanup: AtomicUsize,
+    /// A shutdown began: tasks that end now ended after the cancel.
+    pub(super) stopping: AtomicBool,
+    /// A shutdown's grace period ended and it is stopping every task: one
+    /// started meanwhile off the owner's thread is aborted at once.
+    pub(super) forcing: AtomicBool,
+    /// The policy's failure text, readable without the lock.
+    pub(super) failure: OnceLock<FailureText<T>>,
+}
+
+/// The slot of a task that is not in the ledger.
+pub(super) const UNTRACKED: usize = usize::MAX;
+
+impl<T> Shared<T> {
+    pub(super) fn new(cause: Arc<Cause>) -> Self {
+        Shared {
+            cause: Arc::clone(&cause),
+            inner: Mutex::new(Inner {
+                ledger: Ledger::new(cause),
+                limit: None,
+                queue: VecDeque::new(),
+                owner: None,
+                wait: Wait::Nothing,
+                untracked_attention: 0,
+            }),
+            closed: AtomicBool::new(false),
+            stop_below: AtomicU64::new(0),
+            capacity: Notify::new(),
+            next_seq: AtomicU64::new(0),
+            untracked: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            reaped_cleaned: AtomicUsize::new(0),
+            reaped_ran_cleanup: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            forcing: AtomicBool::new(false),
+            failure: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// No task runs or waits.
+    pub(super) fn idle(&self, inner: &Inner<T>) -> bool {
+        inner.ledger.running() == 0 && self.live.load(Ordering::Acquire) == 0
+    }
+
+    /// A task not in the ledger ended: counted without a lock, unless it
+    /// needs attention or was the last one the owner waits for.
+    pub(super) fn report_untracked(
+        &self,
+        key: Key,
+        name: Option<Cow<'static, str>>,
+        out: Option<Result<T, Payload>>,
+        seen: bool,
+    ) {
+        let result = match out {
+            Some(out) => out.map_err(TaskError::panic),
+            None => Err(TaskError::aborted(self.cause.described())),
+        };
+        let failure = self.failure.get().copied();
+        let outcome = outcome_of(&result, failure, self.stopping.load(Ordering::Acquire));
+        if outcome.needs_attention() {
+            let error = error_text(&result, failure);
+            let mut inner = self.lock();
+            inner.untracked_attention += 1;
+            inner.ledger.reaped(key.id(), name, outcome, || error);
+        } else if outcome == TaskOutcome::CancelledCleanedUp {
+            self.reaped_cleaned.fetch_add(1, Ordering::Relaxed);
+            if seen {
+                self.reaped_ran_cleanup.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(result);
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut inner = self.lock();
+            let owner = if inner.wait == Wait::Nothing || !self.idle(&inner) {
+                None
+            } else {
+                inner.owner.take()
+            };
+            drop(inner);
+            if let Some(owner) = owner {
+                owner.wake();
+            }
+        }
+    }
+
+    /// Which tasks of the owner skip the ledger, after a builder.
+    pub(super) fn refresh_untracked(&self, inner: &Inner<T>) {
+        let policy = &inner.ledger.policy;
+        let untracked = policy.reaping && policy.rule.is_none() && inner.limit.is_none();
+        self.untracked.store(untracked, Ordering::Release);
+    }
+
+    /// A task ended with `out` (`None`: aborted, or never started). Frees
+    /// its permit, or passes it to the first queued task, which it starts.
+    pub(super) fn report(&self, key: Key, out: Option<Result<T, Payload>>, seen: bool) {
+        let mut inner = self.lock();
+        let run = match out {
+            Some(out) => inner.ledger.complete(key, out, seen),
+            None => {
+                let reason = self.cause.described();
+                inner
+                    .ledger
+                    .end(key, Err(TaskError::aborted(reason)), false)
+            }
+        };
+        let Some((run, value)) = run else { return };
+        let next = if run.started {
+            self.free_permit(&mut inner)
+        } else {
+            None
+        };
+        let wake = match inner.wait {
+            Wait::Next => true,
+            Wait::Empty => self.idle(&inner),
+            Wait::Nothing => false,
+        };
+        let owner = if wake { inner.owner.take() } else { None };
+        drop(inner);
+        drop((run, value));
+        if let Some(owner) = owner {
+            owner.wake();
+        }
+        if let Some(next) = next {
+            self.start(next);
+        }
+    }
+
+    /// A permit frees up: the first queued task gets it (and is marked
+    /// started, so that it frees the permit in turn), else the limit.
+    pub(super) fn free_permit(&self, inner: &mut Inner<T>) -> Option<Queued> {
+        let next = inner.queue.pop_front();
+        match &next {
+            Some(q) => {
+                if let Some(run) = inner.ledger.running_mut(q.key) {
+                    run.started = true;
+                }
+            }
+            None => {
+                if let Some(limit) = &mut inner.limit {
+                    limit.active = limit.active.saturating_sub(1);
+                }
+                self.capacity.notify_one();
+            }
+        }
+        next
+    }
+
+    /// Whether the scope stopped the task at `key`.
+    pub(super) fn is_stopped(&self, key: Key) -> bool {
+        key.seq < self.stop_below.load(Ordering::Acquire)
+    }
+
+    /// Starts a task that got its permit, outside the lock.
+    pub(super) fn start(&self, q: Queued) {
+        let key = q.key;
+        let abort = if self.is_stopped(key) {
+            drop(q); // its guard reports it aborted
+            None
+        } else {
+            (q.start)()
+        };
+        if let Some(abort) = abort {
+            self.keep_abort(key, abort);
+        }
+    }
+
+    /// Keeps the abort handle of a task started off the owner's thread, for
+    /// the scope's shutdown and drop (and aborts it if that came first, or
+    /// if a shutdown is stopping every task now).
+    pub(super) fn keep_abort(&self, key: Key, abort: AbortHandle) {
+        let mut inner = self.lock();
+        if let Some(run) = inner.ledger.running_mut(key) {
+            if self.is_stopped(key) || self.forcing.load(Ordering::Acquire) {
+                abort.abort();
+            } else {
+                run.abort = Some(abort);
+            }
+        }
+    }
+
+    /// Aborts the task at `key`: a queued one is dropped, a started one
+    /// aborted through its handle (if the scope keeps it).
+    pub(super) fn abort(&self, key: Key) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.queue.iter().position(|q| q.key == key) {
+            let q = inner.queue.remove(i);
+            drop(inner);
+            drop(q); // its guard reports the abort
+            return;
+        }
+        if let Some(abort) = inner.ledger.running_mut(key).and_then(|r| r.abort.as_ref()) {
+            abort.abort();
+        }
+    }
+
+    pub(super) fn is_finished(&self, key: Key) -> bool {
+        self.lock().ledger.running_mut(key).is_none()
+    }
+}
+
+/// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
+pub(super) trait Control: Send + Sync {
+    fn abort(&self, key: Key);
+    fn is_finished(&self, key: Key) -> bool;
+}
+
+impl<T: Send> Control for Shared<T> {
+    fn abort(&self, key: Key) {
+        Shared::abort(self, key);
+    }
+
+    fn is_finished(&self, key: Key) -> bool {
+        Shared::is_finished(self, key)
+    }
+}
+
+/// Reports a task's end to its scope: with its value, or, when dropped
+/// first, as aborted.
+struct Guard<T> {
+    shared: Arc<Shared<T>>,
+    key: Key,
+    /// The name of an untracked task (a tracked one's is in the ledger).
+    name: Option<Cow<'static, str>>,
+    ended: bool,
+}
+
+impl<T> Guard<T> {
+    fn new(shared: &Arc<Shared<T>>, key: Key) -> Self {
+        Guard {
+            shared: Arc::clone(shared),
+            key,
+            name: None,
+            ended: false,
+        }
+    }
+
+    fn report(&mut self, out: Option<Result<T, Payload>>, seen: bool) {
+        self.ended = true;
+        if self.key.slot == UNTRACKED {
+            let name = self.name.take();
+            self.shared.report_untracked(self.key, name, out, seen);
+        } else {
+            self.shared.report(self.key, out, seen);
+        }
+    }
+
+    fn end(&mut self, out: Result<T, Payload>, seen: bool) {
+        self.report(Some(out), seen);
+    }
+}
+
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.report(None, false);
+        }
+    }
+}
+
+pin_project! {
+    /// The future a scope spawns: the user's future, polled under
+    /// `catch_unwind` with the scope's cause current (so a `#[cancellable]`
+    /// fn cancelled in it can tell why), and the guard that reports its end.
+    struct ScopeTask<F: Future> {
+        #[pin]
+        fut: Option<F>,
+        guard: Guard<F::Output>,
+        // Moved into the thread-local and back around each poll.
+        cause: Option<Arc<Cause>>,
+        // A `#[cancellable]` fn in it took its cancellation path.
+        cancel_seen: bool,
+    }
+}
+
+impl<F: Future> Future for ScopeTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let outer = reason::enter(this.cause.take());
+        let polled = poll_caught(this.fut, cx);
+        let current = reason::leave(outer);
+        *this.cause = current.cause;
+        *this.cancel_seen |= current.cancel_seen;
+        let Poll::Ready(out) = polled else {
+            return Poll::Pending;
+        };
+        this.guard.end(out, *this.cancel_seen);
+        Poll::Ready(())
+    }
+}
+
+/// How a new task gets its permit.
+pub(super) enum Permit {
+    /// No limit, or a permit already taken ([`SpawnPermit`]).
+    Held,
+    /// Take one now if free, else queue.
+    TakeOrQueue,
+    /// As `TakeOrQueue`, but refused once the scope is closed ([`Spawner`]).
+    UnlessClosed,
+}
+
+/// Spawns a task into `shared`: records it, then starts it at once or
+/// queues it on the limit. Returns its key and, when it started here, its
+/// abort handle.
+#[track_caller]
+pub(super) fn spawn_into<T, Fut>(
+    shared: &Arc<Shared<T>>,
+    name: Option<Cow<'static, str>>,
+    fut: Fut,
+    permit: Permit,
+    owner: bool,
+) -> Option<(Key, Option<JoinHandle<()>>)>
+where
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "tracing")]
+    let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
+    if owner && shared.untracked.load(Ordering::Acquire) {
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let key = Key {
+            slot: UNTRACKED,
+            seq,
+        };
+        let mut guard = Guard::new(shared, key);
+        guard.name = name;
+        let task = ScopeTask {
+            fut: Some(fut),
+            guard,
+            cause: Some(Arc::clone(&shared.cause)),
+            cancel_seen: false,
+        };
+        return Some((key, Some(tokio::spawn(task))));
+    }
+    let mut inner = shared.lock();
+    if matches!(permit, Permit::UnlessClosed) && shared.closed.load(Ordering::Acquire) {
+        // Checked again under the lock: a shutdown that began since the
+        // spawner's first check must not find a task it did not stop.
+        drop(inner);
+        return None;
+    }
+    let queue = !matches!(permit, Permit::Held) && take_permit(&mut inner);
+    let key = inner.ledger.insert_seq(
+        seq,
+        name,
+        Run {
+            abort: None,
+            started: !queue,
+            blocking: false,
+        },
+    );
+    let task = ScopeTask {
+        fut: Some(fut),
+        guard: Guard::new(shared, key),
+        cause: Some(Arc::clone(&shared.cause)),
+        cancel_seen: false,
+    };
+    if queue {
+        let start = Box::new(move || {
+            let handle = tokio::runtime::Handle::try_current().ok()?;
+            Some(handle.spawn(task).abort_handle())
+        });
+        inner.queue.push_back(Queued { key, start });
+        return Some((key, None));
+    }
+    drop(inner);
+    let join = tokio::spawn(task);
+    if !owner {
+        shared.keep_abort(key, join.abort_handle());
+    }
+    Some((key, Some(join)))
+}
+
+/// `spawn_into` for a blocking closure.
+#[track_caller]
+pub(super) fn spawn_blocking_into<T, F>(
+    shared: &Arc<Shared<T>>,
+    name: Option<Cow<'static, str>>,
+    f: F,
+    permit: Permit,
+) -> (Key, Option<JoinHandle<()>>)
+where
+    F: FnOnce(CancellationToken) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    let token = shared.cause.token().child_token();
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    let mut inner = shared.lock();
+    let queue = matches!(permit, Permit::TakeOrQueue) && take_permit(&mut inner);
+    let key = inner.ledger.insert_seq(
+        seq,
+        name,
+        Run {
+            abort: None,
+            started: !queue,
+            blocking: true,
+        },
+    );
+    let mut guard = Guard::new(shared, key);
+    let cause = Arc::clone(&shared.cause);
+    let task = move || {
+        if guard.shared.is_stopped(guard.key) {
+            return; // too late: the guard reports it as aborted
+        }
+        let outer = reason::enter(Some(cause));
+        let out = catch_unwind(AssertUnwindSafe(move || f(token)));
+        let seen = reason::leave(outer).cancel_seen;
+        guard.end(out, seen);
+    };
+    if queue {
+        let start = Box::new(move || {
+            let handle = tokio::runtime::Handle::try_current().ok()?;
+            Some(handle.spawn_blocking(task).abort_handle())
+        });
+        inner.queue.push_back(Queued { key, start });
+        return (key, None);
+    }
+    drop(inner);
+    (key, Some(handle.spawn_blocking(task)))
+}
+
+/// Takes a permit of the limit if one is free (and none queued before);
+/// `true` when the task must queue.
+fn take_permit<T>(inner: &mut Inner<T>) -> bool {
+    match &mut inner.limit {
+        Some(limit) if limit.active >= limit.max || !inner.queue.is_empty() => true,
+        Some(limit) => {
+            limit.active += 1;
+            false
+        }
+        None => false,
+    }
+}
+
+/// Registers the owner's waker for `wait`.
+fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
+    inner.wait = wait;
+    match &mut inner.owner {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// Ends the owner's wait with `done` when no task runs (none is queued
+/// either); otherwise registers its waker for `wait`.
+pub(super) fn idle_or_register<T, R>(
+    shared: &Shared<T>,
+    inner: &mut Inner<T>,
+    wait: Wait,
+    cx: &Context<'_>,
+    done: R,
+) -> Poll<R> {
+    if shared.idle(inner) {
+        inner.wait = Wait::Nothing;
+        return Poll::Ready(done);
+    }
+    register(inner, wait, cx);
+    Poll::Pending
+}
+
+/// Waits until no task runs (none is queued either).
+pub(super) async fn wait_empty<T>(shared: &Shared<T>) {
+    poll_fn(|cx| {
+        let mut inner = shared.lock();
+        idle_or_register(shared, &mut inner, Wait::Empty, cx, ())
+    })
+    .await;
+}
+
+pub(super) async fn reserve<T>(shared: &Arc<Shared<T>>) -> SpawnPermit<T> {
+    loop {
+        let mut notified = pin!(shared.capacity.notified());
+        notified.as_mut().enable();
+        {
+            let mut inner = shared.lock();
+            let free = inner.queue.is_empty();
+            match &mut inner.limit {
+                None => return SpawnPermit::new(shared, false),
+                Some(limit) if free && limit.active < limit.max => {
+                    limit.active += 1;
+                    return SpawnPermit::new(shared, true);
+                }
+                Some(_) => {}
+            }
+        }
+        notified.await;
+    }
+}
+
+/// The span a scope task runs in, with the `tracing` feature: target
+/// `cancel_scope`, name `task`, fields `id` and (for named tasks) `name`.
+#[cfg(feature = "tracing")]
+pub(super) fn task_span(seq: u64, name: Option<&str>) -> tracing::Span {
+    match name {
+        Some(name) => tracing::debug_span!(target: "cancel_scope", "task", id = seq, name),
+        None => tracing::debug_span!(target: "cancel_scope", "task", id = seq),
+    }
+}
