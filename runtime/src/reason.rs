@@ -19,6 +19,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
@@ -138,6 +139,10 @@ impl fmt::Display for Described {
 pub(crate) struct Cause {
     token: CancellationToken,
     reason: OnceLock<CancelReason>,
+    /// `reason` is final: set once the token is known to be cancelled, so
+    /// that the many fns of a cancelled scope read it without the token's
+    /// lock.
+    settled: AtomicBool,
     /// The token given to `child_of`, to find the `ShutdownSignal` it may
     /// belong to (only when asked why, so that making a scope takes no
     /// lock).
@@ -154,6 +159,7 @@ impl Cause {
         Arc::new(Cause {
             token,
             reason: OnceLock::new(),
+            settled: AtomicBool::new(false),
             parent_token: None,
             parent: None,
             culprit: OnceLock::new(),
@@ -172,6 +178,7 @@ impl Cause {
         Arc::new(Cause {
             token: parent.child_token(),
             reason: OnceLock::new(),
+            settled: AtomicBool::new(false),
             parent_token: Some(parent.clone()),
             parent: current(),
             culprit: OnceLock::new(),
@@ -192,6 +199,9 @@ impl Cause {
     fn try_cancel(&self, reason: CancelReason) -> bool {
         let set = !self.token.is_cancelled() && self.reason.set(reason).is_ok();
         self.token.cancel();
+        if set {
+            self.settled.store(true, Ordering::Release);
+        }
         set
     }
 
@@ -217,6 +227,15 @@ impl Cause {
         Some(Described { reason, culprit })
     }
 
+    /// [`reason`](Self::reason), without the token's lock once the reason
+    /// is final: every fn of a cancelled scope asks, at once.
+    fn seen_reason(&self) -> Option<CancelReason> {
+        if self.settled.load(Ordering::Acquire) {
+            return self.reason.get().copied();
+        }
+        self.reason()
+    }
+
     /// Why the token was cancelled; `None` while it is not.
     pub(crate) fn reason(&self) -> Option<CancelReason> {
         // The token first: `cancel` records the reason before it cancels, so
@@ -227,6 +246,7 @@ impl Cause {
             return None;
         }
         if let Some(reason) = self.reason.get() {
+            self.settled.store(true, Ordering::Release);
             return Some(*reason);
         }
         // Cancelled, and none of its own causes recorded: it came from above.
@@ -238,7 +258,9 @@ impl Cause {
             .unwrap_or(CancelReason::Parent);
         // Final now that the token is cancelled: later calls (one per
         // cancelled fn in the scope's tasks) read it at once.
-        Some(*self.reason.get_or_init(|| reason))
+        let reason = *self.reason.get_or_init(|| reason);
+        self.settled.store(true, Ordering::Release);
+        Some(reason)
     }
 }
 
@@ -286,7 +308,7 @@ fn current() -> Option<Arc<Cause>> {
 pub(crate) fn of_current_task() -> CancelReason {
     let mut current = CURRENT.take();
     current.cancel_seen = true;
-    let reason = current.cause.as_ref().and_then(|cause| cause.reason());
+    let reason = current.cause.as_ref().and_then(|cause| cause.seen_reason());
     CURRENT.set(current);
     reason.unwrap_or(CancelReason::Token)
 }
