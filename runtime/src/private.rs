@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, Timeout};
@@ -76,9 +76,9 @@ pin_project! {
             retries: u8,
             // Nested calls still waiting in the body (see `Last::alive`).
             alive: u16,
-            // Turns waited for nested calls that have not seen a
-            // cancellation yet (see `SETTLE_TURNS`).
-            settled: u8,
+            // How long it has waited for nested calls that have not seen a
+            // cancellation yet (see `Settle`).
+            settled: Settle,
         },
         /// Returned.
         Done,
@@ -506,7 +506,12 @@ fn cancel(
                 settled,
                 ..
             } => (Arc::clone(in_flight), *retries, *alive, *settled),
-            other => (Arc::default(), 0, other.last().map_or(0, |l| l.alive), 0),
+            other => (
+                Arc::default(),
+                0,
+                other.last().map_or(0, |l| l.alive),
+                Settle::default(),
+            ),
         };
         let draining = Draining::start(reason, &in_flight);
         let polling = Polling::draining();
@@ -519,14 +524,10 @@ fn cancel(
         // stays busy for ever: past the limit it is dropped all the same.
         let busy = report.busy() || !in_flight.is_idle();
         // Nested calls still wait, and none is busy: they may be on tokens
-        // derived from ours that are not marked cancelled yet. tokio-util
-        // cancels a tree one node at a time, and a token below the one that
-        // was cancelled is marked before its own children (they are adopted
-        // and marked later in the same loop, on the cancelling thread). Give
-        // that thread a few turns before dropping them with the body.
-        let settle = !busy && alive > 0 && settled < SETTLE_TURNS;
+        // derived from ours that are not marked cancelled yet (see `Settle`).
+        let mut settled = settled;
+        let settle = !busy && alive > 0 && settled.again();
         if pending && (busy || settle) && retries < nest::RETRIES_PER_POLL {
-            let settled = if settle { settled + 1 } else { settled };
             if settle {
                 yield_turn(cx);
             }
@@ -589,9 +590,45 @@ fn cancel(
     Poll::Ready(reason)
 }
 
-/// How many turns a cancelled race waits for nested calls that still wait in
-/// its body and have not seen a cancellation (see `cancel`).
+/// How long a cancelled race waits for nested calls that still wait in its
+/// body, none of them busy, before it drops them with the body.
+///
+/// They may be on unrelated tokens (then they are dropped, as documented), or
+/// on tokens derived from the race's own that are not marked cancelled yet:
+/// tokio-util cancels a tree one node at a time, on the cancelling thread, and
+/// marks a node before its own children, which are adopted and marked later in
+/// the same walk. tokio-util cannot tell the two apart, so the race waits
+/// `SETTLE_TURNS` turns and, if the walk is still not done (the cancelling
+/// thread was preempted), until `SETTLE_TIME` has passed since the first turn.
+/// A derived call ends the wait as soon as it sees its cancellation (its
+/// cleanup makes the body busy); only a call on an unrelated token pays the
+/// whole wait, once per cancellation.
+#[derive(Clone, Copy, Debug, Default)]
+struct Settle {
+    turns: u8,
+    since: Option<Instant>,
+}
+
+impl Settle {
+    /// Whether to wait one more turn, counting it.
+    fn again(&mut self) -> bool {
+        if self.turns < SETTLE_TURNS {
+            self.turns += 1;
+            return true;
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        since.elapsed() < SETTLE_TIME
+    }
+}
+
+/// Turns a cancelled race waits for nested calls before it looks at the
+/// clock (see [`Settle`]): enough when the cancelling thread runs.
 const SETTLE_TURNS: u8 = 8;
+
+/// How long, past `SETTLE_TURNS`, a cancelled race waits for nested calls
+/// that have not seen a cancellation (see [`Settle`]): longer than a thread
+/// preempted on a loaded machine waits for its core.
+const SETTLE_TIME: Duration = Duration::from_millis(50);
 
 /// Asks to be polled again after the other tasks that are ready (as
 /// `tokio::task::yield_now` does; outside a Tokio runtime, at once).
