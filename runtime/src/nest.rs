@@ -219,6 +219,7 @@ pub(crate) fn pending(busy: bool) {
 
 /// Registers a cancellation in flight with the cancelled race polling us, if
 /// any: it will not drop its body before the registration is dropped.
+#[inline]
 pub(crate) fn register() -> Option<Registration> {
     if !CURRENT.get().has(DRAINING) {
         return None;
@@ -242,6 +243,7 @@ pub(crate) fn register() -> Option<Registration> {
 
 /// A call that starts with its token already cancelled returns from its
 /// race: its cleanup, which runs next, counts it as a retry.
+#[inline]
 pub(crate) fn started_cancelled() {
     update(|r| r.flags |= STARTED_CANCELLED);
 }
@@ -251,6 +253,7 @@ pub(crate) fn started_cancelled() {
 /// wait a turn first (too many retries returned in this poll of the body, or
 /// the task's cooperative budget with Tokio is spent; then the task is woken
 /// again).
+#[inline]
 pub(crate) fn may_return_cancelled(retry: bool, cx: &mut Context<'_>) -> bool {
     let mut report = CURRENT.get();
     if retry {
@@ -271,6 +274,7 @@ pub(crate) fn may_return_cancelled(retry: bool, cx: &mut Context<'_>) -> bool {
 
 /// A nested call starts waiting in the body: `true` if it is counted (it is
 /// inside a race), and must then call [`alive_end`] when it stops waiting.
+#[inline]
 pub(crate) fn alive_start() -> bool {
     let mut report = CURRENT.get();
     if !report.has(INSIDE) {
@@ -282,11 +286,13 @@ pub(crate) fn alive_start() -> bool {
 }
 
 /// A counted nested call stops waiting (returns, or is dropped).
+#[inline]
 pub(crate) fn alive_end() {
     update(|r| r.alive = r.alive.saturating_sub(1));
 }
 
 /// Takes the flag [`started_cancelled`] set: a cleanup's first poll.
+#[inline]
 pub(crate) fn take_started_cancelled() -> bool {
     let mut report = CURRENT.get();
     let was = report.has(STARTED_CANCELLED);
@@ -297,12 +303,14 @@ pub(crate) fn take_started_cancelled() -> bool {
 
 /// The race polling us is cancelled, and polls its body only so that
 /// nested calls finish.
+#[inline]
 pub(crate) fn draining() -> bool {
     CURRENT.get().has(DRAINING)
 }
 
 /// Why the race polling us is cancelled, if it is and polls its body only so
 /// that nested calls finish.
+#[inline]
 pub(crate) fn draining_reason() -> Option<Cancelled> {
     if draining() { WHY.get() } else { None }
 }
