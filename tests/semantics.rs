@@ -282,6 +282,79 @@ async fn a_nested_call_on_an_unrelated_token_is_dropped_without_its_cleanup() {
     assert_eq!(log.events(), ["unrelated dropped", "caller cleanup"]);
 }
 
+/// A caller whose nested call's token is marked cancelled only after the
+/// caller has given its body a dozen turns: as when the thread cancelling a
+/// token tree is preempted before it reaches the nested call's (derived)
+/// token. Here the nested token is a separate one that the body cancels
+/// itself, on its 12th poll after the caller's cancellation.
+#[cancellable]
+async fn caller_of_a_late_token(late: CancellationToken, log: Log) {
+    on_cancel! { log.push("caller cleanup"); }
+    let marks_it_late = async {
+        let mut turns = 0;
+        while turns < 12 {
+            if token.is_cancelled() {
+                turns += 1;
+            }
+            yield_now().await;
+        }
+        late.cancel();
+        std::future::pending::<()>().await
+    };
+    let _ = tokio::join!(own_token_call(late.clone(), log.clone()), marks_it_late);
+}
+
+#[tokio::test]
+async fn a_nested_call_whose_token_is_marked_turns_after_its_callers_still_cleans_up() {
+    let log = Log::default();
+    let token = CancellationToken::new();
+    let mut call = Box::pin(caller_of_a_late_token(
+        token.clone(),
+        CancellationToken::new(),
+        log.clone(),
+    ));
+    assert!(poll_once(call.as_mut()).is_pending());
+    token.cancel();
+    assert_eq!(
+        tokio::time::timeout(HANG, call).await.unwrap(),
+        Err(Cancelled::new())
+    );
+    assert_eq!(
+        log.events(),
+        ["unrelated cleanup", "unrelated dropped", "caller cleanup"],
+        "the caller waited for the nested call to see its cancellation"
+    );
+}
+
+/// The wait of a cancelled caller for nested calls that have not seen a
+/// cancellation needs no timer: without one (or outside Tokio) the caller
+/// still returns, the nested call on an unrelated token dropped.
+#[test]
+fn a_caller_waiting_on_an_unrelated_nested_call_returns_without_a_timer() {
+    let run = || async {
+        let log = Log::default();
+        let token = CancellationToken::new();
+        let mut call = Box::pin(calls_unrelated(token.clone(), log.clone()));
+        assert!(poll_once(call.as_mut()).is_pending());
+        token.cancel();
+        assert_eq!(call.await, Err(Cancelled::new()));
+        log.events()
+    };
+    let expected = ["unrelated dropped", "caller cleanup"];
+    on_watched_thread(move || {
+        let no_timer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(no_timer.block_on(run()), expected);
+        let no_timer = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(no_timer.block_on(run()), expected);
+        assert_eq!(futures::executor::block_on(run()), expected);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Rule 4: once its own token is cancelled, a caller returns Err, once
 // ---------------------------------------------------------------------------
