@@ -271,15 +271,23 @@ async fn calls_unrelated(log: Log) {
     let _ = own_token_call(CancellationToken::new(), log.clone()).await;
 }
 
-#[tokio::test]
-async fn a_nested_call_on_an_unrelated_token_is_dropped_without_its_cleanup() {
+/// Starts `calls_unrelated`, cancels its token and awaits it: what it logged.
+async fn cancel_a_caller_of_an_unrelated_call() -> Vec<&'static str> {
     let log = Log::default();
     let token = CancellationToken::new();
     let mut call = Box::pin(calls_unrelated(token.clone(), log.clone()));
     assert!(poll_once(call.as_mut()).is_pending());
     token.cancel();
     assert_eq!(call.await, Err(Cancelled::new()));
-    assert_eq!(log.events(), ["unrelated dropped", "caller cleanup"]);
+    log.events()
+}
+
+#[tokio::test]
+async fn a_nested_call_on_an_unrelated_token_is_dropped_without_its_cleanup() {
+    assert_eq!(
+        cancel_a_caller_of_an_unrelated_call().await,
+        ["unrelated dropped", "caller cleanup"]
+    );
 }
 
 /// A caller whose nested call's token is marked cancelled only after the
@@ -331,15 +339,7 @@ async fn a_nested_call_whose_token_is_marked_turns_after_its_callers_still_clean
 /// still returns, the nested call on an unrelated token dropped.
 #[test]
 fn a_caller_waiting_on_an_unrelated_nested_call_returns_without_a_timer() {
-    let run = || async {
-        let log = Log::default();
-        let token = CancellationToken::new();
-        let mut call = Box::pin(calls_unrelated(token.clone(), log.clone()));
-        assert!(poll_once(call.as_mut()).is_pending());
-        token.cancel();
-        assert_eq!(call.await, Err(Cancelled::new()));
-        log.events()
-    };
+    let run = cancel_a_caller_of_an_unrelated_call;
     let expected = ["unrelated dropped", "caller cleanup"];
     on_watched_thread(move || {
         let no_timer = tokio::runtime::Builder::new_current_thread()
