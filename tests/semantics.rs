@@ -355,6 +355,65 @@ fn a_caller_waiting_on_an_unrelated_nested_call_returns_without_a_timer() {
     });
 }
 
+/// `depth + 1` levels on child tokens, each with a nested call on an
+/// unrelated token waiting beside the next level.
+fn levels_beside_unrelated(
+    token: CancellationToken,
+    depth: usize,
+    log: Log,
+) -> Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>> {
+    Box::pin(level_beside_unrelated(token, depth, log))
+}
+
+#[cancellable]
+async fn level_beside_unrelated(depth: usize, log: Log) {
+    on_cancel! { log.push("level cleanup"); }
+    let unrelated = own_token_call(CancellationToken::new(), log.clone());
+    if depth == 0 {
+        let _ = unrelated.await;
+    } else {
+        let inner = levels_beside_unrelated(token.child_token(), depth - 1, log.clone());
+        let _ = tokio::join!(unrelated, inner);
+    }
+}
+
+/// The wait for nested calls that have not seen a cancellation is bounded
+/// once per cancellation, not once per level: each level's clock starts when
+/// the cancellation reaches it, and keeps running while the levels inside it
+/// clean up. (Waited level after level, 21 levels would take at least
+/// 21 x 50 ms; the bound below only catches that.)
+#[test]
+fn the_wait_for_unrelated_nested_calls_does_not_add_up_across_levels() {
+    const DEPTH: usize = 20;
+    on_watched_thread(|| {
+        current_thread(false).block_on(async {
+            let log = Log::default();
+            let token = CancellationToken::new();
+            let mut call = levels_beside_unrelated(token.clone(), DEPTH, log.clone());
+            assert!(poll_once(call.as_mut()).is_pending());
+            let cancelled_at = std::time::Instant::now();
+            token.cancel();
+            assert_eq!(call.await, Err(Cancelled::new()));
+            let took = cancelled_at.elapsed();
+            assert_eq!(
+                log.count("level cleanup"),
+                DEPTH + 1,
+                "every level cleaned up"
+            );
+            assert_eq!(log.count("unrelated dropped"), DEPTH + 1);
+            assert_eq!(
+                log.count("unrelated cleanup"),
+                0,
+                "unrelated calls are dropped"
+            );
+            assert!(
+                took < Duration::from_millis(50) * u32::try_from(DEPTH).unwrap(),
+                "the wait added up level after level: {took:?}"
+            );
+        });
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Rule 4: once its own token is cancelled, a caller returns Err, once
 // ---------------------------------------------------------------------------

@@ -526,6 +526,9 @@ fn cancel(
         // Nested calls still wait, and none is busy: they may be on tokens
         // derived from ours that are not marked cancelled yet (see `Settle`).
         let mut settled = settled;
+        if alive > 0 {
+            settled.start();
+        }
         let settle = !busy && alive > 0 && settled.again();
         if pending && (busy || settle) && retries < nest::RETRIES_PER_POLL {
             if settle {
@@ -599,10 +602,13 @@ fn cancel(
 /// marks a node before its own children, which are adopted and marked later in
 /// the same walk. tokio-util cannot tell the two apart, so the race waits
 /// `SETTLE_TURNS` turns and, if the walk is still not done (the cancelling
-/// thread was preempted), until `SETTLE_TIME` has passed since the first turn.
-/// A derived call ends the wait as soon as it sees its cancellation (its
-/// cleanup makes the body busy); only a call on an unrelated token pays the
-/// whole wait, once per cancellation.
+/// thread was preempted), until `SETTLE_TIME` has passed since it first
+/// polled its body with nested calls waiting in it. The clock runs while
+/// nested cleanups keep the body busy too, so the wait does not add up
+/// across nesting levels (each level's clock starts as the cancellation
+/// reaches it). A derived call ends the wait as soon as it sees its
+/// cancellation (its cleanup makes the body busy); only a call on an
+/// unrelated token pays the whole wait, once per cancellation.
 #[derive(Clone, Copy, Debug, Default)]
 struct Settle {
     turns: u8,
@@ -610,14 +616,19 @@ struct Settle {
 }
 
 impl Settle {
+    /// Starts the clock, unless it runs already.
+    fn start(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
     /// Whether to wait one more turn, counting it.
     fn again(&mut self) -> bool {
         if self.turns < SETTLE_TURNS {
             self.turns += 1;
             return true;
         }
-        let since = *self.since.get_or_insert_with(Instant::now);
-        since.elapsed() < SETTLE_TIME
+        self.since
+            .is_some_and(|since| since.elapsed() < SETTLE_TIME)
     }
 }
 
@@ -625,9 +636,10 @@ impl Settle {
 /// clock (see [`Settle`]): enough when the cancelling thread runs.
 const SETTLE_TURNS: u8 = 8;
 
-/// How long, past `SETTLE_TURNS`, a cancelled race waits for nested calls
-/// that have not seen a cancellation (see [`Settle`]): longer than a thread
-/// preempted on a loaded machine waits for its core.
+/// How long after it first polled its body with nested calls in it, past
+/// `SETTLE_TURNS`, a cancelled race waits for nested calls that have not seen
+/// a cancellation (see [`Settle`]): longer than a thread preempted on a
+/// loaded machine waits for its core.
 const SETTLE_TIME: Duration = Duration::from_millis(50);
 
 /// Asks to be polled again after the other tasks that are ready (as

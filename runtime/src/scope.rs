@@ -1132,7 +1132,10 @@ impl<T: Send + 'static> Scope<T> {
     /// aborts the tasks still running and returns the results of all tasks
     /// not already returned by [`join_next`](Self::join_next), in spawn
     /// order. It returns as soon as every task has finished, not at the end
-    /// of `grace`.
+    /// of `grace`. Give cleanups time: a `#[cancellable]` fn whose body polls
+    /// a nested call on an unrelated token starts its cleanup up to 50 ms
+    /// after the cancellation (the crate docs' "Cancellation semantics",
+    /// "Across threads").
     ///
     /// An aborted task's result is a [`TaskError`] whose
     /// [`is_aborted`](TaskError::is_aborted) is `true`. A
