@@ -1684,6 +1684,33 @@ async fn cancelled_by_scope(logs: &[Log], parent_done: &mut Option<oneshot::Rece
     }
 }
 
+/// The index of the task that returns at once (see `run_scope_case`).
+const EARLY: usize = usize::MAX;
+const EARLY_VALUE: u32 = 7;
+
+/// A result taken with `join_next` before the end: `true` if it was the
+/// task that returns at once.
+fn take(
+    ctx: Ctx,
+    results: &mut [Option<Result<Result<u32, Cancelled>, TaskError>>],
+    taken: &mut [bool],
+    i: usize,
+    r: Result<u32, Cancelled>,
+    tally: &Tally,
+) -> bool {
+    if i == EARLY {
+        assert_eq!(r, Ok(EARLY_VALUE), "{ctx}");
+        tally.add("early task Ok");
+        return true;
+    }
+    if taken[i] {
+        panic!("{ctx}\n  why: task {i} handed out twice");
+    }
+    taken[i] = true;
+    results[i] = Some(Ok(r));
+    false
+}
+
 async fn run_scope_case(ctx: Ctx, case: &ScopeCase, baseline: usize, tally: &Tally) {
     let _announce = Announce(ctx);
     let parent = CancellationToken::new();
@@ -1697,6 +1724,11 @@ async fn run_scope_case(ctx: Ctx, case: &ScopeCase, baseline: usize, tally: &Tal
         .iter()
         .map(|_| Log::distrusting_itself())
         .collect();
+    // A task that ignores its token and returns at once, spawned first: `Ok`
+    // by construction whenever the end waits for the tasks (whether a planned
+    // task finishes before the end depends on timing).
+    scope.spawn(|_token| async { (EARLY, Ok(EARLY_VALUE)) });
+    let mut early_joined = false;
     for (i, plan) in case.tasks.iter().enumerate() {
         let log = logs[i].clone();
         let plan = Arc::new(plan.clone());
@@ -1746,11 +1778,7 @@ async fn run_scope_case(ctx: Ctx, case: &ScopeCase, baseline: usize, tally: &Tal
             None => tally.add("join_next interrupted"),
             Some(None) => {}
             Some(Some(Ok((i, r)))) => {
-                if taken[i] {
-                    panic!("{ctx}\n  why: task {i} handed out twice");
-                }
-                taken[i] = true;
-                results[i] = Some(Ok(r));
+                early_joined |= take(ctx, &mut results, &mut taken, i, r, tally);
             }
             Some(Some(Err(e))) => panic!("{ctx}\n  why: join_next before the end gave {e}"),
         }
@@ -1793,6 +1821,18 @@ async fn run_scope_case(ctx: Ctx, case: &ScopeCase, baseline: usize, tally: &Tal
     alive_tasks_back_to(ctx, baseline).await;
 
     if let Some(mut rest) = rest {
+        if !early_joined {
+            match rest.remove(0) {
+                Ok((EARLY, Ok(EARLY_VALUE))) => tally.add("early task Ok"),
+                Err(e) if aborted_ok && e.is_aborted() && !e.is_panic() => {
+                    tally.add("early task aborted");
+                }
+                other => panic!(
+                    "{ctx}\n  why: the task that returns at once gave {other:?}, \
+                     not Ok({EARLY_VALUE})"
+                ),
+            }
+        }
         if straggler {
             match rest.pop() {
                 Some(Err(e)) if e.is_aborted() && !e.is_panic() => tally.add("straggler aborted"),
@@ -1861,9 +1901,13 @@ fn scope_storm_on_a_multi_thread_runtime_then_shutdown() {
             run_scope_case(ctx, &case, baseline, &tally).await;
             n += 1;
         }
-        // Whether a planned task is aborted mid-cleanup depends on timing:
-        // counted, not required.
-        tally.report(storm, n, &["task Ok", "task Err", "straggler aborted"]);
+        // Whether a planned task finishes before the end, or is aborted
+        // mid-cleanup, depends on timing: counted, not required.
+        tally.report(
+            storm,
+            n,
+            &["early task Ok", "task Err", "straggler aborted"],
+        );
     });
 }
 
