@@ -163,7 +163,8 @@ pub use cancel_scope_runtime::{
 /// its token is the caller's or derived from it (pass `token.clone()` or
 /// `token.child_token()` on), and its cleanup runs before the caller's:
 /// innermost first. A call on an unrelated token is not cancelled; it is
-/// dropped with the body. A nested call's `Err(Cancelled)` returns into the
+/// dropped with the body (up to 50 ms later: see "Across threads" in the
+/// crate docs). A nested call's `Err(Cancelled)` returns into the
 /// body like any value, but a caller whose own token is cancelled returns
 /// `Err(Cancelled)` whatever its body made of it. The crate docs' section
 /// [Cancellation semantics](crate#cancellation-semantics) has each rule with
