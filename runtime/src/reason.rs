@@ -227,17 +227,13 @@ impl Cause {
         Some(Described { reason, culprit })
     }
 
-    /// [`reason`](Self::reason), without the token's lock once the reason
-    /// is final: every fn of a cancelled scope asks, at once.
-    fn seen_reason(&self) -> Option<CancelReason> {
+    /// Why the token was cancelled; `None` while it is not.
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        // Final: read without the token's lock (every fn of a cancelled
+        // scope asks, at once).
         if self.settled.load(Ordering::Acquire) {
             return self.reason.get().copied();
         }
-        self.reason()
-    }
-
-    /// Why the token was cancelled; `None` while it is not.
-    pub(crate) fn reason(&self) -> Option<CancelReason> {
         // The token first: `cancel` records the reason before it cancels, so
         // once the token is seen cancelled, a reason it was cancelled for is
         // there to read (read the other way round, a `cancel` on another
@@ -308,7 +304,7 @@ fn current() -> Option<Arc<Cause>> {
 pub(crate) fn of_current_task() -> CancelReason {
     let mut current = CURRENT.take();
     current.cancel_seen = true;
-    let reason = current.cause.as_ref().and_then(|cause| cause.seen_reason());
+    let reason = current.cause.as_ref().and_then(|cause| cause.reason());
     CURRENT.set(current);
     reason.unwrap_or(CancelReason::Token)
 }
