@@ -12,7 +12,6 @@
 //! A reaping ledger keeps no result: it counts outcomes and keeps the last
 //! few that need attention.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,12 +22,10 @@ use std::task::{Context, Poll, ready};
 
 use tokio::time::Instant;
 
+use crate::id::TaskId;
 use crate::reason::{CancelReason, Cause};
-use crate::report::{TaskOutcome, TaskReport};
-use crate::scope::{TaskError, TaskId};
-
-/// A panic payload, as [`std::panic::catch_unwind`] returns it.
-pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+use crate::report::TaskReport;
+use crate::task::{Payload, TaskError, TaskOutcome};
 
 /// Polls a task's future under `catch_unwind`, for both scopes. The future
 /// is dropped as soon as it ends, under the guard too, so that a panicking
@@ -350,7 +347,7 @@ impl<T, R> Ledger<T, R> {
             let outcome = outcome_of(&result, failure, stopping.is_some());
             let name = self.name(key).cloned();
             self.reaped(key.id(), name, outcome, || error_text(&result, failure));
-            if seen && outcome == TaskOutcome::CancelledCleanedUp {
+            if seen && outcome == TaskOutcome::Stopped {
                 self.reaped_ran_cleanup += 1;
             }
             let Slot::Full(entry) = self.remove(key) else {
@@ -521,7 +518,7 @@ pub(crate) fn outcome_of<T>(
     match result {
         Err(e) => e.outcome(),
         Ok(v) if failure.is_some_and(|f| f(v).is_some()) => TaskOutcome::Failed,
-        Ok(_) if after_cancel => TaskOutcome::CancelledCleanedUp,
+        Ok(_) if after_cancel => TaskOutcome::Stopped,
         Ok(_) => TaskOutcome::Completed,
     }
 }

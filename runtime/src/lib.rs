@@ -6,6 +6,7 @@
 
 mod cancelled;
 pub mod daemon;
+mod id;
 mod ledger;
 mod local;
 mod nest;
@@ -20,11 +21,13 @@ mod signal;
 mod task;
 
 pub use cancelled::Cancelled;
+pub use id::TaskId;
 pub use local::LocalScope;
 pub use reason::CancelReason;
-pub use report::{ShutdownReport, TaskOutcome, TaskReport};
-pub use scope::{Scope, SpawnPermit, Spawner, TaskError, TaskHandle, TaskId, TaskOutput};
+pub use report::{ShutdownReport, TaskReport};
+pub use scope::{Scope, SpawnPermit, Spawner, TaskHandle};
 pub use shield::{Shield, shield};
 #[cfg(feature = "signal")]
 pub use signal::ShutdownSignal;
+pub use task::{TaskError, TaskOutcome, TaskOutput};
 pub use tokio_util::sync::CancellationToken;

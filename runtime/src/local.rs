@@ -34,9 +34,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::CancelReason;
+use crate::id::TaskId;
 use crate::ledger::{Key, Ledger, cancel_rule, poll_caught};
 use crate::reason::{self, Cause};
-use crate::scope::{TaskError, TaskId};
+use crate::task::TaskError;
 
 /// The waker of one task: it sends the task's key to the scope's ready
 /// queue, a tokio `mpsc` channel (so the scope writes no synchronisation of

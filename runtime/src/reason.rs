@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::TaskId;
+use crate::id::TaskId;
 
 /// Why something was cancelled: what [`Cancelled::reason`],
 /// [`Scope::cancel_reason`], [`LocalScope::cancel_reason`] and

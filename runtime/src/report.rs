@@ -8,107 +8,9 @@ use std::time::Duration;
 use crate::CancelReason;
 #[cfg(doc)]
 use crate::Scope;
+use crate::id::TaskId;
 use crate::reason::Described;
-use crate::scope::{TaskError, TaskId};
-
-/// How a task of a [`Scope`] ended in a shutdown, in a [`ShutdownReport`].
-///
-/// ```
-/// # extern crate cancel_scope_runtime as cancel_scope;
-/// use std::time::Duration;
-/// use cancel_scope::{Scope, TaskOutcome};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::new();
-/// scope.spawn(|token| async move { token.cancelled().await });
-/// let report = scope.shutdown_report(Duration::from_secs(5)).await;
-/// assert_eq!(report.tasks()[0].outcome(), TaskOutcome::CancelledCleanedUp);
-/// assert_eq!(TaskOutcome::CancelledCleanedUp.to_string(), "cancelled, cleaned up");
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TaskOutcome {
-    /// The task had finished before the shutdown cancelled the scope: it did
-    /// not need the grace period.
-    Completed,
-    /// The task finished within the grace period, after the shutdown
-    /// cancelled the scope: it saw its token cancelled and ran its cleanup.
-    CancelledCleanedUp,
-    /// The task was still running at the end of the grace period and was
-    /// aborted ([`TaskError::is_aborted`]); its cleanup, if it had one, did
-    /// not finish.
-    Aborted,
-    /// The task panicked ([`TaskError::is_panic`]), before or during the
-    /// shutdown.
-    Panicked,
-    /// A blocking task still running at the end of the grace period, left
-    /// to run on its thread ([`TaskError::is_detached`]).
-    Detached,
-    /// The task returned a failure: an `Err`, in a scope that tracks
-    /// failures ([`Scope::track_failures`], [`Scope::reaping`]). Its text is
-    /// [`TaskReport::error`].
-    Failed,
-}
-
-impl TaskOutcome {
-    /// The label in the report's table.
-    fn label(self) -> &'static str {
-        match self {
-            TaskOutcome::Completed => "completed",
-            TaskOutcome::CancelledCleanedUp => "cancelled, cleaned up",
-            TaskOutcome::Aborted => "aborted",
-            TaskOutcome::Panicked => "panicked",
-            TaskOutcome::Detached => "detached",
-            TaskOutcome::Failed => "failed",
-        }
-    }
-
-    /// Its place in a tally.
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Whether a report lists the task: it did not end on its own.
-    pub(crate) fn needs_attention(self) -> bool {
-        !matches!(
-            self,
-            TaskOutcome::Completed | TaskOutcome::CancelledCleanedUp
-        )
-    }
-
-    pub(crate) const COUNT: usize = 6;
-
-    /// The label in the report's summary line.
-    fn short_label(self) -> &'static str {
-        match self {
-            TaskOutcome::CancelledCleanedUp => "cleaned up",
-            other => other.label(),
-        }
-    }
-
-    const ALL: [TaskOutcome; Self::COUNT] = [
-        TaskOutcome::Completed,
-        TaskOutcome::CancelledCleanedUp,
-        TaskOutcome::Failed,
-        TaskOutcome::Panicked,
-        TaskOutcome::Aborted,
-        TaskOutcome::Detached,
-    ];
-}
-
-/// `completed`, `cancelled, cleaned up`, `failed`, `aborted`, `panicked`
-/// or `detached`.
-///
-/// ```
-/// # extern crate cancel_scope_runtime as cancel_scope;
-/// assert_eq!(cancel_scope::TaskOutcome::Aborted.to_string(), "aborted");
-/// ```
-impl fmt::Display for TaskOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.label())
-    }
-}
+use crate::task::{TaskError, TaskOutcome};
 
 /// One task in a [`ShutdownReport`]: its id, its name, how it ended, and
 /// how long its cleanup took.
@@ -128,7 +30,7 @@ impl fmt::Display for TaskOutcome {
 /// let task = &report.tasks()[0];
 /// assert_eq!(task.id(), id);
 /// assert_eq!(task.name(), "flusher");
-/// assert_eq!(task.outcome(), TaskOutcome::CancelledCleanedUp);
+/// assert_eq!(task.outcome(), TaskOutcome::Stopped);
 /// assert_eq!(task.cleanup_time(), Some(Duration::from_secs(2)));
 /// # }
 /// ```
@@ -167,7 +69,7 @@ impl TaskReport {
 
     /// `true` when a `#[cancellable]` fn in the task was cancelled while it
     /// ran, and so ran its `on_cancel!` cleanup (if it has one): what a
-    /// [`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp) task did
+    /// [`Stopped`](TaskOutcome::Stopped) task did
     /// after the cancel, as far as the scope can see. A task that only
     /// watched its token by hand (`token.cancelled().await`) says `false`.
     ///
@@ -215,7 +117,7 @@ impl TaskReport {
     #[must_use]
     pub fn error(&self) -> Option<&str> {
         match self.outcome {
-            TaskOutcome::Completed | TaskOutcome::CancelledCleanedUp => None,
+            TaskOutcome::Completed | TaskOutcome::Stopped => None,
             _ => self.error.as_deref(),
         }
     }
@@ -329,7 +231,7 @@ impl TaskReport {
 /// });
 /// let report = scope.shutdown_report(Duration::from_secs(5)).await;
 /// assert!(report.is_clean());
-/// assert_eq!(report.count(TaskOutcome::CancelledCleanedUp), 1);
+/// assert_eq!(report.count(TaskOutcome::Stopped), 1);
 /// println!("{report}"); // or `tracing::info!("{report}")`
 /// let values: Vec<u32> = report.into_results().into_iter().map(Result::unwrap).collect();
 /// assert_eq!(values, [7]);
@@ -385,7 +287,7 @@ impl<T> ShutdownReport<T> {
     }
 
     /// How many of the tasks that ended after the cancel
-    /// ([`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp)) ran a
+    /// ([`Stopped`](TaskOutcome::Stopped)) ran a
     /// `#[cancellable]` cleanup (see [`TaskReport::cleanup_ran`]).
     ///
     /// ```
@@ -405,7 +307,7 @@ impl<T> ShutdownReport<T> {
             + self
                 .tasks
                 .iter()
-                .filter(|t| t.cleanup_ran && t.outcome == TaskOutcome::CancelledCleanedUp)
+                .filter(|t| t.cleanup_ran && t.outcome == TaskOutcome::Stopped)
                 .count()
     }
 
@@ -747,7 +649,7 @@ impl<T> fmt::Display for ShutdownReport<T> {
             let count = self.count(outcome);
             if count > 0 {
                 write!(f, "{sep}{count} {}", outcome.short_label())?;
-                if outcome == TaskOutcome::CancelledCleanedUp {
+                if outcome == TaskOutcome::Stopped {
                     let ran = self.cleanups_ran();
                     f.write_str(" (ended after the cancel")?;
                     if ran > 0 {

@@ -18,10 +18,11 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::id::TaskId;
 use crate::ledger::{Key, Policy, Stopping, cancel_rule};
 use crate::reason::{CancelReason, Cause};
-use crate::report::{Shutdown, ShutdownReport, TaskOutcome};
-pub use crate::task::{TaskError, TaskId, TaskOutput};
+use crate::report::{Shutdown, ShutdownReport};
+use crate::task::{TaskError, TaskOutcome, TaskOutput};
 
 mod handle;
 mod shared;
@@ -1199,7 +1200,7 @@ impl<T: Send + 'static> Scope<T> {
     /// token:
     ///
     /// - [`Completed`](TaskOutcome::Completed): the task had finished before;
-    /// - [`CancelledCleanedUp`](TaskOutcome::CancelledCleanedUp): it
+    /// - [`Stopped`](TaskOutcome::Stopped): it
     ///   finished within the grace period, so it saw its token cancelled and
     ///   ran its cleanup; its cleanup time runs from the cancellation to its
     ///   end;
@@ -1252,7 +1253,7 @@ impl<T: Send + 'static> Scope<T> {
     /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
     /// println!("{report}");
     /// let tasks = report.tasks();
-    /// assert_eq!(tasks[0].outcome(), TaskOutcome::CancelledCleanedUp);
+    /// assert_eq!(tasks[0].outcome(), TaskOutcome::Stopped);
     /// assert_eq!(tasks[0].cleanup_time(), Some(Duration::from_millis(250)));
     /// assert_eq!(tasks[1].outcome(), TaskOutcome::Aborted);
     /// assert_eq!((tasks[2].name(), tasks[2].outcome()), ("task #2", TaskOutcome::Completed));
@@ -1281,7 +1282,7 @@ impl<T: Send + 'static> Scope<T> {
         // The owner's untracked tasks all ended (the shutdown waited).
         let cleaned = self.shared.reaped_cleaned.swap(0, Ordering::Relaxed);
         let attention = std::mem::take(&mut inner.untracked_attention);
-        reaped[TaskOutcome::CancelledCleanedUp.index()] += cleaned;
+        reaped[TaskOutcome::Stopped.index()] += cleaned;
         let ran_cleanup = self.shared.reaped_ran_cleanup.swap(0, Ordering::Relaxed)
             + std::mem::take(&mut inner.ledger.reaped_ran_cleanup);
         reaped[TaskOutcome::Completed.index()] += spawned.saturating_sub(cleaned + attention);

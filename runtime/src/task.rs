@@ -6,9 +6,7 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use crate::Cancelled;
-use crate::ledger::Payload;
 use crate::reason::{CancelReason, Described};
-use crate::report::TaskOutcome;
 #[cfg(doc)]
 use crate::{Scope, ShutdownReport};
 
@@ -347,64 +345,6 @@ impl From<TaskError> for std::io::Error {
     }
 }
 
-/// Identifies a task of a [`Scope`]: [`spawn`](Scope::spawn) returns it, and
-/// [`join_next_with_id`](Scope::join_next_with_id) hands it back with the
-/// task's result, so a result (or a panic) can be traced to its task.
-///
-/// An id is unique within its scope: ids are never reused, not even after
-/// the scope was emptied and spawned into again (ids of different scopes may
-/// be equal). Ids compare in spawn order: a task spawned later has a greater
-/// id. A `TaskId` displays as its number; a [`ShutdownReport`] names an
-/// unnamed task `task #<id>`.
-///
-/// ```
-/// # extern crate cancel_scope_runtime as cancel_scope;
-/// use cancel_scope::Scope;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::new();
-/// let parse = scope.spawn(|_token| async { "42".parse::<u32>() });
-/// let fetch = scope.spawn(|_token| async { "x".parse::<u32>() });
-/// assert!(parse < fetch);
-/// while let Some((id, result)) = scope.join_next_with_id().await {
-///     let value = result.unwrap(); // no panic here
-///     if id == fetch {
-///         assert!(value.is_err());
-///     } else {
-///         assert_eq!(value, Ok(42));
-///     }
-/// }
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(u64);
-
-impl TaskId {
-    /// The id of the task with sequence number `seq`, for
-    /// [`LocalScope`](crate::LocalScope).
-    pub(crate) const fn from_seq(seq: u64) -> Self {
-        TaskId(seq)
-    }
-}
-
-/// The task's number, as in `task #3`.
-///
-/// ```
-/// # extern crate cancel_scope_runtime as cancel_scope;
-/// use cancel_scope::Scope;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut scope = Scope::new();
-/// let id = scope.spawn(|_token| async {});
-/// assert_eq!(format!("task #{id}"), "task #0");
-/// # }
-/// ```
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
 /// What a task's value says about its success, for the scopes that track
 /// failures ([`Scope::track_failures`], [`Scope::reaping`]): `Some(text)`
 /// for a failure. Implemented for `()` (never a failure) and for
@@ -466,4 +406,111 @@ fn is_cancellation(err: &dyn Any) -> bool {
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
             .is_some_and(|inner| inner.is::<Cancelled>())
+}
+
+/// A panic's payload, as `catch_unwind` and tokio's `JoinError::into_panic`
+/// hand it over.
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
+/// How a task of a [`Scope`] ended in a shutdown, in a [`ShutdownReport`].
+///
+/// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// use std::time::Duration;
+/// use cancel_scope::{Scope, TaskOutcome};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut scope = Scope::new();
+/// scope.spawn(|token| async move { token.cancelled().await });
+/// let report = scope.shutdown_report(Duration::from_secs(5)).await;
+/// assert_eq!(report.tasks()[0].outcome(), TaskOutcome::Stopped);
+/// assert_eq!(TaskOutcome::Stopped.to_string(), "cancelled, cleaned up");
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskOutcome {
+    /// The task had finished before the shutdown cancelled the scope: it did
+    /// not need the grace period.
+    Completed,
+    /// The task ended within the grace period, after the shutdown cancelled
+    /// the scope: it stopped when asked. Whether a `#[cancellable]` cleanup
+    /// ran is [`TaskReport::cleanup_ran`](crate::TaskReport::cleanup_ran).
+    Stopped,
+    /// The task was still running at the end of the grace period and was
+    /// aborted ([`TaskError::is_aborted`]); its cleanup, if it had one, did
+    /// not finish.
+    Aborted,
+    /// The task panicked ([`TaskError::is_panic`]), before or during the
+    /// shutdown.
+    Panicked,
+    /// A blocking task still running at the end of the grace period, left
+    /// to run on its thread ([`TaskError::is_detached`]).
+    Detached,
+    /// The task returned a failure: an `Err`, in a scope that tracks
+    /// failures ([`Scope::track_failures`], [`Scope::reaping`]). Its text is
+    /// [`TaskReport::error`].
+    Failed,
+}
+
+impl TaskOutcome {
+    /// The old name of [`TaskOutcome::Stopped`]: the task ended after the
+    /// cancel, whether or not it had a cleanup to run.
+    #[deprecated(since = "0.1.0", note = "renamed to `TaskOutcome::Stopped`")]
+    #[allow(non_upper_case_globals)] // it stands for an enum variant
+    pub const CancelledCleanedUp: TaskOutcome = TaskOutcome::Stopped;
+
+    /// The label in the report's table.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            TaskOutcome::Completed => "completed",
+            TaskOutcome::Stopped => "cancelled, cleaned up",
+            TaskOutcome::Aborted => "aborted",
+            TaskOutcome::Panicked => "panicked",
+            TaskOutcome::Detached => "detached",
+            TaskOutcome::Failed => "failed",
+        }
+    }
+
+    /// Its place in a tally.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether a report lists the task: it did not end on its own.
+    pub(crate) fn needs_attention(self) -> bool {
+        !matches!(self, TaskOutcome::Completed | TaskOutcome::Stopped)
+    }
+
+    pub(crate) const COUNT: usize = 6;
+
+    /// The label in the report's summary line.
+    pub(crate) fn short_label(self) -> &'static str {
+        match self {
+            TaskOutcome::Stopped => "cleaned up",
+            other => other.label(),
+        }
+    }
+
+    pub(crate) const ALL: [TaskOutcome; Self::COUNT] = [
+        TaskOutcome::Completed,
+        TaskOutcome::Stopped,
+        TaskOutcome::Failed,
+        TaskOutcome::Panicked,
+        TaskOutcome::Aborted,
+        TaskOutcome::Detached,
+    ];
+}
+
+/// `completed`, `cancelled, cleaned up`, `failed`, `aborted`, `panicked`
+/// or `detached`.
+///
+/// ```
+/// # extern crate cancel_scope_runtime as cancel_scope;
+/// assert_eq!(cancel_scope::TaskOutcome::Aborted.to_string(), "aborted");
+/// ```
+impl fmt::Display for TaskOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.label())
+    }
 }

@@ -771,7 +771,7 @@ async fn shutdown_report_says_how_each_task_ended() {
         rows(&report),
         [
             ("done", TaskOutcome::Completed, None),
-            ("writer", TaskOutcome::CancelledCleanedUp, Some(ms(250))),
+            ("writer", TaskOutcome::Stopped, Some(ms(250))),
             ("task #2", TaskOutcome::Aborted, None),
             ("panicky", TaskOutcome::Panicked, Some(ms(100))),
             ("early-panic", TaskOutcome::Panicked, None),
@@ -828,7 +828,7 @@ async fn shutdown_report_of_blocking_tasks_cleaned_up_and_detached() {
         .unwrap();
     let tasks = report.tasks();
     assert_eq!(tasks[0].name(), "cooperative");
-    assert_eq!(tasks[0].outcome(), TaskOutcome::CancelledCleanedUp);
+    assert_eq!(tasks[0].outcome(), TaskOutcome::Stopped);
     assert!(tasks[0].cleanup_time().is_some());
     assert_eq!(tasks[1].name(), "stubborn");
     assert_eq!(tasks[1].outcome(), TaskOutcome::Detached);
@@ -869,11 +869,7 @@ async fn a_report_after_an_earlier_cancel_says_so() {
         rows(&report),
         [
             ("quick", TaskOutcome::Completed, None),
-            (
-                "slow",
-                TaskOutcome::CancelledCleanedUp,
-                Some(Duration::from_secs(2))
-            ),
+            ("slow", TaskOutcome::Stopped, Some(Duration::from_secs(2))),
         ]
     );
     assert!(report.is_clean());
@@ -965,16 +961,8 @@ async fn shutdown_report_works_with_the_other_policies() {
     assert_eq!(
         rows(&report),
         [
-            (
-                "holder",
-                TaskOutcome::CancelledCleanedUp,
-                Some(Duration::from_secs(1))
-            ),
-            (
-                "queued",
-                TaskOutcome::CancelledCleanedUp,
-                Some(Duration::from_secs(2))
-            ),
+            ("holder", TaskOutcome::Stopped, Some(Duration::from_secs(1))),
+            ("queued", TaskOutcome::Stopped, Some(Duration::from_secs(2))),
         ]
     );
     alive_tasks_become(baseline).await; // the deadline's timer too

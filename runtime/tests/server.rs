@@ -238,7 +238,7 @@ async fn one_stuck_task_is_aborted_alone() {
     assert_eq!(report.count(TaskOutcome::Aborted), 1);
     let names: Vec<_> = report.needs_attention().map(|t| t.name()).collect();
     assert_eq!(names, ["task #2"]);
-    assert_eq!(report.count(TaskOutcome::CancelledCleanedUp), 3);
+    assert_eq!(report.count(TaskOutcome::Stopped), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -442,7 +442,7 @@ async fn a_reaping_scope_without_a_limit_aborts_on_drop_and_reports_its_straggle
     let report = scope.shutdown_report(Duration::from_millis(10)).await;
     assert_eq!(report.len(), 101);
     assert_eq!(report.count(TaskOutcome::Completed), 1);
-    assert_eq!(report.count(TaskOutcome::CancelledCleanedUp), 50);
+    assert_eq!(report.count(TaskOutcome::Stopped), 50);
     assert_eq!(report.count(TaskOutcome::Aborted), 50);
     assert_eq!(report.needs_attention().count(), 32, "the log is bounded");
     let shown = report.to_string();

@@ -201,8 +201,7 @@ async fn serve(
     // been forced).
     let report = connections.shutdown_report(grace.saturating_mul(2)).await;
     let open = report.tasks().len();
-    let closed =
-        report.count(TaskOutcome::CancelledCleanedUp) + report.count(TaskOutcome::Completed);
+    let closed = report.count(TaskOutcome::Stopped) + report.count(TaskOutcome::Completed);
     let s = stats.snapshot();
     handle.note(format!(
         "served {} requests on {} connections; at the shutdown: stopped accepting, \

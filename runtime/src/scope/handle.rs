@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Scope;
 use super::shared::{Control, Permit, Shared, UNTRACKED, spawn_into};
+use crate::id::TaskId;
 use crate::ledger::Key;
 #[cfg(doc)]
 use crate::task::TaskError;
-use crate::task::TaskId;
 
 /// One task of a [`Scope`], to cancel or abort it on its own (a stuck
 /// connection), or to ask whether it ended. Returned by

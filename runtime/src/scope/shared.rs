@@ -27,10 +27,11 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::SpawnPermit;
-use crate::ledger::{FailureText, Key, Ledger, Payload, error_text, outcome_of, poll_caught};
+use crate::ledger::{FailureText, Key, Ledger, error_text, outcome_of, poll_caught};
 use crate::reason::{self, Cause};
-use crate::report::TaskOutcome;
+use crate::task::Payload;
 use crate::task::TaskError;
+use crate::task::TaskOutcome;
 
 /// What the ledger keeps of a running task of a [`Scope`].
 pub(super) struct Run {
@@ -167,7 +168,7 @@ impl<T> Shared<T> {
             let mut inner = self.lock();
             inner.untracked_attention += 1;
             inner.ledger.reaped(key.id(), name, outcome, || error);
-        } else if outcome == TaskOutcome::CancelledCleanedUp {
+        } else if outcome == TaskOutcome::Stopped {
             self.reaped_cleaned.fetch_add(1, Ordering::Relaxed);
             if seen {
                 self.reaped_ran_cleanup.fetch_add(1, Ordering::Relaxed);
