@@ -90,6 +90,8 @@
 //!   their cleanups and aborts the stragglers.
 #![doc = include_str!("semantics.md")]
 #![deny(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): each item gated by a feature says which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The examples in these docs and in README.md compile without a warning.
 #![doc(test(attr(deny(warnings))))]
 
