@@ -15,12 +15,16 @@
 //!    from the cancel until every connection is closed (the client then
 //!    checks that it saw the server close each one).
 //!
-//! The variants alternate (A B, B A, ...) for `--rounds` rounds after an
-//! untimed warm-up, and each row is the median of the per-round ratios
-//! Scope / by hand, so that a drift of the machine's load cancels out.
+//! The variants alternate (A B, B A, ...), `--rounds` load rounds then
+//! `--drain-rounds` drain rounds, after an untimed warm-up; each row is the
+//! median of the per-round ratios Scope / by hand (with a 95% confidence
+//! interval of that median), so that a drift of the machine's load cancels
+//! out.
 //!
 //! Run: `benches/workload/run.sh` (release build), e.g.
-//! `benches/workload/run.sh --rounds 8 --seconds 2`.
+//! `benches/workload/run.sh --rounds 80` (defaults: 40 load rounds of
+//! 0.25 s with 32 connections, 10 drain rounds of 10,000 connections, 2
+//! server workers).
 
 mod client;
 mod server;
@@ -35,6 +39,7 @@ use tokio::runtime::Runtime;
 struct Config {
     rounds: usize,
     seconds: f64,
+    drain_rounds: usize,
     connections: usize,
     drain: usize,
     workers: usize,
@@ -43,8 +48,9 @@ struct Config {
 impl Config {
     fn from_args() -> Config {
         let mut config = Config {
-            rounds: 6,
-            seconds: 2.0,
+            rounds: 40,
+            seconds: 0.25,
+            drain_rounds: 10,
             connections: 32,
             drain: 10_000,
             workers: 2,
@@ -57,10 +63,11 @@ impl Config {
                 "--seconds" => config.seconds = value().parse(),
                 "--connections" => config.connections = value().parse(),
                 "--drain" => config.drain = value().parse(),
+                "--drain-rounds" => config.drain_rounds = value().parse(),
                 "--workers" => config.workers = value().parse(),
                 other => panic!(
                     "unknown argument {other}; expected --rounds, --seconds, --connections, \
-                     --drain, --workers (each with a value)"
+                     --drain, --drain-rounds, --workers (each with a value)"
                 ),
             }
         }
@@ -173,6 +180,22 @@ fn drain_client(addr: &str, n: usize) {
     println!("closed {closed}");
 }
 
+/// `rounds` rounds of `run` on each variant, in alternating order (A B,
+/// B A, ...): per round, `[Scope, by hand]`.
+fn alternate<T: Copy>(rounds: usize, mut run: impl FnMut(Variant) -> T) -> Vec<[T; 2]> {
+    (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let scope = run(Variant::Scope);
+                [scope, run(Variant::ByHand)]
+            } else {
+                let by_hand = run(Variant::ByHand);
+                [run(Variant::Scope), by_hand]
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, addr, n] = &args[..] {
@@ -193,9 +216,14 @@ fn main() {
         .build()
         .expect("client runtime");
     println!(
-        "workload: {} rounds; load: {} connections for {} s each; drain: {} connections; \
-         server: {} workers, load generator: 1 thread",
-        config.rounds, config.connections, config.seconds, config.drain, config.workers
+        "workload: load: {} rounds of {} connections for {} s; drain: {} rounds of {} \
+         connections; server: {} workers, load generator: 1 thread",
+        config.rounds,
+        config.connections,
+        config.seconds,
+        config.drain_rounds,
+        config.drain,
+        config.workers
     );
 
     // Warm-up, untimed.
@@ -203,24 +231,12 @@ fn main() {
         load_run(&server_rt, &client_rt, variant, &config);
         drain_run(&server_rt, variant, config.drain.min(1000));
     }
-    let mut loads = Vec::new();
-    let mut drains = Vec::new();
-    for round in 0..config.rounds {
-        let order = if round % 2 == 0 {
-            [Variant::Scope, Variant::ByHand]
-        } else {
-            [Variant::ByHand, Variant::Scope]
-        };
-        let mut load = [None; 2];
-        let mut drain = [Duration::ZERO; 2];
-        for variant in order {
-            let i = usize::from(variant == Variant::ByHand);
-            load[i] = Some(load_run(&server_rt, &client_rt, variant, &config));
-            drain[i] = drain_run(&server_rt, variant, config.drain);
-        }
-        loads.push([load[0].expect("ran"), load[1].expect("ran")]);
-        drains.push(drain);
-    }
+    let loads = alternate(config.rounds, |variant| {
+        load_run(&server_rt, &client_rt, variant, &config)
+    });
+    let drains = alternate(config.drain_rounds, |variant| {
+        drain_run(&server_rt, variant, config.drain)
+    });
     report::print(&loads, &drains);
 }
 
@@ -272,15 +288,29 @@ mod report {
 
     use super::Load;
 
-    /// The median, the lowest and the highest of `v`.
+    /// The median of `v` and a 95% confidence interval for it (the ranks
+    /// n/2 -+ 0.98 sqrt(n), as the criterion benches' paired tables).
     fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
         v.sort_unstable_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
+        let n = v.len();
+        // Small, non-negative ranks: the casts are exact enough.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let half = (0.98 * (n as f64).sqrt()) as usize;
+        let lo = (n / 2).saturating_sub(half);
+        let hi = (n / 2 + half).min(n - 1);
+        (v[n / 2], v[lo], v[hi])
     }
 
     fn row(name: &str, target: &str, ratios: Vec<f64>, scope: &str, by_hand: &str) {
+        let n = ratios.len();
         let (median, lo, hi) = spread(ratios);
-        println!("| {name} | {median:.3}x | {lo:.3}..{hi:.3} | {scope} | {by_hand} | {target} |");
+        println!(
+            "| {name} | {median:.3}x | {lo:.3}..{hi:.3} | {n} | {scope} | {by_hand} | {target} |"
+        );
     }
 
     fn median_of(v: impl Iterator<Item = f64>) -> f64 {
@@ -288,8 +318,10 @@ mod report {
     }
 
     pub fn print(loads: &[[Load; 2]], drains: &[[Duration; 2]]) {
-        println!("| metric | Scope / by hand (median) | min..max | Scope | by hand | goal |");
-        println!("| --- | ---: | --- | ---: | ---: | --- |");
+        println!(
+            "| metric | Scope / by hand (median) | 95% CI | rounds | Scope | by hand | goal |"
+        );
+        println!("| --- | ---: | --- | ---: | ---: | ---: | --- |");
         let ms = |d: f64| format!("{:.1} µs", d * 1e6);
         let side = |i: usize, f: fn(&Load) -> f64| median_of(loads.iter().map(|l| f(&l[i])));
         let per_second: fn(&Load) -> f64 = |l| l.per_second;
@@ -328,9 +360,6 @@ mod report {
             &format!("{:.1} ms", drain(0) * 1e3),
             &format!("{:.1} ms", drain(1) * 1e3),
         );
-        println!(
-            "({} rounds; each ratio is per round, Scope / by hand)",
-            loads.len()
-        );
+        println!("(each ratio is per round, Scope / by hand; the times are medians)");
     }
 }

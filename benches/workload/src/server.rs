@@ -79,12 +79,13 @@ async fn listen() -> std::io::Result<TcpListener> {
 }
 
 /// The cancel-scope server: connections in a reaping scope (each task's
-/// slot is freed as it ends); `shutdown` cancels them all and waits.
+/// slot is freed as it ends), a child of the server's `stop` token (as
+/// `examples/http` makes it); `shutdown` waits for them all.
 async fn serve_scope(listener: TcpListener, stop: CancellationToken) {
     // Cancelled only if a shutdown ran out of time (never here): what a
     // handler is raced against.
     let force = CancellationToken::new();
-    let mut connections: Scope<()> = Scope::new().reaping();
+    let mut connections: Scope<()> = Scope::child_of(&stop).reaping();
     loop {
         tokio::select! {
             biased;
@@ -106,7 +107,9 @@ async fn serve_scope(listener: TcpListener, stop: CancellationToken) {
     connections.shutdown(GRACE).await;
 }
 
-/// The same server by hand: a `TaskTracker`, a child token per connection.
+/// The same server by hand: a `TaskTracker`, a child of `stop` per
+/// connection. (In both servers, `stop.cancel()` reaches every connection's
+/// token on the thread that calls it.)
 async fn serve_by_hand(listener: TcpListener, stop: CancellationToken) {
     let force = CancellationToken::new();
     let tracker = TaskTracker::new();
