@@ -15,6 +15,10 @@ pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let args = args::parse(args, &mut errors);
     let token_name = args.token.clone();
+    let arg_exprs: Vec<syn::Expr> = [&args.timeout, &args.cleanup_timeout]
+        .into_iter()
+        .filter_map(|arg| arg.as_ref().map(|(_, expr)| expr.clone()))
+        .collect();
     let input: Input = match syn::parse2(item.clone()) {
         Ok(input) => input,
         Err(e) => {
@@ -32,7 +36,7 @@ pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
     // Any error: the fn as written, so that the error is the only one.
     let out = match model {
         Ok(model) if errors.is_empty() => expand(&model),
-        _ => fallback::emit(item, token_name),
+        _ => fallback::emit(item, token_name, &arg_exprs),
     };
     quote!(#out #errors)
 }

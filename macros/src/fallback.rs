@@ -11,14 +11,15 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
-use syn::{FnArg, Ident, Pat, Stmt};
+use syn::{Expr, FnArg, Ident, Pat, Stmt};
 
 use crate::model::{self, Input};
 use crate::valid;
 
 /// `item` as written, minus the attribute's own markers. `token` is the
-/// name the token would have been injected under.
-pub fn emit(item: TokenStream, token: Option<Ident>) -> TokenStream {
+/// name the token would have been injected under; `arg_exprs` are the
+/// attribute's `timeout` and `cleanup_timeout` expressions.
+pub fn emit(item: TokenStream, token: Option<Ident>, arg_exprs: &[Expr]) -> TokenStream {
     let Ok(mut input) = syn::parse2::<Input>(item.clone()) else {
         return item;
     };
@@ -35,6 +36,12 @@ pub fn emit(item: TokenStream, token: Option<Ident>) -> TokenStream {
                 let _ = &#token;
             };
             block.stmts.splice(0..0, binding);
+        }
+        // The arguments' expressions, in a closure never called, so that
+        // what they name (`Duration`, a parameter) is still used.
+        if !is_const && !arg_exprs.is_empty() {
+            let uses: Stmt = syn::parse_quote!(let _ = || (#(#arg_exprs,)*););
+            block.stmts.insert(0, uses);
         }
     }
     input.into_token_stream()
@@ -73,6 +80,7 @@ mod tests {
                 }
             },
             None,
+            &[],
         );
         assert_eq!(
             out.to_string(),
