@@ -15,6 +15,10 @@
 //!   timeout) with the hand-written `select!` version of the task. Spawning
 //!   and parking are not timed; timing starts once every task has reached its
 //!   `.await`.
+//! - `cancel_fanout_timer`: the same, each task parked on a
+//!   `tokio::time::sleep` of an hour (as a connection with an idle timeout
+//!   is) instead of `pending()`: the cancellation also drops 50k timer
+//!   entries.
 //! - `churn`: 10k short connections through an accept loop, each a
 //!   `tokio::io::duplex` pair whose server half a task reads one request
 //!   byte from and answers: a reaping `Scope` (each handler gets a child
@@ -156,14 +160,37 @@ struct Counters {
     cleaned: AtomicUsize,
 }
 
-#[cancellable]
-async fn parked_macro(c: Arc<Counters>) {
-    on_cancel! { c.cleaned.fetch_add(1, Ordering::Relaxed); }
-    c.parked.fetch_add(1, Ordering::Relaxed);
-    std::future::pending::<()>().await;
+/// What a parked task waits on.
+#[derive(Clone, Copy)]
+enum Park {
+    /// `std::future::pending()`: nothing to drop but the future.
+    Pending,
+    /// A `tokio::time::sleep` that never fires here (an idle timeout).
+    Timer,
 }
 
-async fn parked_select(token: CancellationToken, c: Arc<Counters>) -> Result<(), Cancelled> {
+/// Longer than any run: the sleep never fires, it is cancelled.
+const IDLE: Duration = Duration::from_secs(3600);
+
+async fn park(on: Park) {
+    match on {
+        Park::Pending => std::future::pending::<()>().await,
+        Park::Timer => tokio::time::sleep(IDLE).await,
+    }
+}
+
+#[cancellable]
+async fn parked_macro(c: Arc<Counters>, on: Park) {
+    on_cancel! { c.cleaned.fetch_add(1, Ordering::Relaxed); }
+    c.parked.fetch_add(1, Ordering::Relaxed);
+    park(on).await;
+}
+
+async fn parked_select(
+    token: CancellationToken,
+    c: Arc<Counters>,
+    on: Park,
+) -> Result<(), Cancelled> {
     tokio::select! {
         biased;
         () = token.cancelled() => {
@@ -172,7 +199,7 @@ async fn parked_select(token: CancellationToken, c: Arc<Counters>) -> Result<(),
         }
         () = async {
             c.parked.fetch_add(1, Ordering::Relaxed);
-            std::future::pending::<()>().await;
+            park(on).await;
         } => Ok(()),
     }
 }
@@ -189,15 +216,15 @@ async fn until_parked(c: &Counters, n: usize) {
 
 /// `Scope::shutdown`, with the `#[cancellable]` task (or, with
 /// `macro_task == false`, the hand-written one, to split the cost).
-async fn fanout_scope(n: usize, macro_task: bool) -> Duration {
+async fn fanout_scope(n: usize, macro_task: bool, on: Park) -> Duration {
     let c = Arc::new(Counters::default());
     let mut scope = Scope::new();
     for _ in 0..n {
         let c = c.clone();
         if macro_task {
-            scope.spawn(move |token| parked_macro(token, c));
+            scope.spawn(move |token| parked_macro(token, c, on));
         } else {
-            scope.spawn(move |token| parked_select(token, c));
+            scope.spawn(move |token| parked_select(token, c, on));
         }
     }
     until_parked(&c, n).await;
@@ -215,16 +242,16 @@ async fn fanout_scope(n: usize, macro_task: bool) -> Duration {
 /// A root token and a `JoinSet`, by hand: `cancel()`, then join every task
 /// (under the same grace timeout as `shutdown`), with the hand-written
 /// `select!` task (or, with `macro_task == true`, the `#[cancellable]` one).
-async fn fanout_joinset(n: usize, macro_task: bool) -> Duration {
+async fn fanout_joinset(n: usize, macro_task: bool, on: Park) -> Duration {
     let c = Arc::new(Counters::default());
     let root = CancellationToken::new();
     let mut set = JoinSet::new();
     for _ in 0..n {
         let (token, c) = (root.child_token(), c.clone());
         if macro_task {
-            set.spawn(parked_macro(token, c));
+            set.spawn(parked_macro(token, c, on));
         } else {
-            set.spawn(parked_select(token, c));
+            set.spawn(parked_select(token, c, on));
         }
     }
     until_parked(&c, n).await;
@@ -319,12 +346,12 @@ where
 }
 
 /// One timed cancel fan-out of `FANOUT_N` tasks, per task.
-fn fanout(rt: &Runtime, scope: bool, macro_task: bool) -> impl FnMut() -> Duration {
+fn fanout(rt: &Runtime, scope: bool, macro_task: bool, on: Park) -> impl FnMut() -> Duration {
     move || {
         let d = if scope {
-            on_worker(rt, move || fanout_scope(FANOUT_N, macro_task))
+            on_worker(rt, move || fanout_scope(FANOUT_N, macro_task, on))
         } else {
-            on_worker(rt, move || fanout_joinset(FANOUT_N, macro_task))
+            on_worker(rt, move || fanout_joinset(FANOUT_N, macro_task, on))
         };
         per_task(d, FANOUT_N)
     }
@@ -357,15 +384,36 @@ fn print_ratios(rt: &Runtime) {
         "cancel fan-out 50k: Scope::shutdown + #[cancellable] / token + JoinSet + select!",
         Some(1.1),
         61,
-        fanout(rt, true, true),
-        fanout(rt, false, false),
+        fanout(rt, true, true, Park::Pending),
+        fanout(rt, false, false, Park::Pending),
     );
     common::compare(
         "cancel fan-out 50k: Scope::shutdown / token + JoinSet (both select! tasks)",
         None,
         61,
-        fanout(rt, true, false),
-        fanout(rt, false, false),
+        fanout(rt, true, false, Park::Pending),
+        fanout(rt, false, false, Park::Pending),
+    );
+    common::compare(
+        "cancel fan-out 50k on a timer: Scope::shutdown + #[cancellable] / token + JoinSet + select!",
+        Some(1.1),
+        61,
+        fanout(rt, true, true, Park::Timer),
+        fanout(rt, false, false, Park::Timer),
+    );
+    common::compare(
+        "cancel fan-out 50k on a timer: Scope::shutdown / token + JoinSet (both select! tasks)",
+        None,
+        61,
+        fanout(rt, true, false, Park::Timer),
+        fanout(rt, false, false, Park::Timer),
+    );
+    common::compare(
+        "cancel fan-out 50k on a timer: #[cancellable] / select! task (both token + JoinSet)",
+        None,
+        61,
+        fanout(rt, false, true, Park::Timer),
+        fanout(rt, false, false, Park::Timer),
     );
     common::compare(
         "connection churn 10k: reaping Scope / TaskTracker + child token",
@@ -378,8 +426,8 @@ fn print_ratios(rt: &Runtime) {
         "cancel fan-out 50k: #[cancellable] / select! task (both token + JoinSet)",
         None,
         61,
-        fanout(rt, false, true),
-        fanout(rt, false, false),
+        fanout(rt, false, true, Park::Pending),
+        fanout(rt, false, false, Park::Pending),
     );
     println!();
 }
@@ -403,15 +451,16 @@ fn bench_fanout(
     rt: &Runtime,
     name: &str,
     scope: bool,
+    on: Park,
 ) {
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
                     if scope {
-                        on_worker(rt, || fanout_scope(FANOUT_N, true))
+                        on_worker(rt, move || fanout_scope(FANOUT_N, true, on))
                     } else {
-                        on_worker(rt, || fanout_joinset(FANOUT_N, false))
+                        on_worker(rt, move || fanout_joinset(FANOUT_N, false, on))
                     }
                 })
                 .sum()
@@ -454,8 +503,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("scope/cancel_fanout_50k");
     g.sample_size(10);
     g.sampling_mode(SamplingMode::Flat);
-    bench_fanout(&mut g, &rt, "scope_shutdown", true);
-    bench_fanout(&mut g, &rt, "token_joinset_select", false);
+    bench_fanout(&mut g, &rt, "scope_shutdown", true, Park::Pending);
+    bench_fanout(&mut g, &rt, "token_joinset_select", false, Park::Pending);
+    g.finish();
+
+    let mut g = c.benchmark_group("scope/cancel_fanout_timer_50k");
+    g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat);
+    bench_fanout(&mut g, &rt, "scope_shutdown", true, Park::Timer);
+    bench_fanout(&mut g, &rt, "token_joinset_select", false, Park::Timer);
     g.finish();
 }
 

@@ -90,6 +90,8 @@
 //!   their cleanups and aborts the stragglers.
 #![doc = include_str!("semantics.md")]
 #![deny(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): each item gated by a feature says which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The examples in these docs and in README.md compile without a warning.
 #![doc(test(attr(deny(warnings))))]
 
@@ -338,9 +340,11 @@ pub use cancel_scope_runtime::{
 /// # Errors
 ///
 /// Misuse is a compile error spanned at the offending tokens, and the
-/// function is still emitted so the rest of the crate type-checks: not an
-/// `async fn` (the fn is then emitted as the `#[cancellable]` fn it would be,
-/// so its callers report nothing more), a `const` or `extern` fn, an unknown
+/// function is still emitted as written (no token injected, the declared
+/// return type; only `#[token]` markers and `on_cancel!` blocks are taken
+/// out, and the body may still name the token), so that the error is the
+/// only one and callers that call the fn as written type-check: not an
+/// `async fn`, a `const` or `extern` fn, an unknown
 /// or duplicate argument, two `on_cancel!`, `on_cancel!` anywhere but the top
 /// level of the body, `token = ` naming an existing parameter, two
 /// `#[token]` parameters, `flatten` on a fn whose return type is not written

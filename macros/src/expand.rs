@@ -6,14 +6,19 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Attribute, FnArg, Ident, Macro, Pat, ReturnType, Stmt, Type, parse_quote};
 
-use crate::args;
 use crate::model::{self, Body, Errors, Input, Model, TokenParam};
+use crate::{args, fallback};
 
 /// The attribute, from tokens to tokens (no `proc_macro` types, so it can be
 /// driven from unit tests and fuzzers).
 pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let args = args::parse(args, &mut errors);
+    let token_name = args.token.clone();
+    let arg_exprs: Vec<syn::Expr> = [&args.timeout, &args.cleanup_timeout]
+        .into_iter()
+        .filter_map(|arg| arg.as_ref().map(|(_, expr)| expr.clone()))
+        .collect();
     let input: Input = match syn::parse2(item.clone()) {
         Ok(input) => input,
         Err(e) => {
@@ -26,11 +31,13 @@ pub fn cancellable(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#item #errors);
         }
     };
-    let out = match model::build(input, args, &mut errors) {
-        Ok(model) => expand(&model),
-        Err(input) => fallback(*input),
-    };
+    let model = model::build(input, args, &mut errors);
     let errors = errors.to_compile_errors();
+    // Any error: the fn as written, so that the error is the only one.
+    let out = match model {
+        Ok(model) if errors.is_empty() => expand(&model),
+        _ => fallback::emit(item, token_name, &arg_exprs),
+    };
     quote!(#out #errors)
 }
 
@@ -422,25 +429,6 @@ fn expand_body(
         } #run_args)
         #await_run
     }
-}
-
-/// What is emitted when the fn cannot be made cancellable: the fn as written
-/// (token injected, `#[token]` markers and `on_cancel!` consumed), so that the
-/// rest of the crate still type-checks and IDEs keep working.
-fn fallback(mut input: Input) -> TokenStream {
-    let token = Ident::new("token", Span::call_site());
-    let plain = input.sig.constness.is_none() && input.sig.abi.is_none();
-    if plain && model::param_named(&input.sig, &token).is_none() {
-        inject_token(&mut input.sig, &token);
-    }
-    if let Some(block) = &mut input.body {
-        for stmt in &mut block.stmts {
-            if let Some(mac) = model::as_on_cancel(stmt) {
-                *stmt = syn::parse2(consumed(mac)).expect("the marker is a statement");
-            }
-        }
-    }
-    input.into_token_stream()
 }
 
 /// A warning on stable Rust: the use of a deprecated item, spanned at the

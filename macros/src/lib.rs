@@ -6,11 +6,12 @@
 //! The pipeline, one file per step: `args.rs` parses the attribute's arguments,
 //! `model.rs` splits the function into signature, token, setup, cleanup and
 //! body and checks it (`valid.rs` finds, in the user's statements, the
-//! mistakes the compiler would report against the expansion), `expand.rs` writes the rewritten function (or, on an
-//! error, the closest fallback plus `compile_error!`s).
+//! mistakes the compiler would report against the expansion), `expand.rs` writes the rewritten function, and on an error
+//! `fallback.rs` the function as written, plus the `compile_error!`s.
 
 mod args;
 mod expand;
+mod fallback;
 mod model;
 mod valid;
 

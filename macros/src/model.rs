@@ -323,9 +323,8 @@ fn check_fn_kind(sig: &Signature, errors: &mut Errors) -> bool {
     fatal
 }
 
-/// A fn that is not `async` is reported, then made `async` and expanded as
-/// if it were, so that its callers (which call it as the `#[cancellable]`
-/// fn it is meant to be) report nothing more.
+/// A fn that is not `async` is reported (and then emitted as written, by
+/// `fallback.rs`, as on any error).
 fn require_async(sig: &mut Signature, errors: &mut Errors) {
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(

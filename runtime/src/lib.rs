@@ -3,6 +3,8 @@
 //!
 //! Depend on the `cancel-scope` crate instead; it re-exports everything here.
 #![deny(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): each item gated by a feature says which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cancelled;
 pub mod daemon;

@@ -84,10 +84,18 @@ pub enum CancelReason {
     /// The scope's deadline ([`with_deadline`](crate::Scope::with_deadline),
     /// [`with_timeout`](crate::Scope::with_timeout)) passed.
     Deadline,
-    /// A [`ShutdownSignal`](crate::ShutdownSignal) received this signal
+    /// A [`ShutdownSignal`] received this signal
     /// (`"Ctrl-C"`, `"SIGTERM"`) or was triggered with this reason: the
     /// scope was made with `child_of(signal.token())`, or is nested in one
     /// that was.
+    ///
+    // `ShutdownSignal` needs the `signal` feature; without it, the link goes
+    // to the facade's docs.
+    #[cfg_attr(feature = "signal", doc = "[`ShutdownSignal`]: crate::ShutdownSignal")]
+    #[cfg_attr(
+        not(feature = "signal"),
+        doc = "[`ShutdownSignal`]: https://docs.rs/cancel-scope/latest/cancel_scope/struct.ShutdownSignal.html"
+    )]
     Signal(&'static str),
     /// The scope was dropped (which cancels its token): what the tasks of a
     /// scope nested in one of its tasks see.

@@ -111,7 +111,18 @@ pub enum StopReason {
     /// Every subsystem ended on its own.
     Finished,
     /// A signal (`"Ctrl-C"`, `"SIGTERM"`), or a
-    /// [`ShutdownSignal::trigger`](crate::ShutdownSignal::trigger) with this reason.
+    /// [`ShutdownSignal::trigger`] with this reason.
+    ///
+    // `ShutdownSignal` needs the `signal` feature; without it, the link goes
+    // to the facade's docs.
+    #[cfg_attr(
+        feature = "signal",
+        doc = "[`ShutdownSignal::trigger`]: crate::ShutdownSignal::trigger"
+    )]
+    #[cfg_attr(
+        not(feature = "signal"),
+        doc = "[`ShutdownSignal::trigger`]: https://docs.rs/cancel-scope/latest/cancel_scope/struct.ShutdownSignal.html#method.trigger"
+    )]
     Signal(&'static str),
     /// [`SubsystemHandle::request_shutdown`], by the subsystem with this name.
     Requested(String),
@@ -286,13 +297,21 @@ impl fmt::Debug for Daemon {
 impl Daemon {
     /// A daemon named `name` (its subsystems' names begin `/name/`), with a
     /// grace period of 5 s, no signal handling (see
-    /// [`catch_signals`](Self::catch_signals)), its log on stderr.
+    /// [`catch_signals`]), its log on stderr.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// let daemon = cancel_scope::daemon::Daemon::new("daemon");
     /// # let _ = daemon;
     /// ```
+    ///
+    // `catch_signals` needs the `signal` feature; without it, the link goes
+    // to the facade's docs.
+    #[cfg_attr(feature = "signal", doc = "[`catch_signals`]: Self::catch_signals")]
+    #[cfg_attr(
+        not(feature = "signal"),
+        doc = "[`catch_signals`]: https://docs.rs/cancel-scope/latest/cancel_scope/daemon/struct.Daemon.html#method.catch_signals"
+    )]
     pub fn new(name: impl Into<String>) -> Self {
         Daemon {
             name: name.into(),
