@@ -12,6 +12,8 @@ mod local;
 mod nest;
 #[doc(hidden)]
 pub mod private;
+#[cfg(feature = "process")]
+pub mod process;
 mod reason;
 mod report;
 mod scope;
