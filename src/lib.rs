@@ -96,6 +96,7 @@
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
 pub use cancel_scope_runtime::daemon;
+pub use cancel_scope_runtime::fs;
 #[cfg(feature = "process")]
 pub use cancel_scope_runtime::process;
 pub use cancel_scope_runtime::{

@@ -6,6 +6,7 @@
 
 mod cancelled;
 pub mod daemon;
+pub mod fs;
 mod id;
 mod ledger;
 mod local;
