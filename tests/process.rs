@@ -431,3 +431,26 @@ fn child_is_send() {
     fn send<T: Send>() {}
     send::<Child>();
 }
+
+#[allow(dead_code)]
+#[path = "../examples/process.rs"]
+mod process_example;
+
+#[tokio::test]
+async fn the_process_example_stops_its_child_and_leaves_nothing_running() {
+    let mut out = Vec::new();
+    let outcome = process_example::run(Duration::from_secs(1), std::future::pending(), &mut out)
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(outcome.pids.len(), 2, "the child and its grandchild: {out}");
+    assert!(
+        out.contains("child: SIGTERM, cleaning up"),
+        "the trap ran: {out}"
+    );
+    assert_eq!(outcome.stopped.as_deref(), Some("exit status: 0"), "{out}");
+    assert!(out.contains("left running: nothing"), "{out}");
+    for &pid in &outcome.pids {
+        assert!(!process_example::running(pid), "{pid} runs: {out}");
+    }
+}
