@@ -307,6 +307,31 @@ fn a_child_dropped_after_the_runtime_shut_down_is_killed_and_reaped() {
     blocking_eventually("the grandchild dies", || !grandchild.runs());
 }
 
+#[test]
+fn a_runtime_shutting_down_with_a_task_that_owns_a_child_leaves_nothing_running() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (leader, grandchild) = runtime.block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut child = sh(WITH_GRANDCHILD);
+            let grandchild: u32 = read_lines(&mut child, 1).await[0].parse().unwrap();
+            tx.send((child.id().unwrap(), grandchild)).unwrap();
+            std::future::pending::<()>().await;
+            drop(child);
+        });
+        rx.await.unwrap()
+    });
+    let (leader, grandchild) = (Seen::new(leader), Seen::new(grandchild));
+    // Drops the task, and its `Child`, while the runtime shuts down.
+    drop(runtime);
+    blocking_eventually("the child is reaped", || !leader.exists());
+    blocking_eventually("the grandchild dies", || !grandchild.runs());
+}
+
 #[cancellable]
 async fn supervise_script(script: String, pids: tokio::sync::mpsc::Sender<u32>) -> bool {
     let mut child = sh(&script).with_stop(Stop::new().grace(Duration::from_secs(600)));

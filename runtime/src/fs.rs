@@ -27,7 +27,8 @@ use tokio::io::AsyncWrite;
 /// - Dropped without a commit (an error, a cancellation, an abort), the
 ///   temporary file is removed and the target keeps what it had.
 /// - A target that exists keeps its permissions (Unix mode bits) when it is
-///   replaced.
+///   replaced; its owner and other metadata are the new file's. A symbolic
+///   link at the target's path is replaced by the file, not followed.
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
