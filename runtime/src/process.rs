@@ -385,9 +385,12 @@ impl Child {
     /// # #[cfg(not(unix))] fn main() {}
     /// ```
     pub async fn stop(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.try_wait()? {
-            return Ok(status);
+        if self.id().is_none() {
+            return self.wait().await; // reaped before: its status
         }
+        // An exited child that was not reaped yet still holds its group's
+        // id: the signal reaches what is left of its group, and the wait
+        // below returns at once.
         #[cfg(unix)]
         self.signal_group(self.stop.signal)?;
         #[cfg(unix)]
