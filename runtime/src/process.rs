@@ -568,7 +568,8 @@ mod reaper {
     use std::sync::{Mutex, OnceLock, PoisonError};
     use std::time::Duration;
 
-    static QUEUE: OnceLock<Mutex<Sender<tokio::process::Child>>> = OnceLock::new();
+    /// The reaper's queue; `None` if its thread could not be started.
+    static QUEUE: OnceLock<Option<Mutex<Sender<tokio::process::Child>>>> = OnceLock::new();
 
     pub(super) fn reap(child: tokio::process::Child) {
         let queue = QUEUE.get_or_init(|| {
@@ -576,14 +577,18 @@ mod reaper {
             std::thread::Builder::new()
                 .name("cancel-scope-reaper".into())
                 .spawn(move || run(&rx))
-                .expect("failed to spawn the cancel-scope reaper thread");
-            Mutex::new(tx)
+                .ok()
+                .map(|_| Mutex::new(tx))
         });
-        // The thread never ends, so the send cannot fail.
-        let _ = queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(child);
+        // Without a thread (none could be started), Tokio's orphan queue
+        // reaps it, while a runtime runs.
+        if let Some(queue) = queue {
+            // The thread never ends, so the send cannot fail.
+            let _ = queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send(child);
+        }
     }
 
     fn run(rx: &Receiver<tokio::process::Child>) {
