@@ -8,14 +8,24 @@
 //! cargo run --example daemon -- --fail-after 1       # ingest fails: the others clean up, exit 1
 //! ```
 //!
-//! Three subsystems run under `/daemon`:
+//! Four subsystems run under `/daemon`:
 //!
 //! - **ingest** produces numbered records (0, 1, 2, ...) into a bounded
 //!   `tokio::sync::mpsc` channel;
-//! - **writer**, a `#[cancellable]` fn with a setup (open the file), a body
-//!   (buffer records, append them in batches) and an `on_cancel!` cleanup
-//!   (close the channel, drain what was already sent, flush what is pending);
-//! - **metrics** ticks and reports progress.
+//! - **writer**, a `#[cancellable]` fn with a setup (create the file), a
+//!   body (buffer records, write them out in batches) and an `on_cancel!`
+//!   cleanup (close the channel, drain what was already sent, write what is
+//!   pending). Each batch replaces the file through an
+//!   [`AtomicFile`](cancel_scope::fs::AtomicFile): a new version is written
+//!   beside it and renamed over it, so the file is never seen torn, even
+//!   when the shutdown is forced in the middle of a write;
+//! - **metrics** ticks and reports progress;
+//! - **heartbeat** (Unix), a child process: a shell loop that appends a
+//!   line to a file every 200 ms, run with
+//!   [`Subsystem::process`](cancel_scope::daemon::Subsystem::process). It
+//!   is stopped last, with `SIGTERM` (its trap writes `stopped` and exits
+//!   0); a forced shutdown kills its process group. Nothing is left
+//!   running either way.
 //!
 //! It stops on Ctrl-C, on SIGTERM (unix), after `--run-for` seconds, or when
 //! a subsystem fails. Ingest stops first, then the writer drains what ingest
@@ -23,7 +33,7 @@
 //! aborts at once, and so does the end of the grace period. On SIGUSR1 it
 //! prints its task tree. Then it reads the file back and says what is in
 //! it: the lines `0..n` in order, and whether every record produced is
-//! there.
+//! there; after a forced shutdown, the last version written in full.
 //!
 //! Exit codes: 0 clean, 1 a subsystem failed (or the file is not what the
 //! writer wrote), 2 bad arguments, 3 the grace period elapsed, 130 a second
@@ -37,6 +47,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use cancel_scope::daemon::{Daemon, DaemonReport, ShutdownOrder, Subsystem};
+use cancel_scope::fs::AtomicFile;
+#[cfg(unix)]
+use cancel_scope::process::Stop;
 use cancel_scope::{Cancelled, ShutdownSignal, cancellable, on_cancel};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -98,10 +111,14 @@ pub struct Report {
     /// The complete lines are exactly `0, 1, 2, ..` (no gap, no duplicate,
     /// no garbage).
     pub lines_in_order: bool,
-    /// The file ends in a line without its newline: a write cut short.
+    /// The file ends in a line without its newline: a write cut short
+    /// (which the `AtomicFile` rules out).
     pub torn_last_line: bool,
     /// The file the records went to (removed with its directory by now).
     pub file: PathBuf,
+    /// Lines the heartbeat child process wrote (its last one `stopped`
+    /// when its `SIGTERM` trap ran); empty where there is no `sh`.
+    pub heartbeat: Vec<String>,
 }
 
 impl Report {
@@ -126,7 +143,9 @@ impl Report {
     /// missing although nothing was aborted): a bug, not a shutdown.
     pub fn file_is_wrong(&self) -> bool {
         let forced = self.daemon.forced().is_some();
-        !self.lines_in_order || (!forced && (self.torn_last_line || self.missing() > 0))
+        // Written through an `AtomicFile`, the file is never torn, forced
+        // shutdown or not.
+        !self.lines_in_order || self.torn_last_line || (!forced && self.missing() > 0)
     }
 
     /// The daemon's exit code, or 1 when the file is wrong.
@@ -184,55 +203,50 @@ async fn ingest(
 
 /// What the writer's cleanup did.
 struct Flush {
-    /// Records of a batch the body was writing when it was cancelled.
-    interrupted: u64,
     /// Records buffered for the next batch.
     buffered: usize,
     /// Records still in the channel when it was closed.
     drained: usize,
-    /// Records the cleanup wrote (drained + buffered + a batch the body was
-    /// writing when it was cancelled).
+    /// Records the cleanup wrote (buffered + drained).
     records: u64,
     result: io::Result<()>,
 }
 
-/// Encoded records not yet written to the file.
-#[derive(Default)]
-struct Outbox {
-    bytes: Vec<u8>,
-    records: u64,
+/// The records file, replaced whole by each batch: the new version is
+/// written to an [`AtomicFile`] beside it and renamed over it.
+struct RecordsFile {
+    path: PathBuf,
+    /// The file's content, as last committed.
+    committed: Vec<u8>,
 }
 
-impl Outbox {
-    fn add(&mut self, pending: &mut Vec<u64>) {
-        for n in pending.drain(..) {
-            self.bytes.extend_from_slice(format!("{n}\n").as_bytes());
-            self.records += 1;
-        }
-    }
-
-    /// Writes everything out and returns how many records that was.
+impl RecordsFile {
+    /// Writes a version of the file with `pending` added, commits it, and
+    /// returns how many records were added.
     ///
-    /// Cancel safe, so the writer's body may be dropped in the middle of it:
-    /// each `write` is cancel safe (dropped before it completes, it wrote
-    /// nothing) and what it wrote leaves the outbox with no `.await` in
-    /// between, so the cleanup writes exactly the rest: no torn line, no
-    /// duplicate.
-    async fn write_to(&mut self, file: &mut tokio::fs::File) -> io::Result<u64> {
-        while !self.bytes.is_empty() {
-            let n = file.write(&self.bytes).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.bytes.drain(..n);
+    /// Cancel safe, so the writer's body may be dropped in the middle of
+    /// it: dropped before the commit, the temporary file is removed and the
+    /// file keeps its last version (no torn line); the commit itself is
+    /// shielded from the writer's cancellation, and `pending` is emptied
+    /// with no `.await` after it, so the cleanup writes exactly the rest.
+    async fn append(&mut self, pending: &mut Vec<u64>) -> io::Result<u64> {
+        let mut next = self.committed.clone();
+        for n in pending.iter() {
+            next.extend_from_slice(format!("{n}\n").as_bytes());
         }
-        file.flush().await?;
-        Ok(std::mem::take(&mut self.records))
+        let mut file = AtomicFile::create(&self.path).await?;
+        file.write_all(&next).await?;
+        file.commit().await?;
+        self.committed = next;
+        let added = pending.len() as u64;
+        pending.clear();
+        Ok(added)
     }
 }
 
-/// Appends the records to `path` in batches of `batch`; when ingest stops,
-/// writes the rest and returns how many records that was.
+/// Writes the records to `path` in batches of `batch` (each one a new
+/// version of the whole file); when ingest stops, writes the rest and
+/// returns how many records that was.
 ///
 /// On cancel, the cleanup closes the channel (ingest can send no more),
 /// drains what was already sent, and flushes everything still pending. It
@@ -249,15 +263,14 @@ async fn writer(
 ) -> io::Result<u64> {
     // Setup: runs first and is not raced; `?` returns the error as the fn's
     // own `io::Result`.
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .await?;
+    let mut out = RecordsFile {
+        path,
+        committed: Vec::new(),
+    };
     let mut pending = Vec::with_capacity(batch);
-    let mut outbox = Outbox::default();
+    out.append(&mut pending).await?; // an empty file to begin with
     on_cancel! {
-        let (interrupted, buffered) = (outbox.records, pending.len());
+        let buffered = pending.len();
         records.close();
         let mut drained = 0;
         // `recv` returns `None` once the channel is closed *and* empty.
@@ -266,13 +279,9 @@ async fn writer(
             drained += 1;
         }
         tokio::time::sleep(slow_flush).await;
-        outbox.add(&mut pending);
-        let records = outbox.records;
-        let result = match outbox.write_to(&mut file).await {
-            Ok(_) => file.sync_all().await,
-            Err(e) => Err(e),
-        };
-        *flush = Some(Flush { interrupted, buffered, drained, records, result });
+        let records = pending.len() as u64;
+        let result = out.append(&mut pending).await.map(drop);
+        *flush = Some(Flush { buffered, drained, records, result });
     }
     loop {
         let Some(n) = records.recv().await else {
@@ -280,21 +289,15 @@ async fn writer(
             // and finish. If the writer's own turn to stop comes meanwhile,
             // the cleanup writes what this did not.
             tokio::time::sleep(slow_flush).await;
-            outbox.add(&mut pending);
-            let n = outbox.write_to(&mut file).await?;
-            file.sync_all().await?;
-            return Ok(n);
+            return out.append(&mut pending).await;
         };
         pending.push(n);
         if pending.len() >= batch {
-            outbox.add(&mut pending);
-            let n = outbox.write_to(&mut file).await?;
+            let n = out.append(&mut pending).await?;
             // Counted before the next `.await`: if the body is dropped
             // there, these records are in the file and counted once.
             counters.written.fetch_add(n, Relaxed);
             counters.batches.fetch_add(1, Relaxed);
-            // Durable batches: meanwhile, ingest fills the channel.
-            file.sync_data().await?;
         }
     }
 }
@@ -311,21 +314,16 @@ fn writer_note(
         Err(_cancelled) => flush.ok_or("cancelled, but the cleanup did not report")?,
     };
     let Flush {
-        interrupted,
         buffered,
         drained,
         records,
         result,
     } = flush;
     result.map_err(|e| format!("final flush: {e}"))?;
-    let mut what = format!(
+    Ok(format!(
         "cancelled: closed the channel, flushed {records} records ({buffered} buffered, \
-         {drained} drained"
-    );
-    if interrupted > 0 {
-        what += &format!(", {interrupted} of a batch cancelled mid-write");
-    }
-    Ok(what + ")")
+         {drained} drained)"
+    ))
 }
 
 /// Reports progress every `every`, until cancelled; returns how many times.
@@ -410,6 +408,7 @@ async fn supervise(
         });
 
     let (c, file) = (Arc::clone(&counters), path.to_owned());
+    let beats = path.with_file_name("heartbeat.log");
     let Config {
         run_for,
         tick,
@@ -452,6 +451,14 @@ async fn supervise(
             let _ = metrics(handle.token().clone(), c3, tick, lines, &mut reports).await;
             handle.note(format!("reported progress {reports} times"));
         }));
+        // A child process: stopped last, with SIGTERM, which its trap
+        // answers.
+        #[cfg(unix)]
+        root.start(Subsystem::process_with(
+            "heartbeat",
+            Stop::new().grace(Duration::from_millis(500)),
+            move || heartbeat(&beats),
+        ));
         // `--run-for`: as if a signal came (a real one after it forces the
         // shutdown).
         tokio::select! {
@@ -485,8 +492,14 @@ async fn supervise(
         lines_in_file += 1;
         lines_in_order &= line.parse::<u64>().ok() == Some(i as u64);
     }
+    let heartbeat = std::fs::read_to_string(path.with_file_name("heartbeat.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     Ok(Report {
         daemon,
+        heartbeat,
         produced: counters.produced.load(Relaxed),
         written_during_run: counters.written.load(Relaxed),
         lines_in_file,
@@ -494,6 +507,25 @@ async fn supervise(
         torn_last_line: !torn.is_empty(),
         file: path.to_owned(),
     })
+}
+
+/// The heartbeat: a shell loop that appends `beat` to `file` every 200 ms
+/// and `stopped` when it gets `SIGTERM`. (`sleep & wait`, so the trap runs
+/// at once, and the shell does not report its `sleep` killed.)
+#[cfg(unix)]
+fn heartbeat(file: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(
+            r#"trap 'echo stopped >> "$1"; exit 0' TERM
+               while :; do echo beat >> "$1"; sleep 0.2 & wait; done"#,
+        )
+        .arg("heartbeat")
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        // dash reports a `sleep` killed by the SIGTERM as "Terminated".
+        .stderr(std::process::Stdio::null());
+    cmd
 }
 
 fn print_verdict(report: &Report, out: &mut impl Write) -> io::Result<()> {
@@ -517,7 +549,8 @@ fn print_verdict(report: &Report, out: &mut impl Write) -> io::Result<()> {
     } else if report.daemon.forced().is_some() {
         format!(
             "0..{} in order{torn}; the last {} records produced were never written: \
-             the shutdown was forced before the writer flushed them",
+             the shutdown was forced before the writer flushed them (the file is the \
+             last version written in full, not a torn one)",
             report.lines_in_file,
             report.missing()
         )
@@ -529,6 +562,15 @@ fn print_verdict(report: &Report, out: &mut impl Write) -> io::Result<()> {
         )
     };
     writeln!(out, "file:    {} lines, {verdict}", report.lines_in_file)?;
+    if !report.heartbeat.is_empty() {
+        let beats = report.heartbeat.iter().filter(|l| *l == "beat").count();
+        let end = if report.heartbeat.last().is_some_and(|l| l == "stopped") {
+            "then its SIGTERM trap said `stopped`"
+        } else {
+            "then it was killed with its process group"
+        };
+        writeln!(out, "child:   the heartbeat wrote {beats} beats, {end}")?;
+    }
     let meaning = match report.code() {
         0 => "clean shutdown",
         1 if report.file_is_wrong() => "the file is not what the writer wrote",

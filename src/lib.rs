@@ -98,6 +98,9 @@
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
 pub use cancel_scope_runtime::daemon;
+pub use cancel_scope_runtime::fs;
+#[cfg(feature = "process")]
+pub use cancel_scope_runtime::process;
 pub use cancel_scope_runtime::{
     CancelReason, CancellationToken, Cancelled, LocalScope, Scope, Shield, ShutdownReport,
     SpawnPermit, Spawner, TaskError, TaskHandle, TaskId, TaskOutcome, TaskOutput, TaskReport,

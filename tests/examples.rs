@@ -114,15 +114,24 @@ async fn daemon_shuts_down_without_losing_a_record() {
     assert_eq!(report.code(), 0, "{out}");
     let tree = report.daemon.tree();
     let names: Vec<_> = tree.nodes().iter().map(|n| n.name()).collect();
-    assert_eq!(
-        names,
-        [
-            "/daemon",
-            "/daemon/ingest",
-            "/daemon/writer",
-            "/daemon/metrics"
-        ]
-    );
+    let mut expected = vec![
+        "/daemon",
+        "/daemon/ingest",
+        "/daemon/writer",
+        "/daemon/metrics",
+    ];
+    if cfg!(unix) {
+        // The child process, stopped last with SIGTERM: its trap exits 0.
+        expected.push("/daemon/heartbeat");
+        let heartbeat = tree.get("/daemon/heartbeat").unwrap();
+        assert_eq!(heartbeat.note(), Some("exited 0"), "{out}");
+        assert_eq!(
+            report.heartbeat.last().map(String::as_str),
+            Some("stopped"),
+            "{out}"
+        );
+    }
+    assert_eq!(names, expected);
     let ingest = tree.get("/daemon/ingest").unwrap();
     assert_eq!(ingest.state(), NodeState::Stopped, "{out}");
     assert!(
@@ -218,6 +227,12 @@ async fn daemon_shuts_down_without_losing_a_record() {
     assert!(!report.file_is_wrong(), "{out}");
     assert_eq!(report.lines_in_file, report.written_during_run, "{out}");
     assert_eq!(report.code(), 130, "{out}");
+    // The heartbeat child had not had its turn: killed with its group.
+    assert_ne!(
+        report.heartbeat.last().map(String::as_str),
+        Some("stopped"),
+        "{out}"
+    );
     assert!(out.contains("shutdown forced after"), "{out}");
     assert!(out.contains("(a second signal)"), "{out}");
     if report.missing() > 0 {

@@ -8,12 +8,15 @@
 
 mod cancelled;
 pub mod daemon;
+pub mod fs;
 mod id;
 mod ledger;
 mod local;
 mod nest;
 #[doc(hidden)]
 pub mod private;
+#[cfg(feature = "process")]
+pub mod process;
 mod reason;
 mod report;
 mod scope;

@@ -35,6 +35,8 @@
 //! restarts, an ordered shutdown, a live tree, and a report that names
 //! what hung.
 
+#[cfg(feature = "process")]
+mod process;
 mod race;
 mod subsystem;
 mod tree;

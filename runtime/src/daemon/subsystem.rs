@@ -454,6 +454,25 @@ impl Subsystem {
         }
     }
 
+    /// When it is started again, as `restart` says:
+    /// `Subsystem::supervised(name, policy, f)` is
+    /// `Subsystem::supervised(name, Restart::temporary(), f).restart(policy)`.
+    /// A restart calls the fn again: use it on subsystems made with
+    /// [`supervised`](Self::supervised).
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::daemon::{Restart, Subsystem};
+    /// let s = Subsystem::supervised("s", Restart::temporary(), |_| async {})
+    ///     .restart(Restart::transient());
+    /// # drop(s);
+    /// ```
+    #[must_use]
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
     /// Whether its failure (once its restarts are used up) makes its parent
     /// fail too: `true` by default. With `false` the failure is logged and
     /// reported, and its siblings and parent go on.
