@@ -829,3 +829,119 @@ async fn a_cancelled_body_with_nothing_nested_is_not_polled_again() {
         Poll::Ready(Some(1))
     ));
 }
+
+// ---------------------------------------------------------------------------
+// A nested call run to completion within one poll of the body (`block_on`
+// inside `block_in_place`, a `select!` dropping the loser): what it said
+// while it waited does not outlive it
+// ---------------------------------------------------------------------------
+
+/// Its cleanup takes a turn, so it waits (and says so) before it returns.
+#[cancellable]
+async fn cleans_up_in_a_turn(log: Log) {
+    on_cancel! {
+        yield_now().await;
+        log.push("blocking call cleanup");
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Waits in a nested call; once cancelled, runs a second nested call to its
+/// end inside `block_in_place`, then goes on to two `.await`s that wait.
+#[cancellable]
+async fn blocks_in_place_once_cancelled(started: oneshot::Sender<()>, log: Log) {
+    on_cancel! { log.push("caller cleanup"); }
+    let _ = parked_after(token.child_token(), started, log.clone()).await;
+    let (child, in_place) = (token.child_token(), log.clone());
+    let r = tokio::task::block_in_place(move || {
+        tokio::runtime::Handle::current().block_on(cleans_up_in_a_turn(child, in_place))
+    });
+    assert!(r.is_err());
+    log.push("after the blocking call");
+    yield_now().await;
+    log.push("past its next await");
+    yield_now().await;
+    log.push("beyond");
+}
+
+/// `parked`, saying when it waits.
+#[cancellable]
+async fn parked_after(started: oneshot::Sender<()>, log: Log) {
+    on_cancel! { log.push("nested cleanup"); }
+    let _ = started.send(());
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_call_ended_inside_block_in_place_is_dropped_at_its_next_wait() {
+    let log = Log::default();
+    let token = CancellationToken::new();
+    let (started, running) = oneshot::channel();
+    let task = tokio::spawn(blocks_in_place_once_cancelled(
+        token.clone(),
+        started,
+        log.clone(),
+    ));
+    running.await.unwrap();
+    token.cancel();
+    assert_eq!(
+        tokio::time::timeout(HANG, task).await.unwrap().unwrap(),
+        Err(Cancelled::new())
+    );
+    assert_eq!(
+        log.events(),
+        [
+            "nested cleanup",
+            "blocking call cleanup",
+            "after the blocking call",
+            "caller cleanup"
+        ]
+    );
+}
+
+/// Once cancelled, a `select!` drops a shield that it had polled, in the
+/// same poll, for a nested call that returns `Err(Cancelled)`.
+#[cancellable]
+async fn drops_a_shield_it_polled(started: oneshot::Sender<()>, log: Log) {
+    on_cancel! { log.push("caller cleanup"); }
+    let mut started = Some(started);
+    let mut nested = std::pin::pin!(parked_after(
+        token.child_token(),
+        oneshot::channel().0,
+        log.clone()
+    ));
+    loop {
+        tokio::select! {
+            biased;
+            () = shield(std::future::pending::<()>()) => unreachable!(),
+            r = &mut nested => {
+                assert!(r.is_err());
+                break;
+            }
+            () = yield_now(), if started.is_some() => {
+                let _ = started.take().unwrap().send(());
+            }
+        }
+    }
+    log.push("after the nested call");
+    yield_now().await;
+    log.push("past its next await");
+}
+
+#[tokio::test]
+async fn a_shield_dropped_in_the_poll_that_polled_it_defers_nothing() {
+    let log = Log::default();
+    let token = CancellationToken::new();
+    let (started, running) = oneshot::channel();
+    let call = drops_a_shield_it_polled(token.clone(), started, log.clone());
+    let canceller = async {
+        running.await.unwrap();
+        token.cancel();
+    };
+    let (r, ()) = tokio::join!(call, canceller);
+    assert_eq!(r, Err(Cancelled::new()));
+    assert_eq!(
+        log.events(),
+        ["nested cleanup", "after the nested call", "caller cleanup"]
+    );
+}

@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use crate::Cancelled;
@@ -26,7 +26,13 @@ pub(crate) const RETRIES_PER_POLL: u8 = 32;
 /// and a count, so that saving and restoring it around every poll is cheap.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Report {
+    /// Which poll this is: what a [`Busy`] mark compares with.
+    poll: u64,
     flags: u8,
+    /// Things in the body that must finish before it may be dropped (a
+    /// nested call that is cancelling, a `shield`) and were pending when last
+    /// polled in this poll: see [`Busy`].
+    busy: u8,
     /// Retries (see [`RETRIES_PER_POLL`]) that returned into the body.
     retries: u8,
     /// How many more nested calls wait in the body than before the poll
@@ -36,13 +42,6 @@ pub(crate) struct Report {
 
 /// This report belongs to a race (the thread's base report does not).
 const INSIDE: u8 = 1;
-/// A nested `#[cancellable]` call or a [`shield`](crate::shield) is pending
-/// in the body: a cancelled race polls its body once more before dropping it,
-/// so that nested calls on derived tokens see the cancellation and clean up.
-const WAITING: u8 = 2;
-/// Something in the body must finish before the body may be dropped: a
-/// nested call that is cancelling, or a `shield`.
-const BUSY: u8 = 4;
 /// A nested call returned `Err(Cancelled)` into the body: a body that then
 /// completes is checked against the race's own token.
 const SAW_CANCEL: u8 = 8;
@@ -57,7 +56,9 @@ const STARTED_CANCELLED: u8 = 32;
 
 impl Report {
     const EMPTY: Report = Report {
+        poll: 0,
         flags: 0,
+        busy: 0,
         retries: 0,
         alive: 0,
     };
@@ -66,14 +67,9 @@ impl Report {
         self.flags & flag != 0
     }
 
-    /// See [`WAITING`] and [`BUSY`].
-    pub(crate) fn waiting(self) -> bool {
-        self.has(WAITING | BUSY)
-    }
-
-    /// See [`BUSY`].
+    /// Something in the body must finish before the body may be dropped.
     pub(crate) fn busy(self) -> bool {
-        self.has(BUSY)
+        self.busy > 0
     }
 
     /// See [`SAW_CANCEL`].
@@ -103,6 +99,71 @@ thread_local! {
     /// Why that race was cancelled: for the nested calls it polls whose own
     /// token is cancelled too (they were cancelled with it, typically).
     static WHY: Cell<Option<Cancelled>> = const { Cell::new(None) };
+    /// The last poll number handed out on this thread (see [`Busy`]); the
+    /// first one is taken from [`THREADS`], so that no two threads share one.
+    static POLLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Threads that have polled a race so far: the high bits of their polls'
+/// numbers.
+static THREADS: AtomicU64 = AtomicU64::new(1);
+
+/// A number for a new poll of a body, unique among all threads'.
+#[inline]
+fn next_poll() -> u64 {
+    let mut poll = POLLS.get();
+    if poll == 0 {
+        poll = THREADS.fetch_add(1, Ordering::Relaxed) << 32;
+    }
+    poll += 1;
+    POLLS.set(poll);
+    poll
+}
+
+/// What a thing in a body that must finish first (a cleanup, a `shield`, a
+/// race with one of those in its own body) told the poll that last saw it
+/// pending: the number of that poll, or 0.
+///
+/// The race reads its report when its body's poll returns, so a thing that
+/// said it was busy and then ended, or was dropped, in the same poll (driven
+/// to its end by a `block_on` inside `block_in_place`, or dropped by a
+/// `select!` that another branch won) takes it back; said in an earlier
+/// poll, it is gone with that poll's report.
+#[derive(Debug, Default)]
+pub(crate) struct Busy(u64);
+
+impl Busy {
+    /// Pending, and must finish first: counted once per poll.
+    #[inline]
+    pub(crate) fn pending(&mut self) {
+        let mut report = CURRENT.get();
+        if report.has(INSIDE) && self.0 != report.poll {
+            report.busy = report.busy.saturating_add(1);
+            self.0 = report.poll;
+            CURRENT.set(report);
+        }
+    }
+
+    /// Ended, dropped, or no longer busy: takes back what it said in this
+    /// poll.
+    #[inline]
+    pub(crate) fn done(&mut self) {
+        if self.0 == 0 {
+            return;
+        }
+        let mut report = CURRENT.get();
+        if report.poll == self.0 {
+            report.busy = report.busy.saturating_sub(1);
+            CURRENT.set(report);
+        }
+        self.0 = 0;
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.done();
+    }
 }
 
 /// The cancellations in flight inside one cancelled race's body: nested
@@ -157,6 +218,7 @@ impl Polling {
     #[inline]
     fn with(flags: u8) -> Polling {
         let fresh = Report {
+            poll: next_poll(),
             flags,
             ..Report::EMPTY
         };
@@ -208,13 +270,6 @@ fn update(f: impl FnOnce(&mut Report)) {
     let mut report = CURRENT.get();
     f(&mut report);
     CURRENT.set(report);
-}
-
-/// Tells the race polling us that something is pending in its body, `busy`
-/// if that something must finish before the body is dropped.
-#[inline]
-pub(crate) fn pending(busy: bool) {
-    update(|r| r.flags |= if busy { WAITING | BUSY } else { WAITING });
 }
 
 /// Registers a cancellation in flight with the cancelled race polling us, if

@@ -19,7 +19,7 @@ use tokio::time::{Sleep, Timeout};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Cancelled;
-use crate::nest::{self, Draining, InFlight, Polling, Registration, Report};
+use crate::nest::{self, Busy, Draining, InFlight, Polling, Registration, Report};
 
 // What depends on the body's type (polling it, dropping it) is all that is
 // compiled again for every `#[cancellable]` fn; the cancellation path takes
@@ -88,8 +88,8 @@ pin_project! {
 /// What a cancelled race needs to know of its body's polls so far.
 #[derive(Clone, Copy, Default)]
 struct Last {
-    /// Something nested was pending in the body's last poll (a shield, or a
-    /// call that the body polled).
+    /// Something nested that must finish first was pending at the end of the
+    /// body's last poll (a shield, a cleanup).
     waiting: bool,
     /// Nested calls waiting in the body, counted from their first wait until
     /// they return or are dropped, whether or not the body polled them last
@@ -101,7 +101,7 @@ impl Last {
     /// After a poll of the body that reported `report`.
     #[inline]
     fn update(&mut self, report: Report) {
-        self.waiting = report.waiting();
+        self.waiting = report.busy();
         self.alive = self.alive.saturating_add_signed(report.alive());
     }
 
@@ -114,23 +114,41 @@ impl Last {
 
 /// Counts a waiting race in the report of the race around it, until dropped:
 /// the state holds it while the race waits or cancels.
+/// It also says, while something in its own body must finish first, that
+/// the race itself must (see [`Busy`]).
 #[derive(Debug)]
-struct Counted(bool);
+struct Counted {
+    alive: bool,
+    busy: Busy,
+}
 
 impl Counted {
     fn start() -> Counted {
-        Counted(nest::alive_start())
+        Counted {
+            alive: nest::alive_start(),
+            busy: Busy::default(),
+        }
+    }
+
+    fn none() -> Counted {
+        Counted {
+            alive: false,
+            busy: Busy::default(),
+        }
     }
 
     /// Moves the count to a new state (this one then counts nothing).
     fn take(&mut self) -> Counted {
-        Counted(std::mem::take(&mut self.0))
+        Counted {
+            alive: std::mem::take(&mut self.alive),
+            busy: std::mem::take(&mut self.busy),
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if self.0 {
+        if self.alive {
             nest::alive_end();
         }
     }
@@ -381,7 +399,13 @@ impl RaceState<'_> {
         }
         // A cancelled race around this one waits for what must finish
         // inside (a nested cleanup, a shield) too.
-        nest::pending(report.busy());
+        if let StateProj::Waiting { counted, .. } = self.project() {
+            if report.busy() {
+                counted.busy.pending();
+            } else {
+                counted.busy.done();
+            }
+        }
         None
     }
 
@@ -559,7 +583,7 @@ fn cancel(
                 }
                 _ => state.set(RaceState::Cancelling {
                     reason,
-                    counted: Counted(false),
+                    counted: Counted::none(),
                     in_flight,
                     upward: nest::register(),
                     retries,
@@ -567,7 +591,9 @@ fn cancel(
                     settled,
                 }),
             }
-            nest::pending(true);
+            if let StateProj::Cancelling { counted, .. } = state.project() {
+                counted.busy.pending();
+            }
             return Poll::Pending;
         }
     }
@@ -753,6 +779,7 @@ pin_project! {
         stage: Stage,
         // Registered with a cancelled race around the fn.
         upward: Option<Registration>,
+        busy: Busy,
         #[pin]
         cleanup: F,
     }
@@ -806,6 +833,7 @@ pub fn cleanup<F: Future<Output = ()>>(
         trace: Trace::new(name, reason),
         stage: Stage::Start,
         upward: None,
+        busy: Busy::default(),
         cleanup: Unbounded { inner: cleanup },
     }
 }
@@ -823,6 +851,7 @@ pub fn cleanup_within<F: Future<Output = ()>>(
         trace: Trace::new(name, reason),
         stage: Stage::Start,
         upward: None,
+        busy: Busy::default(),
         cleanup: Bounded {
             inner: tokio::time::timeout(limit, cleanup),
         },
@@ -839,6 +868,7 @@ impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
             this.trace,
             this.stage,
             this.upward,
+            this.busy,
             *this.reason,
             cx,
         )
@@ -852,6 +882,7 @@ fn poll_cleanup(
     trace: &mut Trace,
     stage: &mut Stage,
     upward: &mut Option<Registration>,
+    busy: &mut Busy,
     reason: Cancelled,
     cx: &mut Context<'_>,
 ) -> Poll<Cancelled> {
@@ -871,9 +902,10 @@ fn poll_cleanup(
             let poll = cleanup.poll(cx);
             let _ = polling.finish();
             let Poll::Ready(end) = poll else {
-                nest::pending(true);
+                busy.pending();
                 return Poll::Pending;
             };
+            busy.done();
             trace.done(end);
             *upward = None;
             if !nest::may_return_cancelled(retry, cx) {

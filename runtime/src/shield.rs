@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::nest;
+use crate::nest::{self, Busy};
 
 /// Runs `future` to completion even if the token of the `#[cancellable]`
 /// body that awaits it is cancelled meanwhile.
@@ -93,6 +93,7 @@ pub fn shield<F: IntoFuture>(future: F) -> Shield<F::IntoFuture> {
     Shield {
         inner: future.into_future(),
         armed: None,
+        busy: Busy::default(),
     }
 }
 
@@ -114,6 +115,7 @@ pin_project! {
         // Set on the first poll: whether it defers a cancellation (`false`
         // when it started after the cancellation was seen).
         armed: Option<bool>,
+        busy: Busy,
     }
 }
 
@@ -125,7 +127,9 @@ impl<F: Future> Future for Shield<F> {
         let armed = *this.armed.get_or_insert_with(|| !nest::draining());
         let poll = this.inner.poll(cx);
         if poll.is_pending() && armed {
-            nest::pending(true);
+            this.busy.pending();
+        } else {
+            this.busy.done();
         }
         poll
     }
