@@ -7,7 +7,8 @@ use syn::visit_mut::{self, VisitMut};
 use syn::{Attribute, FnArg, Ident, Macro, Pat, ReturnType, Stmt, Type, parse_quote};
 
 use crate::args;
-use crate::model::{self, Body, Errors, Input, Model, TokenParam};
+use crate::errors::Errors;
+use crate::model::{self, Body, Input, Model, TokenParam};
 
 /// The attribute, from tokens to tokens (no `proc_macro` types, so it can be
 /// driven from unit tests and fuzzers).

@@ -10,6 +10,7 @@
 //! error, the closest fallback plus `compile_error!`s).
 
 mod args;
+mod errors;
 mod expand;
 mod model;
 mod valid;
