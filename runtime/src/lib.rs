@@ -9,9 +9,9 @@ pub mod daemon;
 mod id;
 mod ledger;
 mod local;
-mod nest;
 #[doc(hidden)]
 pub mod private;
+mod race;
 mod reason;
 mod report;
 mod scope;

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::nest::{self, Busy};
+use crate::race::frame::{self, Busy};
 
 /// Runs `future` to completion even if the token of the `#[cancellable]`
 /// body that awaits it is cancelled meanwhile.
@@ -124,7 +124,7 @@ impl<F: Future> Future for Shield<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let armed = *this.armed.get_or_insert_with(|| !nest::draining());
+        let armed = *this.armed.get_or_insert_with(|| !frame::draining());
         let poll = this.inner.poll(cx);
         if poll.is_pending() && armed {
             this.busy.pending();

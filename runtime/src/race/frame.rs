@@ -1,0 +1,384 @@
+//! The race's only per-thread state: one [`Frame`], saved and restored
+//! around every poll of a body by one guard, [`Polling`].
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use crate::Cancelled;
+
+/// How many calls that start with an already-cancelled token may return
+/// `Err(Cancelled)` into one poll of the body that contains them before the
+/// next one waits a turn (invariant 6 of the race).
+pub(crate) const RETRIES_PER_POLL: u8 = 32;
+
+thread_local! {
+    /// What one poll of a body on this thread is told by the futures inside
+    /// it. All of it is `Copy` (no destructor to register, no lazy check).
+    static FRAME: Frame = const { Frame::new() };
+}
+
+/// The race's per-thread state.
+struct Frame {
+    /// What the futures inside the body being polled reported so far.
+    report: Cell<Report>,
+    /// While a cancelled race polls its body so that nested calls finish:
+    /// its reason, and where they register.
+    drain: Cell<Option<Drain>>,
+    /// The `Cancelled` an [`Exit`](super::Exit) hands to the
+    /// [`Run`](super::Run) polling it, within that one poll.
+    exit: Cell<Option<Cancelled>>,
+    /// The last poll number handed out on this thread (see [`Busy`]).
+    polls: Cell<u64>,
+}
+
+impl Frame {
+    const fn new() -> Frame {
+        Frame {
+            report: Cell::new(Report::EMPTY),
+            drain: Cell::new(None),
+            exit: Cell::new(None),
+            polls: Cell::new(0),
+        }
+    }
+
+    /// A number for a new poll of a body, unique among all threads'.
+    fn next_poll(&self) -> u64 {
+        let mut poll = self.polls.get();
+        if poll == 0 {
+            poll = THREADS.fetch_add(1, Ordering::Relaxed) << 32;
+        }
+        poll += 1;
+        self.polls.set(poll);
+        poll
+    }
+}
+
+/// Threads that have polled a body so far: the high bits of their polls'
+/// numbers.
+static THREADS: AtomicU64 = AtomicU64::new(1);
+
+/// A cancelled race polling its body so that nested calls finish.
+#[derive(Clone, Copy)]
+struct Drain {
+    reason: Cancelled,
+    /// Points into an `Arc` the race holds for the whole poll.
+    in_flight: *const InFlight,
+}
+
+/// What one poll of a body reported to the race that polls it.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Report {
+    /// Which poll this is: what a [`Busy`] mark compares with.
+    poll: u64,
+    flags: u8,
+    /// Things that must finish before the body may be dropped, pending when
+    /// last polled in this poll (see [`Busy`]).
+    busy: u8,
+    /// Retries that returned into the body.
+    retries: u8,
+    /// How many more nested calls wait in the body than before the poll.
+    alive: i16,
+}
+
+/// This report belongs to a race (the thread's base report does not).
+const INSIDE: u8 = 1;
+/// A nested call returned `Err(Cancelled)` into the body.
+const SAW_CANCEL: u8 = 2;
+/// This report belongs to a cancelled race polling its body so that nested
+/// calls finish.
+const DRAINING: u8 = 4;
+/// The call that just returned `Err(Cancelled)` from its race started with
+/// its token already cancelled (its cleanup, next, then counts a retry).
+const STARTED_CANCELLED: u8 = 8;
+
+impl Report {
+    const EMPTY: Report = Report {
+        poll: 0,
+        flags: 0,
+        busy: 0,
+        retries: 0,
+        alive: 0,
+    };
+
+    fn has(self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Something in the body must finish before the body may be dropped.
+    pub(crate) fn busy(self) -> bool {
+        self.busy > 0
+    }
+
+    /// A nested call returned `Err(Cancelled)` into the body.
+    pub(crate) fn saw_cancel(self) -> bool {
+        self.has(SAW_CANCEL)
+    }
+
+    /// How many more nested calls wait in the body than before the poll.
+    pub(crate) fn alive(self) -> i16 {
+        self.alive
+    }
+
+    /// Retries that returned into the body in this poll.
+    pub(crate) fn retries(self) -> u8 {
+        self.retries
+    }
+}
+
+fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
+    FRAME.with(|frame| {
+        let mut report = frame.report.get();
+        let r = f(&mut report);
+        frame.report.set(report);
+        r
+    })
+}
+
+/// The frame as it was before a race polled its body, put back when dropped:
+/// also when the poll panics, so that a caught panic leaves nothing behind.
+pub(crate) struct Polling {
+    outer: Report,
+    outer_drain: Option<Drain>,
+}
+
+impl Polling {
+    /// Before a race polls its body: a fresh report.
+    #[inline]
+    pub(crate) fn start() -> Polling {
+        Polling::with(INSIDE, None)
+    }
+
+    /// Before a cancelled race polls its body so that nested calls finish:
+    /// they register in `in_flight` while this lives.
+    pub(crate) fn draining(reason: Cancelled, in_flight: &Arc<InFlight>) -> Polling {
+        let drain = Drain {
+            reason,
+            in_flight: Arc::as_ptr(in_flight),
+        };
+        Polling::with(INSIDE | DRAINING, Some(drain))
+    }
+
+    #[inline]
+    fn with(flags: u8, drain: Option<Drain>) -> Polling {
+        FRAME.with(|frame| {
+            let fresh = Report {
+                poll: frame.next_poll(),
+                flags,
+                ..Report::EMPTY
+            };
+            Polling {
+                outer: frame.report.replace(fresh),
+                outer_drain: if drain.is_some() {
+                    frame.drain.replace(drain)
+                } else {
+                    frame.drain.get()
+                },
+            }
+        })
+    }
+
+    /// After the poll: what the body's futures reported.
+    #[inline]
+    pub(crate) fn finish(self) -> Report {
+        let this = std::mem::ManuallyDrop::new(self);
+        FRAME.with(|frame| {
+            frame.drain.set(this.outer_drain);
+            frame.report.replace(this.outer)
+        })
+    }
+}
+
+impl Drop for Polling {
+    #[inline]
+    fn drop(&mut self) {
+        FRAME.with(|frame| {
+            frame.drain.set(self.outer_drain);
+            frame.report.set(self.outer);
+        });
+    }
+}
+
+/// The cancellations in flight inside one cancelled race's body: nested
+/// calls that started cancelling while it polled its body and have not
+/// finished their cleanups.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+}
+
+impl InFlight {
+    /// Nothing registered is still running.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One registered cancellation in flight; finished when dropped.
+pub(crate) struct Registration(Arc<InFlight>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registration")
+    }
+}
+
+/// Registers a cancellation in flight with the cancelled race polling us, if
+/// any: it will not drop its body before the registration is dropped.
+#[inline]
+pub(crate) fn register() -> Option<Registration> {
+    let ptr = FRAME.with(|frame| {
+        if frame.report.get().has(DRAINING) {
+            frame.drain.get().map(|d| d.in_flight)
+        } else {
+            None
+        }
+    })?;
+    // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc` that
+    // the race holds for the whole poll during which it is set; it is put
+    // back (also on unwind) before the race can drop that `Arc`. So the
+    // pointee is alive, and its count may be incremented for this clone.
+    let in_flight = unsafe {
+        Arc::increment_strong_count(ptr);
+        Arc::from_raw(ptr)
+    };
+    in_flight.count.fetch_add(1, Ordering::AcqRel);
+    Some(Registration(in_flight))
+}
+
+/// What a thing that must finish first (a cleanup, a `shield`, a race with
+/// one of those in its body) told the poll that last saw it pending: that
+/// poll's number, or 0. Counted once per poll; a thing that ends or is
+/// dropped in the same poll (driven to its end by a `block_on` inside
+/// `block_in_place`, dropped by a `select!`) takes its count back.
+#[derive(Debug, Default)]
+pub(crate) struct Busy(u64);
+
+impl Busy {
+    /// Pending, and must finish first.
+    #[inline]
+    pub(crate) fn pending(&mut self) {
+        update(|report| {
+            if report.has(INSIDE) && self.0 != report.poll {
+                report.busy = report.busy.saturating_add(1);
+                self.0 = report.poll;
+            }
+        });
+    }
+
+    /// Ended, dropped, or no longer busy: takes back its count of this poll.
+    #[inline]
+    pub(crate) fn done(&mut self) {
+        let counted_in = std::mem::take(&mut self.0);
+        if counted_in != 0 {
+            update(|report| {
+                if report.poll == counted_in {
+                    report.busy = report.busy.saturating_sub(1);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// A call that starts with its token already cancelled returns from its
+/// race: its cleanup, which runs next, counts it as a retry.
+#[inline]
+pub(crate) fn started_cancelled() {
+    update(|r| r.flags |= STARTED_CANCELLED);
+}
+
+/// Takes the flag [`started_cancelled`] set: a cleanup's first poll.
+#[inline]
+pub(crate) fn take_started_cancelled() -> bool {
+    update(|r| {
+        let was = r.has(STARTED_CANCELLED);
+        r.flags &= !STARTED_CANCELLED;
+        was
+    })
+}
+
+/// A cancelled call is about to return `Err(Cancelled)` into the body,
+/// `retry` if it started with its token already cancelled: `false` if it must
+/// wait a turn first (too many retries returned in this poll of the body, or
+/// the task's cooperative budget with Tokio is spent; then the task is woken
+/// again).
+#[inline]
+pub(crate) fn may_return_cancelled(retry: bool, cx: &mut Context<'_>) -> bool {
+    let mut report = FRAME.with(|frame| frame.report.get());
+    if retry {
+        if report.has(INSIDE) && report.retries >= RETRIES_PER_POLL {
+            cx.waker().wake_by_ref();
+            return false;
+        }
+        match tokio::task::coop::poll_proceed(cx) {
+            Poll::Ready(budget) => budget.made_progress(),
+            Poll::Pending => return false,
+        }
+        report.retries = report.retries.saturating_add(1);
+    }
+    report.flags |= SAW_CANCEL;
+    FRAME.with(|frame| frame.report.set(report));
+    true
+}
+
+/// A nested call starts waiting in the body: `true` if it is counted (it is
+/// inside a race), and must then call [`alive_end`] when it stops waiting.
+#[inline]
+pub(crate) fn alive_start() -> bool {
+    update(|r| {
+        let inside = r.has(INSIDE);
+        if inside {
+            r.alive = r.alive.saturating_add(1);
+        }
+        inside
+    })
+}
+
+/// A counted nested call stops waiting (returns, or is dropped).
+#[inline]
+pub(crate) fn alive_end() {
+    update(|r| r.alive = r.alive.saturating_sub(1));
+}
+
+/// Why the race polling us is cancelled, if it is and polls its body only
+/// so that nested calls finish.
+#[inline]
+pub(crate) fn draining_reason() -> Option<Cancelled> {
+    FRAME.with(|frame| {
+        if frame.report.get().has(DRAINING) {
+            frame.drain.get().map(|d| d.reason)
+        } else {
+            None
+        }
+    })
+}
+
+/// The race polling us is cancelled, and polls its body only so that
+/// nested calls finish.
+#[inline]
+pub(crate) fn draining() -> bool {
+    FRAME.with(|frame| frame.report.get().has(DRAINING))
+}
+
+/// An [`Exit`](super::Exit) hands its `Cancelled` to the `Run` around it.
+pub(crate) fn set_exit(cancelled: Cancelled) {
+    FRAME.with(|frame| frame.exit.set(Some(cancelled)));
+}
+
+/// What an `Exit` handed over in this poll, if anything.
+pub(crate) fn take_exit() -> Option<Cancelled> {
+    FRAME.with(|frame| frame.exit.take())
+}
