@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use crate::Cancelled;
@@ -30,7 +30,7 @@ struct Frame {
     /// [`Run`](super::Run) polling it, within that one poll.
     exit: Cell<Option<Cancelled>>,
     /// The last poll number handed out on this thread (see [`Busy`]).
-    polls: Cell<u64>,
+    polls: Cell<u32>,
 }
 
 impl Frame {
@@ -43,13 +43,16 @@ impl Frame {
         }
     }
 
-    /// A number for a new poll of a body, unique among all threads'.
-    fn next_poll(&self) -> u64 {
+    /// A number for a poll of a body in which something said it is busy:
+    /// taken only then, so the fast path never counts. Threads start 2^20
+    /// apart, so a thing moved to another thread is not mistaken for one
+    /// counted in its poll.
+    fn next_poll(&self) -> u32 {
         let mut poll = self.polls.get();
         if poll == 0 {
-            poll = THREADS.fetch_add(1, Ordering::Relaxed) << 32;
+            poll = THREADS.fetch_add(1, Ordering::Relaxed).wrapping_shl(20);
         }
-        poll += 1;
+        poll = poll.wrapping_add(1).max(1);
         self.polls.set(poll);
         poll
     }
@@ -57,7 +60,7 @@ impl Frame {
 
 /// Threads that have polled a body so far: the high bits of their polls'
 /// numbers.
-static THREADS: AtomicU64 = AtomicU64::new(1);
+static THREADS: AtomicU32 = AtomicU32::new(1);
 
 /// A cancelled race polling its body so that nested calls finish.
 #[derive(Clone, Copy)]
@@ -70,8 +73,9 @@ struct Drain {
 /// What one poll of a body reported to the race that polls it.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Report {
-    /// Which poll this is: what a [`Busy`] mark compares with.
-    poll: u64,
+    /// Which poll this is, once something in it said it is busy (0 before):
+    /// what a [`Busy`] mark compares with.
+    poll: u32,
     flags: u8,
     /// Things that must finish before the body may be dropped, pending when
     /// last polled in this poll (see [`Busy`]).
@@ -164,7 +168,6 @@ impl Polling {
     fn with(flags: u8, drain: Option<Drain>) -> Polling {
         FRAME.with(|frame| {
             let fresh = Report {
-                poll: frame.next_poll(),
                 flags,
                 ..Report::EMPTY
             };
@@ -259,17 +262,23 @@ pub(crate) fn register() -> Option<Registration> {
 /// dropped in the same poll (driven to its end by a `block_on` inside
 /// `block_in_place`, dropped by a `select!`) takes its count back.
 #[derive(Debug, Default)]
-pub(crate) struct Busy(u64);
+pub(crate) struct Busy(u32);
 
 impl Busy {
     /// Pending, and must finish first.
     #[inline]
     pub(crate) fn pending(&mut self) {
-        update(|report| {
-            if report.has(INSIDE) && self.0 != report.poll {
-                report.busy = report.busy.saturating_add(1);
-                self.0 = report.poll;
+        FRAME.with(|frame| {
+            let mut report = frame.report.get();
+            if !report.has(INSIDE) || (report.poll != 0 && self.0 == report.poll) {
+                return;
             }
+            if report.poll == 0 {
+                report.poll = frame.next_poll();
+            }
+            report.busy = report.busy.saturating_add(1);
+            self.0 = report.poll;
+            frame.report.set(report);
         });
     }
 
