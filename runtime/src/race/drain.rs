@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::Alive;
+use super::Tally;
 use super::frame::{self, InFlight, Polling, Registration};
 use crate::Cancelled;
 
@@ -36,31 +36,29 @@ impl<F: Future> Body for Option<F> {
 #[derive(Debug)]
 pub(super) struct Cancelling {
     pub(super) reason: Cancelled,
-    /// Counts this race in the report of the race around it.
-    alive: Alive,
+    tally: Tally,
     /// Nested calls that started cancelling in the body's drain polls.
     in_flight: Arc<InFlight>,
     /// Registered with a cancelled race around this one.
     _upward: Option<Registration>,
     /// Retries that returned into the body since the cancellation.
     retries: u8,
-    /// Nested calls still waiting in the body.
-    waiting: u16,
-    unmarked: UnmarkedWait,
+    /// Turns waited for nested calls that have not seen a cancellation, and
+    /// since when (invariant 5: `UNMARKED_TURNS`, then `UNMARKED_TIME`).
+    unmarked_turns: u8,
+    unmarked_since: Option<Instant>,
 }
 
 impl Cancelling {
-    /// `waiting`: nested calls waiting in the body when the race saw its
-    /// cancellation.
-    pub(super) fn new(reason: Cancelled, alive: Alive, waiting: u16) -> Cancelling {
+    pub(super) fn new(reason: Cancelled, tally: Tally) -> Cancelling {
         Cancelling {
             reason,
-            alive,
+            tally,
             in_flight: Arc::default(),
             _upward: frame::register(),
             retries: 0,
-            waiting,
-            unmarked: UnmarkedWait::default(),
+            unmarked_turns: 0,
+            unmarked_since: None,
         }
     }
 
@@ -72,47 +70,35 @@ impl Cancelling {
         let pending = body.poll_nested(cx);
         let report = polling.finish();
         self.retries = self.retries.saturating_add(report.retries());
-        self.waiting = self.waiting.saturating_add_signed(report.alive());
+        let waiting = &mut self.tally.waiting;
+        *waiting = waiting.saturating_add_signed(report.alive());
+        let waiting = *waiting > 0;
         let busy = report.busy() || !self.in_flight.is_idle();
-        if self.waiting > 0 {
-            self.unmarked.start();
+        if waiting {
+            self.unmarked_since.get_or_insert_with(Instant::now);
         }
-        let unmarked = !busy && self.waiting > 0 && self.unmarked.again();
+        let unmarked = !busy && waiting && self.wait_unmarked();
         if !pending || !(busy || unmarked) || self.retries >= frame::RETRIES_PER_POLL {
             return Poll::Ready(());
         }
         if unmarked {
             yield_turn(cx);
         }
-        self.alive.busy.pending();
+        self.tally.busy.pending();
         Poll::Pending
     }
-}
 
-/// How long a cancelled race waits for nested calls that still wait in its
-/// body, none of them busy, before it drops them with the body (invariant 5):
-/// `UNMARKED_TURNS` turns, then until `UNMARKED_TIME` has passed since it
-/// first saw nested calls waiting. The clock runs while nested cleanups keep
-/// the body busy too, so the wait does not add up across levels.
-#[derive(Clone, Copy, Debug, Default)]
-struct UnmarkedWait {
-    turns: u8,
-    since: Option<Instant>,
-}
-
-impl UnmarkedWait {
-    /// Starts the clock, unless it runs already.
-    fn start(&mut self) {
-        self.since.get_or_insert_with(Instant::now);
-    }
-
-    /// Whether to wait one more turn, counting it.
-    fn again(&mut self) -> bool {
-        if self.turns < UNMARKED_TURNS {
-            self.turns += 1;
+    /// Whether to wait one more turn for nested calls that may be on derived
+    /// tokens not marked cancelled yet (tokio-util marks a tree one node at a
+    /// time, on the cancelling thread), counting it. The clock runs while
+    /// nested cleanups keep the body busy too, so the wait does not add up
+    /// across levels.
+    fn wait_unmarked(&mut self) -> bool {
+        if self.unmarked_turns < UNMARKED_TURNS {
+            self.unmarked_turns += 1;
             return true;
         }
-        self.since
+        self.unmarked_since
             .is_some_and(|since| since.elapsed() < UNMARKED_TIME)
     }
 }

@@ -52,7 +52,10 @@ impl Frame {
         if poll == 0 {
             poll = THREADS.fetch_add(1, Ordering::Relaxed).wrapping_shl(20);
         }
-        poll = poll.wrapping_add(1).max(1);
+        poll = poll.wrapping_add(1);
+        if poll == UNCOUNTED || poll == 0 {
+            poll = 1;
+        }
         self.polls.set(poll);
         poll
     }
@@ -144,7 +147,9 @@ fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
 /// also when the poll panics, so that a caught panic leaves nothing behind.
 pub(crate) struct Polling {
     outer: Report,
-    outer_drain: Option<Drain>,
+    /// The drain it replaced, if it set one (a plain poll leaves the drain
+    /// alone: it is read only under a report with `DRAINING`).
+    outer_drain: Option<Option<Drain>>,
 }
 
 impl Polling {
@@ -173,11 +178,7 @@ impl Polling {
             };
             Polling {
                 outer: frame.report.replace(fresh),
-                outer_drain: if drain.is_some() {
-                    frame.drain.replace(drain)
-                } else {
-                    frame.drain.get()
-                },
+                outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
             }
         })
     }
@@ -187,7 +188,9 @@ impl Polling {
     pub(crate) fn finish(self) -> Report {
         let this = std::mem::ManuallyDrop::new(self);
         FRAME.with(|frame| {
-            frame.drain.set(this.outer_drain);
+            if let Some(drain) = this.outer_drain {
+                frame.drain.set(drain);
+            }
             frame.report.replace(this.outer)
         })
     }
@@ -197,7 +200,9 @@ impl Drop for Polling {
     #[inline]
     fn drop(&mut self) {
         FRAME.with(|frame| {
-            frame.drain.set(self.outer_drain);
+            if let Some(drain) = self.outer_drain {
+                frame.drain.set(drain);
+            }
             frame.report.set(self.outer);
         });
     }
@@ -264,13 +269,21 @@ pub(crate) fn register() -> Option<Registration> {
 #[derive(Debug, Default)]
 pub(crate) struct Busy(u32);
 
+/// A [`Busy`] mark of a thing pending outside any race: busy, counted
+/// nowhere. `next_poll` never hands it out.
+const UNCOUNTED: u32 = u32::MAX;
+
 impl Busy {
     /// Pending, and must finish first.
     #[inline]
     pub(crate) fn pending(&mut self) {
         FRAME.with(|frame| {
             let mut report = frame.report.get();
-            if !report.has(INSIDE) || (report.poll != 0 && self.0 == report.poll) {
+            if !report.has(INSIDE) {
+                self.0 = UNCOUNTED;
+                return;
+            }
+            if report.poll != 0 && self.0 == report.poll {
                 return;
             }
             if report.poll == 0 {
@@ -280,6 +293,11 @@ impl Busy {
             self.0 = report.poll;
             frame.report.set(report);
         });
+    }
+
+    /// Whether it said it is busy when last polled.
+    pub(crate) fn is_marked(&self) -> bool {
+        self.0 != 0
     }
 
     /// Ended, dropped, or no longer busy: takes back its count of this poll.

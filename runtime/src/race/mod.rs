@@ -95,8 +95,7 @@ pin_project! {
         Returning { reason: Cancelled },
         /// The body waits, and so does a waiter on the token.
         Waiting {
-            seen: BodySeen,
-            alive: Alive,
+            tally: Tally,
             #[pin]
             cancelled: WaitForCancellationFuture<'a>,
         },
@@ -108,51 +107,49 @@ pin_project! {
     }
 }
 
-/// What a race knows of its body's polls so far.
-#[derive(Clone, Copy, Default)]
-struct BodySeen {
-    /// Something that must finish first was pending at the end of the
-    /// body's last poll (a shield, a cleanup).
-    busy: bool,
+/// What a waiting or cancelling race keeps of its body's polls, and how the
+/// race around it counts this one until it is dropped.
+#[derive(Debug, Default)]
+struct Tally {
     /// Nested calls waiting in the body, counted from their first wait until
     /// they return or are dropped, whether or not the body polled them last
     /// time (a `FuturesUnordered` polls only the futures that were woken).
     waiting: u16,
-}
-
-impl BodySeen {
-    #[inline]
-    fn update(&mut self, report: Report) {
-        self.busy = report.busy();
-        self.waiting = self.waiting.saturating_add_signed(report.alive());
-    }
-
-    /// Something is pending inside the body: a cancelled race polls it once
-    /// more so that nested calls see the cancellation.
-    fn nested(self) -> bool {
-        self.busy || self.waiting > 0
-    }
-}
-
-/// A waiting race, as the race around it counts it until dropped: one
-/// nested call waiting, and, while something in its own body must finish
-/// first, one thing busy.
-#[derive(Debug, Default)]
-struct Alive {
+    /// This race is counted as a nested call waiting, by the race around it.
     counted: bool,
+    /// Something in the body must finish first, as the body's last poll
+    /// said, and so this race does, for the race around it.
     busy: Busy,
 }
 
-impl Alive {
-    fn start() -> Alive {
-        Alive {
+impl Tally {
+    fn start() -> Tally {
+        Tally {
+            waiting: 0,
             counted: frame::alive_start(),
             busy: Busy::default(),
         }
     }
+
+    /// After a poll of the body that reported `report`.
+    #[inline]
+    fn update(&mut self, report: Report) {
+        self.waiting = self.waiting.saturating_add_signed(report.alive());
+        if report.busy() {
+            self.busy.pending();
+        } else {
+            self.busy.done();
+        }
+    }
+
+    /// Something is pending inside the body: a cancelled race polls it once
+    /// more so that nested calls see the cancellation.
+    fn nested(&self) -> bool {
+        self.busy.is_marked() || self.waiting > 0
+    }
 }
 
-impl Drop for Alive {
+impl Drop for Tally {
     fn drop(&mut self) {
         if self.counted {
             frame::alive_end();
@@ -297,17 +294,17 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         // means the body is never polled.
         let before = match this.state.as_mut().before_poll(cx) {
             BeforePoll::PollBody if this.deadline.poll_elapsed(cx) => {
-                BeforePoll::Cancelled(this.state.seen(), Some(Cancelled::timed_out()))
+                BeforePoll::Cancelled(this.state.nested(), Some(Cancelled::timed_out()))
             }
             before => before,
         };
         let event = this.event.name();
         match before {
             BeforePoll::PollBody => {}
-            BeforePoll::Cancelled(seen, reason) => {
+            BeforePoll::Cancelled(nested, reason) => {
                 return this
                     .state
-                    .cancelled_now(this.body, seen, reason, event, cx)
+                    .cancelled_now(this.body, nested, reason, event, cx)
                     .map(Err);
             }
             BeforePoll::Drain => return this.state.drain(this.body, event, cx).map(Err),
@@ -320,22 +317,24 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         let polling = Polling::start();
         let poll = body.poll(cx);
         let report = polling.finish();
-        let seen = match poll {
+        let nested = match poll {
             Poll::Ready(value) => {
                 if !this.state.as_mut().ready(report, cx) {
                     this.body.set(None);
                     return Poll::Ready(Ok(value));
                 }
                 drop(value);
-                Some(BodySeen::default())
+                Some(false)
             }
-            Poll::Pending => match this.state.as_mut().pending(report, cx) {
-                None => return Poll::Pending,
-                Some(seen) => seen,
-            },
+            Poll::Pending => {
+                if !this.state.as_mut().wait(report, cx) {
+                    return Poll::Pending;
+                }
+                this.state.nested()
+            }
         };
         this.state
-            .cancelled_now(this.body, seen, None, event, cx)
+            .cancelled_now(this.body, nested, None, event, cx)
             .map(Err)
     }
 }
@@ -343,9 +342,9 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
 /// What a race does before it polls its body.
 enum BeforePoll {
     PollBody,
-    /// Cancelled just now (what the body reported so far, `None` if it
-    /// never waited; the reason when known: a timeout).
-    Cancelled(Option<BodySeen>, Option<Cancelled>),
+    /// Cancelled just now (whether something is nested in the body, `None`
+    /// if it never waited; the reason when known: a timeout).
+    Cancelled(Option<bool>, Option<Cancelled>),
     /// Cancelled earlier: poll the body only so that nested calls finish.
     Drain,
     /// Return `Err` now (a retry that waited a turn).
@@ -358,11 +357,9 @@ impl RaceState<'_> {
         match self.as_mut().project() {
             StateProj::Fresh { token } if token.is_cancelled() => BeforePoll::Cancelled(None, None),
             StateProj::Fresh { .. } => BeforePoll::PollBody,
-            StateProj::Waiting {
-                seen, cancelled, ..
-            } => {
+            StateProj::Waiting { cancelled, .. } => {
                 if cancelled.poll(cx).is_ready() {
-                    BeforePoll::Cancelled(Some(*seen), None)
+                    BeforePoll::Cancelled(self.nested(), None)
                 } else {
                     BeforePoll::PollBody
                 }
@@ -378,11 +375,11 @@ impl RaceState<'_> {
         }
     }
 
-    /// What the body reported so far, if it ever waited.
+    /// Whether something is nested in the body, if it ever waited.
     #[inline]
-    fn seen(&self) -> Option<BodySeen> {
+    fn nested(&self) -> Option<bool> {
         match self {
-            RaceState::Waiting { seen, .. } => Some(*seen),
+            RaceState::Waiting { tally, .. } => Some(tally.nested()),
             _ => None,
         }
     }
@@ -399,56 +396,31 @@ impl RaceState<'_> {
         false
     }
 
-    /// The body is pending: `None` to wait (telling a race around this one
-    /// whether something inside must finish first), else cancelled just now,
-    /// with what the body reported so far.
-    #[inline]
-    fn pending(
-        mut self: Pin<&mut Self>,
-        report: Report,
-        cx: &mut Context<'_>,
-    ) -> Option<Option<BodySeen>> {
-        if self.as_mut().wait(report, cx) {
-            return Some(self.seen());
-        }
-        if let StateProj::Waiting { alive, .. } = self.project() {
-            if report.busy() {
-                alive.busy.pending();
-            } else {
-                alive.busy.done();
-            }
-        }
-        None
-    }
-
     /// The body waits: register a waiter on the token (the first time) and
-    /// keep what it reported. `true` if the token is cancelled, which a
-    /// cancellation that landed while the body was polled is seen here.
+    /// keep what it reported, telling a race around this one whether
+    /// something inside must finish first. `true` if the token is cancelled,
+    /// which a cancellation that landed while the body was polled is seen
+    /// here.
     #[inline]
     fn wait(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
-        match self.as_mut().project() {
-            StateProj::Waiting { seen, .. } => {
-                seen.update(report);
-                false
-            }
-            StateProj::Fresh { token } => {
-                let token: &CancellationToken = token;
-                let mut seen = BodySeen::default();
-                seen.update(report);
-                self.set(RaceState::Waiting {
-                    seen,
-                    alive: Alive::start(),
-                    cancelled: token.cancelled(),
-                });
-                match self.project() {
-                    StateProj::Waiting { cancelled, .. } => cancelled.poll(cx).is_ready(),
-                    _ => unreachable!("just set"),
-                }
-            }
+        let fresh = match self.as_mut().project() {
+            StateProj::Fresh { token } => Some(&**token),
+            StateProj::Waiting { .. } => None,
             StateProj::Returning { .. } | StateProj::Cancelling { .. } | StateProj::Done => {
                 unreachable!("a cancelled race polls its body elsewhere")
             }
+        };
+        if let Some(token) = fresh {
+            self.set(RaceState::Waiting {
+                tally: Tally::start(),
+                cancelled: token.cancelled(),
+            });
         }
+        let StateProj::Waiting { tally, cancelled } = self.project() else {
+            unreachable!("just set")
+        };
+        tally.update(report);
+        fresh.is_some() && cancelled.poll(cx).is_ready()
     }
 
     /// Whether the race's token is cancelled (registering a waiter if it
@@ -463,32 +435,32 @@ impl RaceState<'_> {
     }
 
     /// The race has just seen its cancellation: by its token, or its
-    /// deadline (`reason` given); `seen` is `None` when the body never
+    /// deadline (`reason` given); `nested` is `None` when the body never
     /// waited.
     #[cold]
     #[inline(never)]
     fn cancelled_now(
         mut self: Pin<&mut Self>,
         body: Pin<&mut dyn Body>,
-        seen: Option<BodySeen>,
+        nested: Option<bool>,
         reason: Option<Cancelled>,
         event: Option<Name>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        let retry = seen.is_none() && reason.is_none();
+        let retry = nested.is_none() && reason.is_none();
         // A call whose token is cancelled while a cancelled caller polls it
         // was (as a rule) cancelled with it: it says why the caller was.
         let reason = reason
             .or_else(frame::draining_reason)
             .unwrap_or_else(token_cancelled);
-        let Some(seen) = seen.filter(|seen| seen.nested()) else {
+        if nested != Some(true) {
             return self.finish(body, reason, event, retry, cx);
+        }
+        let tally = match self.as_mut().project() {
+            StateProj::Waiting { tally, .. } => std::mem::take(tally),
+            _ => Tally::default(),
         };
-        let alive = match self.as_mut().project() {
-            StateProj::Waiting { alive, .. } => std::mem::take(alive),
-            _ => Alive::default(),
-        };
-        let cancelling = Cancelling::new(reason, alive, seen.waiting);
+        let cancelling = Cancelling::new(reason, tally);
         self.set(RaceState::Cancelling { cancelling });
         self.drain(body, event, cx)
     }
