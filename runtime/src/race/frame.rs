@@ -29,7 +29,10 @@ struct Frame {
     /// The `Cancelled` an [`Exit`](super::Exit) hands to the
     /// [`Run`](super::Run) polling it, within that one poll.
     exit: Cell<Option<Cancelled>>,
-    /// The last poll number handed out on this thread (see [`Busy`]).
+    /// The number of the poll of a body running now, once something in it
+    /// said it is busy (0 before): what a [`Busy`] mark compares with.
+    poll: Cell<u32>,
+    /// The last poll number handed out on this thread.
     polls: Cell<u32>,
 }
 
@@ -39,6 +42,7 @@ impl Frame {
             report: Cell::new(Report::EMPTY),
             drain: Cell::new(None),
             exit: Cell::new(None),
+            poll: Cell::new(0),
             polls: Cell::new(0),
         }
     }
@@ -73,16 +77,15 @@ struct Drain {
     in_flight: *const InFlight,
 }
 
-/// What one poll of a body reported to the race that polls it.
+/// What one poll of a body reported to the race that polls it: four bytes,
+/// copied whole around every poll.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Report {
-    /// Which poll this is, once something in it said it is busy (0 before):
-    /// what a [`Busy`] mark compares with.
-    poll: u32,
+    /// The flags below, and in the high four bits the number of things that
+    /// must finish before the body may be dropped, pending when last polled
+    /// in this poll (see [`Busy`]; at 15 it sticks: busy until the poll
+    /// ends).
     flags: u8,
-    /// Things that must finish before the body may be dropped, pending when
-    /// last polled in this poll (see [`Busy`]).
-    busy: u8,
     /// Retries that returned into the body.
     retries: u8,
     /// How many more nested calls wait in the body than before the poll.
@@ -99,12 +102,14 @@ const DRAINING: u8 = 4;
 /// The call that just returned `Err(Cancelled)` from its race started with
 /// its token already cancelled (its cleanup, next, then counts a retry).
 const STARTED_CANCELLED: u8 = 8;
+/// One thing busy, in the high bits of `flags`.
+const BUSY_ONE: u8 = 16;
+/// The most things counted busy: from there the count sticks.
+const BUSY_STUCK: u8 = 15;
 
 impl Report {
     const EMPTY: Report = Report {
-        poll: 0,
         flags: 0,
-        busy: 0,
         retries: 0,
         alive: 0,
     };
@@ -113,9 +118,25 @@ impl Report {
         self.flags & flag != 0
     }
 
+    fn busy_count(self) -> u8 {
+        self.flags >> 4
+    }
+
+    fn add_busy(&mut self) {
+        if self.busy_count() < BUSY_STUCK {
+            self.flags += BUSY_ONE;
+        }
+    }
+
+    fn take_back_busy(&mut self) {
+        if (1..BUSY_STUCK).contains(&self.busy_count()) {
+            self.flags -= BUSY_ONE;
+        }
+    }
+
     /// Something in the body must finish before the body may be dropped.
     pub(crate) fn busy(self) -> bool {
-        self.busy > 0
+        self.busy_count() > 0
     }
 
     /// A nested call returned `Err(Cancelled)` into the body.
@@ -147,6 +168,7 @@ fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
 /// also when the poll panics, so that a caught panic leaves nothing behind.
 pub(crate) struct Polling {
     outer: Report,
+    outer_poll: u32,
     /// The drain it replaced, if it set one (a plain poll leaves the drain
     /// alone: it is read only under a report with `DRAINING`).
     outer_drain: Option<Option<Drain>>,
@@ -178,6 +200,7 @@ impl Polling {
             };
             Polling {
                 outer: frame.report.replace(fresh),
+                outer_poll: frame.poll.replace(0),
                 outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
             }
         })
@@ -191,6 +214,7 @@ impl Polling {
             if let Some(drain) = this.outer_drain {
                 frame.drain.set(drain);
             }
+            frame.poll.set(this.outer_poll);
             frame.report.replace(this.outer)
         })
     }
@@ -203,6 +227,7 @@ impl Drop for Polling {
             if let Some(drain) = self.outer_drain {
                 frame.drain.set(drain);
             }
+            frame.poll.set(self.outer_poll);
             frame.report.set(self.outer);
         });
     }
@@ -283,14 +308,16 @@ impl Busy {
                 self.0 = UNCOUNTED;
                 return;
             }
-            if report.poll != 0 && self.0 == report.poll {
+            let mut poll = frame.poll.get();
+            if poll != 0 && self.0 == poll {
                 return;
             }
-            if report.poll == 0 {
-                report.poll = frame.next_poll();
+            if poll == 0 {
+                poll = frame.next_poll();
+                frame.poll.set(poll);
             }
-            report.busy = report.busy.saturating_add(1);
-            self.0 = report.poll;
+            report.add_busy();
+            self.0 = poll;
             frame.report.set(report);
         });
     }
@@ -304,13 +331,16 @@ impl Busy {
     #[inline]
     pub(crate) fn done(&mut self) {
         let counted_in = std::mem::take(&mut self.0);
-        if counted_in != 0 {
-            update(|report| {
-                if report.poll == counted_in {
-                    report.busy = report.busy.saturating_sub(1);
-                }
-            });
+        if counted_in == 0 {
+            return;
         }
+        FRAME.with(|frame| {
+            if frame.poll.get() == counted_in {
+                let mut report = frame.report.get();
+                report.take_back_busy();
+                frame.report.set(report);
+            }
+        });
     }
 }
 
