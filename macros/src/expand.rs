@@ -222,7 +222,7 @@ macro_rules! parse_quote_spanned {
 }
 use parse_quote_spanned;
 
-/// `if false { return fake::<T>(); }`: gives the type checker the declared
+/// `if false { return declared_type::<T>(); }`: gives the type checker the declared
 /// type before it reads the user's statements, so a mismatch in them is
 /// reported at the user's expression.
 fn type_hint(output: &Type) -> TokenStream {
@@ -231,7 +231,7 @@ fn type_hint(output: &Type) -> TokenStream {
     // "return type inferred to be `T` here" points there: it starts with
     // the type's first token and ends with its last.
     let (first, last) = first_and_last(output);
-    let call = quote_spanned!(first=> return ::cancel_scope::__private::fake::<#erased>);
+    let call = quote_spanned!(first=> return ::cancel_scope::__private::declared_type::<#erased>);
     let parens = quote_spanned!(last=> ());
     quote!(if false { #call #parens; })
 }

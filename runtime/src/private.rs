@@ -6,7 +6,7 @@ pub use crate::race::cleanup::{
     Bounded, CancelEvent, Cleanup, Name, Unbounded, cleanup, cleanup_within, name,
 };
 pub use crate::race::exit::{
-    AsResult, Exit, Finish, Flatten, Flattened, Run, exit, fake, flatten, run, run_flatten,
+    AsResult, Exit, Finish, Flatten, Flattened, Run, declared_type, exit, flatten, run, run_flatten,
 };
 pub use crate::race::{
     CleanupReports, Deadline, Event, NoDeadline, Race, RaceDeadline, RaceTimeout, child_token,

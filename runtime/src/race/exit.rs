@@ -172,10 +172,10 @@ pub fn flatten<R: Flatten>(r: Result<R, Cancelled>, from: impl Fn(Cancelled) -> 
     }
 }
 
-/// Never called: `if false { return fake::<T>(); }` tells the type checker
+/// Never called: `if false { return declared_type::<T>(); }` tells the type checker
 /// the declared return type before it reads the user's code, so a mismatch is
 /// reported at the user's expression rather than at the attribute.
 #[doc(hidden)]
-pub fn fake<T>() -> T {
+pub fn declared_type<T>() -> T {
     unreachable!("cancel-scope: type hint only, never called")
 }
