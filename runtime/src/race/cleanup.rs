@@ -112,14 +112,33 @@ pin_project! {
     /// still cancelling, so a cancelled caller does not drop its body yet.
     #[must_use = "futures do nothing unless polled"]
     pub struct Cleanup<F> {
-        reason: Cancelled,
-        event: CancelEvent,
-        stage: CleanupStage,
-        // Registered with a cancelled race around the fn.
-        upward: Option<Registration>,
-        busy: Busy,
+        state: CleanupState,
         #[pin]
         cleanup: F,
+    }
+}
+
+/// What a [`Cleanup`] keeps beside the user's block: not generic, so that
+/// polling it is compiled once rather than for every fn.
+#[derive(Debug)]
+pub(crate) struct CleanupState {
+    reason: Cancelled,
+    event: CancelEvent,
+    stage: CleanupStage,
+    /// Registered with a cancelled race around the fn.
+    upward: Option<Registration>,
+    busy: Busy,
+}
+
+impl CleanupState {
+    fn new(name: Name, reason: Cancelled) -> CleanupState {
+        CleanupState {
+            reason,
+            event: CancelEvent::new(name, reason),
+            stage: CleanupStage::Start,
+            upward: None,
+            busy: Busy::default(),
+        }
     }
 }
 
@@ -167,11 +186,7 @@ pub fn cleanup<F: Future<Output = ()>>(
     cleanup: F,
 ) -> Cleanup<Unbounded<F>> {
     Cleanup {
-        reason,
-        event: CancelEvent::new(name, reason),
-        stage: CleanupStage::Start,
-        upward: None,
-        busy: Busy::default(),
+        state: CleanupState::new(name, reason),
         cleanup: Unbounded { inner: cleanup },
     }
 }
@@ -185,11 +200,7 @@ pub fn cleanup_within<F: Future<Output = ()>>(
     cleanup: F,
 ) -> Cleanup<Bounded<F>> {
     Cleanup {
-        reason,
-        event: CancelEvent::new(name, reason),
-        stage: CleanupStage::Start,
-        upward: None,
-        busy: Busy::default(),
+        state: CleanupState::new(name, reason),
         cleanup: Bounded {
             inner: tokio::time::timeout(limit, cleanup),
         },
@@ -201,63 +212,52 @@ impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
         let this = self.project();
-        poll_cleanup(
-            this.cleanup,
-            this.event,
-            this.stage,
-            this.upward,
-            this.busy,
-            *this.reason,
-            cx,
-        )
+        this.state.poll(this.cleanup, cx)
     }
 }
 
-/// Polls a cleanup. A trait object, so that it is compiled once rather than
-/// for every fn (a cleanup is the cold path).
-fn poll_cleanup(
-    cleanup: Pin<&mut dyn Future<Output = &'static str>>,
-    event: &mut CancelEvent,
-    stage: &mut CleanupStage,
-    upward: &mut Option<Registration>,
-    busy: &mut Busy,
-    reason: Cancelled,
-    cx: &mut Context<'_>,
-) -> Poll<Cancelled> {
-    if let CleanupStage::Start = stage {
-        *stage = CleanupStage::Running {
-            retry: frame::take_started_cancelled(),
-        };
-        *upward = frame::register();
-    }
-    match *stage {
-        CleanupStage::Start => unreachable!("started above"),
-        CleanupStage::Running { retry } => {
-            event.polled();
-            // The cleanup's own calls (a retry loop in it included) report
-            // to the cleanup, not to the body around the fn.
-            let polling = Polling::start();
-            let poll = cleanup.poll(cx);
-            let _ = polling.finish();
-            let Poll::Ready(end) = poll else {
-                busy.pending();
-                return Poll::Pending;
-            };
-            busy.done();
-            event.done(end);
-            *upward = None;
-            if !frame::may_return_cancelled(retry, cx) {
-                *stage = CleanupStage::Done;
-                return Poll::Pending;
+impl CleanupState {
+    /// Polls the user's block (a trait object: the cleanup is the cold
+    /// path).
+    fn poll(
+        &mut self,
+        cleanup: Pin<&mut dyn Future<Output = &'static str>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Cancelled> {
+        if let CleanupStage::Start = self.stage {
+            let (retry, upward) = frame::cleanup_starts();
+            self.stage = CleanupStage::Running { retry };
+            self.upward = upward;
+        }
+        match self.stage {
+            CleanupStage::Start => unreachable!("started above"),
+            CleanupStage::Running { retry } => {
+                self.event.polled();
+                // The cleanup's own calls (a retry loop in it included)
+                // report to the cleanup, not to the body around the fn.
+                let polling = Polling::start();
+                let poll = cleanup.poll(cx);
+                let _ = polling.finish();
+                let Poll::Ready(end) = poll else {
+                    self.busy.pending();
+                    return Poll::Pending;
+                };
+                self.busy.done();
+                self.event.done(end);
+                self.upward = None;
+                if !frame::may_return_cancelled(retry, cx) {
+                    self.stage = CleanupStage::Done;
+                    return Poll::Pending;
+                }
             }
+            CleanupStage::Done => {
+                frame::may_return_cancelled(false, cx);
+            }
+            CleanupStage::Returned => polled_after_completion(),
         }
-        CleanupStage::Done => {
-            frame::may_return_cancelled(false, cx);
-        }
-        CleanupStage::Returned => polled_after_completion(),
+        self.stage = CleanupStage::Returned;
+        Poll::Ready(self.reason)
     }
-    *stage = CleanupStage::Returned;
-    Poll::Ready(reason)
 }
 
 /// Where a [`Cleanup`] stands.

@@ -267,23 +267,51 @@ impl std::fmt::Debug for Registration {
 /// any: it will not drop its body before the registration is dropped.
 #[inline]
 pub(crate) fn register() -> Option<Registration> {
-    let ptr = FRAME.with(|frame| {
-        if frame.report.get().has(DRAINING) {
-            frame.drain.get().map(|d| d.in_flight)
-        } else {
-            None
+    let drain = FRAME.with(|frame| draining_drain(frame.report.get(), frame));
+    drain.map(|drain| drain.register())
+}
+
+/// A cleanup's first poll: whether its fn started with its token already
+/// cancelled (a retry: see [`started_cancelled`]), and its registration with
+/// the cancelled race polling it, if any. One access to the frame.
+#[inline]
+pub(crate) fn cleanup_starts() -> (bool, Option<Registration>) {
+    let (retry, drain) = FRAME.with(|frame| {
+        let mut report = frame.report.get();
+        let retry = report.has(STARTED_CANCELLED);
+        if retry {
+            report.flags &= !STARTED_CANCELLED;
+            frame.report.set(report);
         }
-    })?;
-    // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc` that
-    // the race holds for the whole poll during which it is set; it is put
-    // back (also on unwind) before the race can drop that `Arc`. So the
-    // pointee is alive, and its count may be incremented for this clone.
-    let in_flight = unsafe {
-        Arc::increment_strong_count(ptr);
-        Arc::from_raw(ptr)
-    };
-    in_flight.count.fetch_add(1, Ordering::AcqRel);
-    Some(Registration(in_flight))
+        (retry, draining_drain(report, frame))
+    });
+    (retry, drain.map(|drain| drain.register()))
+}
+
+/// The drain of the race polling us, if it is draining.
+#[inline]
+fn draining_drain(report: Report, frame: &Frame) -> Option<Drain> {
+    if report.has(DRAINING) {
+        frame.drain.get()
+    } else {
+        None
+    }
+}
+
+impl Drain {
+    fn register(self) -> Registration {
+        // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc`
+        // that the race holds for the whole poll during which it is set; it
+        // is put back (also on unwind) before the race can drop that `Arc`.
+        // So the pointee is alive, and its count may be incremented for this
+        // clone.
+        let in_flight = unsafe {
+            Arc::increment_strong_count(self.in_flight);
+            Arc::from_raw(self.in_flight)
+        };
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Registration(in_flight)
+    }
 }
 
 /// What a thing that must finish first (a cleanup, a `shield`, a race with
@@ -357,16 +385,6 @@ pub(crate) fn started_cancelled() {
     update(|r| r.flags |= STARTED_CANCELLED);
 }
 
-/// Takes the flag [`started_cancelled`] set: a cleanup's first poll.
-#[inline]
-pub(crate) fn take_started_cancelled() -> bool {
-    update(|r| {
-        let was = r.has(STARTED_CANCELLED);
-        r.flags &= !STARTED_CANCELLED;
-        was
-    })
-}
-
 /// A cancelled call is about to return `Err(Cancelled)` into the body,
 /// `retry` if it started with its token already cancelled: `false` if it must
 /// wait a turn first (too many retries returned in this poll of the body, or
@@ -414,13 +432,9 @@ pub(crate) fn alive_end() {
 /// so that nested calls finish.
 #[inline]
 pub(crate) fn draining_reason() -> Option<Cancelled> {
-    FRAME.with(|frame| {
-        if frame.report.get().has(DRAINING) {
-            frame.drain.get().map(|d| d.reason)
-        } else {
-            None
-        }
-    })
+    FRAME
+        .with(|frame| draining_drain(frame.report.get(), frame))
+        .map(|d| d.reason)
 }
 
 /// The race polling us is cancelled, and polls its body only so that
