@@ -69,9 +69,9 @@ impl Cancelling {
         let polling = Polling::draining(self.reason, &self.in_flight);
         let pending = body.poll_nested(cx);
         let report = polling.finish();
-        self.retries = self.retries.saturating_add(report.retries());
+        self.retries = self.retries.saturating_add(report.retries);
         let waiting = &mut self.tally.waiting;
-        *waiting = waiting.saturating_add_signed(report.alive());
+        *waiting = waiting.saturating_add_signed(report.alive);
         let waiting = *waiting > 0;
         let busy = report.busy() || !self.in_flight.is_idle();
         if waiting {

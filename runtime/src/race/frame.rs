@@ -87,9 +87,9 @@ pub(crate) struct Report {
     /// ends).
     flags: u8,
     /// Retries that returned into the body.
-    retries: u8,
+    pub(crate) retries: u8,
     /// How many more nested calls wait in the body than before the poll.
-    alive: i16,
+    pub(crate) alive: i16,
 }
 
 /// This report belongs to a race (the thread's base report does not).
@@ -142,16 +142,6 @@ impl Report {
     /// A nested call returned `Err(Cancelled)` into the body.
     pub(crate) fn saw_cancel(self) -> bool {
         self.has(SAW_CANCEL)
-    }
-
-    /// How many more nested calls wait in the body than before the poll.
-    pub(crate) fn alive(self) -> i16 {
-        self.alive
-    }
-
-    /// Retries that returned into the body in this poll.
-    pub(crate) fn retries(self) -> u8 {
-        self.retries
     }
 }
 
@@ -206,17 +196,11 @@ impl Polling {
         })
     }
 
-    /// After the poll: what the body's futures reported.
+    /// After the poll: what the body's futures reported (the frame is put
+    /// back as the guard drops).
     #[inline]
     pub(crate) fn finish(self) -> Report {
-        let this = std::mem::ManuallyDrop::new(self);
-        FRAME.with(|frame| {
-            if let Some(drain) = this.outer_drain {
-                frame.drain.set(drain);
-            }
-            frame.poll.set(this.outer_poll);
-            frame.report.replace(this.outer)
-        })
+        FRAME.with(|frame| frame.report.get())
     }
 }
 
@@ -249,17 +233,12 @@ impl InFlight {
 }
 
 /// One registered cancellation in flight; finished when dropped.
+#[derive(Debug)]
 pub(crate) struct Registration(Arc<InFlight>);
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.0.count.fetch_sub(1, Ordering::Release);
-    }
-}
-
-impl std::fmt::Debug for Registration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Registration")
     }
 }
 

@@ -134,7 +134,7 @@ impl Tally {
     /// After a poll of the body that reported `report`.
     #[inline]
     fn update(&mut self, report: Report) {
-        self.waiting = self.waiting.saturating_add_signed(report.alive());
+        self.waiting = self.waiting.saturating_add_signed(report.alive);
         if report.busy() {
             self.busy.pending();
         } else {
