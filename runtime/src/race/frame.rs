@@ -26,14 +26,12 @@ struct Frame {
     /// While a cancelled race polls its body so that nested calls finish:
     /// its reason, and where they register.
     drain: Cell<Option<Drain>>,
-    /// The `Cancelled` an [`Exit`](super::Exit) hands to the
-    /// [`Run`](super::Run) polling it, within that one poll.
+    /// The `Cancelled` an [`Exit`](super::exit::Exit) hands to the
+    /// [`Run`](super::exit::Run) polling it, within that one poll.
     exit: Cell<Option<Cancelled>>,
     /// The number of the poll of a body running now, once something in it
     /// said it is busy (0 before): what a [`Busy`] mark compares with.
     poll: Cell<u32>,
-    /// The last poll number handed out on this thread.
-    polls: Cell<u32>,
 }
 
 impl Frame {
@@ -43,31 +41,25 @@ impl Frame {
             drain: Cell::new(None),
             exit: Cell::new(None),
             poll: Cell::new(0),
-            polls: Cell::new(0),
         }
-    }
-
-    /// A number for a poll of a body in which something said it is busy:
-    /// taken only then, so the fast path never counts. Threads start 2^20
-    /// apart, so a thing moved to another thread is not mistaken for one
-    /// counted in its poll.
-    fn next_poll(&self) -> u32 {
-        let mut poll = self.polls.get();
-        if poll == 0 {
-            poll = THREADS.fetch_add(1, Ordering::Relaxed).wrapping_shl(20);
-        }
-        poll = poll.wrapping_add(1);
-        if poll == UNCOUNTED || poll == 0 {
-            poll = 1;
-        }
-        self.polls.set(poll);
-        poll
     }
 }
 
-/// Threads that have polled a body so far: the high bits of their polls'
-/// numbers.
-static THREADS: AtomicU32 = AtomicU32::new(1);
+/// The poll numbers handed out so far, by every thread: taken only by a poll
+/// in which something said it is busy, so the fast path never counts, and
+/// shared, so a thing moved to another thread is not mistaken for one
+/// counted in that thread's poll.
+static POLLS: AtomicU32 = AtomicU32::new(0);
+
+/// A number for the poll running now: never 0 or [`UNCOUNTED`].
+fn next_poll() -> u32 {
+    loop {
+        let poll = POLLS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if poll != 0 && poll != UNCOUNTED {
+            return poll;
+        }
+    }
+}
 
 /// A cancelled race polling its body so that nested calls finish.
 #[derive(Clone, Copy)]
@@ -320,7 +312,7 @@ impl Busy {
                 return;
             }
             if poll == 0 {
-                poll = frame.next_poll();
+                poll = next_poll();
                 frame.poll.set(poll);
             }
             report.add_busy();
@@ -423,7 +415,7 @@ pub(crate) fn draining() -> bool {
     FRAME.with(|frame| frame.report.get().has(DRAINING))
 }
 
-/// An [`Exit`](super::Exit) hands its `Cancelled` to the `Run` around it.
+/// An [`Exit`](super::exit::Exit) hands its `Cancelled` to the `Run` around it.
 pub(crate) fn set_exit(cancelled: Cancelled) {
     FRAME.with(|frame| frame.exit.set(Some(cancelled)));
 }
