@@ -29,9 +29,6 @@ struct Frame {
     /// The `Cancelled` an [`Exit`](super::exit::Exit) hands to the
     /// [`Run`](super::exit::Run) polling it, within that one poll.
     exit: Cell<Option<Cancelled>>,
-    /// The number of the poll of a body running now, once something in it
-    /// said it is busy (0 before): what a [`Busy`] mark compares with.
-    poll: Cell<u32>,
 }
 
 impl Frame {
@@ -40,7 +37,6 @@ impl Frame {
             report: Cell::new(Report::EMPTY),
             drain: Cell::new(None),
             exit: Cell::new(None),
-            poll: Cell::new(0),
         }
     }
 }
@@ -69,9 +65,10 @@ struct Drain {
     in_flight: *const InFlight,
 }
 
-/// What one poll of a body reported to the race that polls it: four bytes,
-/// copied whole around every poll.
+/// What one poll of a body reported to the race that polls it: eight
+/// aligned bytes, copied whole around every poll.
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
 pub(crate) struct Report {
     /// The flags below, and in the high four bits the number of things that
     /// must finish before the body may be dropped, pending when last polled
@@ -82,6 +79,9 @@ pub(crate) struct Report {
     pub(crate) retries: u8,
     /// How many more nested calls wait in the body than before the poll.
     pub(crate) alive: i16,
+    /// The number of this poll, once something in it said it is busy (0
+    /// before): what a [`Busy`] mark compares with.
+    poll: u32,
 }
 
 /// This report belongs to a race (the thread's base report does not).
@@ -104,6 +104,7 @@ impl Report {
         flags: 0,
         retries: 0,
         alive: 0,
+        poll: 0,
     };
 
     fn has(self, flag: u8) -> bool {
@@ -150,7 +151,6 @@ fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
 /// also when the poll panics, so that a caught panic leaves nothing behind.
 pub(crate) struct Polling {
     outer: Report,
-    outer_poll: u32,
     /// The drain it replaced, if it set one (a plain poll leaves the drain
     /// alone: it is read only under a report with `DRAINING`).
     outer_drain: Option<Option<Drain>>,
@@ -182,7 +182,6 @@ impl Polling {
             };
             Polling {
                 outer: frame.report.replace(fresh),
-                outer_poll: frame.poll.replace(0),
                 outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
             }
         })
@@ -203,7 +202,6 @@ impl Drop for Polling {
             if let Some(drain) = self.outer_drain {
                 frame.drain.set(drain);
             }
-            frame.poll.set(self.outer_poll);
             frame.report.set(self.outer);
         });
     }
@@ -307,16 +305,14 @@ impl Busy {
                 self.0 = UNCOUNTED;
                 return;
             }
-            let mut poll = frame.poll.get();
-            if poll != 0 && self.0 == poll {
+            if report.poll != 0 && self.0 == report.poll {
                 return;
             }
-            if poll == 0 {
-                poll = next_poll();
-                frame.poll.set(poll);
+            if report.poll == 0 {
+                report.poll = next_poll();
             }
             report.add_busy();
-            self.0 = poll;
+            self.0 = report.poll;
             frame.report.set(report);
         });
     }
@@ -333,11 +329,9 @@ impl Busy {
         if counted_in == 0 {
             return;
         }
-        FRAME.with(|frame| {
-            if frame.poll.get() == counted_in {
-                let mut report = frame.report.get();
+        update(|report| {
+            if report.poll == counted_in {
                 report.take_back_busy();
-                frame.report.set(report);
             }
         });
     }
