@@ -7,7 +7,7 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, Token};
 
-use crate::model::Errors;
+use crate::errors::Errors;
 
 const EXPECTED: &str =
     "expected one of `token`, `flatten`, `timeout`, `cleanup_timeout`, `allow_no_await`";

@@ -6,7 +6,8 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Attribute, FnArg, Ident, Macro, Pat, ReturnType, Stmt, Type, parse_quote};
 
-use crate::model::{self, Body, Errors, Input, Model, TokenParam};
+use crate::errors::Errors;
+use crate::model::{self, Body, Input, Model, TokenParam};
 use crate::{args, fallback};
 
 /// The attribute, from tokens to tokens (no `proc_macro` types, so it can be
@@ -228,7 +229,7 @@ macro_rules! parse_quote_spanned {
 }
 use parse_quote_spanned;
 
-/// `if false { return fake::<T>(); }`: gives the type checker the declared
+/// `if false { return declared_type::<T>(); }`: gives the type checker the declared
 /// type before it reads the user's statements, so a mismatch in them is
 /// reported at the user's expression.
 fn type_hint(output: &Type) -> TokenStream {
@@ -237,7 +238,7 @@ fn type_hint(output: &Type) -> TokenStream {
     // "return type inferred to be `T` here" points there: it starts with
     // the type's first token and ends with its last.
     let (first, last) = first_and_last(output);
-    let call = quote_spanned!(first=> return ::cancel_scope::__private::fake::<#erased>);
+    let call = quote_spanned!(first=> return ::cancel_scope::__private::declared_type::<#erased>);
     let parens = quote_spanned!(last=> ());
     quote!(if false { #call #parens; })
 }

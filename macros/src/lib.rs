@@ -10,6 +10,7 @@
 //! `fallback.rs` the function as written, plus the `compile_error!`s.
 
 mod args;
+mod errors;
 mod expand;
 mod fallback;
 mod model;

@@ -12,11 +12,11 @@ pub mod fs;
 mod id;
 mod ledger;
 mod local;
-mod nest;
 #[doc(hidden)]
 pub mod private;
 #[cfg(feature = "process")]
 pub mod process;
+mod race;
 mod reason;
 mod report;
 mod scope;

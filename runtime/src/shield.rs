@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::nest;
+use crate::race::frame::{self, Busy};
 
 /// Runs `future` to completion even if the token of the `#[cancellable]`
 /// body that awaits it is cancelled meanwhile.
@@ -93,6 +93,7 @@ pub fn shield<F: IntoFuture>(future: F) -> Shield<F::IntoFuture> {
     Shield {
         inner: future.into_future(),
         armed: None,
+        busy: Busy::default(),
     }
 }
 
@@ -114,6 +115,7 @@ pin_project! {
         // Set on the first poll: whether it defers a cancellation (`false`
         // when it started after the cancellation was seen).
         armed: Option<bool>,
+        busy: Busy,
     }
 }
 
@@ -122,10 +124,12 @@ impl<F: Future> Future for Shield<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let armed = *this.armed.get_or_insert_with(|| !nest::draining());
+        let armed = *this.armed.get_or_insert_with(|| !frame::draining());
         let poll = this.inner.poll(cx);
         if poll.is_pending() && armed {
-            nest::pending(true);
+            this.busy.pending();
+        } else {
+            this.busy.done();
         }
         poll
     }

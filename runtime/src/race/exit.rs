@@ -1,5 +1,8 @@
-//! What a `#[cancellable]` fn returns: the hand-off that lets `return` and `?`
-//! in the user's code see the declared return type, and `flatten`.
+//! The exit: what a `#[cancellable]` fn returns. [`Exit`] hands the
+//! cleanup's `Cancelled` to the [`Run`] around it through the frame, within
+//! one poll (an `Exit` is always awaited directly by the block its `Run`
+//! polls, so the next `Run` to look is its own); that lets `return` and `?`
+//! in the user's code see the declared return type. And `flatten`.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -8,28 +11,21 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::Cleanup;
+use super::cleanup::Cleanup;
+use super::frame;
 use crate::Cancelled;
-
-thread_local! {
-    /// Where [`Exit`] leaves its [`Cancelled`] for the [`Run`] around it.
-    /// Written and read within one `poll` of that `Run`, on one thread: an
-    /// `Exit` is always awaited directly by the block its `Run` polls, so the
-    /// next `Run` to look is its own.
-    static EXIT: std::cell::Cell<Option<Cancelled>> = const { std::cell::Cell::new(None) };
-}
 
 pin_project! {
     /// Runs the part of a `#[cancellable]` fn whose `return` and `?` must see
     /// the declared return type `T`: `Ok(v)` when it returns `v`, `Err(c)`
-    /// when it reaches [`exit`] after its cleanup ([`Wrap`]), or, for
-    /// `#[cancellable(flatten)]`, `v` and `Err(E::from(c))` ([`Flat`]).
+    /// when it reaches [`exit`] after its cleanup ([`AsResult`]), or, for
+    /// `#[cancellable(flatten)]`, `v` and `Err(E::from(c))` ([`Flattened`]).
     ///
     /// It is the whole future of a fn with a setup before `on_cancel!`: the
     /// fn is expanded to a plain `fn` returning it, so that the parameters are
     /// stored once, in the block it runs.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Run<F, K = Wrap> {
+    pub struct Run<F, K = AsResult> {
         #[pin]
         inner: F,
         finish: K,
@@ -46,9 +42,9 @@ pub trait Finish<T> {
 
 /// A [`Run`] returns `Result<T, Cancelled>`.
 #[derive(Debug)]
-pub struct Wrap;
+pub struct AsResult;
 
-impl<T> Finish<T> for Wrap {
+impl<T> Finish<T> for AsResult {
     type Output = Result<T, Cancelled>;
 
     fn finish(&self, r: Result<T, Cancelled>) -> Self::Output {
@@ -59,9 +55,9 @@ impl<T> Finish<T> for Wrap {
 /// A [`Run`] of a `#[cancellable(flatten)]` fn returns `T` itself; `C` is
 /// `<E as From<Cancelled>>::from`, a zero-sized fn item.
 #[derive(Debug)]
-pub struct Flat<C>(C);
+pub struct Flattened<C>(C);
 
-impl<R: Flatten, C: Fn(Cancelled) -> R::Error> Finish<R> for Flat<C> {
+impl<R: Flatten, C: Fn(Cancelled) -> R::Error> Finish<R> for Flattened<C> {
     type Output = R;
 
     fn finish(&self, r: Result<R, Cancelled>) -> R {
@@ -73,13 +69,13 @@ impl<R: Flatten, C: Fn(Cancelled) -> R::Error> Finish<R> for Flat<C> {
 pub fn run<F: Future>(inner: F) -> Run<F> {
     Run {
         inner,
-        finish: Wrap,
+        finish: AsResult,
     }
 }
 
 /// See [`Run`]; `R` is the declared return type and `from` turns a
 /// `Cancelled` into its error type (see [`flatten`]).
-pub fn run_flatten<R, F, C>(inner: F, from: C) -> Run<F, Flat<C>>
+pub fn run_flatten<R, F, C>(inner: F, from: C) -> Run<F, Flattened<C>>
 where
     R: Flatten,
     F: Future<Output = R>,
@@ -87,7 +83,7 @@ where
 {
     Run {
         inner,
-        finish: Flat(from),
+        finish: Flattened(from),
     }
 }
 
@@ -98,7 +94,7 @@ impl<F: Future, K: Finish<F::Output>> Future for Run<F, K> {
         let this = self.project();
         match this.inner.poll(cx) {
             Poll::Ready(value) => Poll::Ready(this.finish.finish(Ok(value))),
-            Poll::Pending => match EXIT.take() {
+            Poll::Pending => match frame::take_exit() {
                 Some(c) => Poll::Ready(this.finish.finish(Err(c))),
                 None => Poll::Pending,
             },
@@ -132,7 +128,7 @@ impl<F: Future<Output = &'static str>, T> Future for Exit<F, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         if let Poll::Ready(c) = self.project().cleanup.poll(cx) {
-            EXIT.set(Some(c));
+            frame::set_exit(c);
         }
         Poll::Pending
     }
@@ -176,10 +172,10 @@ pub fn flatten<R: Flatten>(r: Result<R, Cancelled>, from: impl Fn(Cancelled) -> 
     }
 }
 
-/// Never called: `if false { return fake::<T>(); }` tells the type checker
+/// Never called: `if false { return declared_type::<T>(); }` tells the type checker
 /// the declared return type before it reads the user's code, so a mismatch is
 /// reported at the user's expression rather than at the attribute.
 #[doc(hidden)]
-pub fn fake<T>() -> T {
+pub fn declared_type<T>() -> T {
     unreachable!("cancel-scope: type hint only, never called")
 }

@@ -1,0 +1,276 @@
+//! The cleanup of a cancelled `#[cancellable]` fn, and the one `tracing`
+//! event per cancelled fn.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Timeout;
+
+use super::frame::{self, Busy, Polling, Registration};
+use super::polled_after_completion;
+use crate::Cancelled;
+
+/// A fn without a cleanup was cancelled: its `tracing` event.
+pub(super) fn report_cancelled(_name: Name, _reason: Cancelled) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "cancel_scope", fn_name = _name.0, reason = %_reason, "cancelled");
+}
+
+/// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
+/// without the `tracing` feature.
+#[cfg(feature = "tracing")]
+#[derive(Debug, Clone, Copy)]
+pub struct Name(&'static str);
+
+/// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
+/// without the `tracing` feature.
+#[cfg(not(feature = "tracing"))]
+#[derive(Debug, Clone, Copy)]
+pub struct Name;
+
+/// See [`Name`].
+#[cfg(feature = "tracing")]
+#[must_use]
+pub const fn name(name: &'static str) -> Name {
+    Name(name)
+}
+
+/// See [`Name`].
+#[cfg(not(feature = "tracing"))]
+#[must_use]
+pub const fn name(_name: &'static str) -> Name {
+    Name
+}
+
+/// What a cleanup reports when it ends (or is dropped before it ends), with
+/// the `tracing` feature: one event per cancelled fn.
+#[derive(Debug)]
+pub struct CancelEvent {
+    #[cfg(feature = "tracing")]
+    name: &'static str,
+    #[cfg(feature = "tracing")]
+    reason: Cancelled,
+    #[cfg(feature = "tracing")]
+    started: Option<std::time::Instant>,
+    #[cfg(feature = "tracing")]
+    reported: bool,
+}
+
+impl CancelEvent {
+    #[cfg(feature = "tracing")]
+    fn new(name: Name, reason: Cancelled) -> Self {
+        CancelEvent {
+            name: name.0,
+            reason,
+            started: None,
+            reported: false,
+        }
+    }
+
+    #[cfg(not(feature = "tracing"))]
+    fn new(_name: Name, _reason: Cancelled) -> Self {
+        CancelEvent {}
+    }
+
+    fn polled(&mut self) {
+        #[cfg(feature = "tracing")]
+        self.started.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// `end`: how the cleanup ended ("done", "cut at its cleanup_timeout",
+    /// "dropped").
+    fn done(&mut self, _end: &'static str) {
+        #[cfg(feature = "tracing")]
+        if !std::mem::replace(&mut self.reported, true) {
+            let cleanup = self.started.map(|t| t.elapsed()).unwrap_or_default();
+            tracing::debug!(
+                target: "cancel_scope",
+                fn_name = self.name,
+                reason = %self.reason,
+                cleanup = _end,
+                cleanup_us = u64::try_from(cleanup.as_micros()).unwrap_or(u64::MAX),
+                "cancelled"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for CancelEvent {
+    fn drop(&mut self) {
+        self.done("dropped");
+    }
+}
+
+pin_project! {
+    /// Runs a cleanup, then gives back the [`Cancelled`] it ran for (so that
+    /// the generated code keeps no copy of it across the cleanup's awaits).
+    /// While it runs it tells the race polling it that a nested call is
+    /// still cancelling, so a cancelled caller does not drop its body yet.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Cleanup<F> {
+        state: CleanupState,
+        #[pin]
+        cleanup: F,
+    }
+}
+
+/// What a [`Cleanup`] keeps beside the user's block: not generic, so that
+/// polling it is compiled once rather than for every fn.
+#[derive(Debug)]
+pub(crate) struct CleanupState {
+    reason: Cancelled,
+    event: CancelEvent,
+    stage: CleanupStage,
+    /// Registered with a cancelled race around the fn.
+    upward: Option<Registration>,
+    busy: Busy,
+}
+
+impl CleanupState {
+    fn new(name: Name, reason: Cancelled) -> CleanupState {
+        CleanupState {
+            reason,
+            event: CancelEvent::new(name, reason),
+            stage: CleanupStage::Start,
+            upward: None,
+            busy: Busy::default(),
+        }
+    }
+}
+
+pin_project! {
+    /// A cleanup without a bound: it ends when the user's block does.
+    pub struct Unbounded<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Unbounded<F> {
+    type Output = &'static str;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+        self.project().inner.poll(cx).map(|()| "done")
+    }
+}
+
+pin_project! {
+    /// A cleanup with a `cleanup_timeout`: cut when it passes.
+    pub struct Bounded<F> {
+        #[pin]
+        inner: Timeout<F>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Bounded<F> {
+    type Output = &'static str;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+        self.project().inner.poll(cx).map(|r| match r {
+            Ok(()) => "done",
+            Err(_) => "cut at its cleanup_timeout",
+        })
+    }
+}
+
+/// See [`Cleanup`].
+pub fn cleanup<F: Future<Output = ()>>(
+    name: Name,
+    reason: Cancelled,
+    cleanup: F,
+) -> Cleanup<Unbounded<F>> {
+    Cleanup {
+        state: CleanupState::new(name, reason),
+        cleanup: Unbounded { inner: cleanup },
+    }
+}
+
+/// Runs a cleanup for at most `limit`; past it the cleanup is dropped and
+/// the fn still returns `Err(Cancelled)`.
+pub fn cleanup_within<F: Future<Output = ()>>(
+    name: Name,
+    reason: Cancelled,
+    limit: Duration,
+    cleanup: F,
+) -> Cleanup<Bounded<F>> {
+    Cleanup {
+        state: CleanupState::new(name, reason),
+        cleanup: Bounded {
+            inner: tokio::time::timeout(limit, cleanup),
+        },
+    }
+}
+
+impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
+    type Output = Cancelled;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
+        let this = self.project();
+        this.state.poll(this.cleanup, cx)
+    }
+}
+
+impl CleanupState {
+    /// Polls the user's block (a trait object: the cleanup is the cold
+    /// path).
+    fn poll(
+        &mut self,
+        cleanup: Pin<&mut dyn Future<Output = &'static str>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Cancelled> {
+        if let CleanupStage::Start = self.stage {
+            let (retry, upward) = frame::cleanup_starts();
+            self.stage = CleanupStage::Running { retry };
+            self.upward = upward;
+        }
+        match self.stage {
+            CleanupStage::Start => unreachable!("started above"),
+            CleanupStage::Running { retry } => {
+                self.event.polled();
+                // The cleanup's own calls (a retry loop in it included)
+                // report to the cleanup, not to the body around the fn.
+                let polling = Polling::start();
+                let poll = cleanup.poll(cx);
+                let _ = polling.finish();
+                let Poll::Ready(end) = poll else {
+                    self.busy.pending();
+                    return Poll::Pending;
+                };
+                self.busy.done();
+                self.event.done(end);
+                self.upward = None;
+                if !frame::may_return_cancelled(retry, cx) {
+                    self.stage = CleanupStage::Done;
+                    return Poll::Pending;
+                }
+            }
+            CleanupStage::Done => {
+                frame::may_return_cancelled(false, cx);
+            }
+            CleanupStage::Returned => polled_after_completion(),
+        }
+        self.stage = CleanupStage::Returned;
+        Poll::Ready(self.reason)
+    }
+}
+
+/// Where a [`Cleanup`] stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CleanupStage {
+    /// Not polled yet.
+    Start,
+    /// The user's block runs; `retry`: the fn started with its token
+    /// already cancelled.
+    Running { retry: bool },
+    /// The block is done; the fn returns on the next poll (a retry that
+    /// waits a turn: see `frame::RETRIES_PER_POLL`).
+    Done,
+    /// The fn returned.
+    Returned,
+}

@@ -1,0 +1,420 @@
+//! The race's only per-thread state: one [`Frame`], saved and restored
+//! around every poll of a body by one guard, [`Polling`].
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use crate::Cancelled;
+
+/// How many calls that start with an already-cancelled token may return
+/// `Err(Cancelled)` into one poll of the body that contains them before the
+/// next one waits a turn (invariant 6 of the race).
+pub(crate) const RETRIES_PER_POLL: u8 = 32;
+
+thread_local! {
+    /// What one poll of a body on this thread is told by the futures inside
+    /// it. All of it is `Copy` (no destructor to register, no lazy check).
+    static FRAME: Frame = const { Frame::new() };
+}
+
+/// The race's per-thread state.
+struct Frame {
+    /// What the futures inside the body being polled reported so far.
+    report: Cell<Report>,
+    /// While a cancelled race polls its body so that nested calls finish:
+    /// its reason, and where they register.
+    drain: Cell<Option<Drain>>,
+    /// The `Cancelled` an [`Exit`](super::exit::Exit) hands to the
+    /// [`Run`](super::exit::Run) polling it, within that one poll.
+    exit: Cell<Option<Cancelled>>,
+}
+
+impl Frame {
+    const fn new() -> Frame {
+        Frame {
+            report: Cell::new(Report::EMPTY),
+            drain: Cell::new(None),
+            exit: Cell::new(None),
+        }
+    }
+}
+
+/// The poll numbers handed out so far, by every thread: taken only by a poll
+/// in which something said it is busy, so the fast path never counts, and
+/// shared, so a thing moved to another thread is not mistaken for one
+/// counted in that thread's poll.
+static POLLS: AtomicU32 = AtomicU32::new(0);
+
+/// A number for the poll running now: never 0 or [`UNCOUNTED`].
+fn next_poll() -> u32 {
+    loop {
+        let poll = POLLS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if poll != 0 && poll != UNCOUNTED {
+            return poll;
+        }
+    }
+}
+
+/// A cancelled race polling its body so that nested calls finish.
+#[derive(Clone, Copy)]
+struct Drain {
+    reason: Cancelled,
+    /// Points into an `Arc` the race holds for the whole poll.
+    in_flight: *const InFlight,
+}
+
+/// What one poll of a body reported to the race that polls it: eight
+/// aligned bytes, copied whole around every poll.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
+pub(crate) struct Report {
+    /// The flags below, and in the high four bits the number of things that
+    /// must finish before the body may be dropped, pending when last polled
+    /// in this poll (see [`Busy`]; at 15 it sticks: busy until the poll
+    /// ends).
+    flags: u8,
+    /// Retries that returned into the body.
+    pub(crate) retries: u8,
+    /// How many more nested calls wait in the body than before the poll.
+    pub(crate) alive: i16,
+    /// The number of this poll, once something in it said it is busy (0
+    /// before): what a [`Busy`] mark compares with.
+    poll: u32,
+}
+
+/// This report belongs to a race (the thread's base report does not).
+const INSIDE: u8 = 1;
+/// A nested call returned `Err(Cancelled)` into the body.
+const SAW_CANCEL: u8 = 2;
+/// This report belongs to a cancelled race polling its body so that nested
+/// calls finish.
+const DRAINING: u8 = 4;
+/// The call that just returned `Err(Cancelled)` from its race started with
+/// its token already cancelled (its cleanup, next, then counts a retry).
+const STARTED_CANCELLED: u8 = 8;
+/// One thing busy, in the high bits of `flags`.
+const BUSY_ONE: u8 = 16;
+/// The most things counted busy: from there the count sticks.
+const BUSY_STUCK: u8 = 15;
+
+impl Report {
+    const EMPTY: Report = Report {
+        flags: 0,
+        retries: 0,
+        alive: 0,
+        poll: 0,
+    };
+
+    fn has(self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn busy_count(self) -> u8 {
+        self.flags >> 4
+    }
+
+    fn add_busy(&mut self) {
+        if self.busy_count() < BUSY_STUCK {
+            self.flags += BUSY_ONE;
+        }
+    }
+
+    fn take_back_busy(&mut self) {
+        if (1..BUSY_STUCK).contains(&self.busy_count()) {
+            self.flags -= BUSY_ONE;
+        }
+    }
+
+    /// Something in the body must finish before the body may be dropped.
+    pub(crate) fn busy(self) -> bool {
+        self.busy_count() > 0
+    }
+
+    /// A nested call returned `Err(Cancelled)` into the body.
+    pub(crate) fn saw_cancel(self) -> bool {
+        self.has(SAW_CANCEL)
+    }
+}
+
+fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
+    FRAME.with(|frame| {
+        let mut report = frame.report.get();
+        let r = f(&mut report);
+        frame.report.set(report);
+        r
+    })
+}
+
+/// The frame as it was before a race polled its body, put back when dropped:
+/// also when the poll panics, so that a caught panic leaves nothing behind.
+pub(crate) struct Polling {
+    outer: Report,
+    /// The drain it replaced, if it set one (a plain poll leaves the drain
+    /// alone: it is read only under a report with `DRAINING`).
+    outer_drain: Option<Option<Drain>>,
+}
+
+impl Polling {
+    /// Before a race polls its body: a fresh report.
+    #[inline]
+    pub(crate) fn start() -> Polling {
+        Polling::with(INSIDE, None)
+    }
+
+    /// Before a cancelled race polls its body so that nested calls finish:
+    /// they register in `in_flight` while this lives.
+    pub(crate) fn draining(reason: Cancelled, in_flight: &Arc<InFlight>) -> Polling {
+        let drain = Drain {
+            reason,
+            in_flight: Arc::as_ptr(in_flight),
+        };
+        Polling::with(INSIDE | DRAINING, Some(drain))
+    }
+
+    #[inline]
+    fn with(flags: u8, drain: Option<Drain>) -> Polling {
+        FRAME.with(|frame| {
+            let fresh = Report {
+                flags,
+                ..Report::EMPTY
+            };
+            Polling {
+                outer: frame.report.replace(fresh),
+                outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
+            }
+        })
+    }
+
+    /// After the poll: what the body's futures reported (the frame is put
+    /// back as the guard drops).
+    #[inline]
+    pub(crate) fn finish(self) -> Report {
+        FRAME.with(|frame| frame.report.get())
+    }
+}
+
+impl Drop for Polling {
+    #[inline]
+    fn drop(&mut self) {
+        FRAME.with(|frame| {
+            if let Some(drain) = self.outer_drain {
+                frame.drain.set(drain);
+            }
+            frame.report.set(self.outer);
+        });
+    }
+}
+
+/// The cancellations in flight inside one cancelled race's body: nested
+/// calls that started cancelling while it polled its body and have not
+/// finished their cleanups.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+}
+
+impl InFlight {
+    /// Nothing registered is still running.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One registered cancellation in flight; finished when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration(Arc<InFlight>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Registers a cancellation in flight with the cancelled race polling us, if
+/// any: it will not drop its body before the registration is dropped.
+#[inline]
+pub(crate) fn register() -> Option<Registration> {
+    let drain = FRAME.with(|frame| draining_drain(frame.report.get(), frame));
+    drain.map(|drain| drain.register())
+}
+
+/// A cleanup's first poll: whether its fn started with its token already
+/// cancelled (a retry: see [`started_cancelled`]), and its registration with
+/// the cancelled race polling it, if any. One access to the frame.
+#[inline]
+pub(crate) fn cleanup_starts() -> (bool, Option<Registration>) {
+    let (retry, drain) = FRAME.with(|frame| {
+        let mut report = frame.report.get();
+        let retry = report.has(STARTED_CANCELLED);
+        if retry {
+            report.flags &= !STARTED_CANCELLED;
+            frame.report.set(report);
+        }
+        (retry, draining_drain(report, frame))
+    });
+    (retry, drain.map(|drain| drain.register()))
+}
+
+/// The drain of the race polling us, if it is draining.
+#[inline]
+fn draining_drain(report: Report, frame: &Frame) -> Option<Drain> {
+    if report.has(DRAINING) {
+        frame.drain.get()
+    } else {
+        None
+    }
+}
+
+impl Drain {
+    fn register(self) -> Registration {
+        // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc`
+        // that the race holds for the whole poll during which it is set; it
+        // is put back (also on unwind) before the race can drop that `Arc`.
+        // So the pointee is alive, and its count may be incremented for this
+        // clone.
+        let in_flight = unsafe {
+            Arc::increment_strong_count(self.in_flight);
+            Arc::from_raw(self.in_flight)
+        };
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Registration(in_flight)
+    }
+}
+
+/// What a thing that must finish first (a cleanup, a `shield`, a race with
+/// one of those in its body) told the poll that last saw it pending: that
+/// poll's number, or 0. Counted once per poll; a thing that ends or is
+/// dropped in the same poll (driven to its end by a `block_on` inside
+/// `block_in_place`, dropped by a `select!`) takes its count back.
+#[derive(Debug, Default)]
+pub(crate) struct Busy(u32);
+
+/// A [`Busy`] mark of a thing pending outside any race: busy, counted
+/// nowhere. `next_poll` never hands it out.
+const UNCOUNTED: u32 = u32::MAX;
+
+impl Busy {
+    /// Pending, and must finish first.
+    #[inline]
+    pub(crate) fn pending(&mut self) {
+        FRAME.with(|frame| {
+            let mut report = frame.report.get();
+            if !report.has(INSIDE) {
+                self.0 = UNCOUNTED;
+                return;
+            }
+            if report.poll != 0 && self.0 == report.poll {
+                return;
+            }
+            if report.poll == 0 {
+                report.poll = next_poll();
+            }
+            report.add_busy();
+            self.0 = report.poll;
+            frame.report.set(report);
+        });
+    }
+
+    /// Whether it said it is busy when last polled.
+    pub(crate) fn is_marked(&self) -> bool {
+        self.0 != 0
+    }
+
+    /// Ended, dropped, or no longer busy: takes back its count of this poll.
+    #[inline]
+    pub(crate) fn done(&mut self) {
+        let counted_in = std::mem::take(&mut self.0);
+        if counted_in == 0 {
+            return;
+        }
+        update(|report| {
+            if report.poll == counted_in {
+                report.take_back_busy();
+            }
+        });
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// A call that starts with its token already cancelled returns from its
+/// race: its cleanup, which runs next, counts it as a retry.
+#[inline]
+pub(crate) fn started_cancelled() {
+    update(|r| r.flags |= STARTED_CANCELLED);
+}
+
+/// A cancelled call is about to return `Err(Cancelled)` into the body,
+/// `retry` if it started with its token already cancelled: `false` if it must
+/// wait a turn first (too many retries returned in this poll of the body, or
+/// the task's cooperative budget with Tokio is spent; then the task is woken
+/// again).
+#[inline]
+pub(crate) fn may_return_cancelled(retry: bool, cx: &mut Context<'_>) -> bool {
+    let mut report = FRAME.with(|frame| frame.report.get());
+    if retry {
+        if report.has(INSIDE) && report.retries >= RETRIES_PER_POLL {
+            cx.waker().wake_by_ref();
+            return false;
+        }
+        match tokio::task::coop::poll_proceed(cx) {
+            Poll::Ready(budget) => budget.made_progress(),
+            Poll::Pending => return false,
+        }
+        report.retries = report.retries.saturating_add(1);
+    }
+    report.flags |= SAW_CANCEL;
+    FRAME.with(|frame| frame.report.set(report));
+    true
+}
+
+/// A nested call starts waiting in the body: `true` if it is counted (it is
+/// inside a race), and must then call [`alive_end`] when it stops waiting.
+#[inline]
+pub(crate) fn alive_start() -> bool {
+    update(|r| {
+        let inside = r.has(INSIDE);
+        if inside {
+            r.alive = r.alive.saturating_add(1);
+        }
+        inside
+    })
+}
+
+/// A counted nested call stops waiting (returns, or is dropped).
+#[inline]
+pub(crate) fn alive_end() {
+    update(|r| r.alive = r.alive.saturating_sub(1));
+}
+
+/// Why the race polling us is cancelled, if it is and polls its body only
+/// so that nested calls finish.
+#[inline]
+pub(crate) fn draining_reason() -> Option<Cancelled> {
+    FRAME
+        .with(|frame| draining_drain(frame.report.get(), frame))
+        .map(|d| d.reason)
+}
+
+/// The race polling us is cancelled, and polls its body only so that
+/// nested calls finish.
+#[inline]
+pub(crate) fn draining() -> bool {
+    FRAME.with(|frame| frame.report.get().has(DRAINING))
+}
+
+/// An [`Exit`](super::exit::Exit) hands its `Cancelled` to the `Run` around it.
+pub(crate) fn set_exit(cancelled: Cancelled) {
+    FRAME.with(|frame| frame.exit.set(Some(cancelled)));
+}
+
+/// What an `Exit` handed over in this poll, if anything.
+pub(crate) fn take_exit() -> Option<Cancelled> {
+    FRAME.with(|frame| frame.exit.take())
+}
