@@ -1,0 +1,251 @@
+//! Runs one subsystem as a task of its parent's scope: its runs and
+//! restarts ([`supervise`]), and each run ([`run_once`]): its fn and its
+//! nested subsystems as the tasks of a [`Scope`] of the run's own, stopped
+//! in their order.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::handle::{NestedSubsystem, SubsystemHandle};
+use super::subsystem::{Exit, ShutdownOrder};
+use super::tree::{Climb, NodeState};
+use super::{Shared, Subsystem};
+use crate::id::TaskId;
+use crate::report::short_duration as short;
+use crate::scope::{Scope, Spawner};
+use crate::task::TaskError;
+
+/// Starts `sub` under `parent` (the daemon itself when `None`) as a task
+/// of `spawner`'s scope; in the tree at once.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    parent: Option<usize>,
+    sub: Subsystem,
+    spawner: &Spawner<()>,
+) -> NestedSubsystem {
+    let id = shared.tree.add(parent, sub.rules());
+    let (path, name) = (shared.tree.path(id), sub.name.clone());
+    // Its runs' scopes are children of its parent's scope, beside its
+    // stop token: stopping it does not cancel its nested subsystems at
+    // once, its runner stops them in their order.
+    let beside = spawner.token().clone();
+    let runner = Arc::clone(shared);
+    let task = spawner.spawn_named(path, move |stop| {
+        runner.tree.set_stop(id, stop.clone());
+        supervise(runner, id, sub, stop, beside)
+    });
+    if task.is_none() {
+        shared.tree.remove(id);
+        let parent = parent.map(|p| shared.tree.path(p)).unwrap_or_default();
+        shared.log(&format!("{name}: not started: {parent} has ended"));
+    }
+    let shared = Arc::clone(shared);
+    NestedSubsystem { id, task, shared }
+}
+
+/// Runs subsystem `id` until it ends for good: its runs, and its restarts.
+async fn supervise(
+    shared: Arc<Shared>,
+    id: usize,
+    mut spec: Subsystem,
+    stop: CancellationToken,
+    beside: CancellationToken,
+) {
+    let path: Arc<str> = shared.tree.path(id).into();
+    let mut recent: VecDeque<Instant> = VecDeque::new();
+    loop {
+        let run = stop.child_token();
+        shared.tree.begin_run(id, run.clone());
+        let once = run_once(&shared, id, &path, &mut spec, &run, &beside);
+        #[cfg(feature = "tracing")]
+        let once =
+            tracing::Instrument::instrument(once, tracing::info_span!("subsystem", name = %path));
+        once.await;
+        let failure = shared.tree.run_failure(id);
+        let stopping = stop.is_cancelled() || shared.is_stopping();
+        if stopping || spec.runs_once || !spec.restart.again(failure.is_some()) {
+            return shared.tree.end(id, run.is_cancelled());
+        }
+        let what = failure.map_or("returned".to_owned(), |e| format!("failed ({e})"));
+        let Some(delay) = spec.restart.next_delay(&mut recent) else {
+            let error = format!("{what}; {}", spec.restart.describe(recent.len(), true));
+            let giving_up = Climb {
+                stopping,
+                giving_up: true,
+            };
+            shared.fail(id, &error, false, giving_up);
+            return shared.tree.end(id, false);
+        };
+        shared.tree.restarting(id);
+        let policy = spec.restart.describe(recent.len(), false);
+        shared.log(&format!("{path} {what}; {policy} in {}", short(delay)));
+        let waited = stop.run_until_cancelled(tokio::time::sleep(delay)).await;
+        if waited.is_none() || shared.is_stopping() {
+            return shared.tree.end(id, true);
+        }
+    }
+}
+
+/// One run of subsystem `id`: its fn and its nested subsystems, as tasks
+/// of a scope of its own, until all have ended. Once `run` is cancelled
+/// (it is asked to stop, or something in it failed), its fn's token is
+/// cancelled, and its nested subsystems are stopped in their order.
+async fn run_once(
+    shared: &Arc<Shared>,
+    id: usize,
+    path: &Arc<str>,
+    spec: &mut Subsystem,
+    run: &CancellationToken,
+    beside: &CancellationToken,
+) {
+    let mut scope: Scope<()> = Scope::child_of(beside);
+    let token = run.child_token();
+    let handle = SubsystemHandle {
+        token: token.clone(),
+        id,
+        name: Arc::clone(path),
+        shared: Arc::clone(shared),
+        spawner: scope.spawner(),
+    };
+    let body = start_fn(shared, &mut scope, handle, spec);
+    let mut fn_done = false;
+    loop {
+        let stopping = run.is_cancelled();
+        if stopping {
+            shared.tree.set_phase(id, NodeState::Stopping);
+        }
+        let wake = plan_stop(shared, id, &spec.order, stopping, fn_done);
+        let ended = match (stopping, wake) {
+            (false, _) => run.run_until_cancelled(scope.join_next_with_id()).await,
+            (true, Some(at)) => tokio::time::timeout_at(at, scope.join_next_with_id())
+                .await
+                .ok(),
+            (true, None) => Some(scope.join_next_with_id().await),
+        };
+        match ended {
+            None => {} // cancelled, or a turn in the order is over
+            Some(Some((task, result))) if task == body => {
+                fn_done = true;
+                on_fn_end(shared, id, result, run, &scope);
+            }
+            Some(Some((_, result))) => on_child_end(shared, path, result),
+            Some(None) => {
+                // A start may have come in before the scope was closed.
+                scope.close();
+                if scope.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Spawns the subsystem's fn as a task of the run's scope. The fn is called
+/// here, to make its future: a panic in it is the task's, as a panic in
+/// the future is. An `Exit` is the runner's to record.
+fn start_fn(
+    shared: &Arc<Shared>,
+    scope: &mut Scope<()>,
+    handle: SubsystemHandle,
+    spec: &mut Subsystem,
+) -> TaskId {
+    let (shared, id, token) = (Arc::clone(shared), handle.id, handle.token.clone());
+    let name = handle.name.to_string();
+    let body = catch_unwind(AssertUnwindSafe(|| (spec.factory)(handle)));
+    scope.spawn_named(name, move |_| async move {
+        let exit = match body {
+            Ok(Some(body)) => body.await,
+            Ok(None) => Exit::Done,
+            Err(panic) => resume_unwind(panic),
+        };
+        match exit {
+            Exit::Done => {}
+            Exit::Cancelled(_) if token.is_cancelled() => {}
+            Exit::Cancelled(error) | Exit::Failed(error) => {
+                shared.fail(id, &error, false, shared.climb());
+            }
+        }
+    })
+}
+
+/// The fn's task ended: a panic is its failure; once it has returned, a
+/// subsystem that still runs is awaiting its children.
+fn on_fn_end(
+    shared: &Shared,
+    id: usize,
+    result: Result<(), TaskError>,
+    run: &CancellationToken,
+    scope: &Scope<()>,
+) {
+    if let Err(e) = result {
+        if e.is_panic() {
+            shared.fail(id, &e.to_string(), true, shared.climb());
+        }
+    }
+    if !run.is_cancelled() && !scope.is_empty() {
+        shared.tree.set_phase(id, NodeState::AwaitingChildren);
+    }
+}
+
+/// A nested subsystem's task ended: its runner recorded how. A panic there
+/// is a bug of the runner's, logged.
+fn on_child_end(shared: &Shared, path: &str, result: Result<(), TaskError>) {
+    if let Err(e) = result {
+        if e.is_panic() {
+            shared.log(&format!("{path}: a nested subsystem's runner: {e}"));
+        }
+    }
+}
+
+/// Stops the nested subsystems of `id` in `order`: each stage when those
+/// before it have ended or had their turn (their `stop_timeout`). Stopping
+/// ones are those not detached while `stopping`; detached ones once the
+/// fn has returned and the daemon stops. Returns when the current stage's
+/// turn is over, if it has a `stop_timeout`.
+fn plan_stop(
+    shared: &Shared,
+    id: usize,
+    order: &ShutdownOrder,
+    stopping: bool,
+    fn_done: bool,
+) -> Option<Instant> {
+    let detached_too = fn_done && shared.is_stopping();
+    let children: Vec<_> = shared.tree.live_children(id);
+    let children: Vec<_> = children
+        .into_iter()
+        .filter(|c| if c.detached { detached_too } else { stopping })
+        .collect();
+    let names: Vec<&str> = children.iter().map(|c| c.name.as_ref()).collect();
+    let now = Instant::now();
+    for stage in order.stages(&names) {
+        let mut holding = false;
+        let mut turn_ends: Option<Instant> = None;
+        for child in stage.iter().map(|&i| &children[i]) {
+            let asked = shared.tree.request_stop(child.id).unwrap_or(now);
+            match child.stop_timeout.map(|timeout| asked + timeout) {
+                Some(end) if end <= now => {
+                    if shared.tree.pass(child.id) {
+                        let path = shared.tree.path(child.id);
+                        let after = short(end - asked);
+                        shared.log(&format!(
+                            "{path} still stopping after {after}: stopping the next ones"
+                        ));
+                    }
+                }
+                Some(end) => {
+                    holding = true;
+                    turn_ends = Some(turn_ends.map_or(end, |t| t.min(end)));
+                }
+                None => holding = true,
+            }
+        }
+        if holding {
+            return turn_ends;
+        }
+    }
+    None
+}
