@@ -56,7 +56,6 @@ use std::sync::Arc as SignalArc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +68,7 @@ use crate::Scope;
 #[cfg(feature = "signal")]
 use crate::ShutdownSignal;
 use crate::report::short_duration as short;
-use tree::{Climb, LiveTree, ROOT};
+use tree::{LiveTree, ROOT};
 
 type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -80,14 +79,6 @@ pub(crate) struct Shared {
     reason: OnceLock<StopReason>,
     began: OnceLock<Instant>,
     log: Log,
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("reason", &self.reason)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Shared {
@@ -103,26 +94,20 @@ impl Shared {
             let _ = self.began.set(Instant::now());
             self.log(&format!("shutting down: {reason}"));
             self.tree.request_stop(ROOT);
+            self.tree.stop_orphans();
         }
     }
 
-    /// How a failure climbs now.
-    fn climb(&self) -> Climb {
-        Climb {
-            stopping: self.is_stopping(),
-            giving_up: false,
-        }
-    }
-
-    /// Records and logs a failure of `id`; one that reaches the daemon
-    /// shuts it down.
-    fn fail(&self, id: usize, error: &str, panicked: bool, climb: Climb) {
+    /// Records and logs a failure of `id` (its panic, or its giving up
+    /// restarting); one that reaches the daemon shuts it down.
+    fn fail(&self, id: usize, error: &str, panicked: bool, giving_up: bool) {
         let path = self.tree.path(id);
-        match climb.giving_up {
+        match giving_up {
             true => self.log(&format!("{path} {error}")),
             false => self.log(&format!("{path} failed: {error}")),
         }
-        if self.tree.fail(id, error, panicked, climb) {
+        let stopping = self.is_stopping();
+        if self.tree.fail(id, error, panicked, stopping, giving_up) {
             self.begin_shutdown(StopReason::Failed(path));
         }
     }
@@ -523,7 +508,7 @@ impl Daemon {
         let mut daemon = Scope::<()>::child_of(&root);
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
         runner::start(&shared, None, spec, &daemon.spawner());
-        let watchers = Watchers::start(&self, &shared);
+        let watchers = Watchers::start(&self, &shared, &root);
         let stop = shared.tree.stop_token(ROOT);
         let ended = match stop {
             Some(stop) => stop.run_until_cancelled(daemon.join_next()).await.is_some(),
@@ -576,30 +561,29 @@ impl Daemon {
     }
 }
 
-/// What the daemon listens to for the length of `run`, as tasks of their
-/// own: signals, the outside token, SIGUSR1.
+/// What the daemon listens to for the length of `run`, as tasks of a
+/// scope of their own (dropped with it): signals, the outside token,
+/// SIGUSR1.
 struct Watchers {
     #[cfg(feature = "signal")]
     signal: Option<SignalArc<ShutdownSignal>>,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Scope<()>,
 }
 
 impl Watchers {
-    fn start(daemon: &Daemon, shared: &Arc<Shared>) -> Self {
-        let mut tasks = Vec::new();
+    fn start(daemon: &Daemon, shared: &Arc<Shared>, root: &CancellationToken) -> Self {
+        let mut tasks = Scope::child_of(root);
         if let Some(outside) = daemon.outside.clone() {
             let shared = Arc::clone(shared);
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(|_| async move {
                 outside.cancelled().await;
                 shared.begin_shutdown(StopReason::OutsideToken);
-            }));
+            });
         }
-        #[cfg(feature = "signal")]
-        let signal = Watchers::signal(daemon, shared, &mut tasks);
         Watchers {
             #[cfg(feature = "signal")]
-            signal,
-            tasks,
+            signal: Watchers::signal(daemon, shared, &mut tasks),
+            _tasks: tasks,
         }
     }
 
@@ -622,11 +606,11 @@ impl Watchers {
     fn signal(
         daemon: &Daemon,
         shared: &Arc<Shared>,
-        tasks: &mut Vec<JoinHandle<()>>,
+        tasks: &mut Scope<()>,
     ) -> Option<SignalArc<ShutdownSignal>> {
         #[cfg(unix)]
         if daemon.tree_on_sigusr1 {
-            tasks.push(tokio::spawn(print_tree_on_sigusr1(Arc::clone(shared))));
+            tasks.spawn(|_| print_tree_on_sigusr1(Arc::clone(shared)));
         }
         let signal = match &daemon.signal {
             None => return None,
@@ -640,20 +624,12 @@ impl Watchers {
             },
         };
         let (first, shared) = (SignalArc::clone(&signal), Arc::clone(shared));
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(|_| async move {
             first.token().cancelled().await;
             let name = first.reason().unwrap_or("a signal");
             shared.begin_shutdown(StopReason::Signal(name));
-        }));
+        });
         Some(signal)
-    }
-}
-
-impl Drop for Watchers {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }
 

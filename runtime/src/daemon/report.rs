@@ -357,18 +357,16 @@ impl DaemonReport {
             .collect();
         let how = match (self.shutdown_took, self.forced) {
             (None, _) => "every subsystem ended".to_owned(),
-            (Some(took), None) => format!(
-                "shutdown ({}) took {} (grace {})",
-                self.reason,
-                short(took),
-                short(self.grace)
-            ),
-            (Some(took), Some(why)) => format!(
-                "shutdown ({}) FORCED after {} ({why}; grace {})",
-                self.reason,
-                short(took),
-                short(self.grace)
-            ),
+            (Some(took), forced) => {
+                let (how, why) = forced.map_or(("took", String::new()), |why| {
+                    ("FORCED after", format!("{why}; "))
+                });
+                let (reason, grace) = (&self.reason, short(self.grace));
+                format!(
+                    "shutdown ({reason}) {how} {} ({why}grace {grace})",
+                    short(took)
+                )
+            }
         };
         format!(
             "{}: {how}: {} -> exit {}",

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{NestedSubsystem, SubsystemHandle};
 use super::subsystem::{Exit, ShutdownOrder};
-use super::tree::{Climb, NodeState};
+use super::tree::NodeState;
 use super::{Shared, Subsystem};
 use crate::id::TaskId;
 use crate::report::short_duration as short;
@@ -27,8 +27,8 @@ pub(crate) fn start(
     sub: Subsystem,
     spawner: &Spawner<()>,
 ) -> NestedSubsystem {
-    let id = shared.tree.add(parent, sub.rules());
-    let (path, name) = (shared.tree.path(id), sub.name.clone());
+    let id = shared.tree.add(parent, sub.rules.clone());
+    let (path, name) = (shared.tree.path(id), sub.rules.name.clone());
     // Its runs' scopes are children of its parent's scope, beside its
     // stop token: stopping it does not cancel its nested subsystems at
     // once, its runner stops them in their order.
@@ -73,11 +73,7 @@ async fn supervise(
         let what = failure.map_or("returned".to_owned(), |e| format!("failed ({e})"));
         let Some(delay) = spec.restart.next_delay(&mut recent) else {
             let error = format!("{what}; {}", spec.restart.describe(recent.len(), true));
-            let giving_up = Climb {
-                stopping,
-                giving_up: true,
-            };
-            shared.fail(id, &error, false, giving_up);
+            shared.fail(id, &error, false, true);
             return shared.tree.end(id, false);
         };
         shared.tree.restarting(id);
@@ -112,27 +108,28 @@ async fn run_once(
         spawner: scope.spawner(),
     };
     let body = start_fn(shared, &mut scope, handle, spec);
-    let mut fn_done = false;
     loop {
         let stopping = run.is_cancelled();
         if stopping {
             shared.tree.set_phase(id, NodeState::Stopping);
         }
-        let wake = plan_stop(shared, id, &spec.order, stopping, fn_done);
-        let ended = match (stopping, wake) {
-            (false, _) => run.run_until_cancelled(scope.join_next_with_id()).await,
-            (true, Some(at)) => tokio::time::timeout_at(at, scope.join_next_with_id())
-                .await
-                .ok(),
-            (true, None) => Some(scope.join_next_with_id().await),
+        let ended = if !stopping {
+            run.run_until_cancelled(scope.join_next_with_id()).await
+        } else if let Some(turn_ends) = plan_stop(shared, id, &spec.order) {
+            let next = scope.join_next_with_id();
+            tokio::time::timeout_at(turn_ends, next).await.ok()
+        } else {
+            Some(scope.join_next_with_id().await)
         };
         match ended {
             None => {} // cancelled, or a turn in the order is over
             Some(Some((task, result))) if task == body => {
-                fn_done = true;
                 on_fn_end(shared, id, result, run, &scope);
             }
-            Some(Some((_, result))) => on_child_end(shared, path, result),
+            Some(Some((_, Err(e)))) if e.is_panic() => {
+                shared.log(&format!("{path}: a nested subsystem's runner: {e}"));
+            }
+            Some(Some(_)) => {} // a nested subsystem's runner recorded its end
             Some(None) => {
                 // A start may have come in before the scope was closed.
                 scope.close();
@@ -166,7 +163,7 @@ fn start_fn(
             Exit::Done => {}
             Exit::Cancelled(_) if token.is_cancelled() => {}
             Exit::Cancelled(error) | Exit::Failed(error) => {
-                shared.fail(id, &error, false, shared.climb());
+                shared.fail(id, &error, false, false);
             }
         }
     })
@@ -183,68 +180,45 @@ fn on_fn_end(
 ) {
     if let Err(e) = result {
         if e.is_panic() {
-            shared.fail(id, &e.to_string(), true, shared.climb());
+            shared.fail(id, &e.to_string(), true, false);
         }
+    }
+    shared.tree.fn_returned(id);
+    if shared.is_stopping() {
+        shared.tree.stop_orphans();
     }
     if !run.is_cancelled() && !scope.is_empty() {
         shared.tree.set_phase(id, NodeState::AwaitingChildren);
     }
 }
 
-/// A nested subsystem's task ended: its runner recorded how. A panic there
-/// is a bug of the runner's, logged.
-fn on_child_end(shared: &Shared, path: &str, result: Result<(), TaskError>) {
-    if let Err(e) = result {
-        if e.is_panic() {
-            shared.log(&format!("{path}: a nested subsystem's runner: {e}"));
-        }
-    }
-}
-
-/// Stops the nested subsystems of `id` in `order`: each stage when those
-/// before it have ended or had their turn (their `stop_timeout`). Stopping
-/// ones are those not detached while `stopping`; detached ones once the
-/// fn has returned and the daemon stops. Returns when the current stage's
-/// turn is over, if it has a `stop_timeout`.
-fn plan_stop(
-    shared: &Shared,
-    id: usize,
-    order: &ShutdownOrder,
-    stopping: bool,
-    fn_done: bool,
-) -> Option<Instant> {
-    let detached_too = fn_done && shared.is_stopping();
-    let children: Vec<_> = shared.tree.live_children(id);
-    let children: Vec<_> = children
-        .into_iter()
-        .filter(|c| if c.detached { detached_too } else { stopping })
-        .collect();
-    let names: Vec<&str> = children.iter().map(|c| c.name.as_ref()).collect();
+/// Once `id` is stopping, stops its nested subsystems (but detached ones)
+/// in `order`: each stage when those before it have ended or had their
+/// turn (their `stop_timeout`). Returns when the current stage's turn is
+/// over, if it has a `stop_timeout`.
+fn plan_stop(shared: &Shared, id: usize, order: &ShutdownOrder) -> Option<Instant> {
+    let mut children = shared.tree.live_children(id);
+    children.retain(|(_, rules)| !rules.detached);
+    let names: Vec<&str> = children.iter().map(|(_, r)| r.name.as_ref()).collect();
     let now = Instant::now();
     for stage in order.stages(&names) {
-        let mut holding = false;
-        let mut turn_ends: Option<Instant> = None;
-        for child in stage.iter().map(|&i| &children[i]) {
-            let asked = shared.tree.request_stop(child.id).unwrap_or(now);
-            match child.stop_timeout.map(|timeout| asked + timeout) {
+        let mut holding: Vec<Option<Instant>> = Vec::new();
+        for (child, rules) in stage.iter().map(|&i| &children[i]) {
+            let asked = shared.tree.request_stop(*child).unwrap_or(now);
+            match rules.stop_timeout.map(|timeout| asked + timeout) {
                 Some(end) if end <= now => {
-                    if shared.tree.pass(child.id) {
-                        let path = shared.tree.path(child.id);
-                        let after = short(end - asked);
-                        shared.log(&format!(
-                            "{path} still stopping after {after}: stopping the next ones"
-                        ));
+                    if shared.tree.pass(*child) {
+                        let (path, after) = (shared.tree.path(*child), short(end - asked));
+                        let line =
+                            format!("{path} still stopping after {after}: stopping the next ones");
+                        shared.log(&line);
                     }
                 }
-                Some(end) => {
-                    holding = true;
-                    turn_ends = Some(turn_ends.map_or(end, |t| t.min(end)));
-                }
-                None => holding = true,
+                end => holding.push(end),
             }
         }
-        if holding {
-            return turn_ends;
+        if !holding.is_empty() {
+            return holding.into_iter().flatten().min();
         }
     }
     None

@@ -375,26 +375,20 @@ impl ShutdownOrder {
 /// # }
 /// ```
 pub struct Subsystem {
-    pub(crate) name: Cow<'static, str>,
     pub(crate) factory: Factory,
     pub(crate) restart: Restart,
     /// Made by [`Subsystem::new`]: its fn cannot be called again.
     pub(crate) runs_once: bool,
-    escalate: bool,
-    detached: bool,
     pub(crate) order: ShutdownOrder,
-    stop_timeout: Option<Duration>,
+    pub(crate) rules: Rules,
 }
 
 impl fmt::Debug for Subsystem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subsystem")
-            .field("name", &self.name)
             .field("restart", &self.restart)
-            .field("escalate", &self.escalate)
-            .field("detached", &self.detached)
             .field("order", &self.order)
-            .field("stop_timeout", &self.stop_timeout)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
@@ -425,7 +419,7 @@ impl Subsystem {
             let body: Body = Box::pin(async move { sealed::Sealed::exit(f(handle).await) });
             Some(body)
         });
-        once.runs_once = true;
+        (once.runs_once, once.rules.restarts_on_failure) = (true, false);
         once
     }
 
@@ -462,14 +456,17 @@ impl Subsystem {
         factory: impl FnMut(SubsystemHandle) -> Option<Body> + Send + 'static,
     ) -> Self {
         Subsystem {
-            name: name.into(),
             factory: Box::new(factory),
             restart: Restart::temporary(),
             runs_once: false,
-            escalate: true,
-            detached: false,
             order: ShutdownOrder::default(),
-            stop_timeout: None,
+            rules: Rules {
+                name: name.into(),
+                escalate: true,
+                restarts_on_failure: false,
+                detached: false,
+                stop_timeout: None,
+            },
         }
     }
 
@@ -499,6 +496,7 @@ impl Subsystem {
     /// ```
     #[must_use]
     pub fn restart(mut self, restart: Restart) -> Self {
+        self.rules.restarts_on_failure = restart.on_failure && !self.runs_once;
         self.restart = restart;
         self
     }
@@ -534,19 +532,8 @@ impl Subsystem {
     /// ```
     #[must_use]
     pub fn detached(mut self) -> Self {
-        self.detached = true;
+        self.rules.detached = true;
         self
-    }
-
-    /// What the tree keeps of it.
-    pub(crate) fn rules(&self) -> Rules {
-        Rules {
-            name: self.name.clone(),
-            escalate: self.escalate,
-            restarts_on_failure: self.restart.on_failure && !self.runs_once,
-            detached: self.detached,
-            stop_timeout: self.stop_timeout,
-        }
     }
 
     /// Whether its failure (once its restarts are used up) makes its parent
@@ -571,7 +558,7 @@ impl Subsystem {
     /// ```
     #[must_use]
     pub fn escalate(mut self, escalate: bool) -> Self {
-        self.escalate = escalate;
+        self.rules.escalate = escalate;
         self
     }
 
@@ -627,7 +614,7 @@ impl Subsystem {
     /// ```
     #[must_use]
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.stop_timeout = Some(timeout);
+        self.rules.stop_timeout = Some(timeout);
         self
     }
 
@@ -639,6 +626,6 @@ impl Subsystem {
     /// ```
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        &self.rules.name
     }
 }

@@ -89,7 +89,7 @@ impl NodeState {
     fn label(self) -> Cow<'static, str> {
         match self {
             NodeState::Running => "running".into(),
-            NodeState::AwaitingChildren => "awaiting its children".into(),
+            NodeState::AwaitingChildren => "awaiting children".into(),
             NodeState::Stopping => "cleaning up".into(),
             NodeState::Restarting => "restarting".into(),
             NodeState::Ended(o) if o.needs_attention() => o.label().to_uppercase().into(),
@@ -98,7 +98,7 @@ impl NodeState {
     }
 }
 
-/// `running`, `awaiting its children`, `cleaning up`, `restarting`, or the
+/// `running`, `awaiting children`, `cleaning up`, `restarting`, or the
 /// outcome's label (`completed`, `cancelled, cleaned up`, `FAILED`,
 /// `PANICKED`, `ABORTED`).
 ///
@@ -115,7 +115,7 @@ impl fmt::Display for NodeState {
 
 /// What a subsystem's spec says that the tree needs: how its failures
 /// climb, and how its parent stops it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Rules {
     pub(crate) name: Cow<'static, str>,
     pub(crate) escalate: bool,
@@ -125,7 +125,6 @@ pub(crate) struct Rules {
 }
 
 /// One subsystem in the live tree.
-#[derive(Debug)]
 struct Record {
     path: String,
     depth: usize,
@@ -135,17 +134,24 @@ struct Record {
     state: NodeState,
     /// When this run of it (the first, or the latest restart) began.
     started: Instant,
+    /// Its stop token: its task's token in its parent's scope.
+    stop: Option<CancellationToken>,
+    restarts: u32,
+    note: Option<String>,
+    run: RunRecord,
+}
+
+/// What a record says of the current run; a restart begins a fresh one.
+#[derive(Default)]
+struct RunRecord {
+    /// Its token: a child of the stop token, cancelled by a failure in it.
+    token: Option<CancellationToken>,
     /// When it was asked to stop (or its run was cancelled).
     stop_requested: Option<Instant>,
     ended: Option<Instant>,
-    /// Its stop token (its task's token in its parent's scope), and this
-    /// run's token (a child of it, cancelled by a failure in the run).
-    stop: Option<CancellationToken>,
-    run: Option<CancellationToken>,
     /// Its turn in its parent's shutdown order is over (logged once).
     passed: bool,
-    restarts: u32,
-    note: Option<String>,
+    fn_returned: bool,
     /// Its own failure, and whether it was a panic.
     error: Option<String>,
     panicked: bool,
@@ -155,7 +161,6 @@ struct Record {
 
 /// A failure as it happened: where it began, and where it stopped climbing
 /// (`None`: it reached the daemon).
-#[derive(Debug)]
 struct FailureEntry {
     id: usize,
     failure: Failure,
@@ -163,7 +168,7 @@ struct FailureEntry {
     caught: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Books {
     records: Vec<Option<Record>>,
     failures: Vec<FailureEntry>,
@@ -207,7 +212,6 @@ impl Books {
 /// restart removes the previous run's nested subsystems, so a long-lived
 /// daemon does not grow. `ended` ticks whenever a subsystem ends, for those
 /// who wait for one.
-#[derive(Debug)]
 pub(crate) struct LiveTree {
     books: Mutex<Books>,
     ended: watch::Sender<()>,
@@ -215,14 +219,6 @@ pub(crate) struct LiveTree {
 
 /// The daemon itself, in the tree.
 pub(crate) const ROOT: usize = 0;
-
-/// A nested subsystem, as its parent's shutdown order sees it.
-pub(crate) struct Child {
-    pub(crate) id: usize,
-    pub(crate) name: Cow<'static, str>,
-    pub(crate) detached: bool,
-    pub(crate) stop_timeout: Option<Duration>,
-}
 
 impl Default for LiveTree {
     fn default() -> Self {
@@ -265,16 +261,10 @@ impl LiveTree {
             rules,
             state: NodeState::Running,
             started: Instant::now(),
-            stop_requested: None,
-            ended: None,
             stop: None,
-            run: None,
-            passed: false,
             restarts: 0,
             note: None,
-            error: None,
-            panicked: false,
-            took_on: None,
+            run: RunRecord::default(),
         }));
         id
     }
@@ -306,15 +296,18 @@ impl LiveTree {
     /// A new run of `id` begins, with `run` as its token.
     pub(crate) fn begin_run(&self, id: usize, run: CancellationToken) {
         self.update(id, |r| {
-            (r.state, r.started, r.run) = (NodeState::Running, Instant::now(), Some(run));
-            (r.stop_requested, r.ended, r.passed) = (None, None, false);
+            (r.state, r.started) = (NodeState::Running, Instant::now());
+            r.run = RunRecord {
+                token: Some(run),
+                ..RunRecord::default()
+            };
         });
     }
 
     pub(crate) fn set_phase(&self, id: usize, phase: NodeState) {
         self.update(id, |r| {
             if phase == NodeState::Stopping {
-                r.stop_requested.get_or_insert_with(Instant::now);
+                r.run.stop_requested.get_or_insert_with(Instant::now);
             }
             r.state = phase;
         });
@@ -326,13 +319,36 @@ impl LiveTree {
             if let Some(stop) = &r.stop {
                 stop.cancel();
             }
-            *r.stop_requested.get_or_insert_with(Instant::now)
+            *r.run.stop_requested.get_or_insert_with(Instant::now)
         })
+    }
+
+    pub(crate) fn fn_returned(&self, id: usize) {
+        self.update(id, |r| r.run.fn_returned = true);
+    }
+
+    /// The daemon is stopping: stops each detached subsystem whose parent's
+    /// fn has returned, as nobody is left to stop it.
+    pub(crate) fn stop_orphans(&self) {
+        let mut books = self.lock();
+        let now = Instant::now();
+        let parents_done: Vec<bool> = books
+            .records
+            .iter()
+            .map(|r| r.as_ref().is_some_and(|r| r.run.fn_returned))
+            .collect();
+        for r in books.records.iter_mut().flatten() {
+            let orphan = r.rules.detached && r.parent.is_some_and(|p| parents_done[p]);
+            if orphan && !r.state.is_final() {
+                r.run.stop_requested.get_or_insert(now);
+                r.stop.iter().for_each(CancellationToken::cancel);
+            }
+        }
     }
 
     /// `true` the first time it is called for `id`: its turn to stop is over.
     pub(crate) fn pass(&self, id: usize) -> bool {
-        self.update(id, |r| !std::mem::replace(&mut r.passed, true)) == Some(true)
+        self.update(id, |r| !std::mem::replace(&mut r.run.passed, true)) == Some(true)
     }
 
     pub(crate) fn note(&self, id: usize, note: String) {
@@ -340,7 +356,7 @@ impl LiveTree {
     }
 
     /// The nested subsystems of `id` that have not ended, in start order.
-    pub(crate) fn live_children(&self, id: usize) -> Vec<Child> {
+    pub(crate) fn live_children(&self, id: usize) -> Vec<(usize, Rules)> {
         let mut books = self.lock();
         let children = books
             .get(id)
@@ -350,12 +366,7 @@ impl LiveTree {
             .into_iter()
             .filter_map(|c| books.records[c].as_ref().map(|r| (c, r)))
             .filter(|(_, r)| !r.state.is_final())
-            .map(|(id, r)| Child {
-                id,
-                name: r.rules.name.clone(),
-                detached: r.rules.detached,
-                stop_timeout: r.rules.stop_timeout,
-            })
+            .map(|(id, r)| (id, r.rules.clone()))
             .collect()
     }
 
@@ -378,15 +389,22 @@ impl LiveTree {
     /// Records that `id` failed with `error`, then climbs: each subsystem
     /// on the way stops its run, and the parent of one that escalates takes
     /// the failure on, until one contains it (it restarts on failure, the
-    /// daemon is not `stopping`, and it is not `giving_up` restarting) or
+    /// daemon is not `stopping`, and `id` is not `giving_up` restarting) or
     /// does not escalate. Returns `true` when it reached the daemon.
-    pub(crate) fn fail(&self, id: usize, error: &str, panicked: bool, climb: Climb) -> bool {
+    pub(crate) fn fail(
+        &self,
+        id: usize,
+        error: &str,
+        panicked: bool,
+        stopping: bool,
+        giving_up: bool,
+    ) -> bool {
         let mut books = self.lock();
         let Some(r) = books.get(id) else { return false };
         if r.state == NodeState::Ended(TaskOutcome::Aborted) {
             return false;
         }
-        (r.error, r.panicked) = (Some(error.to_owned()), panicked);
+        (r.run.error, r.run.panicked) = (Some(error.to_owned()), panicked);
         let failure = Failure {
             name: r.path.clone(),
             error: error.to_owned(),
@@ -394,17 +412,17 @@ impl LiveTree {
         let took_on = failure.to_string();
         let (mut at, mut contained_at) = (id, None);
         while let Some(r) = books.get(at) {
-            if let Some(run) = &r.run {
+            if let Some(run) = &r.run.token {
                 run.cancel();
             }
-            let restarts = r.rules.restarts_on_failure && !climb.stopping;
-            if (restarts && !(at == id && climb.giving_up)) || !r.rules.escalate {
+            let restarts = r.rules.restarts_on_failure && !stopping;
+            if (restarts && !(at == id && giving_up)) || !r.rules.escalate {
                 contained_at = Some(at);
                 break;
             }
             let Some(parent) = r.parent else { break };
             if let Some(p) = books.get(parent) {
-                p.took_on.get_or_insert_with(|| took_on.clone());
+                p.run.took_on.get_or_insert_with(|| took_on.clone());
             }
             at = parent;
         }
@@ -421,7 +439,7 @@ impl LiveTree {
     pub(crate) fn run_failure(&self, id: usize) -> Option<String> {
         let mut books = self.lock();
         let r = books.get(id)?;
-        r.error.clone().or_else(|| r.took_on.clone())
+        r.run.error.clone().or_else(|| r.run.took_on.clone())
     }
 
     /// Before a restart: one more restart; the last run's nested
@@ -430,8 +448,7 @@ impl LiveTree {
         let mut books = self.lock();
         let Some(r) = books.get(id) else { return };
         r.restarts += 1;
-        r.state = NodeState::Restarting;
-        (r.error, r.took_on, r.panicked) = (None, None, false);
+        (r.state, r.run) = (NodeState::Restarting, RunRecord::default());
         let stale = std::mem::take(&mut r.children);
         let gone: Vec<usize> = stale.iter().flat_map(|&c| books.subtree(c)).collect();
         books
@@ -445,16 +462,14 @@ impl LiveTree {
     /// `id` has ended for good; `stopped` when it was asked to stop.
     pub(crate) fn end(&self, id: usize, stopped: bool) {
         self.update(id, |r| {
-            r.state = NodeState::Ended(match r {
-                Record { panicked: true, .. } => TaskOutcome::Panicked,
-                Record { error: Some(_), .. }
-                | Record {
-                    took_on: Some(_), ..
-                } => TaskOutcome::Failed,
-                _ if stopped => TaskOutcome::Stopped,
+            let failed = r.run.error.is_some() || r.run.took_on.is_some();
+            r.state = NodeState::Ended(match (r.run.panicked, failed, stopped) {
+                (true, ..) => TaskOutcome::Panicked,
+                (_, true, _) => TaskOutcome::Failed,
+                (.., true) => TaskOutcome::Stopped,
                 _ => TaskOutcome::Completed,
             });
-            r.ended = Some(Instant::now());
+            r.run.ended = Some(Instant::now());
         });
         self.ended.send_replace(());
     }
@@ -468,11 +483,10 @@ impl LiveTree {
         let mut books = self.lock();
         for i in books.subtree(id) {
             if let Some(r) = books.get(i).filter(|r| !r.state.is_final()) {
-                (r.state, r.ended) = (NodeState::Ended(TaskOutcome::Aborted), Some(now));
+                (r.state, r.run.ended) = (NodeState::Ended(TaskOutcome::Aborted), Some(now));
                 aborted.push(r.path.clone());
             }
         }
-        drop(books);
         self.ended.send_replace(());
         aborted
     }
@@ -511,29 +525,24 @@ impl LiveTree {
             let Some(r) = books.records.get(id).and_then(Option::as_ref) else {
                 continue;
             };
-            let end = r.ended.unwrap_or(now);
+            let end = r.run.ended.unwrap_or(now);
             nodes.push(TreeNode {
                 path: r.path.clone(),
                 depth: r.depth,
                 state: r.state,
                 age: end.saturating_duration_since(r.started),
-                cleanup: r.stop_requested.map(|s| end.saturating_duration_since(s)),
+                cleanup: r
+                    .run
+                    .stop_requested
+                    .map(|s| end.saturating_duration_since(s)),
                 restarts: r.restarts,
                 note: r.note.clone(),
-                error: r.error.clone().or_else(|| r.took_on.clone()),
+                error: r.run.error.clone().or_else(|| r.run.took_on.clone()),
             });
             stack.extend(r.children.iter().rev());
         }
         TaskTree { nodes }
     }
-}
-
-/// How a failure climbs: whether the daemon is stopping (nothing restarts
-/// then), and whether the failing subsystem is giving up restarting.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Climb {
-    pub(crate) stopping: bool,
-    pub(crate) giving_up: bool,
 }
 
 /// One subsystem in a [`TaskTree`]: its hierarchical name, state, age,
