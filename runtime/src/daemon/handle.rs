@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::runner::start;
-use super::tree::TaskTree;
+use super::tree::{LiveTree, TaskTree};
 use super::{Failure, Shared, StopReason, Subsystem};
 use crate::scope::{Spawner, TaskHandle};
 
@@ -125,9 +125,8 @@ impl SubsystemHandle {
     /// ```
     pub async fn wait_for_children(&self) {
         let id = self.id;
-        let tree = &self.shared.tree;
-        tree.wait_until(|tree| tree.live_children(id).is_empty())
-            .await;
+        let no_children = |tree: &LiveTree| tree.live_children(id).is_empty();
+        self.shared.tree.wait_until(no_children).await;
     }
 
     /// `true` as soon as the daemon's shutdown has begun (a
@@ -246,9 +245,7 @@ impl NestedSubsystem {
     /// ```
     pub fn stop(&self) {
         self.shared.tree.request_stop(self.id);
-        if let Some(task) = &self.task {
-            task.cancel();
-        }
+        self.task.iter().for_each(TaskHandle::cancel);
     }
 
     /// Aborts it and its subtree at once: no cleanup runs; the tree says
@@ -266,9 +263,7 @@ impl NestedSubsystem {
     /// ```
     pub fn abort(&self) {
         self.shared.tree.abort(self.id);
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+        self.task.iter().for_each(TaskHandle::abort);
     }
 
     /// Waits until it has ended, with its nested subsystems, and returns
@@ -297,11 +292,7 @@ impl NestedSubsystem {
         let id = self.id;
         self.shared.tree.wait_until(|tree| tree.has_ended(id)).await;
         let failures = self.shared.tree.catch(self.id);
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures)
-        }
+        failures.is_empty().then_some(()).ok_or(failures)
     }
 
     /// `true` once it has ended with all its nested subsystems: not while

@@ -68,6 +68,8 @@ use crate::Scope;
 #[cfg(feature = "signal")]
 use crate::ShutdownSignal;
 use crate::report::short_duration as short;
+#[cfg(all(feature = "signal", unix))]
+use tokio::signal::unix::{Signal, SignalKind};
 use tree::{LiveTree, ROOT};
 
 type Log = Arc<dyn Fn(&str) + Send + Sync>;
@@ -102,10 +104,8 @@ impl Shared {
     /// restarting); one that reaches the daemon shuts it down.
     fn fail(&self, id: usize, error: &str, panicked: bool, giving_up: bool) {
         let path = self.tree.path(id);
-        match giving_up {
-            true => self.log(&format!("{path} {error}")),
-            false => self.log(&format!("{path} failed: {error}")),
-        }
+        let failed = if giving_up { "" } else { "failed: " };
+        self.log(&format!("{path} {failed}{error}"));
         let stopping = self.is_stopping();
         if self.tree.fail(id, error, panicked, stopping, giving_up) {
             self.begin_shutdown(StopReason::Failed(path));
@@ -610,7 +610,9 @@ impl Watchers {
     ) -> Option<SignalArc<ShutdownSignal>> {
         #[cfg(unix)]
         if daemon.tree_on_sigusr1 {
-            tasks.spawn(|_| print_tree_on_sigusr1(Arc::clone(shared)));
+            // Listening from now on, before the setup runs.
+            let sigusr1 = tokio::signal::unix::signal(SignalKind::user_defined1());
+            tasks.spawn(|_| print_tree_on_sigusr1(sigusr1, Arc::clone(shared)));
         }
         let signal = match &daemon.signal {
             None => return None,
@@ -635,16 +637,13 @@ impl Watchers {
 
 /// Logs the task tree on each SIGUSR1.
 #[cfg(all(feature = "signal", unix))]
-async fn print_tree_on_sigusr1(shared: Arc<Shared>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut stream = match signal(SignalKind::user_defined1()) {
+async fn print_tree_on_sigusr1(sigusr1: std::io::Result<Signal>, shared: Arc<Shared>) {
+    let mut sigusr1 = match sigusr1 {
         Ok(stream) => stream,
         Err(e) => return shared.log(&format!("cannot listen for SIGUSR1: {e}")),
     };
-    while stream.recv().await.is_some() {
-        shared.log(&format!(
-            "SIGUSR1: the task tree\n{}",
-            shared.tree.snapshot()
-        ));
+    while sigusr1.recv().await.is_some() {
+        let tree = shared.tree.snapshot();
+        shared.log(&format!("SIGUSR1: the task tree\n{tree}"));
     }
 }

@@ -178,10 +178,8 @@ fn on_fn_end(
     run: &CancellationToken,
     scope: &Scope<()>,
 ) {
-    if let Err(e) = result {
-        if e.is_panic() {
-            shared.fail(id, &e.to_string(), true, false);
-        }
+    if let Some(panic) = result.err().filter(TaskError::is_panic) {
+        shared.fail(id, &panic.to_string(), true, false);
     }
     shared.tree.fn_returned(id);
     if shared.is_stopping() {

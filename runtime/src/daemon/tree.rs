@@ -180,31 +180,16 @@ impl Books {
     }
 
     /// Whether `id` is `ancestor` or below it.
-    fn is_within(&self, mut id: usize, ancestor: usize) -> bool {
-        loop {
-            if id == ancestor {
-                return true;
-            }
-            match self.records.get(id).and_then(Option::as_ref) {
-                Some(Record {
-                    parent: Some(p), ..
-                }) => id = *p,
-                _ => return false,
-            }
-        }
+    fn is_within(&self, id: usize, ancestor: usize) -> bool {
+        let parent = |&i: &usize| self.records.get(i)?.as_ref()?.parent;
+        std::iter::successors(Some(id), parent).any(|i| i == ancestor)
     }
 
     /// `id` and its descendants.
     fn subtree(&self, id: usize) -> Vec<usize> {
-        let mut all = vec![id];
-        let mut i = 0;
-        while let Some(&next) = all.get(i) {
-            if let Some(r) = self.records.get(next).and_then(Option::as_ref) {
-                all.extend(&r.children);
-            }
-            i += 1;
-        }
-        all
+        (0..self.records.len())
+            .filter(|&i| self.is_within(i, id))
+            .collect()
     }
 }
 
@@ -212,6 +197,7 @@ impl Books {
 /// restart removes the previous run's nested subsystems, so a long-lived
 /// daemon does not grow. `ended` ticks whenever a subsystem ends, for those
 /// who wait for one.
+#[derive(Default)]
 pub(crate) struct LiveTree {
     books: Mutex<Books>,
     ended: watch::Sender<()>,
@@ -219,15 +205,6 @@ pub(crate) struct LiveTree {
 
 /// The daemon itself, in the tree.
 pub(crate) const ROOT: usize = 0;
-
-impl Default for LiveTree {
-    fn default() -> Self {
-        LiveTree {
-            books: Mutex::default(),
-            ended: watch::Sender::new(()),
-        }
-    }
-}
 
 impl LiveTree {
     fn lock(&self) -> MutexGuard<'_, Books> {
@@ -357,16 +334,11 @@ impl LiveTree {
 
     /// The nested subsystems of `id` that have not ended, in start order.
     pub(crate) fn live_children(&self, id: usize) -> Vec<(usize, Rules)> {
-        let mut books = self.lock();
-        let children = books
-            .get(id)
-            .map(|r| r.children.clone())
-            .unwrap_or_default();
-        children
-            .into_iter()
-            .filter_map(|c| books.records[c].as_ref().map(|r| (c, r)))
-            .filter(|(_, r)| !r.state.is_final())
-            .map(|(id, r)| (id, r.rules.clone()))
+        let books = self.lock();
+        let records = books.records.iter().enumerate();
+        let live = records.filter_map(|(i, r)| Some((i, r.as_ref()?)));
+        live.filter(|(_, r)| r.parent == Some(id) && !r.state.is_final())
+            .map(|(i, r)| (i, r.rules.clone()))
             .collect()
     }
 
@@ -449,8 +421,9 @@ impl LiveTree {
         let Some(r) = books.get(id) else { return };
         r.restarts += 1;
         (r.state, r.run) = (NodeState::Restarting, RunRecord::default());
-        let stale = std::mem::take(&mut r.children);
-        let gone: Vec<usize> = stale.iter().flat_map(|&c| books.subtree(c)).collect();
+        r.children.clear();
+        let mut gone = books.subtree(id);
+        gone.retain(|&c| c != id);
         books
             .failures
             .retain(|f| f.contained_at != Some(id) && !gone.contains(&f.id));
