@@ -799,13 +799,9 @@ async fn a_cancellable_fn_is_a_subsystem_and_its_cancellation_is_no_failure() {
     assert_eq!(report.failures()[0].name(), "/d/timeout");
 }
 
-/// Run as a child process by the next test: a daemon whose subsystem leaves
-/// a blocking thread stuck for an hour.
-#[test]
-fn child_with_a_stuck_blocking_thread() {
-    if std::env::var_os("CANCEL_SCOPE_STUCK_CHILD").is_none() {
-        return; // only meaningful as the child of the test below
-    }
+/// The child's part of the next test: a daemon whose subsystem leaves a
+/// blocking thread stuck for an hour, run with `block_on`.
+fn run_the_daemon_with_a_stuck_blocking_thread() {
     let report = Daemon::new("stuck")
         .grace(Duration::from_millis(200))
         .block_on(|d| async move {
@@ -821,15 +817,18 @@ fn child_with_a_stuck_blocking_thread() {
     println!("CHILD REPORT\n{report}");
 }
 
+/// Runs itself again as a child process (this same test, with
+/// `CANCEL_SCOPE_STUCK_CHILD` set, is the child), and checks that the child
+/// exits on time past its stuck blocking thread.
 #[test]
 fn the_process_exits_on_time_past_a_stuck_blocking_thread() {
+    const TEST: &str = "the_process_exits_on_time_past_a_stuck_blocking_thread";
+    if std::env::var_os("CANCEL_SCOPE_STUCK_CHILD").is_some() {
+        return run_the_daemon_with_a_stuck_blocking_thread();
+    }
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_with_a_stuck_blocking_thread",
-            "--nocapture",
-        ])
+        .args(["--exact", TEST, "--nocapture"])
         .env("CANCEL_SCOPE_STUCK_CHILD", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
