@@ -512,6 +512,41 @@ async fn permanent_transient_and_temporary() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn restart_sets_the_policy_of_a_fn_that_can_run_again() {
+    let (supervised, once) = (Log::default(), Log::default());
+    let (s, o) = (supervised.clone(), once.clone());
+    let report = Daemon::new("d")
+        .quiet()
+        .run(move |d| async move {
+            let policy = Restart::transient().intensity(2, Duration::from_secs(60));
+            let again = move |_| {
+                s.push("run");
+                async { Err::<(), _>("x") }
+            };
+            d.start(
+                Subsystem::supervised("again", Restart::temporary(), again)
+                    .restart(policy.clone())
+                    .escalate(false),
+            );
+            // `new`'s fn runs once: there is nothing to run again.
+            d.start(
+                Subsystem::new("once", move |_| async move {
+                    o.push("run");
+                    Err::<(), _>("y")
+                })
+                .restart(policy)
+                .escalate(false),
+            );
+        })
+        .await;
+    assert_eq!((supervised.lines().len(), once.lines().len()), (3, 1));
+    let tree = report.tree();
+    assert_eq!(tree.get("/d/again").unwrap().restarts(), 2);
+    assert_eq!(tree.get("/d/once").unwrap().restarts(), 0);
+    assert_eq!(report.failures().len(), 2, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_shutdown_during_a_backoff_stops_the_restarts() {
     let report = Daemon::new("d")
         .quiet()

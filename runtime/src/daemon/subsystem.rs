@@ -474,8 +474,8 @@ impl Subsystem {
     /// `Subsystem::supervised(name, policy, f)` is
     /// `Subsystem::supervised(name, Restart::temporary(), f).restart(policy)`.
     /// A restart calls the fn again, so it takes a fn that can be called
-    /// more than once: the fn of [`Subsystem::new`] is called once, and a
-    /// `new` subsystem ends where a restart would be due (the log says so).
+    /// more than once: the fn of [`Subsystem::new`] is called once, so a
+    /// `new` subsystem is never restarted, whatever its policy.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;

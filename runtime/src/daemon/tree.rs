@@ -381,6 +381,10 @@ impl LiveTree {
             name: r.path.clone(),
             error: error.to_owned(),
         };
+        if giving_up {
+            // Its last run's failure, kept for a restart that is not coming.
+            books.failures.retain(|f| f.contained_at != Some(id));
+        }
         let took_on = failure.to_string();
         let (mut at, mut contained_at) = (id, None);
         while let Some(r) = books.get(at) {
