@@ -509,14 +509,11 @@ impl Daemon {
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
         runner::start(&shared, None, spec, &daemon.spawner());
         let watchers = Watchers::start(&self, &shared, &root);
-        let stop = shared.tree.stop_token(ROOT);
-        let ended = match stop {
-            Some(stop) => stop.run_until_cancelled(daemon.join_next()).await.is_some(),
-            None => true,
-        };
-        let forced = match ended {
-            true => None,
-            false => self.shut_down(&shared, &mut daemon, &watchers).await,
+        // Cancelled when the shutdown begins.
+        let stop = shared.tree.stop_token(ROOT).unwrap_or_default();
+        let forced = match stop.run_until_cancelled(daemon.join_next()).await {
+            Some(_ended) => None,
+            None => self.shut_down(&shared, &mut daemon, &watchers).await,
         };
         drop(watchers);
         DaemonReport {
