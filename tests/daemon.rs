@@ -790,7 +790,9 @@ async fn a_subsystem_is_in_the_tree_as_soon_as_it_is_started_and_not_after_its_p
         })
         .await;
     let late = kept.await.unwrap();
-    late.start(Subsystem::new("late", |_| async {}));
+    let refused = late.start(Subsystem::new("late", |_| async {}));
+    assert!(refused.is_finished());
+    assert_eq!(refused.join().await, Ok(()));
     assert!(
         log.has("log: late: not started: /d has ended"),
         "{:#?}",

@@ -251,3 +251,50 @@ async fn an_outside_token_shuts_the_daemon_down_in_order() {
     assert_eq!(report.tree().get("/d/w").unwrap().note(), Some("flushed"));
     assert!(report.is_clean(), "{report}");
 }
+
+/// Many subsystems starting nested ones on a multi-threaded runtime while
+/// some fail, some are stopped by their parents and the daemon shuts down:
+/// the daemon ends, and every subsystem in its report has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_starts_failures_and_stops_ends_with_every_subsystem_ended() {
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        Daemon::new("d")
+            .quiet()
+            .grace(Duration::from_secs(30))
+            .run(|d| async move {
+                for n in 0..40u32 {
+                    d.start(Subsystem::new(format!("s{n}"), move |s| async move {
+                        let mut children = Vec::new();
+                        for m in 0..5u32 {
+                            let child = Subsystem::new(format!("c{m}"), move |c| async move {
+                                tokio::task::yield_now().await;
+                                if (n + m) % 7 == 0 {
+                                    return Err(format!("{} broke", c.name()));
+                                }
+                                c.token().cancelled().await;
+                                Ok(())
+                            });
+                            children.push(s.start(child.escalate(n % 2 == 0)));
+                        }
+                        if n % 3 == 0 {
+                            children[0].stop();
+                            let _ = children[0].join().await;
+                        }
+                        if n == 39 {
+                            s.request_shutdown();
+                        }
+                        s.token().cancelled().await;
+                    }));
+                }
+            }),
+    )
+    .await
+    .expect("the daemon ended");
+    for node in report.tree().nodes() {
+        assert!(node.state().is_final(), "{}: {report}", node.name());
+    }
+    assert!(!report.failures().is_empty(), "{report}");
+    assert_eq!(report.forced(), None, "{report}");
+    assert_eq!(report.code(), 1);
+}

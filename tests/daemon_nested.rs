@@ -431,3 +431,25 @@ async fn is_finished_waits_for_the_children_of_a_subsystem_whose_fn_returned() {
     );
     assert!(report.is_clean(), "{report}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn join_is_cancel_safe_and_a_second_call_returns_the_same_failures() {
+    let report = bounded(Daemon::new("d").quiet().run(|d| async move {
+        let job = d.start(
+            Subsystem::new("job", |_| async {
+                sleep(Duration::from_secs(2)).await;
+                Err::<(), _>("bad input")
+            })
+            .escalate(false),
+        );
+        // A join cut short by a timeout loses nothing.
+        let cut = tokio::time::timeout(Duration::from_secs(1), job.join()).await;
+        assert!(cut.is_err());
+        let first = job.join().await.unwrap_err();
+        let second = job.join().await.unwrap_err();
+        assert_eq!(first, second);
+        assert_eq!(first[0].error(), "bad input");
+    }))
+    .await;
+    assert!(report.is_clean(), "{report}");
+}
