@@ -298,3 +298,37 @@ async fn a_storm_of_starts_failures_and_stops_ends_with_every_subsystem_ended() 
     assert_eq!(report.forced(), None, "{report}");
     assert_eq!(report.code(), 1);
 }
+
+/// Every subsystem's token descends from the daemon's: a forced shutdown
+/// cancels the token of one whose turn never came, a detached one's too (a
+/// blocking thread that polls its token sees it).
+#[tokio::test(start_paused = true)]
+async fn a_forced_shutdown_cancels_every_token_even_those_whose_turn_never_came() {
+    let (to_test, mut tokens) = tokio::sync::mpsc::unbounded_channel();
+    let report = bounded(Daemon::new("d").quiet().grace(Duration::from_secs(1)).run(
+        move |d| async move {
+            let waiting = to_test.clone();
+            d.start(Subsystem::new("waits-its-turn", move |w| async move {
+                let detached = Subsystem::new("detached", move |x| async move {
+                    waiting.send(x.token().clone()).unwrap();
+                    std::future::pending::<()>().await;
+                });
+                w.start(detached.detached());
+                to_test.send(w.token().clone()).unwrap();
+                w.token().cancelled().await;
+            }));
+            // Stops first, and hangs: the one above never gets its turn.
+            d.start(Subsystem::new("hung", |_| std::future::pending::<()>()));
+            d.request_shutdown();
+        },
+    ))
+    .await;
+    assert_eq!(
+        report.forced(),
+        Some(cancel_scope::daemon::Forced::GraceElapsed)
+    );
+    let (first, second) = (tokens.recv().await.unwrap(), tokens.recv().await.unwrap());
+    assert!(first.is_cancelled() && second.is_cancelled());
+    let waited = report.tree().get("/d/waits-its-turn").unwrap();
+    assert_eq!(waited.cleanup_time(), None, "never asked to stop in order");
+}
