@@ -510,7 +510,8 @@ impl Daemon {
         runner::start(&shared, None, spec, &daemon.spawner());
         let watchers = Watchers::start(&self, &shared, &root);
         // Cancelled when the shutdown begins.
-        let stop = shared.tree.stop_token(ROOT).unwrap_or_default();
+        let stop = shared.tree.stop_token(ROOT);
+        let stop = stop.unwrap_or_else(|| root.child_token());
         let forced = match stop.run_until_cancelled(daemon.join_next()).await {
             Some(_ended) => None,
             None => self.shut_down(&shared, &mut daemon, &watchers).await,

@@ -309,11 +309,8 @@ impl LiveTree {
     pub(crate) fn stop_orphans(&self) {
         let mut books = self.lock();
         let now = Instant::now();
-        let parents_done: Vec<bool> = books
-            .records
-            .iter()
-            .map(|r| r.as_ref().is_some_and(|r| r.run.fn_returned))
-            .collect();
+        let done = |r: &Option<Record>| r.as_ref().is_some_and(|r| r.run.fn_returned);
+        let parents_done: Vec<bool> = books.records.iter().map(done).collect();
         for r in books.records.iter_mut().flatten() {
             let orphan = r.rules.detached && r.parent.is_some_and(|p| parents_done[p]);
             if orphan && !r.state.is_final() {
