@@ -453,3 +453,33 @@ async fn join_is_cancel_safe_and_a_second_call_returns_the_same_failures() {
     .await;
     assert!(report.is_clean(), "{report}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subsystem_started_while_its_parent_stops_takes_its_turn_at_once() {
+    let report = bounded(Daemon::new("d").quiet().grace(Duration::from_secs(10)).run(
+        |d| async move {
+            d.start(Subsystem::new("parent", |p| async move {
+                p.start(Subsystem::new("hung", |_| std::future::pending::<()>()));
+                p.token().cancelled().await;
+                sleep(Duration::from_secs(1)).await;
+                // Started last, so first to stop: at once, though the
+                // hung one has held the order since the stop began.
+                p.start(Subsystem::new("late", |l| async move {
+                    l.token().cancelled().await;
+                    l.note("stopped");
+                }));
+                sleep(Duration::from_secs(5)).await; // a long cleanup
+            }));
+            d.request_shutdown();
+        },
+    ))
+    .await;
+    let late = report.tree().get("/d/parent/late").unwrap();
+    assert_eq!(
+        late.state(),
+        NodeState::Ended(TaskOutcome::Stopped),
+        "{report}"
+    );
+    assert_eq!(late.note(), Some("stopped"));
+    assert_eq!(late.age(), Duration::ZERO, "stopped as soon as it started");
+}

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{NestedSubsystem, SubsystemHandle};
 use super::subsystem::{Exit, ShutdownOrder};
-use super::tree::NodeState;
 use super::{Shared, Subsystem};
 use crate::id::TaskId;
 use crate::report::short_duration as short;
@@ -109,22 +108,28 @@ async fn run_once(
     };
     let body = start_fn(shared, &mut scope, handle, spec);
     loop {
-        let stopping = run.is_cancelled();
-        if stopping {
-            shared.tree.set_phase(id, NodeState::Stopping);
-        }
-        let ended = if !stopping {
-            run.run_until_cancelled(scope.join_next_with_id()).await
-        } else if let Some(turn_ends) = plan_stop(shared, id, &spec.order) {
-            let next = scope.join_next_with_id();
-            tokio::time::timeout_at(turn_ends, next).await.ok()
-        } else {
-            Some(scope.join_next_with_id().await)
+        // What ends the wait but a task's end: the run's cancellation;
+        // once it stops, a start, or the end of a turn in its order.
+        let (wake, turn_ends) = match run.is_cancelled() {
+            false => (run.clone(), None),
+            true => {
+                let replan = beside.child_token();
+                shared.tree.stopping(id, replan.clone());
+                (replan, plan_stop(shared, id, &spec.order))
+            }
         };
+        let next = scope.join_next_with_id();
+        let next = async {
+            match turn_ends {
+                Some(turn_ends) => tokio::time::timeout_at(turn_ends, next).await.ok(),
+                None => Some(next.await),
+            }
+        };
+        let ended = wake.run_until_cancelled(next).await.flatten();
         match ended {
-            None => {} // cancelled, or a turn in the order is over
+            None => {} // woken
             Some(Some((task, result))) if task == body => {
-                on_fn_end(shared, id, result, run, &scope);
+                on_fn_end(shared, id, result, &scope);
             }
             Some(Some((_, Err(e)))) if e.is_panic() => {
                 shared.log(&format!("{path}: a nested subsystem's runner: {e}"));
@@ -171,22 +176,13 @@ fn start_fn(
 
 /// The fn's task ended: a panic is its failure; once it has returned, a
 /// subsystem that still runs is awaiting its children.
-fn on_fn_end(
-    shared: &Shared,
-    id: usize,
-    result: Result<(), TaskError>,
-    run: &CancellationToken,
-    scope: &Scope<()>,
-) {
+fn on_fn_end(shared: &Shared, id: usize, result: Result<(), TaskError>, scope: &Scope<()>) {
     if let Some(panic) = result.err().filter(TaskError::is_panic) {
         shared.fail(id, &panic.to_string(), true, false);
     }
-    shared.tree.fn_returned(id);
+    shared.tree.fn_returned(id, !scope.is_empty());
     if shared.is_stopping() {
         shared.tree.stop_orphans();
-    }
-    if !run.is_cancelled() && !scope.is_empty() {
-        shared.tree.set_phase(id, NodeState::AwaitingChildren);
     }
 }
 

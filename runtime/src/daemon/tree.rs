@@ -152,6 +152,8 @@ struct RunRecord {
     /// Its turn in its parent's shutdown order is over (logged once).
     passed: bool,
     fn_returned: bool,
+    /// While it stops: cancelled when a nested subsystem is started.
+    replan: Option<CancellationToken>,
     /// Its own failure, and whether it was a panic.
     error: Option<String>,
     panicked: bool,
@@ -226,6 +228,11 @@ impl LiveTree {
         let (path, depth) = match parent.and_then(|p| books.get(p)) {
             Some(p) => {
                 p.children.push(id);
+                p.run
+                    .replan
+                    .take()
+                    .iter()
+                    .for_each(CancellationToken::cancel);
                 (format!("{}/{}", p.path, rules.name), p.depth + 1)
             }
             None => (format!("/{}", rules.name), 0),
@@ -281,12 +288,12 @@ impl LiveTree {
         });
     }
 
-    pub(crate) fn set_phase(&self, id: usize, phase: NodeState) {
+    /// `id`'s run is stopping; `replan` is cancelled when a nested
+    /// subsystem is started meanwhile, to give it its turn.
+    pub(crate) fn stopping(&self, id: usize, replan: CancellationToken) {
         self.update(id, |r| {
-            if phase == NodeState::Stopping {
-                r.run.stop_requested.get_or_insert_with(Instant::now);
-            }
-            r.state = phase;
+            r.run.stop_requested.get_or_insert_with(Instant::now);
+            (r.state, r.run.replan) = (NodeState::Stopping, Some(replan));
         });
     }
 
@@ -300,8 +307,15 @@ impl LiveTree {
         })
     }
 
-    pub(crate) fn fn_returned(&self, id: usize) {
-        self.update(id, |r| r.run.fn_returned = true);
+    /// `id`'s fn has returned; it is `awaiting` its children, unless it
+    /// is stopping.
+    pub(crate) fn fn_returned(&self, id: usize, awaiting: bool) {
+        self.update(id, |r| {
+            r.run.fn_returned = true;
+            if awaiting && r.state == NodeState::Running {
+                r.state = NodeState::AwaitingChildren;
+            }
+        });
     }
 
     /// The daemon is stopping: stops each detached subsystem whose parent's
