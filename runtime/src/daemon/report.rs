@@ -202,8 +202,10 @@ impl DaemonReport {
         &self.tree
     }
 
-    /// The subsystems that failed for good, where each failure began (not
-    /// the parents it escalated to), in tree order.
+    /// Every failure of the run, where it began (not the parents it
+    /// escalated to), in the order they happened: all but those a restart
+    /// made good and those a parent caught
+    /// ([`NestedSubsystem::join`](super::NestedSubsystem::join)).
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;

@@ -336,15 +336,18 @@ impl ShutdownOrder {
 }
 
 /// A named part of a daemon: an async fn of a [`SubsystemHandle`], run as a
-/// task, with the subsystems it starts nested under it
-/// (`/daemon/writer/flush`).
+/// task of its parent's [`Scope`](crate::Scope), with the subsystems it
+/// starts nested under it (`/daemon/writer/flush`).
 ///
-/// - **Failure:** an `Err` or a panic is logged with the subsystem's name,
-///   cancels its nested subsystems, and escalates to its parent, which then
-///   fails the same way, up to the daemon, which shuts down. A
+/// - **Failure:** an `Err` or a panic is logged with the subsystem's name
+///   and climbs at once: the subsystem stops its nested subsystems, and its
+///   parent takes the failure on (its error says
+///   `<where> failed: <error>`) and stops too, and so on up to the daemon,
+///   which shuts down, whatever still cleans up beside the failure. A
 ///   [`supervised`](Self::supervised) subsystem is restarted instead, within
-///   its limits. [`escalate(false)`](Self::escalate) keeps the failure to
-///   the subsystem itself.
+///   its limits (not once the daemon is stopping), and
+///   [`escalate(false)`](Self::escalate) keeps the failure to the
+///   subsystem: either stops the climb.
 /// - **Stopping:** its fn's token is cancelled; its nested subsystems are
 ///   cancelled in its [`ShutdownOrder`] and joined, never cut short, until
 ///   the daemon's grace period runs out.
