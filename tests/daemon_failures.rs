@@ -332,3 +332,31 @@ async fn a_forced_shutdown_cancels_every_token_even_those_whose_turn_never_came(
     let waited = report.tree().get("/d/waits-its-turn").unwrap();
     assert_eq!(waited.cleanup_time(), None, "never asked to stop in order");
 }
+
+/// A forced shutdown on a multi-threaded runtime while runners are stopping
+/// (each held back by a hung nested subsystem): every runner is aborted and
+/// the daemon ends. (A runner whose wake-up token was born cancelled by the
+/// forced phase used to spin on a worker thread, past its abort.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_shutdown_ends_runners_that_are_stopping_on_other_threads() {
+    for _ in 0..20 {
+        let report = tokio::time::timeout(
+            Duration::from_secs(60),
+            Daemon::new("d")
+                .quiet()
+                .grace(Duration::from_millis(20))
+                .run(|d| async move {
+                    for n in 0..4 {
+                        d.start(Subsystem::new(format!("p{n}"), |p| async move {
+                            p.start(Subsystem::new("hung", |_| std::future::pending::<()>()));
+                            p.token().cancelled().await;
+                        }));
+                    }
+                    d.request_shutdown();
+                }),
+        )
+        .await
+        .expect("the daemon ended");
+        assert_eq!(report.code(), 3, "{report}");
+    }
+}

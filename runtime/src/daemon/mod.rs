@@ -77,6 +77,9 @@ type Log = Arc<dyn Fn(&str) + Send + Sync>;
 /// What the subsystems share: the live tree, why the daemon is stopping
 /// and since when, where the log goes.
 pub(crate) struct Shared {
+    /// The daemon's root token: every token descends from it; never
+    /// cancelled itself.
+    root: CancellationToken,
     tree: LiveTree,
     reason: OnceLock<StopReason>,
     began: OnceLock<Instant>,
@@ -498,20 +501,19 @@ impl Daemon {
         Fut::Output: SubsystemOutput,
     {
         let shared = Arc::new(Shared {
+            root: CancellationToken::new(),
             tree: LiveTree::default(),
             reason: OnceLock::new(),
             began: OnceLock::new(),
             log: Arc::clone(&self.log),
         });
-        // The daemon's root token: every subsystem's token descends from it.
-        let root = CancellationToken::new();
-        let mut daemon = Scope::<()>::child_of(&root);
+        let mut daemon = Scope::<()>::child_of(&shared.root);
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
         runner::start(&shared, None, spec, &daemon.spawner());
-        let watchers = Watchers::start(&self, &shared, &root);
+        let watchers = Watchers::start(&self, &shared);
         // Cancelled when the shutdown begins.
         let stop = shared.tree.stop_token(ROOT);
-        let stop = stop.unwrap_or_else(|| root.child_token());
+        let stop = stop.unwrap_or_else(|| shared.root.child_token());
         let forced = match stop.run_until_cancelled(daemon.join_next()).await {
             Some(_ended) => None,
             None => self.shut_down(&shared, &mut daemon, &watchers).await,
@@ -569,8 +571,8 @@ struct Watchers {
 }
 
 impl Watchers {
-    fn start(daemon: &Daemon, shared: &Arc<Shared>, root: &CancellationToken) -> Self {
-        let mut tasks = Scope::child_of(root);
+    fn start(daemon: &Daemon, shared: &Arc<Shared>) -> Self {
+        let mut tasks = Scope::child_of(&shared.root);
         if let Some(outside) = daemon.outside.clone() {
             let shared = Arc::clone(shared);
             tasks.spawn(|_| async move {

@@ -113,7 +113,9 @@ async fn run_once(
         let (wake, turn_ends) = match run.is_cancelled() {
             false => (run.clone(), None),
             true => {
-                let replan = beside.child_token();
+                // Of the root's: a forced shutdown does not cancel it (a
+                // token born cancelled would spin this loop past its abort).
+                let replan = shared.root.child_token();
                 shared.tree.stopping(id, replan.clone());
                 (replan, plan_stop(shared, id, &spec.order))
             }

@@ -257,16 +257,13 @@ impl LiveTree {
     pub(crate) fn remove(&self, id: usize) {
         let mut books = self.lock();
         books.records[id] = None;
-        for r in books.records.iter_mut().flatten() {
-            r.children.retain(|&c| c != id);
-        }
+        let records = books.records.iter_mut().flatten();
+        records.for_each(|r| r.children.retain(|&c| c != id));
     }
 
     pub(crate) fn path(&self, id: usize) -> String {
-        self.lock()
-            .get(id)
-            .map(|r| r.path.clone())
-            .unwrap_or_default()
+        let mut books = self.lock();
+        books.get(id).map_or_else(String::new, |r| r.path.clone())
     }
 
     pub(crate) fn stop_token(&self, id: usize) -> Option<CancellationToken> {
