@@ -11,7 +11,7 @@ use std::time::Duration;
 use cancel_scope::daemon::{
     Daemon, Forced, NodeState, Restart, ShutdownOrder, StopReason, Subsystem,
 };
-use cancel_scope::{Cancelled, ShutdownSignal, cancellable, on_cancel};
+use cancel_scope::{Cancelled, ShutdownSignal, TaskOutcome, cancellable, on_cancel};
 use tokio::time::Instant;
 
 mod common;
@@ -100,17 +100,20 @@ async fn a_signal_stops_it_gracefully_then_the_grace_period_forces_it() {
     assert_eq!(report.shutdown_took(), Some(Duration::from_secs(2)));
     let tree = report.tree();
     let quick = tree.get("/d/quick").unwrap();
-    assert_eq!(quick.state(), NodeState::Stopped);
+    assert_eq!(quick.state(), NodeState::Ended(TaskOutcome::Stopped));
     assert_eq!(quick.cleanup_time(), Some(Duration::from_millis(100)));
     assert_eq!(quick.note(), Some("cleaned up in 100ms"));
     let slow = tree.get("/d/slow").unwrap();
-    assert_eq!(slow.state(), NodeState::Aborted);
+    assert_eq!(slow.state(), NodeState::Ended(TaskOutcome::Aborted));
     assert_eq!(slow.note(), None, "its cleanup never finished");
-    assert_eq!(tree.get("/d").unwrap().state(), NodeState::Aborted);
+    assert_eq!(
+        tree.get("/d").unwrap().state(),
+        NodeState::Ended(TaskOutcome::Aborted)
+    );
     assert!(log.has("done quick") && !log.has("done slow"));
     assert!(log.has("log: shutting down: SIGTERM"), "{:#?}", log.lines());
     assert!(
-        log.has("shutdown forced after 2.00s (the grace period elapsed): aborting /d, /d/slow"),
+        log.has("shutdown forced after 2.000s (the grace period elapsed): aborting /d, /d/slow"),
         "{:#?}",
         log.lines()
     );
@@ -119,7 +122,7 @@ async fn a_signal_stops_it_gracefully_then_the_grace_period_forces_it() {
     assert!(printed.contains("/d/slow"), "{printed}");
     assert!(printed.contains("ABORTED"), "{printed}");
     assert!(
-        printed.ends_with("-> exit 3") && printed.contains("FORCED after 2.00s"),
+        printed.ends_with("-> exit 3") && printed.contains("FORCED after 2.000s"),
         "{printed}"
     );
 }
@@ -144,7 +147,8 @@ async fn a_graceful_shutdown_exits_0_and_says_what_each_cleanup_did() {
     let printed = report.to_string();
     assert!(printed.contains("cleaned up in 10ms"), "{printed}");
     assert!(
-        printed.ends_with("d: shutdown (Ctrl-C) took 30.0ms (grace 5.00s): 3 cleaned up -> exit 0"),
+        printed
+            .ends_with("d: shutdown (Ctrl-C) took 30.0ms (grace 5.000s): 3 cleaned up -> exit 0"),
         "{printed}"
     );
 }
@@ -168,7 +172,7 @@ async fn a_second_signal_aborts_at_once() {
     assert_eq!(report.shutdown_took(), Some(Duration::from_secs(5)));
     assert_eq!(
         report.tree().get("/d/slow").unwrap().state(),
-        NodeState::Aborted
+        NodeState::Ended(TaskOutcome::Aborted)
     );
     assert_eq!(report.code(), 130);
     assert!(log.has("(a second signal): aborting /d, /d/slow"));
@@ -232,11 +236,17 @@ async fn a_failure_two_levels_down_escalates_to_the_daemon() {
     assert_eq!(failures[0].error(), "disk full");
     let tree = report.tree();
     for (name, state) in [
-        ("/daemon", NodeState::Failed),
-        ("/daemon/writer", NodeState::Failed),
-        ("/daemon/writer/flush", NodeState::Failed),
-        ("/daemon/writer/index", NodeState::Stopped),
-        ("/daemon/metrics", NodeState::Stopped),
+        ("/daemon", NodeState::Ended(TaskOutcome::Failed)),
+        ("/daemon/writer", NodeState::Ended(TaskOutcome::Failed)),
+        (
+            "/daemon/writer/flush",
+            NodeState::Ended(TaskOutcome::Failed),
+        ),
+        (
+            "/daemon/writer/index",
+            NodeState::Ended(TaskOutcome::Stopped),
+        ),
+        ("/daemon/metrics", NodeState::Ended(TaskOutcome::Stopped)),
     ] {
         assert_eq!(tree.get(name).unwrap().state(), state, "{name}\n{report}");
     }
@@ -303,10 +313,10 @@ async fn a_subsystem_can_keep_its_failure_to_itself() {
     let tree = report.tree();
     assert_eq!(
         tree.get("/d/parent/cache").unwrap().state(),
-        NodeState::Failed
+        NodeState::Ended(TaskOutcome::Failed)
     );
     let parent = tree.get("/d/parent").unwrap();
-    assert_eq!(parent.state(), NodeState::Finished);
+    assert_eq!(parent.state(), NodeState::Ended(TaskOutcome::Completed));
     assert_eq!(parent.note(), Some("carried on"));
     assert_eq!(report.failures()[0].name(), "/d/parent/cache");
     assert_eq!(report.code(), 1, "still a failure in the exit code");
@@ -330,7 +340,7 @@ async fn a_parent_that_returns_waits_for_its_nested_subsystems() {
         .await;
     assert_eq!(report.reason(), &StopReason::Finished);
     let child = report.tree().get("/d/parent/child").unwrap();
-    assert_eq!(child.state(), NodeState::Finished);
+    assert_eq!(child.state(), NodeState::Ended(TaskOutcome::Completed));
     assert_eq!(child.note(), Some("finished its work"));
     assert_eq!(
         report.tree().get("/d/parent").unwrap().age(),
@@ -361,18 +371,16 @@ async fn restarts_back_off_then_escalate_past_the_intensity_limit() {
     // Started at 0, then after 100, 200 and 300 (the cap) ms more.
     assert_eq!(starts.lines(), ["0ns", "100ms", "300ms", "600ms"]);
     let flaky = report.tree().get("/d/flaky").unwrap();
-    assert_eq!(flaky.state(), NodeState::Failed);
+    assert_eq!(flaky.state(), NodeState::Ended(TaskOutcome::Failed));
     assert_eq!(flaky.restarts(), 3);
     assert_eq!(
         flaky.error(),
-        Some("failed (connection refused); restarted 3 times within 60.00s, giving up")
+        Some("failed (connection refused); restarted 3 times within 60.000s, giving up")
     );
     assert_eq!(report.reason(), &StopReason::Failed("/d/flaky".into()));
-    assert!(
-        log.has(
-            "log: /d/flaky failed (connection refused); restart 1 of 3 within 60.00s in 100.0ms"
-        )
-    );
+    assert!(log.has(
+        "log: /d/flaky failed (connection refused); restart 1 of 3 within 60.000s in 100.0ms"
+    ));
     assert!(log.has("giving up"));
     assert_eq!(report.code(), 1);
 }
@@ -405,11 +413,14 @@ async fn a_nested_failure_restarts_the_supervised_parent_with_its_whole_subtree(
         .await;
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
     let conn = report.tree().get("/d/conn").unwrap();
-    assert_eq!((conn.state(), conn.restarts()), (NodeState::Finished, 2));
+    assert_eq!(
+        (conn.state(), conn.restarts()),
+        (NodeState::Ended(TaskOutcome::Completed), 2)
+    );
     // The tree holds the last run's session only.
     assert_eq!(report.tree().nodes().len(), 3, "{report}");
     assert!(log.has(
-        "log: /d/conn failed (/d/conn/session failed: reset by peer); restart 1 of 5 within 60.00s in 10.0ms"
+        "log: /d/conn failed (/d/conn/session failed: reset by peer); restart 1 of 5 within 60.000s in 10.0ms"
     ), "{:#?}", log.lines());
     assert!(report.is_clean(), "{report}");
 }
@@ -436,7 +447,10 @@ async fn the_intensity_window_forgets_old_restarts() {
         .await;
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
     let node = report.tree().get("/d/sometimes").unwrap();
-    assert_eq!((node.state(), node.restarts()), (NodeState::Finished, 3));
+    assert_eq!(
+        (node.state(), node.restarts()),
+        (NodeState::Ended(TaskOutcome::Completed), 3)
+    );
     assert!(report.is_clean(), "{report}");
 }
 
@@ -483,12 +497,53 @@ async fn permanent_transient_and_temporary() {
         .await;
     assert_eq!((count(&perm), count(&trans), count(&temp)), (3, 1, 1));
     let tree = report.tree();
-    assert_eq!(tree.get("/d/permanent").unwrap().state(), NodeState::Failed);
+    assert_eq!(
+        tree.get("/d/permanent").unwrap().state(),
+        NodeState::Ended(TaskOutcome::Failed)
+    );
     assert_eq!(
         tree.get("/d/transient").unwrap().state(),
-        NodeState::Finished
+        NodeState::Ended(TaskOutcome::Completed)
     );
-    assert_eq!(tree.get("/d/temporary").unwrap().state(), NodeState::Failed);
+    assert_eq!(
+        tree.get("/d/temporary").unwrap().state(),
+        NodeState::Ended(TaskOutcome::Failed)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_sets_the_policy_of_a_fn_that_can_run_again() {
+    let (supervised, once) = (Log::default(), Log::default());
+    let (s, o) = (supervised.clone(), once.clone());
+    let report = Daemon::new("d")
+        .quiet()
+        .run(move |d| async move {
+            let policy = Restart::transient().intensity(2, Duration::from_secs(60));
+            let again = move |_| {
+                s.push("run");
+                async { Err::<(), _>("x") }
+            };
+            d.start(
+                Subsystem::supervised("again", Restart::temporary(), again)
+                    .restart(policy.clone())
+                    .escalate(false),
+            );
+            // `new`'s fn runs once: there is nothing to run again.
+            d.start(
+                Subsystem::new("once", move |_| async move {
+                    o.push("run");
+                    Err::<(), _>("y")
+                })
+                .restart(policy)
+                .escalate(false),
+            );
+        })
+        .await;
+    assert_eq!((supervised.lines().len(), once.lines().len()), (3, 1));
+    let tree = report.tree();
+    assert_eq!(tree.get("/d/again").unwrap().restarts(), 2);
+    assert_eq!(tree.get("/d/once").unwrap().restarts(), 0);
+    assert_eq!(report.failures().len(), 2, "{report}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -510,7 +565,10 @@ async fn a_shutdown_during_a_backoff_stops_the_restarts() {
     assert_eq!(report.reason(), &StopReason::Requested("/d".into()));
     assert_eq!(report.shutdown_took(), Some(Duration::ZERO));
     let flaky = report.tree().get("/d/flaky").unwrap();
-    assert_eq!((flaky.state(), flaky.restarts()), (NodeState::Stopped, 1));
+    assert_eq!(
+        (flaky.state(), flaky.restarts()),
+        (NodeState::Ended(TaskOutcome::Stopped), 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -610,13 +668,17 @@ async fn a_hung_subsystem_holds_back_the_next_ones_only_for_its_stop_timeout() {
         .await;
     let tree = report.tree();
     let writer = tree.get("/d/writer").unwrap();
-    assert_eq!(writer.state(), NodeState::Stopped, "{report}");
+    assert_eq!(
+        writer.state(),
+        NodeState::Ended(TaskOutcome::Stopped),
+        "{report}"
+    );
     assert_eq!(writer.note(), Some("cleaned up in 100ms"));
     assert_eq!(writer.cleanup_time(), Some(Duration::from_millis(100)));
     let ingest = tree.get("/d/ingest").unwrap();
-    assert_eq!(ingest.state(), NodeState::Aborted);
+    assert_eq!(ingest.state(), NodeState::Ended(TaskOutcome::Aborted));
     assert_eq!(ingest.cleanup_time(), Some(Duration::from_secs(10)));
-    assert!(log.has("log: /d/ingest still stopping after 1.00s: stopping the next ones"));
+    assert!(log.has("log: /d/ingest still stopping after 1.000s: stopping the next ones"));
     assert_eq!(report.code(), 3);
 }
 
@@ -635,7 +697,7 @@ async fn without_a_stop_timeout_a_hung_subsystem_holds_back_the_rest_until_the_g
         })
         .await;
     let writer = report.tree().get("/d/writer").unwrap();
-    assert_eq!(writer.state(), NodeState::Aborted);
+    assert_eq!(writer.state(), NodeState::Ended(TaskOutcome::Aborted));
     assert_eq!(writer.cleanup_time(), None, "never asked to stop");
     assert!(
         report
@@ -689,7 +751,10 @@ async fn the_task_tree_shows_what_runs_cleans_up_and_finished() {
     let job = running.get("/daemon/job").unwrap();
     assert_eq!(
         (job.state(), job.age()),
-        (NodeState::Finished, Duration::from_millis(500))
+        (
+            NodeState::Ended(TaskOutcome::Completed),
+            Duration::from_millis(500)
+        )
     );
 
     let cleaning = snapshots.recv().await.unwrap();
@@ -707,7 +772,7 @@ async fn the_task_tree_shows_what_runs_cleans_up_and_finished() {
     );
 
     let done = report.tree().get("/daemon/writer/flush").unwrap();
-    assert_eq!(done.state(), NodeState::Stopped);
+    assert_eq!(done.state(), NodeState::Ended(TaskOutcome::Stopped));
     assert_eq!(done.cleanup_time(), Some(Duration::from_secs(2)));
     assert_eq!(done.note(), Some("flushed 12 records"));
 }
@@ -725,7 +790,9 @@ async fn a_subsystem_is_in_the_tree_as_soon_as_it_is_started_and_not_after_its_p
         })
         .await;
     let late = kept.await.unwrap();
-    late.start(Subsystem::new("late", |_| async {}));
+    let refused = late.start(Subsystem::new("late", |_| async {}));
+    assert!(refused.is_finished());
+    assert_eq!(refused.join().await, Ok(()));
     assert!(
         log.has("log: late: not started: /d has ended"),
         "{:#?}",
@@ -763,19 +830,15 @@ async fn a_cancellable_fn_is_a_subsystem_and_its_cancellation_is_no_failure() {
     assert_eq!(*flushed.lock().unwrap(), [1, 2, 3]);
     assert_eq!(
         report.tree().get("/d/flusher").unwrap().state(),
-        NodeState::Stopped
+        NodeState::Ended(TaskOutcome::Stopped)
     );
     assert_eq!(report.failures().len(), 1);
     assert_eq!(report.failures()[0].name(), "/d/timeout");
 }
 
-/// Run as a child process by the next test: a daemon whose subsystem leaves
-/// a blocking thread stuck for an hour.
-#[test]
-fn child_with_a_stuck_blocking_thread() {
-    if std::env::var_os("CANCEL_SCOPE_STUCK_CHILD").is_none() {
-        return; // only meaningful as the child of the test below
-    }
+/// The child's part of the next test: a daemon whose subsystem leaves a
+/// blocking thread stuck for an hour, run with `block_on`.
+fn run_the_daemon_with_a_stuck_blocking_thread() {
     let report = Daemon::new("stuck")
         .grace(Duration::from_millis(200))
         .block_on(|d| async move {
@@ -791,15 +854,18 @@ fn child_with_a_stuck_blocking_thread() {
     println!("CHILD REPORT\n{report}");
 }
 
+/// Runs itself again as a child process (this same test, with
+/// `CANCEL_SCOPE_STUCK_CHILD` set, is the child), and checks that the child
+/// exits on time past its stuck blocking thread.
 #[test]
 fn the_process_exits_on_time_past_a_stuck_blocking_thread() {
+    const TEST: &str = "the_process_exits_on_time_past_a_stuck_blocking_thread";
+    if std::env::var_os("CANCEL_SCOPE_STUCK_CHILD").is_some() {
+        return run_the_daemon_with_a_stuck_blocking_thread();
+    }
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_with_a_stuck_blocking_thread",
-            "--nocapture",
-        ])
+        .args(["--exact", TEST, "--nocapture"])
         .env("CANCEL_SCOPE_STUCK_CHILD", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -86,6 +86,7 @@ async fn run_daemon(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_shuts_down_without_losing_a_record() {
+    use cancel_scope::TaskOutcome;
     use cancel_scope::daemon::{Forced, NodeState, StopReason};
 
     // 1. It stops by itself after `run_for`, in order, and loses nothing.
@@ -133,7 +134,11 @@ async fn daemon_shuts_down_without_losing_a_record() {
     }
     assert_eq!(names, expected);
     let ingest = tree.get("/daemon/ingest").unwrap();
-    assert_eq!(ingest.state(), NodeState::Stopped, "{out}");
+    assert_eq!(
+        ingest.state(),
+        NodeState::Ended(TaskOutcome::Stopped),
+        "{out}"
+    );
     assert!(
         ingest.note().unwrap().contains("nothing to clean up"),
         "{out}"
@@ -142,13 +147,16 @@ async fn daemon_shuts_down_without_losing_a_record() {
     // It finished on its own as ingest stopped, or was cancelled in the
     // middle of that and its cleanup finished the job.
     assert!(
-        matches!(writer.state(), NodeState::Finished | NodeState::Stopped),
+        matches!(
+            writer.state(),
+            NodeState::Ended(TaskOutcome::Completed) | NodeState::Ended(TaskOutcome::Stopped)
+        ),
         "{out}"
     );
     assert!(writer.note().unwrap().contains("flushed"), "{out}");
     assert_eq!(
         tree.get("/daemon/metrics").unwrap().state(),
-        NodeState::Stopped,
+        NodeState::Ended(TaskOutcome::Stopped),
         "{out}"
     );
     // What the user sees: progress, the reason, the table, the verdict.
@@ -220,7 +228,7 @@ async fn daemon_shuts_down_without_losing_a_record() {
     assert_eq!(report.daemon.forced(), Some(Forced::SecondSignal), "{out}");
     assert_eq!(
         report.daemon.tree().get("/daemon/writer").unwrap().state(),
-        NodeState::Aborted,
+        NodeState::Ended(TaskOutcome::Aborted),
         "{out}"
     );
     assert!(report.lines_in_order, "{out}");

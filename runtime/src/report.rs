@@ -575,7 +575,7 @@ impl<T> ShutdownReport<T> {
 const MAX_NAME_WIDTH: usize = 40;
 
 /// A duration with a few significant digits: `850µs`, `12.5ms`, `3.000s`.
-fn short_duration(d: Duration) -> String {
+pub(crate) fn short_duration(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{}µs", d.as_micros())
     } else if d < Duration::from_secs(1) {

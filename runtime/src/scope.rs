@@ -639,6 +639,14 @@ impl<T> Scope<T> {
         self.len() == 0
     }
 
+    /// Refuses every spawn from now on ([`Spawner::spawn`] returns `None`),
+    /// as a shutdown does, without cancelling anything: for an owner that
+    /// has joined every task and is about to end.
+    pub(crate) fn close(&self) {
+        let _inner = self.inner();
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
     /// Stops every task now: no queued task or blocking closure starts any
     /// more, started blocking ones are detached (when `detach`), async ones
     /// aborted (dropping the scope: nothing is detached, nothing starts ever

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cancel_scope::ShutdownSignal;
 use cancel_scope::daemon::{Forced, NodeState};
+use cancel_scope::{ShutdownSignal, TaskOutcome};
 use cancel_scope_example_http::client::{self, Got};
 use cancel_scope_example_http::{DemoConfig, Server, demo, start};
 use tokio::io::BufReader;
@@ -114,7 +114,7 @@ async fn in_flight_requests_finish_new_connections_are_refused_idle_ones_close()
     assert_eq!(stats.cut, 0);
     assert_eq!(stats.in_flight_at_shutdown, 3);
     let listener = report.tree().get("/http/listener").unwrap();
-    assert_eq!(listener.state(), NodeState::Stopped);
+    assert_eq!(listener.state(), NodeState::Ended(TaskOutcome::Stopped));
     let note = listener.note().unwrap();
     assert!(note.contains("3 requests in flight"), "{note}");
     // Every connection open at the shutdown (4, or more if a connection
@@ -144,7 +144,7 @@ async fn past_the_grace_period_a_request_is_cut_and_the_report_says_so() {
     assert_eq!(report.code(), 3);
     assert_eq!(
         report.tree().get("/http/listener").unwrap().state(),
-        NodeState::Aborted
+        NodeState::Ended(TaskOutcome::Aborted)
     );
     // The client saw its connection close without an answer.
     let got = bounded("the cut request", request).await.unwrap();

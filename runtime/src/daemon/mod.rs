@@ -31,64 +31,89 @@
 //!
 //! How it compares to tokio-graceful-shutdown's `Toplevel`: the same shape
 //! (`Toplevel::new(..).catch_signals().handle_shutdown_requests(timeout)`
-//! is `Daemon::new(..).catch_signals().grace(timeout).run(..)`), plus
-//! restarts, an ordered shutdown, a live tree, and a report that names
-//! what hung.
+//! is `Daemon::new(..).catch_signals().grace(timeout).run(..)`; its
+//! `NestedSubsystem` is [`NestedSubsystem`], with `stop`, `abort`, `join`
+//! and `is_finished`), plus restarts, an ordered shutdown, a live tree, and
+//! a report that names what hung and every failure.
+//!
+//! Built on [`Scope`](crate::Scope): each subsystem is a task of its
+//! parent's scope, every subsystem's token descends from the daemon's, and
+//! the forced phase is the daemon's scope's shutdown. A failure climbs at
+//! once, from any depth, to the first subsystem that contains it (it
+//! restarts, or does not escalate) or to the daemon, whose one grace period
+//! then bounds the whole shutdown.
 
+mod handle;
 #[cfg(feature = "process")]
 mod process;
-mod race;
+mod report;
+mod runner;
 mod subsystem;
 mod tree;
 
 use std::fmt;
 use std::future::Future;
-use std::process::ExitCode;
 #[cfg(feature = "signal")]
 use std::sync::Arc as SignalArc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use race::First4;
-pub use subsystem::{Restart, ShutdownOrder, Subsystem, SubsystemHandle, SubsystemOutput};
+pub use handle::{NestedSubsystem, SubsystemHandle};
+pub use report::{DaemonReport, Failure};
+pub use subsystem::{Restart, ShutdownOrder, Subsystem, SubsystemOutput};
 pub use tree::{NodeState, TaskTree, TreeNode};
 
+use crate::Scope;
 #[cfg(feature = "signal")]
 use crate::ShutdownSignal;
+use crate::report::short_duration as short;
+#[cfg(all(feature = "signal", unix))]
+use tokio::signal::unix::{Signal, SignalKind};
+use tree::{LiveTree, ROOT};
 
 type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// What the subsystems share: the ledger, the daemon's stop token and why
-/// it was cancelled, where the log goes.
+/// What the subsystems share: the live tree, why the daemon is stopping
+/// and since when, where the log goes.
 pub(crate) struct Shared {
-    ledger: tree::Ledger,
-    shutdown: CancellationToken,
+    /// The daemon's root token: every token descends from it; never
+    /// cancelled itself.
+    root: CancellationToken,
+    tree: LiveTree,
     reason: OnceLock<StopReason>,
-    /// When the shutdown began.
     began: OnceLock<Instant>,
     log: Log,
 }
 
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("reason", &self.reason)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Shared {
+    /// Whether the daemon's shutdown has begun.
+    fn is_stopping(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    /// Begins the shutdown, once: says why, and stops the root subsystem,
+    /// which stops the others in their order.
     fn begin_shutdown(&self, reason: StopReason) {
-        if !self.shutdown.is_cancelled() {
+        if self.reason.set(reason.clone()).is_ok() {
             let _ = self.began.set(Instant::now());
-            if self.reason.set(reason.clone()).is_ok() {
-                self.log(&format!("shutting down: {reason}"));
-            }
-            self.shutdown.cancel();
+            self.log(&format!("shutting down: {reason}"));
+            self.tree.request_stop(ROOT);
+            self.tree.stop_orphans();
+        }
+    }
+
+    /// Records and logs a failure of `id` (its panic, or its giving up
+    /// restarting); one that reaches the daemon shuts it down.
+    fn fail(&self, id: usize, error: &str, panicked: bool, giving_up: bool) {
+        let path = self.tree.path(id);
+        let failed = if giving_up { "" } else { "failed: " };
+        self.log(&format!("{path} {failed}{error}"));
+        let stopping = self.is_stopping();
+        if self.tree.fail(id, error, panicked, stopping, giving_up) {
+            self.begin_shutdown(StopReason::Failed(path));
         }
     }
 
@@ -131,6 +156,8 @@ pub enum StopReason {
     /// The subsystem with this name failed, and its failure escalated to
     /// the daemon.
     Failed(String),
+    /// The token given to [`Daemon::child_of`] was cancelled.
+    OutsideToken,
 }
 
 impl fmt::Display for StopReason {
@@ -140,6 +167,7 @@ impl fmt::Display for StopReason {
             StopReason::Signal(name) => f.write_str(name),
             StopReason::Requested(by) => write!(f, "requested by {by}"),
             StopReason::Failed(who) => write!(f, "{who} failed"),
+            StopReason::OutsideToken => f.write_str("the outside token was cancelled"),
         }
     }
 }
@@ -169,73 +197,6 @@ impl fmt::Display for Forced {
         })
     }
 }
-
-/// A subsystem that failed for good, in a [`DaemonReport`].
-///
-/// ```
-/// # extern crate cancel_scope_runtime as cancel_scope;
-/// use cancel_scope::daemon::{Daemon, Subsystem};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let report = Daemon::new("d")
-///     .quiet()
-///     .run(|d| async move { d.start(Subsystem::new("w", |_| async { if true { panic!("bug") } })) })
-///     .await;
-/// let failure = &report.failures()[0];
-/// assert_eq!(failure.name(), "/d/w");
-/// assert_eq!(failure.error(), "task panicked: bug");
-/// assert_eq!(failure.to_string(), "/d/w failed: task panicked: bug");
-/// # }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    name: String,
-    error: String,
-}
-
-impl Failure {
-    /// The subsystem's hierarchical name.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("w", |_| async { Err("x") }));
-    /// }).await;
-    /// assert_eq!(report.failures()[0].name(), "/d/w");
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Its error, or its panic's message.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("w", |_| async { Err("disk full") }));
-    /// }).await;
-    /// assert_eq!(report.failures()[0].error(), "disk full");
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn error(&self) -> &str {
-        &self.error
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: {}", self.name, self.error)
-    }
-}
-
-impl std::error::Error for Failure {}
 
 /// The entry point for `main`: runs a tree of named [`Subsystem`]s until a
 /// signal, a failure that escalates to it, or the end of them all; then
@@ -278,6 +239,7 @@ pub struct Daemon {
     signal: Option<SignalSource>,
     #[cfg(feature = "signal")]
     tree_on_sigusr1: bool,
+    outside: Option<CancellationToken>,
 }
 
 #[cfg(feature = "signal")]
@@ -325,7 +287,38 @@ impl Daemon {
             signal: None,
             #[cfg(feature = "signal")]
             tree_on_sigusr1: false,
+            outside: None,
         }
+    }
+
+    /// Also shuts down, in order, when `token` is cancelled: a daemon
+    /// embedded in a larger program, or in a test. The daemon's own tokens
+    /// do not descend from `token`, so that its shutdown keeps its order.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// use cancel_scope::CancellationToken;
+    /// use cancel_scope::daemon::{Daemon, StopReason, Subsystem};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let outside = CancellationToken::new();
+    /// let stop = outside.clone();
+    /// let report = Daemon::new("d")
+    ///     .child_of(&outside)
+    ///     .quiet()
+    ///     .run(|d| async move {
+    ///         d.start(Subsystem::new("w", |w| async move { w.token().cancelled().await }));
+    ///         stop.cancel();
+    ///     })
+    ///     .await;
+    /// assert_eq!(report.reason(), &StopReason::OutsideToken);
+    /// assert!(report.is_clean());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn child_of(mut self, token: &CancellationToken) -> Self {
+        self.outside = Some(token.clone());
+        self
     }
 
     /// How long the subsystems' cleanups may take, all together, from the
@@ -529,522 +522,149 @@ impl Daemon {
         Fut::Output: SubsystemOutput,
     {
         let shared = Arc::new(Shared {
-            ledger: tree::Ledger::default(),
-            shutdown: CancellationToken::new(),
+            root: CancellationToken::new(),
+            tree: LiveTree::default(),
             reason: OnceLock::new(),
             began: OnceLock::new(),
             log: Arc::clone(&self.log),
         });
-        let root = shared.ledger.add(None, &self.name);
+        let mut daemon = Scope::<()>::child_of(&shared.root);
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
-        let (alive, mut gone) = mpsc::channel::<()>(1);
-        let mut driver = Some(subsystem::supervise(
-            Arc::clone(&shared),
-            root,
-            spec,
-            shared.shutdown.clone(),
-            alive,
-        ));
-
-        #[cfg(feature = "signal")]
-        let signals = Signals::start(&self, &shared);
-        #[cfg(feature = "signal")]
-        let signal_token = signals.signal.as_ref().map(|s| s.token().clone());
-        #[cfg(not(feature = "signal"))]
-        let signal_token: Option<CancellationToken> = None;
-
-        let first_signal = async {
-            match &signal_token {
-                Some(t) => t.cancelled().await,
-                None => std::future::pending().await,
-            }
+        runner::start(&shared, None, spec, &daemon.spawner());
+        let watchers = Watchers::start(&self, &shared);
+        // Cancelled when the shutdown begins.
+        let stop = shared.tree.stop_token(ROOT);
+        let stop = stop.unwrap_or_else(|| shared.root.child_token());
+        let forced = match stop.run_until_cancelled(daemon.join_next()).await {
+            Some(_ended) => None,
+            None => self.shut_down(&shared, &mut daemon, &watchers).await,
         };
-        let ended = match race::first4(
-            driver.as_mut().expect("not taken yet"),
-            shared.shutdown.cancelled(),
-            first_signal,
-            std::future::pending::<()>(),
-        )
-        .await
-        {
-            First4::A(_) => true,
-            First4::B(()) | First4::D(()) => false,
-            First4::C(()) => {
-                #[cfg(feature = "signal")]
-                let name = signals
-                    .signal
-                    .as_ref()
-                    .and_then(|s| s.reason())
-                    .unwrap_or("a signal");
-                #[cfg(not(feature = "signal"))]
-                let name = "a signal";
-                shared.begin_shutdown(StopReason::Signal(name));
-                false
-            }
-        };
-        let mut forced = None;
-        if !ended {
-            let began = *shared.began.get_or_init(Instant::now);
-            let by_signal = matches!(shared.reason.get(), Some(StopReason::Signal(_)));
-            #[cfg(feature = "signal")]
-            let force_token = signals.signal.as_ref().map(|s| {
-                if by_signal {
-                    s.forced().clone()
-                } else {
-                    s.token().clone()
-                }
-            });
-            #[cfg(not(feature = "signal"))]
-            let force_token: Option<CancellationToken> = {
-                let _ = by_signal;
-                None
-            };
-            let force = async {
-                match &force_token {
-                    Some(t) => t.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
-            forced = match race::first4(
-                driver.as_mut().expect("not taken yet"),
-                tokio::time::sleep_until(began + self.grace),
-                force,
-                std::future::pending::<()>(),
-            )
-            .await
-            {
-                First4::A(_) => None,
-                First4::B(()) => Some(Forced::GraceElapsed),
-                First4::C(()) | First4::D(()) => Some(Forced::SecondSignal),
-            };
-            if let Some(why) = forced {
-                let aborted = shared.ledger.abort_all();
-                shared.log(&format!(
-                    "shutdown forced after {} ({why}): aborting {}",
-                    tree::short(began.elapsed()),
-                    aborted.join(", ")
-                ));
-                // Dropping the root's driver drops its scope, which aborts
-                // the subsystems' tasks, whose scopes abort theirs.
-                drop(driver.take());
-                // Each driver holds a sender; wait (briefly: a worker thread
-                // stuck in blocking code would hold an aborted task) until
-                // the aborted ones are gone, so that what they wrote is all
-                // there is to read.
-                let _ = tokio::time::timeout(Duration::from_secs(1), gone.recv()).await;
-            }
-        }
-        let shutdown_took = shared.began.get().map(Instant::elapsed);
-        drop(driver);
-        let reason = shared.reason.get().cloned().unwrap_or(StopReason::Finished);
-        let failures = shared
-            .ledger
-            .failures()
-            .into_iter()
-            .map(|(name, error)| Failure { name, error })
-            .collect();
+        drop(watchers);
         DaemonReport {
             name: self.name,
-            reason,
+            reason: shared.reason.get().cloned().unwrap_or(StopReason::Finished),
             forced,
             grace: self.grace,
-            shutdown_took,
-            tree: shared.ledger.snapshot(),
-            failures,
+            shutdown_took: shared.began.get().map(Instant::elapsed),
+            tree: shared.tree.snapshot(),
+            failures: shared.tree.failures(),
         }
+    }
+
+    /// The shutdown, once begun: waits for the subsystems within the grace
+    /// period, until a second signal (or a first one, when the shutdown
+    /// did not begin with one); then the daemon's scope aborts what is
+    /// left. Returns why it was forced, if it was.
+    async fn shut_down(
+        &self,
+        shared: &Shared,
+        daemon: &mut Scope<()>,
+        watchers: &Watchers,
+    ) -> Option<Forced> {
+        let began = *shared.began.get_or_init(Instant::now);
+        let by_signal = matches!(shared.reason.get(), Some(StopReason::Signal(_)));
+        let in_grace = tokio::time::timeout_at(began + self.grace, daemon.join_next());
+        let forced = match watchers.force_token(by_signal) {
+            Some(force) => match force.run_until_cancelled(in_grace).await {
+                Some(in_grace) => in_grace.err().map(|_| Forced::GraceElapsed),
+                None => Some(Forced::SecondSignal),
+            },
+            None => in_grace.await.err().map(|_| Forced::GraceElapsed),
+        }?;
+        let aborted = shared.tree.abort(ROOT);
+        shared.log(&format!(
+            "shutdown forced after {} ({forced}): aborting {}",
+            short(began.elapsed()),
+            aborted.join(", ")
+        ));
+        daemon.shutdown(Duration::ZERO).await;
+        Some(forced)
     }
 }
 
-/// The daemon's signal handling, for the length of `run`.
-#[cfg(feature = "signal")]
-struct Signals {
+/// What the daemon listens to for the length of `run`, as tasks of a
+/// scope of their own (dropped with it): signals, the outside token,
+/// SIGUSR1.
+struct Watchers {
+    #[cfg(feature = "signal")]
     signal: Option<SignalArc<ShutdownSignal>>,
-    tree_printer: Option<tokio::task::JoinHandle<()>>,
+    _tasks: Scope<()>,
 }
 
-#[cfg(feature = "signal")]
-impl Signals {
+impl Watchers {
     fn start(daemon: &Daemon, shared: &Arc<Shared>) -> Self {
+        let mut tasks = Scope::child_of(&shared.root);
+        if let Some(outside) = daemon.outside.clone() {
+            let shared = Arc::clone(shared);
+            tasks.spawn(|_| async move {
+                outside.cancelled().await;
+                shared.begin_shutdown(StopReason::OutsideToken);
+            });
+        }
+        Watchers {
+            #[cfg(feature = "signal")]
+            signal: Watchers::signal(daemon, shared, &mut tasks),
+            _tasks: tasks,
+        }
+    }
+
+    /// What forces the shutdown: a second signal, or a first one when the
+    /// shutdown did not begin with a signal.
+    fn force_token(&self, by_signal: bool) -> Option<CancellationToken> {
+        #[cfg(feature = "signal")]
+        return self.signal.as_ref().map(|s| match by_signal {
+            true => s.forced().clone(),
+            false => s.token().clone(),
+        });
+        #[cfg(not(feature = "signal"))]
+        {
+            let _ = by_signal;
+            None
+        }
+    }
+
+    #[cfg(feature = "signal")]
+    fn signal(
+        daemon: &Daemon,
+        shared: &Arc<Shared>,
+        tasks: &mut Scope<()>,
+    ) -> Option<SignalArc<ShutdownSignal>> {
+        #[cfg(unix)]
+        if daemon.tree_on_sigusr1 {
+            // Listening from now on, before the setup runs.
+            let sigusr1 = tokio::signal::unix::signal(SignalKind::user_defined1());
+            tasks.spawn(|_| print_tree_on_sigusr1(sigusr1, Arc::clone(shared)));
+        }
         let signal = match &daemon.signal {
-            None => None,
-            Some(SignalSource::Given(signal)) => Some(SignalArc::clone(signal)),
+            None => return None,
+            Some(SignalSource::Given(signal)) => SignalArc::clone(signal),
             Some(SignalSource::Install) => match ShutdownSignal::install() {
-                Ok(signal) => Some(SignalArc::new(signal)),
+                Ok(signal) => SignalArc::new(signal),
                 Err(e) => {
                     shared.log(&format!("cannot listen for signals: {e}"));
-                    None
+                    return None;
                 }
             },
         };
-        #[cfg(unix)]
-        let tree_printer = daemon.tree_on_sigusr1.then(|| {
-            use tokio::signal::unix::{SignalKind, signal};
-            let shared = Arc::clone(shared);
-            let stream = signal(SignalKind::user_defined1());
-            tokio::spawn(async move {
-                let mut stream = match stream {
-                    Ok(stream) => stream,
-                    Err(e) => return shared.log(&format!("cannot listen for SIGUSR1: {e}")),
-                };
-                while stream.recv().await.is_some() {
-                    shared.log(&format!(
-                        "SIGUSR1: the task tree\n{}",
-                        shared.ledger.snapshot()
-                    ));
-                }
-            })
+        let (first, shared) = (SignalArc::clone(&signal), Arc::clone(shared));
+        tasks.spawn(|_| async move {
+            first.token().cancelled().await;
+            let name = first.reason().unwrap_or("a signal");
+            shared.begin_shutdown(StopReason::Signal(name));
         });
-        #[cfg(not(unix))]
-        let tree_printer = None;
-        Signals {
-            signal,
-            tree_printer,
-        }
+        Some(signal)
     }
 }
 
-#[cfg(feature = "signal")]
-impl Drop for Signals {
-    fn drop(&mut self) {
-        if let Some(printer) = &self.tree_printer {
-            printer.abort();
-        }
-    }
-}
-
-/// What [`Daemon::run`] says happened: why it stopped, whether the
-/// shutdown was forced, each subsystem's end, and an exit code.
-///
-/// Its `Display` is a table, one subsystem a line, and a summary line:
-///
-/// ```text
-/// SUBSYSTEM        OUTCOME              CLEANUP  NOTE
-/// /daemon          stopped, cleaned up    2.00s
-///   /daemon/ingest stopped, cleaned up    0.2ms  sent 8000 records
-///   /daemon/writer ABORTED                2.00s
-/// daemon: shutdown (Ctrl-C) FORCED after 2.00s (the grace period elapsed; grace 2.00s): 2 cleaned up, 1 aborted -> exit 3
-/// ```
-///
-/// ```
-/// # extern crate cancel_scope_runtime as cancel_scope;
-/// use std::time::Duration;
-/// use cancel_scope::daemon::{Daemon, Forced, NodeState, Subsystem};
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// let report = Daemon::new("d")
-///     .grace(Duration::from_secs(1))
-///     .quiet()
-///     .run(|d| async move {
-///         d.start(Subsystem::new("hung", |_| std::future::pending::<()>()));
-///         d.request_shutdown();
-///     })
-///     .await;
-/// assert_eq!(report.forced(), Some(Forced::GraceElapsed));
-/// assert_eq!(report.tree().get("/d/hung").unwrap().state(), NodeState::Aborted);
-/// assert_eq!(report.shutdown_took(), Some(Duration::from_secs(1)));
-/// assert_eq!(report.code(), 3);
-/// assert!(!report.is_clean());
-/// # }
-/// ```
-#[derive(Clone, Debug)]
-pub struct DaemonReport {
-    name: String,
-    reason: StopReason,
-    forced: Option<Forced>,
-    grace: Duration,
-    shutdown_took: Option<Duration>,
-    tree: TaskTree,
-    failures: Vec<Failure>,
-}
-
-impl DaemonReport {
-    /// Why the daemon stopped.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, StopReason};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move { d.request_shutdown() }).await;
-    /// assert_eq!(report.reason(), &StopReason::Requested("/d".into()));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn reason(&self) -> &StopReason {
-        &self.reason
-    }
-
-    /// Why the shutdown was cut short, if it was.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Daemon;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
-    /// assert_eq!(report.forced(), None);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn forced(&self) -> Option<Forced> {
-        self.forced
-    }
-
-    /// From the start of the shutdown to its end; `None` when every
-    /// subsystem ended on its own first.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Daemon;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
-    /// assert_eq!(report.shutdown_took(), None);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn shutdown_took(&self) -> Option<Duration> {
-        self.shutdown_took
-    }
-
-    /// The grace period the shutdown was given.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Daemon; use std::time::Duration;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").grace(Duration::from_secs(7)).quiet().run(|_| async {}).await;
-    /// assert_eq!(report.grace(), Duration::from_secs(7));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn grace(&self) -> Duration {
-        self.grace
-    }
-
-    /// Every subsystem as it ended.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("w", |_| async {}));
-    /// }).await;
-    /// assert_eq!(report.tree().nodes().len(), 2);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn tree(&self) -> &TaskTree {
-        &self.tree
-    }
-
-    /// The subsystems that failed for good, where each failure began (not
-    /// the parents it escalated to), in tree order.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("a", |a| async move {
-    ///         a.start(Subsystem::new("b", |_| async { Err("x") }));
-    ///     }));
-    /// }).await;
-    /// let names: Vec<_> = report.failures().iter().map(|f| f.name()).collect();
-    /// assert_eq!(names, ["/d/a/b"]); // not /d/a, nor /d
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn failures(&self) -> &[Failure] {
-        &self.failures
-    }
-
-    /// `true` when nothing failed and nothing was aborted.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Daemon;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
-    /// assert!(report.is_clean());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn is_clean(&self) -> bool {
-        self.failures.is_empty() && self.forced.is_none()
-    }
-
-    /// The exit code that says what happened:
-    ///
-    /// | code | when |
-    /// | --- | --- |
-    /// | 0 | every subsystem ended on its own or cleaned up |
-    /// | 1 | a subsystem failed for good (the others may have cleaned up) |
-    /// | 3 | the grace period elapsed: something was aborted |
-    /// | 130 | a second signal aborted the shutdown |
-    ///
-    /// A failure wins over a forced shutdown.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("w", |_| async { Err("x") }));
-    /// }).await;
-    /// assert_eq!(report.code(), 1);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn code(&self) -> u8 {
-        match (self.failures.is_empty(), self.forced) {
-            (false, _) => 1,
-            (true, Some(Forced::GraceElapsed)) => 3,
-            (true, Some(Forced::SecondSignal)) => 130,
-            (true, None) => 0,
-        }
-    }
-
-    /// [`code`](Self::code) as what `main` returns.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Daemon;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|_| async {}).await;
-    /// assert_eq!(report.exit_code(), std::process::ExitCode::SUCCESS);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(self.code())
-    }
-
-    /// Prints the report on stderr and returns its [`exit_code`](Self::exit_code):
-    /// the last line of a daemon's `main`.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Daemon;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let code = Daemon::new("d").quiet().run(|_| async {}).await.print_and_exit_code();
-    /// assert_eq!(code, std::process::ExitCode::SUCCESS);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn print_and_exit_code(&self) -> ExitCode {
-        eprintln!("{self}");
-        self.exit_code()
-    }
-
-    /// `Ok` when [`is_clean`](Self::is_clean), else the first failure (or
-    /// the forced shutdown) as an error, for a `main` that returns a
-    /// `Result`.
-    ///
-    /// # Errors
-    /// When a subsystem failed, or the shutdown was forced.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("w", |_| async { Err("disk full") }));
-    /// }).await;
-    /// assert_eq!(report.into_result().unwrap_err().to_string(), "/d/w failed: disk full");
-    /// # }
-    /// ```
-    pub fn into_result(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if let Some(failure) = self.failures.into_iter().next() {
-            return Err(failure.into());
-        }
-        match self.forced {
-            Some(why) => Err(format!("shutdown forced by {why}").into()),
-            None => Ok(()),
-        }
-    }
-
-    /// The last line: why it stopped, how the shutdown went, the count of
-    /// each outcome, the exit code.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::{Daemon, Subsystem};
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-    /// let report = Daemon::new("d").quiet().run(|d| async move {
-    ///     d.start(Subsystem::new("w", |w| async move { w.token().cancelled().await }));
-    ///     d.request_shutdown();
-    /// }).await;
-    /// assert_eq!(report.summary(), "d: shutdown (requested by /d) took 0µs (grace 5.00s): 2 cleaned up -> exit 0");
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn summary(&self) -> String {
-        let mut counts: Vec<(NodeState, usize)> = Vec::new();
-        for node in self.tree.nodes() {
-            match counts.iter_mut().find(|(s, _)| *s == node.state()) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((node.state(), 1)),
-            }
-        }
-        let counts: Vec<String> = counts
-            .iter()
-            .map(|(state, n)| format!("{n} {}", state.short_label()))
-            .collect();
-        let how = match (self.shutdown_took, self.forced) {
-            (None, _) => "every subsystem ended".to_owned(),
-            (Some(took), None) => format!(
-                "shutdown ({}) took {} (grace {})",
-                self.reason,
-                tree::short(took),
-                tree::short(self.grace)
-            ),
-            (Some(took), Some(why)) => format!(
-                "shutdown ({}) FORCED after {} ({why}; grace {})",
-                self.reason,
-                tree::short(took),
-                tree::short(self.grace)
-            ),
-        };
-        format!(
-            "{}: {how}: {} -> exit {}",
-            self.name,
-            counts.join(", "),
-            self.code()
-        )
-    }
-}
-
-impl fmt::Display for DaemonReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nodes = self.tree.nodes();
-        let name = |n: &TreeNode| format!("{:indent$}{}", "", n.name(), indent = n.depth() * 2);
-        let width = nodes
-            .iter()
-            .map(|n| name(n).chars().count())
-            .chain([9])
-            .max()
-            .unwrap_or(9);
-        writeln!(
-            f,
-            "{:<width$}  {:<19}  {:>8}  NOTE",
-            "SUBSYSTEM", "OUTCOME", "CLEANUP"
-        )?;
-        for n in nodes {
-            let cleanup = n.cleanup_time().map_or("-".to_owned(), tree::short);
-            let mut line = format!("{:<width$}  {:<19}  {cleanup:>8}", name(n), n.state());
-            if n.restarts() > 0 {
-                line += &format!("  restarted {}x", n.restarts());
-            }
-            if let Some(note) = n.note() {
-                line += &format!("  {note}");
-            }
-            if let Some(error) = n.error() {
-                line += &format!("  error: {error}");
-            }
-            if n.state() == NodeState::Aborted && n.cleanup_time().is_none() {
-                line += "  (aborted before its turn to stop)";
-            }
-            writeln!(f, "{}", line.trim_end())?;
-        }
-        f.write_str(&self.summary())
+/// Logs the task tree on each SIGUSR1.
+#[cfg(all(feature = "signal", unix))]
+async fn print_tree_on_sigusr1(sigusr1: std::io::Result<Signal>, shared: Arc<Shared>) {
+    let mut sigusr1 = match sigusr1 {
+        Ok(stream) => stream,
+        Err(e) => return shared.log(&format!("cannot listen for SIGUSR1: {e}")),
+    };
+    while sigusr1.recv().await.is_some() {
+        let tree = shared.tree.snapshot();
+        shared.log(&format!("SIGUSR1: the task tree\n{tree}"));
     }
 }

@@ -1,42 +1,54 @@
-//! The daemon's ledger of subsystems, and [`TaskTree`], a snapshot of it.
+//! The daemon's live tree of subsystems ([`LiveTree`]): what each one is
+//! doing, why it failed, and every failure of the run; and [`TaskTree`], a
+//! snapshot of it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// Where a subsystem is in its life, in a [`TaskTree`].
+use super::Failure;
+use crate::report::short_duration as short;
+use crate::task::TaskOutcome;
+
+/// Where a subsystem is in its life, in a [`TaskTree`]: a live phase, or how
+/// it ended, as a [`TaskOutcome`].
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
 /// use cancel_scope::daemon::NodeState;
+/// use cancel_scope::TaskOutcome;
 ///
 /// assert_eq!(NodeState::Stopping.to_string(), "cleaning up");
 /// assert!(NodeState::Stopping.in_cleanup());
-/// assert!(NodeState::Failed.is_final());
+/// assert!(NodeState::Ended(TaskOutcome::Failed).is_final());
+/// assert_eq!(NodeState::Ended(TaskOutcome::Aborted).to_string(), "ABORTED");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NodeState {
-    /// Its fn (or one of its nested subsystems) is running, and nothing has
-    /// asked it to stop.
+    /// Its fn is running, and nothing has asked it to stop.
     Running,
-    /// Its token was cancelled (a shutdown, or a failure next to it) and it
-    /// is still running: its cleanup, or its nested subsystems' cleanups.
+    /// Its fn has returned; its nested subsystems still run, and it ends
+    /// when they have.
+    AwaitingChildren,
+    /// It was asked to stop (a shutdown, its parent, a failure in it or
+    /// next to it) and is still running: its cleanup, or its nested
+    /// subsystems' cleanups.
     Stopping,
-    /// It failed and waits out its backoff before it is started again.
+    /// It ended and waits out its backoff before it is started again.
     Restarting,
-    /// It ended on its own, before anything asked it to stop.
-    Finished,
-    /// It was asked to stop and ended within the grace period: it cleaned up.
-    Stopped,
-    /// It returned an error or panicked (after its restarts, if any).
-    Failed,
-    /// It was still running when the shutdown was forced (grace period
-    /// elapsed, or a second signal) and was aborted: its cleanup did not
-    /// finish, or never began.
-    Aborted,
+    /// It has ended for good: [`Completed`](TaskOutcome::Completed) on its
+    /// own, [`Stopped`](TaskOutcome::Stopped) when asked to (it cleaned
+    /// up), [`Failed`](TaskOutcome::Failed) (an `Err`, or a nested
+    /// subsystem's failure it took on), [`Panicked`](TaskOutcome::Panicked),
+    /// or [`Aborted`](TaskOutcome::Aborted) by a forced shutdown or
+    /// [`NestedSubsystem::abort`](super::NestedSubsystem::abort).
+    Ended(TaskOutcome),
 }
 
 impl NodeState {
@@ -55,243 +67,462 @@ impl NodeState {
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// use cancel_scope::daemon::NodeState;
-    /// assert!(NodeState::Stopped.is_final());
+    /// use cancel_scope::{daemon::NodeState, TaskOutcome};
+    /// assert!(NodeState::Ended(TaskOutcome::Stopped).is_final());
     /// assert!(!NodeState::Restarting.is_final());
     /// ```
     #[must_use]
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            NodeState::Finished | NodeState::Stopped | NodeState::Failed | NodeState::Aborted
-        )
+        matches!(self, NodeState::Ended(_))
     }
 
     /// For the report's summary line.
-    pub(crate) fn short_label(self) -> &'static str {
+    pub(crate) fn short_label(self) -> Cow<'static, str> {
         match self {
-            NodeState::Stopped => "cleaned up",
-            NodeState::Failed => "failed",
-            NodeState::Aborted => "aborted",
-            other => other.label(),
+            NodeState::Ended(outcome) => outcome.short_label().into(),
+            live => live.label(),
         }
     }
 
-    fn label(self) -> &'static str {
+    /// Live phases in lower case; an outcome that needs attention in upper
+    /// case, to stand out in a table.
+    fn label(self) -> Cow<'static, str> {
         match self {
-            NodeState::Running => "running",
-            NodeState::Stopping => "cleaning up",
-            NodeState::Restarting => "restarting",
-            NodeState::Finished => "finished",
-            NodeState::Stopped => "stopped, cleaned up",
-            NodeState::Failed => "FAILED",
-            NodeState::Aborted => "ABORTED",
+            NodeState::Running => "running".into(),
+            NodeState::AwaitingChildren => "awaiting children".into(),
+            NodeState::Stopping => "cleaning up".into(),
+            NodeState::Restarting => "restarting".into(),
+            NodeState::Ended(o) if o.needs_attention() => o.label().to_uppercase().into(),
+            NodeState::Ended(o) => o.label().into(),
         }
     }
 }
 
-/// `running`, `cleaning up`, `restarting`, `finished`, `stopped, cleaned
-/// up`, `FAILED` or `ABORTED`.
+/// `running`, `awaiting children`, `cleaning up`, `restarting`, or the
+/// outcome's label (`completed`, `cancelled, cleaned up`, `FAILED`,
+/// `PANICKED`, `ABORTED`).
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
-/// assert_eq!(cancel_scope::daemon::NodeState::Aborted.to_string(), "ABORTED");
+/// use cancel_scope::{daemon::NodeState, TaskOutcome};
+/// assert_eq!(NodeState::Ended(TaskOutcome::Completed).to_string(), "completed");
 /// ```
 impl fmt::Display for NodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.label())
+        f.pad(&self.label())
     }
 }
 
-/// One subsystem in the daemon's ledger.
-#[derive(Debug)]
-pub(crate) struct Record {
-    pub(crate) path: String,
+/// What a subsystem's spec says that the tree needs: how its failures
+/// climb, and how its parent stops it.
+#[derive(Clone, Debug)]
+pub(crate) struct Rules {
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) escalate: bool,
+    pub(crate) restarts_on_failure: bool,
+    pub(crate) detached: bool,
+    pub(crate) stop_timeout: Option<Duration>,
+}
+
+/// One subsystem in the live tree.
+struct Record {
+    path: String,
     depth: usize,
+    parent: Option<usize>,
     children: Vec<usize>,
-    pub(crate) state: NodeState,
+    rules: Rules,
+    state: NodeState,
     /// When this run of it (the first, or the latest restart) began.
     started: Instant,
-    /// When its token was cancelled.
-    stop_requested: Option<Instant>,
-    ended: Option<Instant>,
+    /// Its stop token: its task's token in its parent's scope.
+    stop: Option<CancellationToken>,
     restarts: u32,
     note: Option<String>,
+    run: RunRecord,
+}
+
+/// What a record says of the current run; a restart begins a fresh one.
+#[derive(Default)]
+struct RunRecord {
+    /// Its token: a child of the stop token, cancelled by a failure in it.
+    token: Option<CancellationToken>,
+    /// When it was asked to stop (or its run was cancelled).
+    stop_requested: Option<Instant>,
+    ended: Option<Instant>,
+    /// Its turn in its parent's shutdown order is over (logged once).
+    passed: bool,
+    fn_returned: bool,
+    /// While it stops: cancelled when a nested subsystem is started.
+    replan: Option<CancellationToken>,
+    /// Its own failure, and whether it was a panic.
     error: Option<String>,
-    /// The failure began here, not in a nested subsystem.
-    origin: bool,
+    panicked: bool,
+    /// The first failure of a nested subsystem it took on.
+    took_on: Option<String>,
 }
 
-/// The ledger: a slab of records, the root at 0; a restart removes the
-/// previous run's nested subsystems, so a long-lived daemon does not grow.
-#[derive(Debug, Default)]
-pub(crate) struct Ledger {
-    records: Mutex<Vec<Option<Record>>>,
+/// A failure as it happened: where it began, and where it stopped climbing
+/// (`None`: it reached the daemon).
+struct FailureEntry {
+    id: usize,
+    failure: Failure,
+    contained_at: Option<usize>,
+    caught: bool,
 }
 
-impl Ledger {
-    fn lock(&self) -> MutexGuard<'_, Vec<Option<Record>>> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+#[derive(Default)]
+struct Books {
+    records: Vec<Option<Record>>,
+    failures: Vec<FailureEntry>,
+}
+
+impl Books {
+    fn get(&mut self, id: usize) -> Option<&mut Record> {
+        self.records.get_mut(id).and_then(Option::as_mut)
     }
 
-    /// Adds a running subsystem named `name` under `parent`; returns its id.
-    pub(crate) fn add(&self, parent: Option<usize>, name: &str) -> usize {
-        let mut records = self.lock();
-        let (path, depth) = match parent.and_then(|p| records[p].as_ref()) {
-            Some(p) => (format!("{}/{name}", p.path), p.depth + 1),
-            None => (format!("/{name}"), 0),
+    /// Whether `id` is `ancestor` or below it.
+    fn is_within(&self, id: usize, ancestor: usize) -> bool {
+        let parent = |&i: &usize| self.records.get(i)?.as_ref()?.parent;
+        std::iter::successors(Some(id), parent).any(|i| i == ancestor)
+    }
+
+    /// `id` and its descendants.
+    fn subtree(&self, id: usize) -> Vec<usize> {
+        (0..self.records.len())
+            .filter(|&i| self.is_within(i, id))
+            .collect()
+    }
+}
+
+/// The daemon's subsystems, the root at 0, and the failures of the run; a
+/// restart removes the previous run's nested subsystems, so a long-lived
+/// daemon does not grow. `ended` ticks whenever a subsystem ends, for those
+/// who wait for one.
+#[derive(Default)]
+pub(crate) struct LiveTree {
+    books: Mutex<Books>,
+    ended: watch::Sender<()>,
+}
+
+/// The daemon itself, in the tree.
+pub(crate) const ROOT: usize = 0;
+
+impl LiveTree {
+    fn lock(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the record of `id`, unless it was aborted (then it says
+    /// what it was at that moment).
+    fn update<R>(&self, id: usize, f: impl FnOnce(&mut Record) -> R) -> Option<R> {
+        let mut books = self.lock();
+        let record = books.get(id)?;
+        (record.state != NodeState::Ended(TaskOutcome::Aborted)).then(|| f(record))
+    }
+
+    /// Adds a subsystem under `parent`, in the tree at once; returns its id.
+    pub(crate) fn add(&self, parent: Option<usize>, rules: Rules) -> usize {
+        let mut books = self.lock();
+        let id = books.records.len();
+        let (path, depth) = match parent.and_then(|p| books.get(p)) {
+            Some(p) => {
+                p.children.push(id);
+                p.run
+                    .replan
+                    .take()
+                    .iter()
+                    .for_each(CancellationToken::cancel);
+                (format!("{}/{}", p.path, rules.name), p.depth + 1)
+            }
+            None => (format!("/{}", rules.name), 0),
         };
-        let id = records.len();
-        records.push(Some(Record {
+        books.records.push(Some(Record {
             path,
             depth,
+            parent,
             children: Vec::new(),
+            rules,
             state: NodeState::Running,
             started: Instant::now(),
-            stop_requested: None,
-            ended: None,
+            stop: None,
             restarts: 0,
             note: None,
-            error: None,
-            origin: false,
+            run: RunRecord::default(),
         }));
-        if let Some(Some(p)) = parent.map(|p| &mut records[p]) {
-            p.children.push(id);
-        }
         id
     }
 
     /// Forgets `id`, a subsystem that was never started.
     pub(crate) fn remove(&self, id: usize) {
-        let mut records = self.lock();
-        records[id] = None;
-        for r in records.iter_mut().flatten() {
-            r.children.retain(|&c| c != id);
-        }
+        let mut books = self.lock();
+        books.records[id] = None;
+        let records = books.records.iter_mut().flatten();
+        records.for_each(|r| r.children.retain(|&c| c != id));
     }
 
     pub(crate) fn path(&self, id: usize) -> String {
-        self.lock()[id]
-            .as_ref()
-            .map(|r| r.path.clone())
-            .unwrap_or_default()
+        let mut books = self.lock();
+        books.get(id).map_or_else(String::new, |r| r.path.clone())
     }
 
-    /// Changes the record of `id`, unless the shutdown was forced (then the
-    /// ledger says what it was at that moment).
-    pub(crate) fn update(&self, id: usize, f: impl FnOnce(&mut Record)) {
-        if let Some(Some(record)) = self.lock().get_mut(id) {
-            if record.state != NodeState::Aborted {
-                f(record);
+    pub(crate) fn stop_token(&self, id: usize) -> Option<CancellationToken> {
+        self.lock().get(id).and_then(|r| r.stop.clone())
+    }
+
+    pub(crate) fn set_stop(&self, id: usize, stop: CancellationToken) {
+        self.update(id, |r| r.stop = Some(stop));
+    }
+
+    /// A new run of `id` begins, with `run` as its token.
+    pub(crate) fn begin_run(&self, id: usize, run: CancellationToken) {
+        self.update(id, |r| {
+            (r.state, r.started) = (NodeState::Running, Instant::now());
+            r.run = RunRecord {
+                token: Some(run),
+                ..RunRecord::default()
+            };
+        });
+    }
+
+    /// `id`'s run is stopping; `replan` is cancelled when a nested
+    /// subsystem is started meanwhile, to give it its turn.
+    pub(crate) fn stopping(&self, id: usize, replan: CancellationToken) {
+        self.update(id, |r| {
+            r.run.stop_requested.get_or_insert_with(Instant::now);
+            (r.state, r.run.replan) = (NodeState::Stopping, Some(replan));
+        });
+    }
+
+    /// Asks `id` to stop (its stop token); returns when it was first asked.
+    pub(crate) fn request_stop(&self, id: usize) -> Option<Instant> {
+        self.update(id, |r| {
+            if let Some(stop) = &r.stop {
+                stop.cancel();
+            }
+            *r.run.stop_requested.get_or_insert_with(Instant::now)
+        })
+    }
+
+    /// `id`'s fn has returned; it is `awaiting` its children, unless it
+    /// is stopping.
+    pub(crate) fn fn_returned(&self, id: usize, awaiting: bool) {
+        self.update(id, |r| {
+            r.run.fn_returned = true;
+            if awaiting && r.state == NodeState::Running {
+                r.state = NodeState::AwaitingChildren;
+            }
+        });
+    }
+
+    /// The daemon is stopping: stops each detached subsystem whose parent's
+    /// fn has returned, as nobody is left to stop it.
+    pub(crate) fn stop_orphans(&self) {
+        let mut books = self.lock();
+        let now = Instant::now();
+        let done = |r: &Option<Record>| r.as_ref().is_some_and(|r| r.run.fn_returned);
+        let parents_done: Vec<bool> = books.records.iter().map(done).collect();
+        for r in books.records.iter_mut().flatten() {
+            let orphan = r.rules.detached && r.parent.is_some_and(|p| parents_done[p]);
+            if orphan && !r.state.is_final() {
+                r.run.stop_requested.get_or_insert(now);
+                r.stop.iter().for_each(CancellationToken::cancel);
             }
         }
     }
 
-    pub(crate) fn set_state(&self, id: usize, state: NodeState) {
-        self.update(id, |r| {
-            let now = Instant::now();
-            match state {
-                NodeState::Stopping => {
-                    r.stop_requested.get_or_insert(now);
-                }
-                NodeState::Running => {
-                    r.started = now;
-                    r.stop_requested = None;
-                    r.ended = None;
-                }
-                s if s.is_final() => r.ended = Some(now),
-                _ => {}
-            }
-            r.state = state;
-        });
+    /// `true` the first time it is called for `id`: its turn to stop is over.
+    pub(crate) fn pass(&self, id: usize) -> bool {
+        self.update(id, |r| !std::mem::replace(&mut r.run.passed, true)) == Some(true)
     }
 
     pub(crate) fn note(&self, id: usize, note: String) {
         self.update(id, |r| r.note = Some(note));
     }
 
-    /// Records why `id` failed; `origin` when the failure began there (not
-    /// in a nested subsystem). A later failure of the same run replaces an
-    /// earlier one only when it gives up restarting.
-    pub(crate) fn fail(&self, id: usize, error: String, origin: bool) {
-        self.update(id, |r| {
-            r.error = Some(error);
-            r.origin = origin;
-        });
-    }
-
-    /// The subsystems that failed for good where the failure began: path
-    /// and error, in tree order.
-    pub(crate) fn failures(&self) -> Vec<(String, String)> {
-        self.snapshot()
-            .nodes
-            .into_iter()
-            .filter(|n| n.state == NodeState::Failed && n.origin)
-            .map(|n| (n.path, n.error.unwrap_or_default()))
+    /// The nested subsystems of `id` that have not ended, in start order.
+    pub(crate) fn live_children(&self, id: usize) -> Vec<(usize, Rules)> {
+        let books = self.lock();
+        let records = books.records.iter().enumerate();
+        let live = records.filter_map(|(i, r)| Some((i, r.as_ref()?)));
+        live.filter(|(_, r)| r.parent == Some(id) && !r.state.is_final())
+            .map(|(i, r)| (i, r.rules.clone()))
             .collect()
     }
 
-    /// Before a restart: one more restart, and the last run's nested
-    /// subsystems and error forgotten.
-    pub(crate) fn restarting(&self, id: usize) {
-        let mut records = self.lock();
-        let mut stale = match records[id].as_mut() {
-            Some(r) => {
-                r.restarts += 1;
-                r.state = NodeState::Restarting;
-                r.error = None;
-                r.origin = false;
-                std::mem::take(&mut r.children)
-            }
-            None => return,
-        };
-        while let Some(child) = stale.pop() {
-            if let Some(r) = records[child].take() {
-                stale.extend(r.children);
+    /// Whether `id` has ended for good (or is gone).
+    pub(crate) fn has_ended(&self, id: usize) -> bool {
+        self.lock().get(id).is_none_or(|r| r.state.is_final())
+    }
+
+    /// Waits until `done` says so of the tree, checked each time a
+    /// subsystem ends.
+    pub(crate) async fn wait_until(&self, done: impl Fn(&LiveTree) -> bool) {
+        let mut ended = self.ended.subscribe();
+        while !done(self) {
+            if ended.changed().await.is_err() {
+                return;
             }
         }
     }
 
-    /// The forced shutdown: everything not ended yet is aborted, now.
-    pub(crate) fn abort_all(&self) -> Vec<String> {
+    /// Records that `id` failed with `error`, then climbs: each subsystem
+    /// on the way stops its run, and the parent of one that escalates takes
+    /// the failure on, until one contains it (it restarts on failure, the
+    /// daemon is not `stopping`, and `id` is not `giving_up` restarting) or
+    /// does not escalate. Returns `true` when it reached the daemon.
+    pub(crate) fn fail(
+        &self,
+        id: usize,
+        error: &str,
+        panicked: bool,
+        stopping: bool,
+        giving_up: bool,
+    ) -> bool {
+        let mut books = self.lock();
+        let Some(r) = books.get(id) else { return false };
+        if r.state == NodeState::Ended(TaskOutcome::Aborted) {
+            return false;
+        }
+        (r.run.error, r.run.panicked) = (Some(error.to_owned()), panicked);
+        let failure = Failure {
+            name: r.path.clone(),
+            error: error.to_owned(),
+        };
+        if giving_up {
+            // Its last run's failure, kept for a restart that is not coming.
+            books.failures.retain(|f| f.contained_at != Some(id));
+        }
+        let took_on = failure.to_string();
+        let (mut at, mut contained_at) = (id, None);
+        while let Some(r) = books.get(at) {
+            if let Some(run) = &r.run.token {
+                run.cancel();
+            }
+            let restarts = r.rules.restarts_on_failure && !stopping;
+            if (restarts && !(at == id && giving_up)) || !r.rules.escalate {
+                contained_at = Some(at);
+                break;
+            }
+            let Some(parent) = r.parent else { break };
+            if let Some(p) = books.get(parent) {
+                p.run.took_on.get_or_insert_with(|| took_on.clone());
+            }
+            at = parent;
+        }
+        books.failures.push(FailureEntry {
+            id,
+            failure,
+            contained_at,
+            caught: false,
+        });
+        contained_at.is_none()
+    }
+
+    /// The error text of `id`'s run: its own failure, or the one it took on.
+    pub(crate) fn run_failure(&self, id: usize) -> Option<String> {
+        let mut books = self.lock();
+        let r = books.get(id)?;
+        r.run.error.clone().or_else(|| r.run.took_on.clone())
+    }
+
+    /// Before a restart: one more restart; the last run's nested
+    /// subsystems, errors, and the failures it contained forgotten.
+    pub(crate) fn restarting(&self, id: usize) {
+        let mut books = self.lock();
+        let Some(r) = books.get(id) else { return };
+        r.restarts += 1;
+        (r.state, r.run) = (NodeState::Restarting, RunRecord::default());
+        r.children.clear();
+        let mut gone = books.subtree(id);
+        gone.retain(|&c| c != id);
+        books
+            .failures
+            .retain(|f| f.contained_at != Some(id) && !gone.contains(&f.id));
+        for c in gone {
+            books.records[c] = None;
+        }
+    }
+
+    /// `id` has ended for good; `stopped` when it was asked to stop.
+    pub(crate) fn end(&self, id: usize, stopped: bool) {
+        self.update(id, |r| {
+            let failed = r.run.error.is_some() || r.run.took_on.is_some();
+            r.state = NodeState::Ended(match (r.run.panicked, failed, stopped) {
+                (true, ..) => TaskOutcome::Panicked,
+                (_, true, _) => TaskOutcome::Failed,
+                (.., true) => TaskOutcome::Stopped,
+                _ => TaskOutcome::Completed,
+            });
+            r.run.ended = Some(Instant::now());
+        });
+        self.ended.send_replace(());
+    }
+
+    /// Aborts `id` and what runs below it (all when `id` is the root): each
+    /// is `Aborted`, and its record says what it was then. Returns their
+    /// names.
+    pub(crate) fn abort(&self, id: usize) -> Vec<String> {
         let now = Instant::now();
         let mut aborted = Vec::new();
-        for r in self.lock().iter_mut().flatten() {
-            if !r.state.is_final() {
-                r.state = NodeState::Aborted;
-                r.ended = Some(now);
+        let mut books = self.lock();
+        for i in books.subtree(id) {
+            if let Some(r) = books.get(i).filter(|r| !r.state.is_final()) {
+                (r.state, r.run.ended) = (NodeState::Ended(TaskOutcome::Aborted), Some(now));
                 aborted.push(r.path.clone());
             }
         }
+        self.ended.send_replace(());
         aborted
+    }
+
+    /// The failures that began at `id` or below it, for its parent's
+    /// `join`; those that did not climb past `id` are caught by it now.
+    pub(crate) fn catch(&self, id: usize) -> Vec<Failure> {
+        let mut books = self.lock();
+        let mut failures = std::mem::take(&mut books.failures);
+        let mut caught = Vec::new();
+        for f in &mut failures {
+            if books.is_within(f.id, id) {
+                f.caught |= f.contained_at.is_some_and(|at| books.is_within(at, id));
+                caught.push(f.failure.clone());
+            }
+        }
+        books.failures = failures;
+        caught
+    }
+
+    /// The failures of the run nobody caught, in the order they happened.
+    pub(crate) fn failures(&self) -> Vec<Failure> {
+        let books = self.lock();
+        let uncaught = books.failures.iter().filter(|f| !f.caught);
+        uncaught.map(|f| f.failure.clone()).collect()
     }
 
     /// The tree as it is now, parents before their children, children in
     /// start order.
     pub(crate) fn snapshot(&self) -> TaskTree {
         let now = Instant::now();
-        let records = self.lock();
+        let books = self.lock();
         let mut nodes = Vec::new();
-        let mut stack = if records.first().is_some_and(Option::is_some) {
-            vec![0]
-        } else {
-            vec![]
-        };
+        let mut stack = vec![ROOT];
         while let Some(id) = stack.pop() {
-            let Some(r) = records[id].as_ref() else {
+            let Some(r) = books.records.get(id).and_then(Option::as_ref) else {
                 continue;
             };
-            let end = r.ended.unwrap_or(now);
+            let end = r.run.ended.unwrap_or(now);
             nodes.push(TreeNode {
                 path: r.path.clone(),
                 depth: r.depth,
                 state: r.state,
                 age: end.saturating_duration_since(r.started),
-                cleanup: r.stop_requested.map(|s| end.saturating_duration_since(s)),
+                cleanup: r
+                    .run
+                    .stop_requested
+                    .map(|s| end.saturating_duration_since(s)),
                 restarts: r.restarts,
                 note: r.note.clone(),
-                error: r.error.clone(),
-                origin: r.origin,
+                error: r.run.error.clone().or_else(|| r.run.took_on.clone()),
             });
             stack.extend(r.children.iter().rev());
         }
@@ -305,6 +536,7 @@ impl Ledger {
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
 /// use cancel_scope::daemon::{Daemon, NodeState, Subsystem};
+/// use cancel_scope::TaskOutcome;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let report = Daemon::new("app")
@@ -317,7 +549,7 @@ impl Ledger {
 ///     .await;
 /// let job = report.tree().get("/app/job").unwrap();
 /// assert_eq!(job.name(), "/app/job");
-/// assert_eq!(job.state(), NodeState::Finished);
+/// assert_eq!(job.state(), NodeState::Ended(TaskOutcome::Completed));
 /// assert_eq!(job.note(), Some("did 3 things"));
 /// assert_eq!((job.depth(), job.restarts(), job.error()), (1, 0, None));
 /// assert!(job.cleanup_time().is_none() && !job.in_cleanup());
@@ -334,8 +566,6 @@ pub struct TreeNode {
     restarts: u32,
     note: Option<String>,
     error: Option<String>,
-    /// The failure began here.
-    origin: bool,
 }
 
 impl TreeNode {
@@ -344,6 +574,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -368,6 +599,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -392,6 +624,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -403,7 +636,7 @@ impl TreeNode {
     ///     d.request_shutdown();
     /// }).await;
     /// let w = report.tree().get("/d/w").unwrap();
-    /// assert_eq!(w.state(), NodeState::Stopped);
+    /// assert_eq!(w.state(), NodeState::Ended(TaskOutcome::Stopped));
     /// # }
     /// ```
     #[must_use]
@@ -416,6 +649,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -440,6 +674,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -466,6 +701,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -490,6 +726,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -515,6 +752,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -540,6 +778,7 @@ impl TreeNode {
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
     /// # use cancel_scope::daemon::{Daemon, NodeState, Subsystem}; use std::time::Duration;
+    /// # use cancel_scope::TaskOutcome;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let report = Daemon::new("d").quiet().run(|d| async move {
     ///     d.start(Subsystem::new("w", |w| async move {
@@ -668,16 +907,5 @@ impl fmt::Display for TaskTree {
             }
         }
         Ok(())
-    }
-}
-
-/// `850µs`, `12.5ms`, `3.02s`.
-pub(crate) fn short(d: Duration) -> String {
-    if d < Duration::from_millis(1) {
-        format!("{}µs", d.as_micros())
-    } else if d < Duration::from_secs(1) {
-        format!("{:.1}ms", d.as_secs_f64() * 1000.0)
-    } else {
-        format!("{:.2}s", d.as_secs_f64())
     }
 }
