@@ -35,7 +35,10 @@
 //! restarts, an ordered shutdown, a live tree, and a report that names
 //! what hung.
 
+mod drain;
+mod notify;
 mod race;
+mod readiness;
 mod subsystem;
 mod tree;
 
@@ -52,6 +55,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use race::First4;
+pub use readiness::{Readiness, ReadinessHold};
 pub use subsystem::{Restart, ShutdownOrder, Subsystem, SubsystemHandle, SubsystemOutput};
 pub use tree::{NodeState, TaskTree, TreeNode};
 
@@ -69,6 +73,7 @@ pub(crate) struct Shared {
     /// When the shutdown began.
     began: OnceLock<Instant>,
     log: Log,
+    lifecycle: Arc<readiness::Lifecycle>,
 }
 
 impl fmt::Debug for Shared {
@@ -83,6 +88,7 @@ impl Shared {
     fn begin_shutdown(&self, reason: StopReason) {
         if !self.shutdown.is_cancelled() {
             let _ = self.began.set(Instant::now());
+            self.lifecycle.stopping();
             if self.reason.set(reason.clone()).is_ok() {
                 self.log(&format!("shutting down: {reason}"));
             }
@@ -261,6 +267,7 @@ pub struct Daemon {
     exit_timeout: Duration,
     order: ShutdownOrder,
     log: Log,
+    drain: Duration,
     #[cfg(feature = "signal")]
     signal: Option<SignalSource>,
     #[cfg(feature = "signal")]
@@ -300,6 +307,7 @@ impl Daemon {
             exit_timeout: Duration::from_millis(500),
             order: ShutdownOrder::default(),
             log: Arc::new(|line| eprintln!("{line}")),
+            drain: Duration::ZERO,
             #[cfg(feature = "signal")]
             signal: None,
             #[cfg(feature = "signal")]
@@ -513,7 +521,16 @@ impl Daemon {
             reason: OnceLock::new(),
             began: OnceLock::new(),
             log: Arc::clone(&self.log),
+            lifecycle: readiness::Lifecycle::new(),
         });
+        let setup = readiness::ready_after(&shared.lifecycle, setup);
+        let _notifier = notify::start(
+            &shared,
+            notify::Timing {
+                grace: self.grace,
+                exit_timeout: self.exit_timeout,
+            },
+        );
         let root = shared.ledger.add(None, &self.name);
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
         let (alive, mut gone) = mpsc::channel::<()>(1);
@@ -537,6 +554,8 @@ impl Daemon {
                 Some(t) => t.cancelled().await,
                 None => std::future::pending().await,
             }
+            #[cfg(feature = "signal")]
+            drain::after_signal(&shared, self.drain, signals.signal.as_deref()).await;
         };
         let ended = match race::first4(
             driver.as_mut().expect("not taken yet"),
@@ -564,26 +583,12 @@ impl Daemon {
         let mut forced = None;
         if !ended {
             let began = *shared.began.get_or_init(Instant::now);
-            let by_signal = matches!(shared.reason.get(), Some(StopReason::Signal(_)));
+            // A signal after the one that began the shutdown (or cut its
+            // drain short) forces it.
             #[cfg(feature = "signal")]
-            let force_token = signals.signal.as_ref().map(|s| {
-                if by_signal {
-                    s.forced().clone()
-                } else {
-                    s.token().clone()
-                }
-            });
+            let force = drain::next_signal(signals.signal.as_deref());
             #[cfg(not(feature = "signal"))]
-            let force_token: Option<CancellationToken> = {
-                let _ = by_signal;
-                None
-            };
-            let force = async {
-                match &force_token {
-                    Some(t) => t.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let force = std::future::pending::<()>();
             forced = match race::first4(
                 driver.as_mut().expect("not taken yet"),
                 tokio::time::sleep_until(began + self.grace),
@@ -630,6 +635,7 @@ impl Daemon {
             shutdown_took,
             tree: shared.ledger.snapshot(),
             failures,
+            drained: shared.lifecycle.drained(),
         }
     }
 }
@@ -734,6 +740,7 @@ pub struct DaemonReport {
     shutdown_took: Option<Duration>,
     tree: TaskTree,
     failures: Vec<Failure>,
+    drained: Option<drain::Drained>,
 }
 
 impl DaemonReport {
@@ -984,8 +991,9 @@ impl DaemonReport {
             ),
         };
         format!(
-            "{}: {how}: {} -> exit {}",
+            "{}: {}{how}: {} -> exit {}",
             self.name,
+            drain::describe(self.drained),
             counts.join(", "),
             self.code()
         )

@@ -679,6 +679,11 @@ impl SubsystemHandle {
     pub fn tree(&self) -> TaskTree {
         self.shared.ledger.snapshot()
     }
+
+    /// What the daemon's subsystems share (for readiness).
+    pub(super) fn daemon(&self) -> &Arc<Shared> {
+        &self.shared
+    }
 }
 
 /// What a panic said, as `TaskError`'s `Display` shows it.
