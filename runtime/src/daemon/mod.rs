@@ -35,6 +35,8 @@
 //! restarts, an ordered shutdown, a live tree, and a report that names
 //! what hung.
 
+#[cfg(feature = "systemd")]
+mod activation;
 mod drain;
 mod notify;
 mod race;
@@ -54,6 +56,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "systemd")]
+pub use activation::Listeners;
 use race::First4;
 pub use readiness::{Readiness, ReadinessHold};
 pub use subsystem::{Restart, ShutdownOrder, Subsystem, SubsystemHandle, SubsystemOutput};

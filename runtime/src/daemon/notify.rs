@@ -44,8 +44,8 @@ mod unix {
     use std::io;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::net::UnixDatagram;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, PoisonError};
     use std::time::Duration;
 
     use sd_notify::NotifyState;
@@ -60,22 +60,40 @@ mod unix {
     /// How often the shutdown's progress is looked at.
     const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-    /// The socket, and the task that speaks on it.
+    /// The task that speaks, and what it says with.
     #[derive(Debug)]
     pub(super) struct Speaker {
-        socket: Arc<Socket>,
-        shared: Arc<Shared>,
+        voice: Arc<Voice>,
         task: JoinHandle<()>,
+    }
+
+    /// The socket, and what was said on it: the task and the end of the
+    /// run both speak (a shutdown can be over before the task runs again).
+    #[derive(Debug)]
+    struct Voice {
+        socket: Socket,
+        shared: Arc<Shared>,
+        timing: Timing,
+        said: std::sync::Mutex<Said>,
+    }
+
+    impl Voice {
+        /// Says what the daemon's phase calls for and was not said yet.
+        fn catch_up(&self) {
+            let phase = self.shared.lifecycle.phase();
+            let mut said = self.said.lock().unwrap_or_else(PoisonError::into_inner);
+            say_phase(&self.socket, &self.shared, self.timing, phase, &mut said);
+        }
     }
 
     impl Speaker {
         pub(super) fn start(shared: &Arc<Shared>, timing: Timing) -> Option<Self> {
             let path = std::env::var_os("NOTIFY_SOCKET")?;
             let socket = match connect(&path) {
-                Ok(socket) => Arc::new(Socket {
+                Ok(socket) => Socket {
                     socket,
                     failed: AtomicBool::new(false),
-                }),
+                },
                 Err(e) => {
                     shared.log(&format!("NOTIFY_SOCKET {}: {e}", path.to_string_lossy()));
                     return None;
@@ -83,25 +101,24 @@ mod unix {
             };
             // `None` when `WATCHDOG_PID` names another process, or for 0.
             let watchdog = sd_notify::watchdog_enabled().filter(|w| !w.is_zero());
-            let task = tokio::spawn(speak(
-                Arc::clone(&socket),
-                Arc::clone(shared),
-                timing,
-                watchdog,
-            ));
-            Some(Speaker {
+            let voice = Arc::new(Voice {
                 socket,
                 shared: Arc::clone(shared),
-                task,
-            })
+                timing,
+                said: std::sync::Mutex::new(Said::default()),
+            });
+            let task = tokio::spawn(speak(Arc::clone(&voice), watchdog));
+            Some(Speaker { voice, task })
         }
     }
 
     impl Drop for Speaker {
         fn drop(&mut self) {
             self.task.abort();
-            let failed = self.shared.ledger.failures().len();
-            let reason = match self.shared.reason.get() {
+            let voice = &self.voice;
+            voice.catch_up();
+            let failed = voice.shared.ledger.failures().len();
+            let reason = match voice.shared.reason.get() {
                 Some(reason) => reason.to_string(),
                 None => "every subsystem ended".to_owned(),
             };
@@ -109,8 +126,9 @@ mod unix {
                 0 => format!("stopped ({reason})"),
                 n => format!("stopped ({reason}); {n} failed"),
             };
-            self.socket
-                .send(&self.shared, &[NotifyState::Status(&status)]);
+            voice
+                .socket
+                .send(&voice.shared, &[NotifyState::Status(&status)]);
         }
     }
 
@@ -175,22 +193,16 @@ mod unix {
     }
 
     /// Follows the daemon's phase until the task is aborted.
-    async fn speak(
-        socket: Arc<Socket>,
-        shared: Arc<Shared>,
-        timing: Timing,
-        watchdog: Option<Duration>,
-    ) {
-        let mut phase = shared.lifecycle.subscribe();
-        let mut said = Said::default();
+    async fn speak(voice: Arc<Voice>, watchdog: Option<Duration>) {
+        let mut phase = voice.shared.lifecycle.subscribe();
         let ping_every = watchdog.map(|w| w / 2);
         let mut next_ping = Instant::now();
         let mut pinging = ping_every.is_some();
         loop {
             let now = *phase.borrow_and_update();
-            say_phase(&socket, &shared, timing, now, &mut said);
+            voice.catch_up();
             if pinging && Instant::now() >= next_ping {
-                pinging = watchdog_ping(&socket, &shared);
+                pinging = watchdog_ping(&voice.socket, &voice.shared);
                 next_ping += ping_every.unwrap_or_default();
             }
             let progress = (now == Phase::Stopping).then(|| Instant::now() + PROGRESS_EVERY);
