@@ -60,7 +60,7 @@ struct Shared {
     /// The graceful token, and the signal it was cancelled for.
     cause: Arc<Cause>,
     forced: CancellationToken,
-    /// How many signals arrived: a watch, for [`ShutdownSignal::next_signal`].
+    /// How many signals arrived: a watch, for [`ShutdownSignal::received_at_least`].
     received: watch::Sender<usize>,
     first: OnceLock<&'static str>,
 }
@@ -109,13 +109,13 @@ impl ShutdownSignal {
         Ok(ShutdownSignal { shared, listeners })
     }
 
-    /// Resolves at the first signal after this call (not at one that came
-    /// before it): the daemon's "skip the drain" and "abort the shutdown".
-    pub(crate) fn next_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves once `n` signals (and triggers) have arrived, counting
+    /// those before the call: the daemon's "skip the drain" (the second)
+    /// and "abort the shutdown" (the one after those it acted on).
+    pub(crate) fn received_at_least(&self, n: usize) -> impl Future<Output = ()> + Send + 'static {
         let mut received = self.shared.received.subscribe();
-        let seen = *received.borrow_and_update();
         async move {
-            if received.wait_for(|&n| n > seen).await.is_err() {
+            if received.wait_for(|&got| got >= n).await.is_err() {
                 // The signal was dropped: no signal will come.
                 std::future::pending::<()>().await;
             }

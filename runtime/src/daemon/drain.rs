@@ -122,19 +122,19 @@ impl Drop for DrainRecord<'_> {
     }
 }
 
-/// After the first signal: the drain, for `period` or until the next
-/// signal. Returns at once without a drain period, or once the shutdown
-/// began.
+/// After the first signal: the drain, for `period` or until a second
+/// signal (counted from the first, not from when the daemon saw it).
+/// Returns at once without a drain period, or once the shutdown began.
 #[cfg(feature = "signal")]
 pub(super) async fn after_signal(
     shared: &Shared,
     period: Duration,
     signal: Option<&ShutdownSignal>,
 ) {
+    shared.lifecycle.act_on_signal();
     let Some(signal) = signal.filter(|_| !period.is_zero()) else {
         return;
     };
-    let next = signal.next_signal();
     let began = Instant::now();
     if !shared.lifecycle.drain_until(began + period) {
         return;
@@ -148,7 +148,9 @@ pub(super) async fn after_signal(
         began,
         period,
     };
-    if tokio::time::timeout(period, next).await.is_ok() {
+    let second = signal.received_at_least(2);
+    if tokio::time::timeout(period, second).await.is_ok() {
+        shared.lifecycle.act_on_signal();
         shared.log(&format!(
             "a second signal: drain cut short after {}",
             short(began.elapsed())
@@ -156,13 +158,15 @@ pub(super) async fn after_signal(
     }
 }
 
-/// Resolves at the next signal (not at one that came before): the one
-/// that forces the shutdown once it runs.
+/// Resolves at the signal after those the daemon acted on (the one that
+/// began the drain or the shutdown, the one that cut the drain short): the
+/// one that forces the shutdown.
 #[cfg(feature = "signal")]
-pub(super) fn next_signal(
+pub(super) fn forcing_signal(
+    shared: &Shared,
     signal: Option<&ShutdownSignal>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let next = signal.map(ShutdownSignal::next_signal);
+    let next = signal.map(|s| s.received_at_least(shared.lifecycle.signals_acted_on() + 1));
     async move {
         match next {
             Some(next) => next.await,

@@ -590,7 +590,7 @@ impl Daemon {
             // A signal after the one that began the shutdown (or cut its
             // drain short) forces it.
             #[cfg(feature = "signal")]
-            let force = drain::next_signal(signals.signal.as_deref());
+            let force = drain::forcing_signal(&shared, signals.signal.as_deref());
             #[cfg(not(feature = "signal"))]
             let force = std::future::pending::<()>();
             forced = match race::first4(

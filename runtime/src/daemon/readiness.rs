@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(feature = "signal")]
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 
@@ -38,6 +40,11 @@ pub(super) struct Lifecycle {
     /// one step.
     holds: Mutex<usize>,
     drained: OnceLock<Drained>,
+    /// The signals the daemon acted on: the one that began the drain (or
+    /// the shutdown), the one that cut the drain short. The next one
+    /// forces the shutdown.
+    #[cfg(feature = "signal")]
+    signals_acted_on: AtomicUsize,
 }
 
 impl Lifecycle {
@@ -46,6 +53,8 @@ impl Lifecycle {
             phase: watch::Sender::new(Phase::Starting),
             holds: Mutex::new(0),
             drained: OnceLock::new(),
+            #[cfg(feature = "signal")]
+            signals_acted_on: AtomicUsize::new(0),
         })
     }
 
@@ -96,6 +105,17 @@ impl Lifecycle {
     #[cfg(feature = "signal")]
     pub(super) fn record_drain(&self, drained: Drained) {
         let _ = self.drained.set(drained);
+    }
+
+    /// One more signal acted on; returns how many now.
+    #[cfg(feature = "signal")]
+    pub(super) fn act_on_signal(&self) -> usize {
+        self.signals_acted_on.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    #[cfg(feature = "signal")]
+    pub(super) fn signals_acted_on(&self) -> usize {
+        self.signals_acted_on.load(Ordering::Acquire)
     }
 
     pub(super) fn drained(&self) -> Option<Drained> {
