@@ -95,6 +95,12 @@
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
+
+/// A page of docs, no items: systemd units and a Kubernetes pod spec for a
+/// [`daemon::Daemon`], and how its numbers map to theirs.
+#[cfg(all(feature = "signal", feature = "systemd"))]
+#[doc = include_str!("../docs/deploying.md")]
+pub mod deploying {}
 pub use cancel_scope_runtime::daemon;
 pub use cancel_scope_runtime::{
     CancelReason, CancellationToken, Cancelled, LocalScope, Scope, Shield, ShutdownReport,
