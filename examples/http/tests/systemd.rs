@@ -396,3 +396,23 @@ fn a_listener_passed_to_another_pid_is_not_taken() {
     daemon.sigterm();
     assert!(daemon.exit().success(), "{}", daemon.stderr());
 }
+
+#[test]
+fn a_daemon_whose_setup_fails_never_says_ready() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let notify = NotifySocket::in_temp_dir();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut command = under_systemd(&notify, &[]);
+    command.args(["--addr", &addr]); // in use: the bind fails
+    let mut daemon = Running::start(command);
+    let mut states = Vec::new();
+    let status = notify.rest(&mut states, &mut daemon);
+    assert_eq!(status.code(), Some(1), "{}", daemon.stderr());
+    assert!(
+        daemon.stderr().contains("/http failed"),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(!states.contains(&"READY=1".to_owned()), "{states:?}");
+    assert!(states.contains(&"STOPPING=1".to_owned()), "{states:?}");
+}

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use super::SubsystemHandle;
 use super::drain::Drained;
+use super::subsystem::sealed::Sealed;
+use super::subsystem::{Exit, SubsystemOutput};
 
 /// Where the daemon is in its life, as readiness sees it.
 #[cfg_attr(not(feature = "signal"), allow(dead_code))] // no signal, no drain
@@ -330,28 +332,63 @@ impl SubsystemHandle {
     }
 }
 
+/// The setup closure's hold on readiness: released when the setup
+/// succeeded; when it failed, panicked or was dropped, kept for good (the
+/// daemon never says it is ready, not even for a moment before its
+/// shutdown begins).
+pub(super) struct SetupHold(Option<Arc<Lifecycle>>);
+
+impl SetupHold {
+    fn release(mut self) {
+        if let Some(lifecycle) = self.0.take() {
+            lifecycle.release();
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The setup closure's future, holding readiness until it has returned.
     pub(super) struct ReadyAfter<Fut> {
         #[pin]
         setup: Fut,
-        hold: Option<ReadinessHold>,
+        hold: Option<SetupHold>,
     }
 }
 
 impl<Fut: Future> Future for ReadyAfter<Fut> {
-    type Output = Fut::Output;
+    type Output = SetupOutput<Fut::Output>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fut::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let output = ready!(this.setup.poll(cx));
-        this.hold.take();
-        Poll::Ready(output)
+        Poll::Ready(SetupOutput {
+            output,
+            hold: this.hold.take(),
+        })
     }
 }
 
+/// What the setup closure returned, and its hold, released once what it
+/// returned is known to be a success.
+pub(super) struct SetupOutput<T> {
+    output: T,
+    hold: Option<SetupHold>,
+}
+
+impl<T: SubsystemOutput> Sealed for SetupOutput<T> {
+    fn exit(self) -> Exit {
+        let exit = self.output.exit();
+        if let (Exit::Done, Some(hold)) = (&exit, self.hold) {
+            hold.release();
+        }
+        exit
+    }
+}
+
+impl<T: SubsystemOutput> SubsystemOutput for SetupOutput<T> {}
+
 /// `setup`, holding the daemon's readiness until its future has returned
-/// (the hold is taken now, before any subsystem runs).
+/// a success (the hold is taken now, before any subsystem runs).
 pub(super) fn ready_after<F, Fut>(
     lifecycle: &Arc<Lifecycle>,
     setup: F,
@@ -359,7 +396,7 @@ pub(super) fn ready_after<F, Fut>(
 where
     F: FnOnce(SubsystemHandle) -> Fut + Send + 'static,
 {
-    let hold = lifecycle.hold();
+    let hold = SetupHold(lifecycle.hold().lifecycle.take());
     move |handle| ReadyAfter {
         setup: setup(handle),
         hold: Some(hold),
