@@ -95,18 +95,18 @@
 
 #[cfg(feature = "signal")]
 pub use cancel_scope_runtime::ShutdownSignal;
-
-/// A page of docs, no items: systemd units and a Kubernetes pod spec for a
-/// [`daemon::Daemon`], and how its numbers map to theirs.
-#[cfg(all(feature = "signal", feature = "systemd"))]
-#[doc = include_str!("../docs/deploying.md")]
-pub mod deploying {}
 pub use cancel_scope_runtime::daemon;
 pub use cancel_scope_runtime::{
     CancelReason, CancellationToken, Cancelled, LocalScope, Scope, Shield, ShutdownReport,
     SpawnPermit, Spawner, TaskError, TaskHandle, TaskId, TaskOutcome, TaskOutput, TaskReport,
     shield,
 };
+
+/// A page of docs, no items: systemd units and a Kubernetes pod spec for a
+/// [`daemon::Daemon`], and how its numbers map to theirs.
+#[cfg(all(feature = "signal", feature = "systemd"))]
+#[doc = include_str!("../docs/deploying.md")]
+pub mod deploying {}
 
 /// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races
 /// its body against it, and runs an async cleanup when it is cancelled.

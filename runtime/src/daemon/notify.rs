@@ -57,6 +57,9 @@ mod unix {
     use crate::daemon::readiness::Phase;
     use crate::daemon::tree::short;
 
+    /// The shortest time between two pings.
+    const MIN_PING_EVERY: Duration = Duration::from_millis(10);
+
     /// How often the shutdown's progress is looked at.
     const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -195,7 +198,8 @@ mod unix {
     /// Follows the daemon's phase until the task is aborted.
     async fn speak(voice: Arc<Voice>, watchdog: Option<Duration>) {
         let mut phase = voice.shared.lifecycle.subscribe();
-        let ping_every = watchdog.map(|w| w / 2);
+        // Not more often than every 10 ms, whatever `WATCHDOG_USEC` says.
+        let ping_every = watchdog.map(|w| (w / 2).max(MIN_PING_EVERY));
         let mut next_ping = Instant::now();
         let mut pinging = ping_every.is_some();
         loop {
@@ -203,7 +207,8 @@ mod unix {
             voice.catch_up();
             if pinging && Instant::now() >= next_ping {
                 pinging = watchdog_ping(&voice.socket, &voice.shared);
-                next_ping += ping_every.unwrap_or_default();
+                // From now: a late ping is not followed by a burst.
+                next_ping = Instant::now() + ping_every.unwrap_or_default();
             }
             let progress = (now == Phase::Stopping).then(|| Instant::now() + PROGRESS_EVERY);
             let wake = [pinging.then_some(next_ping), progress]
