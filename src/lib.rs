@@ -107,6 +107,12 @@ pub use cancel_scope_runtime::{
     shield,
 };
 
+/// A page of docs, no items: systemd units and a Kubernetes pod spec for a
+/// [`daemon::Daemon`], and how its numbers map to theirs.
+#[cfg(all(feature = "signal", feature = "systemd"))]
+#[doc = include_str!("../docs/deploying.md")]
+pub mod deploying {}
+
 /// Makes an `async fn` cancellable: it takes a [`CancellationToken`], races
 /// its body against it, and runs an async cleanup when it is cancelled.
 ///

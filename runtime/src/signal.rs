@@ -1,10 +1,12 @@
-//! A daemon's root token: cancelled on the first Ctrl-C or SIGTERM, with a
-//! second token for the second signal ("stop waiting, abort now").
+//! A daemon's root token: cancelled on the first Ctrl-C or SIGTERM (or, on
+//! Windows, a console event), with a second token for the second signal
+//! ("stop waiting, abort now").
 
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +16,12 @@ use crate::reason::{self, Cause};
 /// The root of a daemon's shutdown: [`token`](Self::token) is cancelled on
 /// the first Ctrl-C (SIGINT) or, on Unix, SIGTERM; [`forced`](Self::forced)
 /// on the second, for a supervisor that should stop waiting for cleanups.
+///
+/// On Windows the console's other events count as signals too: Ctrl-Break
+/// (`"Ctrl-Break"`), its window closed (`"console closed"`), the user
+/// logging off (`"logoff"`) and the system shutting down (`"system
+/// shutdown"`). Windows ends the process soon after the last three (about
+/// 5 s after a close), whatever the grace period: keep it short there.
 ///
 /// Hand `token()` (or children of it) to the daemon's subsystems, usually
 /// through [`Scope::child_of`](crate::Scope::child_of); when it fires, shut
@@ -52,15 +60,21 @@ struct Shared {
     /// The graceful token, and the signal it was cancelled for.
     cause: Arc<Cause>,
     forced: CancellationToken,
-    received: AtomicUsize,
+    /// How many signals arrived: a watch, for [`ShutdownSignal::received_at_least`].
+    received: watch::Sender<usize>,
     first: OnceLock<&'static str>,
 }
 
 impl Shared {
     fn signal(&self, name: &'static str) {
         let _ = self.first.set(name);
+        let mut before = 0;
+        self.received.send_modify(|n| {
+            before = *n;
+            *n += 1;
+        });
         // The first signal asks for a graceful shutdown, any later one forces it.
-        if self.received.fetch_add(1, Ordering::AcqRel) > 0 {
+        if before > 0 {
             self.forced.cancel();
         }
         self.cause.cancel(CancelReason::Signal(name));
@@ -88,36 +102,24 @@ impl ShutdownSignal {
         let shared = Arc::new(Shared {
             cause,
             forced: CancellationToken::new(),
-            received: AtomicUsize::new(0),
+            received: watch::Sender::new(0),
             first: OnceLock::new(),
         });
-        let mut listeners = Vec::new();
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            for (kind, name) in [
-                (SignalKind::interrupt(), "Ctrl-C"),
-                (SignalKind::terminate(), "SIGTERM"),
-            ] {
-                let mut stream = signal(kind)?;
-                let shared = Arc::clone(&shared);
-                listeners.push(tokio::spawn(async move {
-                    while stream.recv().await.is_some() {
-                        shared.signal(name);
-                    }
-                }));
+        let listeners = listen(&shared)?;
+        Ok(ShutdownSignal { shared, listeners })
+    }
+
+    /// Resolves once `n` signals (and triggers) have arrived, counting
+    /// those before the call: the daemon's "skip the drain" (the second)
+    /// and "abort the shutdown" (the one after those it acted on).
+    pub(crate) fn received_at_least(&self, n: usize) -> impl Future<Output = ()> + Send + 'static {
+        let mut received = self.shared.received.subscribe();
+        async move {
+            if received.wait_for(|&got| got >= n).await.is_err() {
+                // The signal was dropped: no signal will come.
+                std::future::pending::<()>().await;
             }
         }
-        #[cfg(not(unix))]
-        {
-            let shared = Arc::clone(&shared);
-            listeners.push(tokio::spawn(async move {
-                while tokio::signal::ctrl_c().await.is_ok() {
-                    shared.signal("Ctrl-C");
-                }
-            }));
-        }
-        Ok(ShutdownSignal { shared, listeners })
     }
 
     /// The root token: cancelled on the first signal (or
@@ -192,8 +194,64 @@ impl ShutdownSignal {
     /// ```
     #[must_use]
     pub fn received(&self) -> usize {
-        self.shared.received.load(Ordering::Acquire)
+        *self.shared.received.borrow()
     }
+}
+
+/// A task that calls `shared.signal(name)` for each event `stream` receives.
+macro_rules! forward {
+    ($shared:expr, $stream:expr, $name:expr) => {{
+        let (shared, mut stream) = (Arc::clone($shared), $stream);
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                shared.signal($name);
+            }
+        })
+    }};
+}
+
+/// Listens for SIGINT and SIGTERM.
+#[cfg(unix)]
+fn listen(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Every stream first, so that an error leaves no task behind.
+    let interrupt = signal(SignalKind::interrupt())?;
+    let terminate = signal(SignalKind::terminate())?;
+    Ok(vec![
+        forward!(shared, interrupt, "Ctrl-C"),
+        forward!(shared, terminate, "SIGTERM"),
+    ])
+}
+
+/// Listens for the console's events: Ctrl-C, Ctrl-Break, its window
+/// closed, logoff, system shutdown.
+#[cfg(windows)]
+fn listen(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
+    use tokio::signal::windows;
+    // Every stream first, so that an error leaves no task behind.
+    let ctrl_c = windows::ctrl_c()?;
+    let ctrl_break = windows::ctrl_break()?;
+    let close = windows::ctrl_close()?;
+    let logoff = windows::ctrl_logoff()?;
+    let shutdown = windows::ctrl_shutdown()?;
+    Ok(vec![
+        forward!(shared, ctrl_c, "Ctrl-C"),
+        forward!(shared, ctrl_break, "Ctrl-Break"),
+        forward!(shared, close, "console closed"),
+        forward!(shared, logoff, "logoff"),
+        forward!(shared, shutdown, "system shutdown"),
+    ])
+}
+
+/// Listens for Ctrl-C, the one event Tokio offers elsewhere.
+#[cfg(not(any(unix, windows)))]
+fn listen(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
+    let shared = Arc::clone(shared);
+    Ok(vec![tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            shared.signal("Ctrl-C");
+        }
+    })])
 }
 
 impl Drop for ShutdownSignal {

@@ -4,12 +4,17 @@
 //! ```sh
 //! cargo run --example http                       # a demo that ends by itself in about 1.5 s
 //! cargo run --example http -- --run-for 30       # time to `curl` it, or Ctrl-C it
+//! cargo run --example http -- --drain 3          # `/ready` answers 503 for 3 s first
 //! ```
 //!
 //! It starts the server on 127.0.0.1, a few clients that keep it busy with
 //! slow requests on keep-alive connections, shuts it down while requests are
-//! in flight (after `--run-for`, or on Ctrl-C / SIGTERM), tries a new
-//! connection during the shutdown, and reports what both sides saw.
+//! in flight (after `--run-for`, or on Ctrl-C / SIGTERM), drains for
+//! `--drain` (`GET /ready` answers 503, everything else is served on), tries
+//! a new connection during the shutdown, and reports what both sides saw.
+//!
+//! `cargo run -p cancel-scope-example-http --bin http-daemon` runs the same
+//! server as a daemon of its own, for systemd (see docs/deploying.md).
 //!
 //! Exit codes: 0 nothing cut and new connections refused, 1 otherwise,
 //! 2 bad arguments, 3 the grace period elapsed, 130 a second signal.
@@ -24,10 +29,11 @@ use cancel_scope_example_http::{DemoConfig, demo};
 mod common;
 
 const USAGE: &str = "\
-usage: http [--run-for <secs>] [--clients <n>]
+usage: http [--run-for <secs>] [--clients <n>] [--drain <secs>]
 
   --run-for <secs>  how long the clients keep the server busy before it shuts down (default 1)
   --clients <n>     how many clients (default 4)
+  --drain <secs>    from the signal, how long /ready answers 503 while everything is served on (default 0.5)
 
 exit codes: 0 nothing cut, 1 something cut, 2 bad arguments, 3 grace period elapsed, 130 second signal";
 
@@ -39,7 +45,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoConfi
             return Ok(None);
         }
         let (flag, value) = common::split_flag(arg);
-        if flag != "--run-for" && flag != "--clients" {
+        if !["--run-for", "--clients", "--drain"].contains(&flag.as_str()) {
             return Err(format!("unknown argument `{flag}`"));
         }
         let value = value
@@ -49,6 +55,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoConfi
             config.clients = value
                 .parse()
                 .map_err(|_| format!("--clients: `{value}` is not a number"))?;
+        } else if flag == "--drain" {
+            config.drain = common::seconds(&flag, &value)?;
         } else {
             config.run_for = common::seconds(&flag, &value)?;
         }

@@ -141,11 +141,28 @@ pub async fn keep_busy(addr: SocketAddr, request_time: Duration) -> Tally {
 /// Tries new connections until one is refused; `false` if none is within
 /// about 5 s.
 pub async fn refused_soon(addr: SocketAddr) -> bool {
-    for _ in 0..500 {
+    refused_within(addr, Duration::from_secs(5)).await
+}
+
+/// Tries new connections until one is refused; `false` if none is within
+/// about `limit`.
+pub async fn refused_within(addr: SocketAddr, limit: Duration) -> bool {
+    let tries = limit.as_millis() / 10 + 1;
+    for _ in 0..tries {
         match TcpStream::connect(addr).await {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return true,
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
     false
+}
+
+/// The status of `GET /ready` on a new connection; `None` when the
+/// connection is refused or no answer comes.
+pub async fn ready_status(addr: SocketAddr) -> Option<u16> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    match get(&mut BufReader::new(stream), "/ready").await {
+        Got::Answer { status, .. } => Some(status),
+        _ => None,
+    }
 }

@@ -7,7 +7,11 @@
 //! report of what each side saw.
 //!
 //! The server is one subsystem, `/http/listener`: an accept loop that runs
-//! each connection as a task of a [`Scope`]. When the daemon stops it:
+//! each connection as a task of a [`Scope`]. `GET /ready` answers 200 while
+//! the daemon serves and 503 from the first signal on: with a drain
+//! ([`Daemon::drain`], `--drain <secs>`), a load balancer sees the 503 and
+//! stops sending new requests while those it still sends are answered in
+//! full. When the drain is over, or without one, the daemon stops it:
 //!
 //! 1. the accept loop ends and drops the listener: from then on a new
 //!    connection is refused by the kernel;
@@ -26,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use cancel_scope::daemon::{Daemon, DaemonReport, Subsystem, SubsystemHandle};
+use cancel_scope::daemon::{Daemon, DaemonReport, Readiness, Subsystem, SubsystemHandle};
 use cancel_scope::{CancellationToken, Scope, ShutdownSignal, TaskOutcome};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -47,6 +51,7 @@ pub struct Stats {
     completed: AtomicU64,
     cut: AtomicU64,
     in_flight_at_shutdown: AtomicU64,
+    answered_during_drain: AtomicU64,
 }
 
 /// The server's counters at one moment.
@@ -65,6 +70,9 @@ pub struct StatsSnapshot {
     pub cut: u64,
     /// Requests in flight when the listener stopped accepting.
     pub in_flight_at_shutdown: u64,
+    /// Requests answered during the drain: after the first signal, before
+    /// the listener stopped accepting.
+    pub answered_during_drain: u64,
 }
 
 impl Stats {
@@ -77,6 +85,7 @@ impl Stats {
             completed: self.completed.load(SeqCst),
             cut: self.cut.load(SeqCst),
             in_flight_at_shutdown: self.in_flight_at_shutdown.load(SeqCst),
+            answered_during_drain: self.answered_during_drain.load(SeqCst),
         }
     }
 }
@@ -134,24 +143,63 @@ pub async fn start(
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> io::Result<Server> {
     let listener = TcpListener::bind(addr).await?;
+    let timing = Timing {
+        grace,
+        drain: Duration::ZERO,
+    };
+    start_on(listener, timing, signal, log)
+}
+
+/// How long the server drains, then how long its shutdown may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// For the in-flight requests, once the listener stopped accepting.
+    pub grace: Duration,
+    /// From the first signal: `/ready` answers 503, everything else is
+    /// served as before.
+    pub drain: Duration,
+}
+
+/// Serves on `listener`, stopped by `signal`, with `timing`; the daemon's
+/// log goes to `log`.
+///
+/// # Errors
+/// When `listener` has no local address.
+///
+/// # Panics
+/// Outside a Tokio runtime.
+pub fn start_on(
+    listener: TcpListener,
+    timing: Timing,
+    signal: Arc<ShutdownSignal>,
+    log: impl Fn(&str) + Send + Sync + 'static,
+) -> io::Result<Server> {
     let addr = listener.local_addr()?;
     let stats = Arc::new(Stats::default());
     let daemon = Daemon::new("http")
-        .grace(grace)
+        .grace(timing.grace)
+        .drain(timing.drain)
         .signal(Arc::clone(&signal))
         .print_tree_on_sigusr1()
         .log_with(log);
     let s = Arc::clone(&stats);
     let daemon = tokio::spawn(daemon.run(move |http| async move {
-        http.start(Subsystem::new("listener", move |handle| {
-            serve(handle, listener, s, grace)
-        }));
+        http.start(listener_subsystem(listener, s, timing.grace));
     }));
     Ok(Server {
         addr,
         signal,
         stats,
         daemon,
+    })
+}
+
+/// The server as a subsystem, `listener`: serves on `listener`, counts in
+/// `stats`, and stops as the module's docs say, within the daemon's
+/// `grace` period.
+pub fn listener_subsystem(listener: TcpListener, stats: Arc<Stats>, grace: Duration) -> Subsystem {
+    Subsystem::new("listener", move |handle| {
+        serve(handle, listener, stats, grace)
     })
 }
 
@@ -164,6 +212,7 @@ async fn serve(
     grace: Duration,
 ) -> io::Result<()> {
     let token = handle.token().clone();
+    let readiness = handle.readiness();
     let mut connections: Scope<()> = Scope::child_of(&token);
     loop {
         tokio::select! {
@@ -181,9 +230,13 @@ async fn serve(
                     }
                 };
                 stats.connections.fetch_add(1, SeqCst);
-                let stats = Arc::clone(&stats);
+                let served = Served {
+                    stats: Arc::clone(&stats),
+                    readiness: readiness.clone(),
+                    listening: token.clone(),
+                };
                 connections.spawn_named(format!("connection {peer}"), move |token| {
-                    connection(token, stream, stats)
+                    connection(token, stream, served)
                 });
             }
             // Finished connections leave the scope as they end.
@@ -204,18 +257,34 @@ async fn serve(
     let closed = report.count(TaskOutcome::Stopped) + report.count(TaskOutcome::Completed);
     let s = stats.snapshot();
     handle.note(format!(
-        "served {} requests on {} connections; at the shutdown: stopped accepting, \
-         {in_flight} requests in flight, {closed} of {open} open connections closed gracefully; \
-         {} requests cut",
-        s.completed, s.connections, s.cut
+        "served {} requests on {} connections ({} during the drain); at the shutdown: \
+         stopped accepting, {in_flight} requests in flight, {closed} of {open} open connections \
+         closed gracefully; {} requests cut",
+        s.completed, s.connections, s.answered_during_drain, s.cut
     ));
     Ok(())
 }
 
+/// What a request needs to know of its server.
+#[derive(Clone)]
+struct Served {
+    stats: Arc<Stats>,
+    readiness: Readiness,
+    /// The listener's token: cancelled when it stops accepting.
+    listening: CancellationToken,
+}
+
+impl Served {
+    /// After the first signal, before the listener stopped accepting.
+    fn draining(&self) -> bool {
+        !self.readiness.is_ready() && !self.listening.is_cancelled()
+    }
+}
+
 /// One connection: served until it closes, or, once `token` is cancelled,
 /// until hyper's graceful shutdown has answered what is in flight.
-async fn connection(token: CancellationToken, stream: TcpStream, stats: Arc<Stats>) {
-    let service = service_fn(move |request| respond(request, Arc::clone(&stats)));
+async fn connection(token: CancellationToken, stream: TcpStream, served: Served) {
+    let service = service_fn(move |request| respond(request, served.clone()));
     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -244,6 +313,15 @@ impl<'a> InFlight<'a> {
             answered: false,
         }
     }
+
+    /// Its answer is ready: counted as answered, and as answered during
+    /// the drain if it is one.
+    fn answered(&mut self, served: &Served) {
+        self.answered = true;
+        if served.draining() {
+            self.stats.answered_during_drain.fetch_add(1, SeqCst);
+        }
+    }
 }
 
 impl Drop for InFlight<'_> {
@@ -258,12 +336,26 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// `GET /slow?ms=N` answers after N ms (at most 10 s); anything else at once.
+/// `GET /slow?ms=N` answers after N ms (at most 10 s); `GET /ready` 200
+/// while the daemon is ready, 503 from the first signal on; anything else
+/// at once.
 async fn respond(
     request: Request<Incoming>,
-    stats: Arc<Stats>,
+    served: Served,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut in_flight = InFlight::begin(&stats);
+    let mut in_flight = InFlight::begin(&served.stats);
+    if request.uri().path() == "/ready" {
+        let ready = served.readiness.is_ready();
+        in_flight.answered(&served);
+        let (status, body) = if ready {
+            (hyper::StatusCode::OK, "ready\n")
+        } else {
+            (hyper::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
     let ms = match request.uri().path() {
         "/slow" => request
             .uri()
@@ -275,7 +367,7 @@ async fn respond(
         _ => 0,
     };
     tokio::time::sleep(Duration::from_millis(ms)).await;
-    in_flight.answered = true;
+    in_flight.answered(&served);
     Ok(Response::new(Full::new(Bytes::from(format!(
         "{} answered after {ms} ms\n",
         request.uri()
@@ -293,6 +385,8 @@ pub struct DemoConfig {
     pub request_time: Duration,
     /// For the in-flight requests.
     pub grace: Duration,
+    /// From the signal: `/ready` answers 503, everything is served on.
+    pub drain: Duration,
 }
 
 impl Default for DemoConfig {
@@ -302,6 +396,7 @@ impl Default for DemoConfig {
             clients: 4,
             request_time: Duration::from_millis(300),
             grace: Duration::from_secs(5),
+            drain: Duration::from_millis(500),
         }
     }
 }
@@ -317,6 +412,9 @@ pub struct DemoReport {
     pub clients: client::Tally,
     /// A connection tried after the shutdown began was refused.
     pub refused_after_shutdown: bool,
+    /// The status `/ready` answered right after the signal (503 while
+    /// draining).
+    pub ready_after_signal: Option<u16>,
 }
 
 impl DemoReport {
@@ -343,15 +441,14 @@ impl DemoReport {
 pub async fn demo(config: &DemoConfig, out: &mut impl io::Write) -> io::Result<DemoReport> {
     let signal = Arc::new(ShutdownSignal::install()?);
     let (log_tx, mut log) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let server = start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        config.grace,
-        signal,
-        move |line| {
-            let _ = log_tx.send(format!("server: {line}"));
-        },
-    )
-    .await?;
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let timing = Timing {
+        grace: config.grace,
+        drain: config.drain,
+    };
+    let server = start_on(listener, timing, signal, move |line| {
+        let _ = log_tx.send(format!("server: {line}"));
+    })?;
     let addr = server.addr();
     writeln!(
         out,
@@ -370,7 +467,9 @@ pub async fn demo(config: &DemoConfig, out: &mut impl io::Write) -> io::Result<D
         before.in_flight, before.completed
     )?;
     server.shutdown("demo: --run-for elapsed");
-    let refused_after_shutdown = client::refused_soon(addr).await;
+    let ready_after_signal = client::ready_status(addr).await;
+    let refused_after_shutdown =
+        client::refused_within(addr, config.drain + Duration::from_secs(5)).await;
     let stats = Arc::clone(&server.stats);
     let daemon = server.stopped().await;
     let mut clients_tally = client::Tally::default();
@@ -385,6 +484,7 @@ pub async fn demo(config: &DemoConfig, out: &mut impl io::Write) -> io::Result<D
         server: stats.snapshot(),
         clients: clients_tally,
         refused_after_shutdown,
+        ready_after_signal,
     };
     writeln!(out)?;
     writeln!(out, "{}", report.daemon)?;
@@ -398,8 +498,16 @@ pub async fn demo(config: &DemoConfig, out: &mut impl io::Write) -> io::Result<D
     )?;
     writeln!(
         out,
-        "server:  {} requests began, {} answered, {} cut",
-        report.server.requests, report.server.completed, report.server.cut
+        "server:  {} requests began, {} answered ({} during the drain), {} cut",
+        report.server.requests,
+        report.server.completed,
+        report.server.answered_during_drain,
+        report.server.cut
+    )?;
+    writeln!(
+        out,
+        "GET /ready right after the signal: {}",
+        ready_after_signal.map_or("no answer".to_owned(), |s| s.to_string())
     )?;
     writeln!(
         out,

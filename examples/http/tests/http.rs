@@ -9,7 +9,7 @@ use std::time::Duration;
 use cancel_scope::daemon::{Forced, NodeState};
 use cancel_scope::{ShutdownSignal, TaskOutcome};
 use cancel_scope_example_http::client::{self, Got};
-use cancel_scope_example_http::{DemoConfig, Server, demo, start};
+use cancel_scope_example_http::{DemoConfig, Server, Timing, demo, start, start_on};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
@@ -161,6 +161,7 @@ async fn the_demo_ends_by_itself_with_nothing_cut() {
         clients: 3,
         request_time: Duration::from_millis(200),
         grace: Duration::from_secs(30),
+        drain: Duration::from_millis(300),
     };
     let mut out = Vec::new();
     let report = bounded("the demo", demo(&config, &mut out)).await.unwrap();
@@ -169,7 +170,12 @@ async fn the_demo_ends_by_itself_with_nothing_cut() {
     assert!(report.refused_after_shutdown, "{out}");
     assert_eq!(report.server.cut, 0, "{out}");
     assert_eq!(report.clients.broken, 0, "{out}");
-    assert_eq!(report.server.completed, report.clients.answered, "{out}");
+    // The server answered the clients, and the demo's one `GET /ready`.
+    assert_eq!(
+        report.server.completed,
+        report.clients.answered + 1,
+        "{out}"
+    );
     assert!(report.clients.answered > 0, "{out}");
     assert!(out.contains("/http/listener"), "{out}");
     assert!(
@@ -177,4 +183,168 @@ async fn the_demo_ends_by_itself_with_nothing_cut() {
         "{out}"
     );
     assert!(out.contains("exit 0: in-flight requests finished"), "{out}");
+    // The drain: /ready said 503 at once, and the report tells the drain.
+    assert_eq!(report.ready_after_signal, Some(503), "{out}");
+    assert!(report.daemon.drained().is_some(), "{out}");
+    assert!(
+        out.contains("GET /ready right after the signal: 503"),
+        "{out}"
+    );
+    assert!(out.contains("http: drained "), "{out}");
+}
+
+async fn draining_server(drain: Duration) -> Server {
+    let signal = Arc::new(ShutdownSignal::install().unwrap());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let timing = Timing {
+        grace: Duration::from_secs(30),
+        drain,
+    };
+    start_on(listener, timing, signal, |_| {}).unwrap()
+}
+
+/// `GET /ready` on a new connection: its status.
+async fn ready(addr: SocketAddr) -> u16 {
+    match client::get(&mut connect(addr).await, "/ready").await {
+        Got::Answer { status, .. } => status,
+        other => panic!("/ready: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_drain_ready_says_503_and_everything_is_served_until_a_second_signal() {
+    // A drain far longer than the test: only the second signal ends it.
+    let server = draining_server(Duration::from_secs(600)).await;
+    let addr = server.addr();
+    assert_eq!(bounded("/ready", ready(addr)).await, 200);
+
+    // A slow request in flight when the signal comes.
+    let slow = tokio::spawn(async move {
+        let mut conn = connect(addr).await;
+        client::get(&mut conn, "/slow?ms=700").await
+    });
+    until("the request in flight", || server.stats().in_flight == 1).await;
+    server.shutdown("SIGTERM");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = bounded("/ready", ready(addr)).await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 503, "/ready still 200 after the signal");
+
+    // New connections are still accepted and answered in full, on
+    // keep-alive (not `connection: close`: nothing is stopping yet).
+    let mut fresh = connect(addr).await;
+    for _ in 0..2 {
+        let got = bounded("a request during the drain", client::get(&mut fresh, "/")).await;
+        assert_eq!(
+            got,
+            Got::Answer {
+                status: 200,
+                close: false,
+                body: "/ answered after 0 ms\n".into()
+            }
+        );
+    }
+    let got = bounded("the slow request", slow).await.unwrap();
+    assert!(
+        matches!(
+            got,
+            Got::Answer {
+                status: 200,
+                close: false,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    let during = server.stats().answered_during_drain;
+    // The 503, the two on `fresh`, the slow one (the first /ready polls
+    // may have come before the drain began).
+    assert!(during >= 4, "{during} answered during the drain");
+
+    // The second signal skips the rest of the drain: the graceful shutdown
+    // runs, and new connections are refused from then on.
+    server.shutdown("SIGTERM");
+    assert!(
+        client::refused_soon(addr).await,
+        "still accepting after the drain was cut short"
+    );
+    // The keep-alive connection is closed gracefully (it was idle).
+    assert_eq!(
+        bounded("the idle connection", client::get(&mut fresh, "/")).await,
+        Got::ClosedFirst
+    );
+    let report = bounded("the server", server.stopped()).await;
+    assert_eq!(report.forced(), None, "{report}");
+    assert_eq!(report.code(), 0, "{report}");
+    let drained = report.drained().expect("it drained");
+    assert!(drained < Duration::from_secs(600), "{report}");
+    assert!(
+        report
+            .summary()
+            .contains("(cut short), then shutdown (SIGTERM)"),
+        "{report}"
+    );
+    let note = report
+        .tree()
+        .get("/http/listener")
+        .unwrap()
+        .note()
+        .unwrap()
+        .to_owned();
+    assert!(
+        note.contains(&format!("({during} during the drain)")),
+        "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_runs_its_full_period_then_the_shutdown_refuses_new_connections() {
+    let drain = Duration::from_millis(300);
+    let server = draining_server(drain).await;
+    let addr = server.addr();
+    assert_eq!(bounded("/ready", ready(addr)).await, 200);
+    server.shutdown("SIGTERM");
+    assert!(
+        client::refused_within(addr, drain + Duration::from_secs(10)).await,
+        "never refused after the drain"
+    );
+    let report = bounded("the server", server.stopped()).await;
+    assert_eq!(report.code(), 0, "{report}");
+    assert!(report.drained().unwrap() >= drain, "{report}");
+    assert!(report.summary().starts_with("http: drained "), "{report}");
+    assert!(!report.summary().contains("cut short"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_signal_aborts_the_shutdown_that_followed_a_skipped_drain() {
+    let server = draining_server(Duration::from_secs(600)).await;
+    let addr = server.addr();
+    let stuck = tokio::spawn(async move {
+        let mut conn = connect(addr).await;
+        client::get(&mut conn, "/slow?ms=10000").await
+    });
+    until("the request in flight", || server.stats().in_flight == 1).await;
+    server.shutdown("SIGTERM"); // drain
+    server.shutdown("SIGTERM"); // skip it: the graceful shutdown waits for the request
+    assert!(client::refused_soon(addr).await);
+    assert_eq!(
+        server.stats().in_flight,
+        1,
+        "the second signal must not abort"
+    );
+    server.shutdown("SIGTERM"); // abort
+    let report = bounded("the server", server.stopped()).await;
+    assert_eq!(report.forced(), Some(Forced::SecondSignal), "{report}");
+    assert_eq!(report.code(), 130);
+    assert_eq!(
+        bounded("the cut request", stuck).await.unwrap(),
+        Got::ClosedFirst
+    );
 }

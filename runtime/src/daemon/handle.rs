@@ -53,6 +53,11 @@ impl fmt::Debug for SubsystemHandle {
 }
 
 impl SubsystemHandle {
+    /// What the daemon's subsystems share (for readiness).
+    pub(super) fn daemon(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Cancelled when this subsystem is asked to stop: the daemon shuts
     /// down, its parent stops, or something in it failed. Hand it (or
     /// children of it) to `#[cancellable]` fns.

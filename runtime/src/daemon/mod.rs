@@ -43,9 +43,14 @@
 //! restarts, or does not escalate) or to the daemon, whose one grace period
 //! then bounds the whole shutdown.
 
+#[cfg(feature = "systemd")]
+mod activation;
+mod drain;
 mod handle;
+mod notify;
 #[cfg(feature = "process")]
 mod process;
+mod readiness;
 mod report;
 mod runner;
 mod subsystem;
@@ -53,15 +58,20 @@ mod tree;
 
 use std::fmt;
 use std::future::Future;
+use std::pin::pin;
 #[cfg(feature = "signal")]
 use std::sync::Arc as SignalArc;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "systemd")]
+pub use activation::Listeners;
 pub use handle::{NestedSubsystem, SubsystemHandle};
+pub use readiness::{Readiness, ReadinessHold};
 pub use report::{DaemonReport, Failure};
 pub use subsystem::{Restart, ShutdownOrder, Subsystem, SubsystemOutput};
 pub use tree::{NodeState, TaskTree, TreeNode};
@@ -86,6 +96,16 @@ pub(crate) struct Shared {
     reason: OnceLock<StopReason>,
     began: OnceLock<Instant>,
     log: Log,
+    /// Readiness, the drain, and what systemd is told.
+    lifecycle: Arc<readiness::Lifecycle>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -99,6 +119,7 @@ impl Shared {
     fn begin_shutdown(&self, reason: StopReason) {
         if self.reason.set(reason.clone()).is_ok() {
             let _ = self.began.set(Instant::now());
+            self.lifecycle.stopping();
             self.log(&format!("shutting down: {reason}"));
             self.tree.request_stop(ROOT);
             self.tree.stop_orphans();
@@ -235,6 +256,7 @@ pub struct Daemon {
     exit_timeout: Duration,
     order: ShutdownOrder,
     log: Log,
+    drain: Duration,
     #[cfg(feature = "signal")]
     signal: Option<SignalSource>,
     #[cfg(feature = "signal")]
@@ -283,6 +305,7 @@ impl Daemon {
             exit_timeout: Duration::from_millis(500),
             order: ShutdownOrder::default(),
             log: Arc::new(|line| eprintln!("{line}")),
+            drain: Duration::ZERO,
             #[cfg(feature = "signal")]
             signal: None,
             #[cfg(feature = "signal")]
@@ -527,7 +550,15 @@ impl Daemon {
             reason: OnceLock::new(),
             began: OnceLock::new(),
             log: Arc::clone(&self.log),
+            lifecycle: readiness::Lifecycle::new(),
         });
+        let setup = readiness::ready_after(&shared.lifecycle, setup);
+        let timing = notify::Timing {
+            grace: self.grace,
+            exit_timeout: self.exit_timeout,
+        };
+        // Says the last word to systemd when it is dropped, as `run` returns.
+        let _notifier = notify::start(&shared, timing);
         let mut daemon = Scope::<()>::child_of(&shared.root);
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
         runner::start(&shared, None, spec, &daemon.spawner());
@@ -548,6 +579,7 @@ impl Daemon {
             shutdown_took: shared.began.get().map(Instant::elapsed),
             tree: shared.tree.snapshot(),
             failures: shared.tree.failures(),
+            drained: shared.lifecycle.drained(),
         }
     }
 
@@ -562,15 +594,20 @@ impl Daemon {
         watchers: &Watchers,
     ) -> Option<Forced> {
         let began = *shared.began.get_or_init(Instant::now);
-        let by_signal = matches!(shared.reason.get(), Some(StopReason::Signal(_)));
-        let in_grace = tokio::time::timeout_at(began + self.grace, daemon.join_next());
-        let forced = match watchers.force_token(by_signal) {
-            Some(force) => match force.run_until_cancelled(in_grace).await {
-                Some(in_grace) => in_grace.err().map(|_| Forced::GraceElapsed),
-                None => Some(Forced::SecondSignal),
-            },
-            None => in_grace.await.err().map(|_| Forced::GraceElapsed),
-        }?;
+        let forced = {
+            let mut in_grace = pin!(tokio::time::timeout_at(
+                began + self.grace,
+                daemon.join_next()
+            ));
+            let mut force = pin!(watchers.forcing_signal(shared));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(in_grace) = in_grace.as_mut().poll(cx) {
+                    return Poll::Ready(in_grace.err().map(|_| Forced::GraceElapsed));
+                }
+                force.as_mut().poll(cx).map(|()| Some(Forced::SecondSignal))
+            })
+            .await?
+        };
         let aborted = shared.tree.abort(ROOT);
         shared.log(&format!(
             "shutdown forced after {} ({forced}): aborting {}",
@@ -608,18 +645,16 @@ impl Watchers {
         }
     }
 
-    /// What forces the shutdown: a second signal, or a first one when the
-    /// shutdown did not begin with a signal.
-    fn force_token(&self, by_signal: bool) -> Option<CancellationToken> {
+    /// What forces the shutdown: the signal after those the daemon acted
+    /// on (a second one, or a first one when the shutdown did not begin
+    /// with a signal; a third when a second cut the drain short).
+    fn forcing_signal(&self, shared: &Shared) -> impl Future<Output = ()> + Send + 'static {
         #[cfg(feature = "signal")]
-        return self.signal.as_ref().map(|s| match by_signal {
-            true => s.forced().clone(),
-            false => s.token().clone(),
-        });
+        return drain::forcing_signal(shared, self.signal.as_deref());
         #[cfg(not(feature = "signal"))]
         {
-            let _ = by_signal;
-            None
+            let _ = shared;
+            std::future::pending()
         }
     }
 
@@ -646,9 +681,14 @@ impl Watchers {
                 }
             },
         };
-        let (first, shared) = (SignalArc::clone(&signal), Arc::clone(shared));
+        let (first, shared, drain) = (SignalArc::clone(&signal), Arc::clone(shared), daemon.drain);
         tasks.spawn(|_| async move {
             first.token().cancelled().await;
+            // The drain, unless the shutdown begins meanwhile (a failure).
+            let stop = shared.tree.stop_token(ROOT);
+            let stop = stop.unwrap_or_else(|| shared.root.child_token());
+            let draining = drain::after_signal(&shared, drain, Some(&first));
+            stop.run_until_cancelled(draining).await;
             let name = first.reason().unwrap_or("a signal");
             shared.begin_shutdown(StopReason::Signal(name));
         });

@@ -121,6 +121,7 @@ pub struct DaemonReport {
     pub(crate) shutdown_took: Option<Duration>,
     pub(crate) tree: TaskTree,
     pub(crate) failures: Vec<Failure>,
+    pub(super) drained: Option<super::drain::Drained>,
 }
 
 impl DaemonReport {
@@ -371,8 +372,9 @@ impl DaemonReport {
             }
         };
         format!(
-            "{}: {how}: {} -> exit {}",
+            "{}: {}{how}: {} -> exit {}",
             self.name,
+            super::drain::describe(self.drained),
             counts.join(", "),
             self.code()
         )

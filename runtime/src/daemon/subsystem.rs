@@ -27,7 +27,7 @@ pub enum Exit {
     Failed(String),
 }
 
-mod sealed {
+pub(super) mod sealed {
     /// Turns what a subsystem's fn returned into an [`Exit`](super::Exit).
     pub trait Sealed {
         fn exit(self) -> super::Exit;
