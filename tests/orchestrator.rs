@@ -95,7 +95,7 @@ async fn a_drain_keeps_everything_running_then_the_ordered_shutdown_runs_within_
     assert!(
         report
             .summary()
-            .starts_with("d: drained 10.00s, then shutdown (SIGTERM) took 2.00s"),
+            .starts_with("d: drained 10.000s, then shutdown (SIGTERM) took 2.000s"),
         "{}",
         report.summary()
     );

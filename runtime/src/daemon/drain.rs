@@ -60,7 +60,7 @@ impl Daemon {
     ///     })
     ///     .await;
     /// assert_eq!(report.drained(), Some(Duration::from_secs(5)));
-    /// assert!(report.summary().starts_with("d: drained 5.00s, then shutdown (SIGTERM)"));
+    /// assert!(report.summary().starts_with("d: drained 5.000s, then shutdown (SIGTERM)"));
     /// # Ok(()) }
     /// ```
     #[must_use]
@@ -90,7 +90,7 @@ impl DaemonReport {
     }
 }
 
-/// The summary's words for the drain: `"drained 5.00s, then "`.
+/// The summary's words for the drain: `"drained 5.000s, then "`.
 pub(super) fn describe(drained: Option<Drained>) -> String {
     match drained {
         None => String::new(),

@@ -561,8 +561,10 @@ impl Daemon {
         let _notifier = notify::start(&shared, timing);
         let mut daemon = Scope::<()>::child_of(&shared.root);
         let spec = Subsystem::new(self.name.clone(), setup).shutdown_order(self.order.clone());
-        runner::start(&shared, None, spec, &daemon.spawner());
+        // Signals are listened for before the setup runs: a signal that
+        // comes once the setup has said it is up must not kill the process.
         let watchers = Watchers::start(&self, &shared);
+        runner::start(&shared, None, spec, &daemon.spawner());
         // Cancelled when the shutdown begins.
         let stop = shared.tree.stop_token(ROOT);
         let stop = stop.unwrap_or_else(|| shared.root.child_token());
