@@ -4,6 +4,21 @@
 //! Depend on the `cancel-scope` crate instead; it re-exports everything here.
 #![deny(missing_docs)]
 
+// Module map, by layer. Every `use crate::` points to the same layer or one
+// below; none points up, and no two modules import each other.
+//
+// 1. Leaves, the vocabulary: `id` (TaskId), `reason` (CancelReason, the
+//    scope's cause), `cancelled` (Cancelled), `task` (TaskError, TaskOutcome,
+//    TaskOutput).
+// 2. The race `#[cancellable]` runs: `nest` (per-thread state of nested
+//    calls), `private` (what generated code calls), `shield`.
+// 3. The books: `report` (TaskReport, ShutdownReport, the reaped tally),
+//    below `ledger` (the tasks of one scope, its policies).
+// 4. The scopes: `scope` (Scope; its `shared` state and task wrapper below
+//    its `handle`s: TaskHandle, Spawner, SpawnPermit), `local` (LocalScope),
+//    `signal` (ShutdownSignal).
+// 5. `daemon`, on Scope.
+
 mod cancelled;
 pub mod daemon;
 mod id;

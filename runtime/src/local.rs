@@ -33,9 +33,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::CancelReason;
 use crate::id::TaskId;
 use crate::ledger::{Key, Ledger, cancel_rule, poll_caught};
+use crate::reason::CancelReason;
 use crate::reason::{self, Cause};
 use crate::task::TaskError;
 

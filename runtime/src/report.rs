@@ -5,10 +5,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use crate::CancelReason;
 #[cfg(doc)]
 use crate::Scope;
 use crate::id::TaskId;
+use crate::reason::CancelReason;
 use crate::reason::Described;
 use crate::task::{TaskError, TaskOutcome};
 

@@ -12,14 +12,14 @@ use std::sync::{Arc, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::task::AbortHandle;
 #[cfg(doc)]
 use tokio::task::JoinSet;
-use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
-use crate::ledger::{Key, Policy, Stopping, cancel_rule};
+use crate::ledger::{Policy, Stopping, cancel_rule};
 use crate::reason::{CancelReason, Cause};
 use crate::report::{Shutdown, ShutdownReport};
 use crate::task::{TaskError, TaskOutcome, TaskOutput};
@@ -28,7 +28,7 @@ mod handle;
 mod shared;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
 use shared::{
-    Inner, Limit, Permit, Shared, UNTRACKED, Wait, idle_or_register, reserve, spawn_blocking_into,
+    Inner, Limit, OwnerSpawns, Permit, Shared, Wait, idle_or_register, spawn_blocking_into,
     spawn_into, wait_empty,
 };
 
@@ -195,13 +195,8 @@ use shared::{
 /// start with a cancelled token. Spawn into a fresh scope instead.
 pub struct Scope<T> {
     shared: Arc<Shared<T>>,
-    /// Abort handles of the tasks the owner started (pruned of finished
-    /// ones as it grows), so that the owner's spawns take one lock.
-    aborts: Vec<JoinHandle<()>>,
-    /// Tasks the owner started outside the ledger (see `Shared::untracked`).
-    untracked_spawned: usize,
-    /// The length at which `aborts` is pruned next.
-    prune_at: usize,
+    /// The tasks the owner started itself.
+    owned: OwnerSpawns,
     /// Set by `with_deadline` and `with_timeout`.
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
@@ -254,9 +249,7 @@ impl<T> Scope<T> {
     fn with_cause(cause: Arc<Cause>) -> Self {
         Scope {
             shared: Arc::new(Shared::new(cause)),
-            aborts: Vec::new(),
-            untracked_spawned: 0,
-            prune_at: 64,
+            owned: OwnerSpawns::new(),
             deadline: None,
             deadline_timer: None,
             winner: None,
@@ -673,30 +666,8 @@ impl<T> Scope<T> {
             }
         }
         drop(inner);
-        for abort in &self.aborts {
-            abort.abort();
-        }
+        self.owned.abort_all();
         drop(queue); // their guards report them aborted
-    }
-
-    /// Keeps the abort handle of a task the owner started. Prunes those of
-    /// finished tasks only once they must be most of the list (it is more
-    /// than twice as long as the tasks that run), so a long-lived scope's
-    /// list stays about as long as its live tasks, and a burst of spawns is
-    /// never scanned.
-    fn keep_abort(&mut self, key: Key, abort: Option<JoinHandle<()>>) {
-        if key.slot == UNTRACKED {
-            self.untracked_spawned += 1;
-        }
-        let Some(abort) = abort else { return };
-        if self.aborts.len() >= self.prune_at {
-            self.aborts.retain(|a| !a.is_finished());
-        }
-        if self.aborts.len() >= self.prune_at {
-            let live = self.shared.live.load(Ordering::Relaxed) + self.inner().ledger.running();
-            self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
-        }
-        self.aborts.push(abort);
     }
 }
 
@@ -810,7 +781,7 @@ impl<T: Send + 'static> Scope<T> {
         else {
             unreachable!("an owner's spawn is never refused")
         };
-        self.keep_abort(key, abort);
+        self.owned.keep(&self.shared, key, abort);
         key.id()
     }
 
@@ -892,7 +863,7 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
         let (key, abort) = spawn_blocking_into(&self.shared, name, f, Permit::TakeOrQueue);
-        self.keep_abort(key, abort);
+        self.owned.keep(&self.shared, key, abort);
         key.id()
     }
 
@@ -938,7 +909,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # Ok(()) }
     /// ```
     pub async fn reserve(&self) -> SpawnPermit<T> {
-        reserve(&self.shared).await
+        SpawnPermit::reserve(&self.shared).await
     }
 
     /// [`reserve`](Self::reserve), then [`spawn`](Self::spawn): waits until
@@ -975,8 +946,8 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let permit = reserve(&self.shared).await;
-        permit.spawn_inner(None, f, Some(self))
+        let permit = SpawnPermit::reserve(&self.shared).await;
+        permit.spawn_inner(None, f, Some(&mut self.owned))
     }
 
     /// A cloneable, `Send + Sync` handle that spawns into this scope from
@@ -1276,7 +1247,7 @@ impl<T: Send + 'static> Scope<T> {
         let cancelled_before = self.cancel_reason();
         let start = self.stop(grace, true).await;
         let elapsed = start.elapsed();
-        let spawned = std::mem::take(&mut self.untracked_spawned);
+        let spawned = std::mem::take(&mut self.owned.untracked);
         let mut inner = self.shared.lock();
         let (mut reaped, reaped_attention) = inner.ledger.take_reaped();
         // The owner's untracked tasks all ended (the shutdown waited).

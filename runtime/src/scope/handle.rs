@@ -5,14 +5,16 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(doc)]
 use super::Scope;
-use super::shared::{Control, Permit, Shared, UNTRACKED, spawn_into};
+use super::shared::{Control, OwnerSpawns, Permit, Shared, UNTRACKED, spawn_into};
 use crate::id::TaskId;
 use crate::ledger::Key;
 #[cfg(doc)]
@@ -376,10 +378,31 @@ pub struct SpawnPermit<T> {
 }
 
 impl<T> SpawnPermit<T> {
-    pub(super) fn new(shared: &Arc<Shared<T>>, counted: bool) -> Self {
+    fn new(shared: &Arc<Shared<T>>, counted: bool) -> Self {
         SpawnPermit {
             shared: Arc::clone(shared),
             counted,
+        }
+    }
+
+    /// Waits for a place under the limit (see [`Scope::reserve`]).
+    pub(super) async fn reserve(shared: &Arc<Shared<T>>) -> Self {
+        loop {
+            let mut notified = pin!(shared.capacity.notified());
+            notified.as_mut().enable();
+            {
+                let mut inner = shared.lock();
+                let free = inner.queue.is_empty();
+                match &mut inner.limit {
+                    None => return SpawnPermit::new(shared, false),
+                    Some(limit) if free && limit.active < limit.max => {
+                        limit.active += 1;
+                        return SpawnPermit::new(shared, true);
+                    }
+                    Some(_) => {}
+                }
+            }
+            notified.await;
         }
     }
 }
@@ -444,7 +467,7 @@ impl<T: Send + 'static> SpawnPermit<T> {
         mut self,
         name: Option<Cow<'static, str>>,
         f: F,
-        owner: Option<&mut Scope<T>>,
+        owner: Option<&mut OwnerSpawns>,
     ) -> TaskHandle
     where
         F: FnOnce(CancellationToken) -> Fut,
@@ -460,7 +483,7 @@ impl<T: Send + 'static> SpawnPermit<T> {
         };
         let abort = join.as_ref().map(JoinHandle::abort_handle);
         if let Some(owner) = owner {
-            owner.keep_abort(key, join);
+            owner.keep(&self.shared, key, join);
         }
         handle(&self.shared, key, token, abort, name)
     }

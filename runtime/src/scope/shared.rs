@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -26,7 +26,6 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::SpawnPermit;
 use crate::ledger::{FailureText, Key, Ledger, error_text, outcome_of, poll_caught};
 use crate::reason::{self, Cause};
 use crate::task::Payload;
@@ -108,6 +107,52 @@ pub(super) struct Shared<T> {
     pub(super) forcing: AtomicBool,
     /// The policy's failure text, readable without the lock.
     pub(super) failure: OnceLock<FailureText<T>>,
+}
+
+/// The tasks the owner started itself: their join handles, to abort them
+/// when the scope stops (so that the owner's spawns take one lock), and how
+/// many of them skipped the ledger.
+pub(super) struct OwnerSpawns {
+    aborts: Vec<JoinHandle<()>>,
+    pub(super) untracked: usize,
+    /// The length at which `aborts` is pruned next.
+    prune_at: usize,
+}
+
+impl OwnerSpawns {
+    pub(super) fn new() -> Self {
+        OwnerSpawns {
+            aborts: Vec::new(),
+            untracked: 0,
+            prune_at: 64,
+        }
+    }
+
+    /// Keeps the handle of a task the owner started. Prunes those of
+    /// finished tasks only once they must be most of the list (it is more
+    /// than twice as long as the tasks that run), so a long-lived scope's
+    /// list stays about as long as its live tasks, and a burst of spawns is
+    /// never scanned.
+    pub(super) fn keep<T>(&mut self, shared: &Shared<T>, key: Key, join: Option<JoinHandle<()>>) {
+        if key.slot == UNTRACKED {
+            self.untracked += 1;
+        }
+        let Some(join) = join else { return };
+        if self.aborts.len() >= self.prune_at {
+            self.aborts.retain(|a| !a.is_finished());
+        }
+        if self.aborts.len() >= self.prune_at {
+            let live = shared.live.load(Ordering::Relaxed) + shared.lock().ledger.running();
+            self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
+        }
+        self.aborts.push(join);
+    }
+
+    pub(super) fn abort_all(&self) {
+        for join in &self.aborts {
+            join.abort();
+        }
+    }
 }
 
 /// The slot of a task that is not in the ledger.
@@ -574,26 +619,6 @@ pub(super) async fn wait_empty<T>(shared: &Shared<T>) {
         idle_or_register(shared, &mut inner, Wait::Empty, cx, ())
     })
     .await;
-}
-
-pub(super) async fn reserve<T>(shared: &Arc<Shared<T>>) -> SpawnPermit<T> {
-    loop {
-        let mut notified = pin!(shared.capacity.notified());
-        notified.as_mut().enable();
-        {
-            let mut inner = shared.lock();
-            let free = inner.queue.is_empty();
-            match &mut inner.limit {
-                None => return SpawnPermit::new(shared, false),
-                Some(limit) if free && limit.active < limit.max => {
-                    limit.active += 1;
-                    return SpawnPermit::new(shared, true);
-                }
-                Some(_) => {}
-            }
-        }
-        notified.await;
-    }
 }
 
 /// The span a scope task runs in, with the `tracing` feature: target
