@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::id::TaskId;
 use crate::reason::{CancelReason, Cause};
-use crate::report::TaskReport;
+use crate::report::{Tally, TaskReport};
 use crate::task::{Payload, TaskError, TaskOutcome};
 
 /// Polls a task's future under `catch_unwind`, for both scopes. The future
@@ -53,27 +53,67 @@ pub(crate) fn poll_caught<F: Future>(
     }
 }
 
-/// Which outcomes cancel the scope (`fail_fast`, `first_ok`): `Some(true)`
-/// for a success that does, `Some(false)` for a failure that does.
-pub(crate) type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
+/// `fail_fast` and `first_ok`: which ends of a task cancel the scope.
+pub(crate) struct CancelRule<T> {
+    pub(crate) fail_fast: bool,
+    pub(crate) first_ok: bool,
+    /// Of a task's value (`None`: it panicked): `Some(true)` for a success
+    /// that cancels, `Some(false)` for a failure that does.
+    decide: fn(Option<&T>) -> Option<bool>,
+}
+
+impl<T> Clone for CancelRule<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for CancelRule<T> {}
+
+impl<U, E> CancelRule<Result<U, E>> {
+    /// The rule for a scope of `Result`s.
+    pub(crate) fn new(fail_fast: bool, first_ok: bool) -> Self {
+        let decide: fn(Option<&Result<U, E>>) -> Option<bool> = match (fail_fast, first_ok) {
+            (true, true) => |v| Some(matches!(v, Some(Ok(_)))),
+            (true, false) => |v| (!matches!(v, Some(Ok(_)))).then_some(false),
+            (false, _) => |v| matches!(v, Some(Ok(_))).then_some(true),
+        };
+        CancelRule {
+            fail_fast,
+            first_ok,
+            decide,
+        }
+    }
+}
+
+impl<T> CancelRule<T> {
+    /// Cancels `cause` when the end of task `id` with `value` (`None`: it
+    /// panicked) decides it; `true` if it did.
+    pub(crate) fn apply(
+        self,
+        cause: &Cause,
+        id: TaskId,
+        name: Option<&Cow<'static, str>>,
+        value: Option<&T>,
+    ) -> bool {
+        let Some(succeeded) = (self.decide)(value) else {
+            return false;
+        };
+        let reason = if succeeded {
+            CancelReason::TaskSucceeded(id)
+        } else {
+            CancelReason::TaskFailed(id)
+        };
+        cause.cancel_by(reason, name);
+        true
+    }
+}
 
 /// The text of a task's failure, when its value is one (an `Err`).
 pub(crate) type FailureText<T> = fn(&T) -> Option<String>;
 
-/// The rule for `fail_fast` and `first_ok` on a scope of `Result`s.
-pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
-    match (fail_fast, first_ok) {
-        (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
-        (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
-        (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
-    }
-}
-
 /// What ran an ended task, and its result when it was not kept (reaping).
 pub(crate) type Ended<T, R> = (R, Option<Result<T, TaskError>>);
-
-/// How many reaped tasks that need attention a reaping scope remembers.
-pub(crate) const ATTENTION_LOG: usize = 32;
 
 /// A task's address: its slot and its sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,34 +128,30 @@ impl Key {
     }
 }
 
-/// The policies of a scope: set by its builders, applied as each task ends.
+/// The policies of a scope, set by its builders. Each applies to every
+/// task of the scope, whenever it was spawned: it judges each task as it
+/// ends, and, when set, the results the scope still keeps.
 pub(crate) struct Policy<T> {
-    pub(crate) cause: Arc<Cause>,
-    pub(crate) rule: Option<CancelRule<T>>,
+    pub(crate) cancel: Option<CancelRule<T>>,
     pub(crate) failure: Option<FailureText<T>>,
-    pub(crate) fail_fast: bool,
-    pub(crate) first_ok: bool,
     pub(crate) reaping: bool,
 }
 
 impl<T> Policy<T> {
-    pub(crate) fn new(cause: Arc<Cause>) -> Self {
-        Policy {
-            cause,
-            rule: None,
-            failure: None,
-            fail_fast: false,
-            first_ok: false,
-            reaping: false,
-        }
-    }
-
     /// The `Debug` fields both scopes show.
-    pub(crate) fn debug_fields(&self, d: &mut std::fmt::DebugStruct<'_, '_>, len: usize) {
+    pub(crate) fn debug_fields(
+        &self,
+        d: &mut std::fmt::DebugStruct<'_, '_>,
+        len: usize,
+        cancelled: bool,
+    ) {
+        let (fail_fast, first_ok) = self
+            .cancel
+            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
         d.field("len", &len)
-            .field("cancelled", &self.cause.token().is_cancelled())
-            .field("fail_fast", &self.fail_fast);
-        if self.first_ok {
+            .field("cancelled", &cancelled)
+            .field("fail_fast", &fail_fast);
+        if first_ok {
             d.field("first_ok", &true);
         }
         if self.reaping {
@@ -149,9 +185,10 @@ enum Slot<T, R> {
 
 const NO_SLOT: usize = usize::MAX;
 
-/// What a shutdown report needs from the ledger: when it began.
+/// When a shutdown began, and whether it times the tasks' ends (for a
+/// report).
 #[derive(Clone, Copy)]
-pub(crate) struct Stopping {
+pub(crate) struct ShutdownStart {
     pub(crate) at: Instant,
     pub(crate) timed: bool,
 }
@@ -164,16 +201,12 @@ pub(crate) struct Ledger<T, R> {
     running: usize,
     /// Ended tasks not handed out, in completion order.
     done: VecDeque<Key>,
+    pub(crate) cause: Arc<Cause>,
     pub(crate) policy: Policy<T>,
-    /// Set while a shutdown runs: tasks that end now stopped because of it.
-    pub(crate) stopping: Option<Stopping>,
-    /// Outcomes of reaped tasks, by `TaskOutcome::index`.
-    pub(crate) tally: [usize; TaskOutcome::COUNT],
-    /// The last reaped tasks that need attention.
-    pub(crate) attention: VecDeque<TaskReport>,
-    /// Reaped tasks that cleaned up in which a `#[cancellable]` fn was
-    /// cancelled.
-    pub(crate) reaped_ran_cleanup: usize,
+    /// Set once a shutdown began: tasks that end now stopped because of it.
+    pub(crate) shutdown: Option<ShutdownStart>,
+    /// The tasks freed as they ended (reaping).
+    pub(crate) reaped: Tally,
 }
 
 impl<T, R> Ledger<T, R> {
@@ -185,11 +218,14 @@ impl<T, R> Ledger<T, R> {
             len: 0,
             running: 0,
             done: VecDeque::new(),
-            policy: Policy::new(cause),
-            stopping: None,
-            tally: [0; TaskOutcome::COUNT],
-            attention: VecDeque::new(),
-            reaped_ran_cleanup: 0,
+            cause,
+            policy: Policy {
+                cancel: None,
+                failure: None,
+                reaping: false,
+            },
+            shutdown: None,
+            reaped: Tally::default(),
         }
     }
 
@@ -305,17 +341,35 @@ impl<T, R> Ledger<T, R> {
     ) -> Option<Ended<T, R>> {
         self.entry(key)
             .filter(|e| matches!(e.state, State::Running(_)))?;
-        if let Some(rule) = self.policy.rule {
-            if let Some(succeeded) = rule(&out) {
-                let reason = if succeeded {
-                    CancelReason::TaskSucceeded(key.id())
-                } else {
-                    CancelReason::TaskFailed(key.id())
-                };
-                self.policy.cause.cancel_by(reason, self.name(key));
-            }
+        if let Some(rule) = self.policy.cancel {
+            rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
         }
         self.end(key, out.map_err(TaskError::panic), seen)
+    }
+
+    /// Sets `fail_fast` and `first_ok`. The rule holds for every task: the
+    /// first kept result (in completion order) it decides on cancels the
+    /// scope now, as its task would have had the rule been set before.
+    pub(crate) fn set_cancel_rule(&mut self, rule: CancelRule<T>) {
+        self.policy.cancel = Some(rule);
+        for &key in &self.done {
+            let Some(Entry {
+                state: State::Done(result),
+                name,
+                ..
+            }) = self.entry(key)
+            else {
+                continue;
+            };
+            let value = match result {
+                Ok(value) => Some(value),
+                Err(e) if e.is_panic() => None,
+                Err(_) => continue,
+            };
+            if rule.apply(&self.cause, key.id(), name.as_ref(), value) {
+                break;
+            }
+        }
     }
 
     /// The task at `key` ended without a value (aborted, detached); see
@@ -327,7 +381,7 @@ impl<T, R> Ledger<T, R> {
         result: Result<T, TaskError>,
         seen: bool,
     ) -> Option<Ended<T, R>> {
-        let stopping = self.stopping;
+        let stopping = self.shutdown;
         let reaping = self.policy.reaping;
         let failure = self.policy.failure;
         let running = &mut self.running;
@@ -346,10 +400,9 @@ impl<T, R> Ledger<T, R> {
         if reaping {
             let outcome = outcome_of(&result, failure, stopping.is_some());
             let name = self.name(key).cloned();
-            self.reaped(key.id(), name, outcome, || error_text(&result, failure));
-            if seen && outcome == TaskOutcome::Stopped {
-                self.reaped_ran_cleanup += 1;
-            }
+            self.reap(key.id(), name, outcome, seen, || {
+                error_text(&result, failure)
+            });
             let Slot::Full(entry) = self.remove(key) else {
                 unreachable!()
             };
@@ -365,21 +418,22 @@ impl<T, R> Ledger<T, R> {
         Some((run, None))
     }
 
-    /// Counts a reaped task; keeps it in the log when it needs attention.
-    pub(crate) fn reaped(
+    /// Counts a task freed as it ended (`seen`: it ran a `#[cancellable]`
+    /// cleanup); keeps it in the log when it needs attention.
+    pub(crate) fn reap(
         &mut self,
         id: TaskId,
         name: Option<Cow<'static, str>>,
         outcome: TaskOutcome,
+        seen: bool,
         error: impl FnOnce() -> Option<String>,
     ) {
-        self.tally[outcome.index()] += 1;
         if outcome.needs_attention() {
-            let report = TaskReport::new(id, name, outcome, None).with_error(error());
-            if self.attention.len() == ATTENTION_LOG {
-                self.attention.pop_front();
-            }
-            self.attention.push_back(report);
+            let task = TaskReport::new(id, name, outcome, None).with_error(error());
+            self.reaped.note(task);
+        } else {
+            let ran = usize::from(seen && outcome == TaskOutcome::Stopped);
+            self.reaped.count(outcome, 1, ran);
         }
     }
 
@@ -434,8 +488,8 @@ impl<T, R> Ledger<T, R> {
         &mut self,
         mut each: impl FnMut(TaskReport, Result<T, TaskError>) -> O,
     ) -> Vec<O> {
-        let reason = self.policy.cause.described();
-        let stopping = self.stopping;
+        let reason = self.cause.described();
+        let stopping = self.shutdown;
         let failure = self.policy.failure;
         let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
             .into_iter()
@@ -475,7 +529,7 @@ impl<T, R> Ledger<T, R> {
 
     /// [`finish_with`](Self::finish_with), results only.
     pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
-        let reason = self.policy.cause.described();
+        let reason = self.cause.described();
         let mut entries: Vec<(u64, Result<T, TaskError>)> = std::mem::take(&mut self.slots)
             .into_iter()
             .filter_map(|s| match s {
@@ -500,11 +554,21 @@ impl<T, R> Ledger<T, R> {
         entries.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// The reaped tasks' share of a report: their counts, and the last ones
-    /// that need attention.
-    pub(crate) fn take_reaped(&mut self) -> ([usize; TaskOutcome::COUNT], Vec<TaskReport>) {
-        let tally = std::mem::take(&mut self.tally);
-        (tally, std::mem::take(&mut self.attention).into())
+    /// The reaped tasks' share of a report.
+    pub(crate) fn take_reaped(&mut self) -> Tally {
+        std::mem::take(&mut self.reaped)
+    }
+}
+
+impl<U, E, R> Ledger<Result<U, E>, R> {
+    /// Turns on `fail_fast` and/or `first_ok`, keeping what was on.
+    pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
+        let (was_fail_fast, was_first_ok) = self
+            .policy
+            .cancel
+            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
+        let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
+        self.set_cancel_rule(rule);
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
-use crate::ledger::{Key, Ledger, cancel_rule, poll_caught};
+use crate::ledger::{Key, Ledger, poll_caught};
 use crate::reason::CancelReason;
 use crate::reason::{self, Cause};
 use crate::task::TaskError;
@@ -291,7 +291,7 @@ impl<'env, T> LocalScope<'env, T> {
     }
 
     fn cause(&self) -> &Arc<Cause> {
-        &self.ledger.policy.cause
+        &self.ledger.cause
     }
 
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
@@ -756,8 +756,9 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// fail, so its siblings see their tokens cancelled and run their
     /// cleanups within the same join.
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope. The failing task's own result is returned as usual by the join
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a failed result not yet handed out, it cancels at
+    /// once. The failing task's own result is returned as usual by the join
     /// methods.
     ///
     /// ```
@@ -782,9 +783,7 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(mut self) -> Self {
-        let policy = &mut self.ledger.policy;
-        policy.fail_fast = true;
-        policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+        self.ledger.cancel_when(true, false);
         self
     }
 
@@ -794,8 +793,8 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// [`fail_fast`](Self::fail_fast); with both, the first task to end in
     /// any way cancels the scope. An `Err` or a panic cancels nothing.
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope.
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a success not yet handed out, it cancels at once.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -819,9 +818,7 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(mut self) -> Self {
-        let policy = &mut self.ledger.policy;
-        policy.first_ok = true;
-        policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+        self.ledger.cancel_when(false, true);
         self
     }
 }
@@ -858,7 +855,10 @@ impl<T> Default for LocalScope<'_, T> {
 impl<T> fmt::Debug for LocalScope<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("LocalScope");
-        self.ledger.policy.debug_fields(&mut d, self.len());
+        let cancelled = self.token().is_cancelled();
+        self.ledger
+            .policy
+            .debug_fields(&mut d, self.len(), cancelled);
         d.finish_non_exhaustive()
     }
 }

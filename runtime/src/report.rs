@@ -2,6 +2,7 @@
 //! task of a scope in a shutdown, for the logs.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -247,42 +248,69 @@ pub struct ShutdownReport<T> {
     cancelled_before: Option<CancelReason>,
     /// Why it was cancelled, with the name of the task it names.
     reason: Option<Described>,
-    /// Tasks a reaping scope freed as they ended, by outcome.
-    reaped: [usize; TaskOutcome::COUNT],
-    /// The last of those that need attention.
-    reaped_attention: Vec<TaskReport>,
-    /// Of the reaped tasks that cleaned up, those that ran a cleanup.
-    reaped_ran_cleanup: usize,
+    /// The tasks a reaping scope freed as they ended.
+    reaped: Tally,
 }
 
 /// What a shutdown measured, to make a [`ShutdownReport`].
-pub(crate) struct Shutdown {
+pub(crate) struct ShutdownMeasures {
     pub(crate) grace: Duration,
     pub(crate) elapsed: Duration,
     pub(crate) cancelled_before: Option<CancelReason>,
     pub(crate) reason: Option<Described>,
-    pub(crate) reaped: [usize; TaskOutcome::COUNT],
-    pub(crate) reaped_attention: Vec<TaskReport>,
-    pub(crate) reaped_ran_cleanup: usize,
+    pub(crate) reaped: Tally,
+}
+
+/// How many reaped tasks that need attention a reaping scope remembers.
+const ATTENTION_LOG: usize = 32;
+
+/// What became of the tasks a reaping scope freed as they ended: counts by
+/// outcome, how many of those that stopped ran a `#[cancellable]` cleanup,
+/// and the last few that need attention.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    counts: [usize; TaskOutcome::COUNT],
+    ran_cleanup: usize,
+    attention: VecDeque<TaskReport>,
+}
+
+impl Tally {
+    /// Counts `n` tasks that ended with `outcome`, `ran_cleanup` of which
+    /// ran a `#[cancellable]` cleanup.
+    pub(crate) fn count(&mut self, outcome: TaskOutcome, n: usize, ran_cleanup: usize) {
+        self.counts[outcome.index()] += n;
+        self.ran_cleanup += ran_cleanup;
+    }
+
+    /// Counts a task that needs attention, and keeps it in the log.
+    pub(crate) fn note(&mut self, task: TaskReport) {
+        self.count(task.outcome, 1, 0);
+        if self.attention.len() == ATTENTION_LOG {
+            self.attention.pop_front();
+        }
+        self.attention.push_back(task);
+    }
+
+    fn get(&self, outcome: TaskOutcome) -> usize {
+        self.counts[outcome.index()]
+    }
 }
 
 impl<T> ShutdownReport<T> {
     pub(crate) fn new(
         tasks: Vec<TaskReport>,
         results: Vec<Result<T, TaskError>>,
-        s: Shutdown,
+        m: ShutdownMeasures,
     ) -> Self {
         debug_assert_eq!(tasks.len(), results.len());
         ShutdownReport {
             tasks,
             results,
-            grace: s.grace,
-            elapsed: s.elapsed,
-            cancelled_before: s.cancelled_before,
-            reason: s.reason,
-            reaped: s.reaped,
-            reaped_attention: s.reaped_attention,
-            reaped_ran_cleanup: s.reaped_ran_cleanup,
+            grace: m.grace,
+            elapsed: m.elapsed,
+            cancelled_before: m.cancelled_before,
+            reason: m.reason,
+            reaped: m.reaped,
         }
     }
 
@@ -303,7 +331,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn cleanups_ran(&self) -> usize {
-        self.reaped_ran_cleanup
+        self.reaped.ran_cleanup
             + self
                 .tasks
                 .iter()
@@ -331,7 +359,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.tasks.len() + self.reaped.iter().sum::<usize>()
+        self.tasks.len() + self.reaped.counts.iter().sum::<usize>()
     }
 
     /// `true` when the report covers no task.
@@ -368,7 +396,8 @@ impl<T> ShutdownReport<T> {
     /// # }
     /// ```
     pub fn needs_attention(&self) -> impl Iterator<Item = &TaskReport> {
-        self.reaped_attention
+        self.reaped
+            .attention
             .iter()
             .chain(self.tasks.iter().filter(|t| t.outcome.needs_attention()))
     }
@@ -468,7 +497,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn count(&self, outcome: TaskOutcome) -> usize {
-        self.reaped[outcome.index()] + self.tasks.iter().filter(|t| t.outcome == outcome).count()
+        self.reaped.get(outcome) + self.tasks.iter().filter(|t| t.outcome == outcome).count()
     }
 
     /// `true` when every task ended on its own: completed, or cancelled and
@@ -689,11 +718,11 @@ impl<T> fmt::Display for ShutdownReport<T> {
                 write!(f, "  {}", cell_line(e))?;
             }
         }
-        let listed = self.reaped_attention.len();
+        let listed = self.reaped.attention.len();
         let reaped_attention: usize = TaskOutcome::ALL
             .iter()
             .filter(|o| o.needs_attention())
-            .map(|o| self.reaped[o.index()])
+            .map(|o| self.reaped.get(*o))
             .sum();
         if reaped_attention > listed {
             write!(f, "\n  (and {} more not listed)", reaped_attention - listed)?;

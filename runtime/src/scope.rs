@@ -19,16 +19,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
-use crate::ledger::{Policy, Stopping, cancel_rule};
+use crate::ledger::ShutdownStart;
 use crate::reason::{CancelReason, Cause};
-use crate::report::{Shutdown, ShutdownReport};
-use crate::task::{TaskError, TaskOutcome, TaskOutput};
+use crate::report::{ShutdownMeasures, ShutdownReport};
+#[cfg(doc)]
+use crate::task::TaskOutcome;
+use crate::task::{TaskError, TaskOutput};
 
 mod handle;
 mod shared;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
 use shared::{
-    Inner, Limit, OwnerSpawns, Permit, Shared, Wait, idle_or_register, spawn_blocking_into,
+    Inner, Limit, OwnerSpawns, Permit, Phase, Shared, Wait, idle_or_register, spawn_blocking_into,
     spawn_into, wait_empty,
 };
 
@@ -144,8 +146,9 @@ use shared::{
 ///
 /// # Policies
 ///
-/// Builders set how the scope treats its tasks; call them when building the
-/// scope, as they apply to the tasks spawned afterwards:
+/// Builders set how the scope treats its tasks. A policy holds for every
+/// task of the scope, those spawned before it was set included (a task
+/// that has already ended is judged too while the scope keeps its result):
 ///
 /// - [`fail_fast`](Self::fail_fast): the first failure cancels the scope;
 /// - [`first_ok`](Self::first_ok) and [`join_first_ok`](Self::join_first_ok):
@@ -283,8 +286,9 @@ impl<T> Scope<T> {
     /// a task still queued at the end of it never starts (its result is
     /// aborted).
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope.
+    /// It holds for every task: set on a scope whose tasks already run, they
+    /// count toward it (each gives its place back as it ends), so the next
+    /// spawn queues until fewer than `n` run. Called again, it changes `n`.
     ///
     /// # Panics
     ///
@@ -320,11 +324,21 @@ impl<T> Scope<T> {
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
         let mut inner = self.inner();
+        let was = inner.limit.take();
         inner.limit = Some(Limit {
             max: n.min(MAX_LIMIT),
             active: 0,
         });
         self.shared.refresh_untracked(&inner);
+        // The tasks already running hold a place each, and give it back as
+        // they end: the limit holds for every task.
+        let active = was.map_or_else(
+            || inner.ledger.running() + self.shared.untracked.running(),
+            |was| was.active,
+        );
+        if let Some(limit) = &mut inner.limit {
+            limit.active = active;
+        }
         drop(inner);
         self
     }
@@ -452,8 +466,9 @@ impl<T> Scope<T> {
     /// The join methods then only wait: [`join_next`](Self::join_next)
     /// returns `None` and [`join_all`](Self::join_all) an empty `Vec`, once
     /// every task has ended. [`len`](Self::len) counts the tasks still
-    /// running (or queued). Applies to the tasks that end after it; call it
-    /// when building the scope.
+    /// running (or queued). Set on a scope that kept results already, it
+    /// frees every task that ends from then on; the kept results stay until
+    /// a join hands them out.
     ///
     /// A reaping `Scope` is a `TaskTracker` that also cancels, aborts, limits
     /// and reports: use a `TaskTracker` when nothing but "wait for all" is
@@ -609,7 +624,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner().ledger.len() + self.shared.live.load(Ordering::Acquire)
+        self.inner().ledger.len() + self.shared.untracked.running()
     }
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
@@ -644,7 +659,9 @@ impl<T> Scope<T> {
         };
         self.shared.stop_below.store(below, Ordering::Release);
         let mut inner = self.shared.lock();
-        self.shared.closed.store(true, Ordering::Release);
+        if !detach {
+            self.shared.set_phase(Phase::Closed);
+        }
         let queue = std::mem::take(&mut inner.queue);
         let reason = self.shared.cause.described();
         let mut detached = Vec::new();
@@ -1249,28 +1266,21 @@ impl<T: Send + 'static> Scope<T> {
         let elapsed = start.elapsed();
         let spawned = std::mem::take(&mut self.owned.untracked);
         let mut inner = self.shared.lock();
-        let (mut reaped, reaped_attention) = inner.ledger.take_reaped();
+        let mut reaped = inner.ledger.take_reaped();
         // The owner's untracked tasks all ended (the shutdown waited).
-        let cleaned = self.shared.reaped_cleaned.swap(0, Ordering::Relaxed);
-        let attention = std::mem::take(&mut inner.untracked_attention);
-        reaped[TaskOutcome::Stopped.index()] += cleaned;
-        let ran_cleanup = self.shared.reaped_ran_cleanup.swap(0, Ordering::Relaxed)
-            + std::mem::take(&mut inner.ledger.reaped_ran_cleanup);
-        reaped[TaskOutcome::Completed.index()] += spawned.saturating_sub(cleaned + attention);
+        self.shared.untracked.tally_into(&mut reaped, spawned);
         let mut tasks = Vec::new();
         let results = inner.ledger.finish_with(|report, result| {
             tasks.push(report);
             result
         });
         drop(inner);
-        let shutdown = Shutdown {
+        let shutdown = ShutdownMeasures {
             grace,
             elapsed,
             cancelled_before,
             reason: self.shared.cause.described(),
             reaped,
-            reaped_attention,
-            reaped_ran_cleanup: ran_cleanup,
         };
         ShutdownReport::new(tasks, results, shutdown)
     }
@@ -1280,9 +1290,8 @@ impl<T: Send + 'static> Scope<T> {
     /// the others aborted; and waits for those. Returns when it began.
     async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
         let at = Instant::now();
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.stopping.store(true, Ordering::Release);
-        self.inner().ledger.stopping = Some(Stopping { at, timed });
+        self.shared.set_phase(Phase::Grace);
+        self.inner().ledger.shutdown = Some(ShutdownStart { at, timed });
         self.shared.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
@@ -1291,26 +1300,22 @@ impl<T: Send + 'static> Scope<T> {
             .await
             .is_err()
         {
-            self.shared.forcing.store(true, Ordering::Release);
+            self.shared.set_phase(Phase::Forcing);
             self.stop_now(true);
             wait_empty(&self.shared).await;
-            self.shared.forcing.store(false, Ordering::Release);
         }
+        self.shared.set_phase(Phase::Closed);
         at
     }
 }
 
 impl<U, E> Scope<Result<U, E>> {
-    /// Turns on `fail_fast` or `first_ok` (`set`) and makes the cancel rule
-    /// the tasks spawned from now on apply say so.
-    fn cancel_when(self, set: impl FnOnce(&mut Policy<Result<U, E>>)) -> Self {
-        {
-            let mut inner = self.inner();
-            let policy = &mut inner.ledger.policy;
-            set(policy);
-            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
-            self.shared.refresh_untracked(&inner);
-        }
+    /// Turns on `fail_fast` and/or `first_ok`, for every task.
+    fn cancel_when(self, fail_fast: bool, first_ok: bool) -> Self {
+        let mut inner = self.inner();
+        inner.ledger.cancel_when(fail_fast, first_ok);
+        self.shared.refresh_untracked(&inner);
+        drop(inner);
         self
     }
 
@@ -1319,8 +1324,9 @@ impl<U, E> Scope<Result<U, E>> {
     /// siblings see their tokens cancelled and run their cleanups without
     /// waiting for the owner to join anything.
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope. The failing task's own result is returned as usual by the join
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a failed result not yet handed out, it cancels at
+    /// once. The failing task's own result is returned as usual by the join
     /// methods.
     ///
     /// ```
@@ -1342,7 +1348,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(self) -> Self {
-        self.cancel_when(|policy| policy.fail_fast = true)
+        self.cancel_when(true, false)
     }
     /// Makes the first success win: the first task that returns `Ok` cancels
     /// the scope's token at once, from inside the task, so its siblings see
@@ -1356,8 +1362,8 @@ impl<U, E> Scope<Result<U, E>> {
     /// sees the first `Ok`; `first_ok` does it without waiting for the owner
     /// to poll).
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope.
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a success not yet handed out, it cancels at once.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -1379,7 +1385,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(self) -> Self {
-        self.cancel_when(|policy| policy.first_ok = true)
+        self.cancel_when(false, true)
     }
 }
 
@@ -1518,8 +1524,9 @@ impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner();
         let mut d = f.debug_struct("Scope");
-        let len = inner.ledger.len() + self.shared.live.load(Ordering::Acquire);
-        inner.ledger.policy.debug_fields(&mut d, len);
+        let len = inner.ledger.len() + self.shared.untracked.running();
+        let cancelled = self.token().is_cancelled();
+        inner.ledger.policy.debug_fields(&mut d, len, cancelled);
         if let Some(limit) = &inner.limit {
             d.field("limit", &limit.max);
         }

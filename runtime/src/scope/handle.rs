@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tokio::task::{AbortHandle, JoinHandle};
@@ -14,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(doc)]
 use super::Scope;
-use super::shared::{Control, OwnerSpawns, Permit, Shared, UNTRACKED, spawn_into};
+use super::shared::{Control, OwnerSpawns, Permit, Phase, Shared, UNTRACKED, spawn_into};
 use crate::id::TaskId;
 use crate::ledger::Key;
 #[cfg(doc)]
@@ -242,7 +241,7 @@ impl<T> Spawner<T> {
     /// ```
     #[must_use]
     pub fn is_open(&self) -> bool {
-        !self.shared.closed.load(Ordering::Acquire)
+        self.shared.phase() == Phase::Open
     }
 
     /// The scope's token.
@@ -475,10 +474,15 @@ impl<T: Send + 'static> SpawnPermit<T> {
     {
         let token = self.shared.cause.token().child_token();
         let fut = f(token.clone());
-        self.counted = false; // the task holds the place now
+        let counted = std::mem::replace(&mut self.counted, false); // the task holds it now
         let on_owner = owner.is_some();
-        let Some((key, join)) = spawn_into(&self.shared, name.clone(), fut, Permit::Held, on_owner)
-        else {
+        let Some((key, join)) = spawn_into(
+            &self.shared,
+            name.clone(),
+            fut,
+            Permit::Reserved { counted },
+            on_owner,
+        ) else {
             unreachable!("a permit's spawn is never refused")
         };
         let abort = join.as_ref().map(JoinHandle::abort_handle);

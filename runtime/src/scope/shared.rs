@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{FailureText, Key, Ledger, error_text, outcome_of, poll_caught};
 use crate::reason::{self, Cause};
+use crate::report::Tally;
 use crate::task::Payload;
 use crate::task::TaskError;
 use crate::task::TaskOutcome;
@@ -70,17 +71,69 @@ pub(super) struct Inner<T> {
     pub(super) queue: VecDeque<Queued>,
     pub(super) owner: Option<Waker>,
     pub(super) wait: Wait,
-    /// Untracked tasks counted in the ledger's log.
-    pub(super) untracked_attention: usize,
+}
+
+/// Where a scope is in its life, as its tasks and spawners see it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(super) enum Phase {
+    /// Spawners and permits are served.
+    Open,
+    /// A shutdown cancelled the token and waits out its grace period:
+    /// spawners are refused, and a task that ends now ended after the cancel.
+    Grace,
+    /// The grace period ran out and every task is being stopped: one
+    /// started meanwhile off the owner's thread is aborted at once.
+    Forcing,
+    /// The shutdown is over, or the scope was dropped: as `Grace`.
+    Closed,
+}
+
+/// The tasks of a reaping scope that skip the ledger: the owner's spawns
+/// while the scope has no limit and no cancel rule. Their end takes no lock,
+/// as in a `TaskTracker`, unless it needs attention, is the last one the
+/// owner waits for, or a limit or rule came after their spawn (`JUDGED`):
+/// a policy holds for every task.
+pub(super) struct Untracked {
+    /// New tasks of the owner skip the ledger.
+    pub(super) on: AtomicBool,
+    /// Tasks still running, plus `JUDGED` once a limit or rule was set.
+    live: AtomicUsize,
+    /// Ended after the cancel of a shutdown.
+    stopped: AtomicUsize,
+    /// Of those, the ones in which a `#[cancellable]` fn was cancelled.
+    ran_cleanup: AtomicUsize,
+    /// Ended needing attention: counted and listed in the ledger's tally.
+    noted: AtomicUsize,
+}
+
+/// Set in `Untracked::live` once a limit or rule applies to its tasks.
+const JUDGED: usize = 1 << (usize::BITS - 1);
+
+impl Untracked {
+    /// Untracked tasks still running.
+    pub(super) fn running(&self) -> usize {
+        self.live.load(Ordering::Acquire) & !JUDGED
+    }
+
+    /// Their share of a report, once all have ended: the owner spawned
+    /// `spawned` of them; those not counted otherwise completed.
+    pub(super) fn tally_into(&self, tally: &mut Tally, spawned: usize) {
+        let stopped = self.stopped.swap(0, Ordering::Relaxed);
+        let ran_cleanup = self.ran_cleanup.swap(0, Ordering::Relaxed);
+        let noted = self.noted.swap(0, Ordering::Relaxed);
+        tally.count(TaskOutcome::Stopped, stopped, ran_cleanup);
+        let completed = spawned.saturating_sub(stopped + noted);
+        tally.count(TaskOutcome::Completed, completed, 0);
+    }
 }
 
 /// The part of a scope its tasks, handles, spawners and permits share.
 pub(super) struct Shared<T> {
     pub(super) cause: Arc<Cause>,
     pub(super) inner: Mutex<Inner<T>>,
-    /// Spawners and permits are refused: a shutdown began, or the scope
-    /// was dropped.
-    pub(super) closed: AtomicBool,
+    /// A `Phase`.
+    phase: AtomicU8,
     /// Tasks below this sequence number never start any more (the scope
     /// stopped them: end of a grace period, drop): a queued task or a
     /// blocking closure not yet started.
@@ -89,22 +142,7 @@ pub(super) struct Shared<T> {
     pub(super) capacity: Notify,
     /// The sequence number of the next task.
     pub(super) next_seq: AtomicU64,
-    /// New tasks of the owner skip the ledger: a reaping scope without a
-    /// limit or a cancel rule, where a task's end needs no lock (as in a
-    /// `TaskTracker`): see [`Shared::report_untracked`].
-    pub(super) untracked: AtomicBool,
-    /// Untracked tasks still running.
-    pub(super) live: AtomicUsize,
-    /// Untracked tasks that ended after the cancel of a shutdown (those that
-    /// completed before are counted by the owner: spawned minus the rest).
-    pub(super) reaped_cleaned: AtomicUsize,
-    /// Of those, the ones in which a `#[cancellable]` fn was cancelled.
-    pub(super) reaped_ran_cleanup: AtomicUsize,
-    /// A shutdown began: tasks that end now ended after the cancel.
-    pub(super) stopping: AtomicBool,
-    /// A shutdown's grace period ended and it is stopping every task: one
-    /// started meanwhile off the owner's thread is aborted at once.
-    pub(super) forcing: AtomicBool,
+    pub(super) untracked: Untracked,
     /// The policy's failure text, readable without the lock.
     pub(super) failure: OnceLock<FailureText<T>>,
 }
@@ -142,7 +180,7 @@ impl OwnerSpawns {
             self.aborts.retain(|a| !a.is_finished());
         }
         if self.aborts.len() >= self.prune_at {
-            let live = shared.live.load(Ordering::Relaxed) + shared.lock().ledger.running();
+            let live = shared.untracked.running() + shared.lock().ledger.running();
             self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
         }
         self.aborts.push(join);
@@ -168,18 +206,18 @@ impl<T> Shared<T> {
                 queue: VecDeque::new(),
                 owner: None,
                 wait: Wait::Nothing,
-                untracked_attention: 0,
             }),
-            closed: AtomicBool::new(false),
+            phase: AtomicU8::new(Phase::Open as u8),
             stop_below: AtomicU64::new(0),
             capacity: Notify::new(),
             next_seq: AtomicU64::new(0),
-            untracked: AtomicBool::new(false),
-            live: AtomicUsize::new(0),
-            reaped_cleaned: AtomicUsize::new(0),
-            reaped_ran_cleanup: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            forcing: AtomicBool::new(false),
+            untracked: Untracked {
+                on: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
+                stopped: AtomicUsize::new(0),
+                ran_cleanup: AtomicUsize::new(0),
+                noted: AtomicUsize::new(0),
+            },
             failure: OnceLock::new(),
         }
     }
@@ -188,13 +226,27 @@ impl<T> Shared<T> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(super) fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Open,
+            1 => Phase::Grace,
+            2 => Phase::Forcing,
+            _ => Phase::Closed,
+        }
+    }
+
+    pub(super) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
     /// No task runs or waits.
     pub(super) fn idle(&self, inner: &Inner<T>) -> bool {
-        inner.ledger.running() == 0 && self.live.load(Ordering::Acquire) == 0
+        inner.ledger.running() == 0 && self.untracked.running() == 0
     }
 
     /// A task not in the ledger ended: counted without a lock, unless it
-    /// needs attention or was the last one the owner waits for.
+    /// needs attention, was the last one the owner waits for, or is judged
+    /// by a limit or rule set after its spawn.
     pub(super) fn report_untracked(
         &self,
         key: Key,
@@ -202,43 +254,79 @@ impl<T> Shared<T> {
         out: Option<Result<T, Payload>>,
         seen: bool,
     ) {
+        let ended = out.is_some();
         let result = match out {
             Some(out) => out.map_err(TaskError::panic),
             None => Err(TaskError::aborted(self.cause.described())),
         };
         let failure = self.failure.get().copied();
-        let outcome = outcome_of(&result, failure, self.stopping.load(Ordering::Acquire));
+        let outcome = outcome_of(&result, failure, self.phase() > Phase::Open);
+        let counts = &self.untracked;
         if outcome.needs_attention() {
             let error = error_text(&result, failure);
             let mut inner = self.lock();
-            inner.untracked_attention += 1;
-            inner.ledger.reaped(key.id(), name, outcome, || error);
+            counts.noted.fetch_add(1, Ordering::Relaxed);
+            inner
+                .ledger
+                .reap(key.id(), name.clone(), outcome, seen, || error);
         } else if outcome == TaskOutcome::Stopped {
-            self.reaped_cleaned.fetch_add(1, Ordering::Relaxed);
-            if seen {
-                self.reaped_ran_cleanup.fetch_add(1, Ordering::Relaxed);
+            counts.stopped.fetch_add(1, Ordering::Relaxed);
+            counts
+                .ran_cleanup
+                .fetch_add(usize::from(seen), Ordering::Relaxed);
+        }
+        let mut live = counts.live.load(Ordering::Acquire);
+        while live & JUDGED == 0 {
+            match counts.live.compare_exchange_weak(
+                live,
+                live - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) if live == 1 => return self.wake_owner_if_idle(None),
+                Ok(_) => return,
+                Err(now) => live = now,
             }
         }
+        // Judged: under the lock, as a tracked task would be.
+        let mut inner = self.lock();
+        if let Some(rule) = inner.ledger.policy.cancel.filter(|_| ended) {
+            rule.apply(&self.cause, key.id(), name.as_ref(), result.as_ref().ok());
+        }
+        let next = inner.limit.is_some().then(|| self.free_permit(&mut inner));
+        counts.live.fetch_sub(1, Ordering::AcqRel);
+        drop(inner);
         drop(result);
-        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let mut inner = self.lock();
-            let owner = if inner.wait == Wait::Nothing || !self.idle(&inner) {
-                None
-            } else {
-                inner.owner.take()
-            };
-            drop(inner);
-            if let Some(owner) = owner {
-                owner.wake();
-            }
+        self.wake_owner_if_idle(next.flatten());
+    }
+
+    /// Wakes the owner if it waits and no task runs; starts `next`.
+    fn wake_owner_if_idle(&self, next: Option<Queued>) {
+        let mut inner = self.lock();
+        let owner = if inner.wait == Wait::Nothing || !self.idle(&inner) {
+            None
+        } else {
+            inner.owner.take()
+        };
+        drop(inner);
+        if let Some(owner) = owner {
+            owner.wake();
+        }
+        if let Some(next) = next {
+            self.start(next);
         }
     }
 
-    /// Which tasks of the owner skip the ledger, after a builder.
+    /// Which tasks of the owner skip the ledger, after a builder. Once a
+    /// limit or rule is set, the untracked tasks still running end under
+    /// the lock (so `untracked.running()` is exact under it).
     pub(super) fn refresh_untracked(&self, inner: &Inner<T>) {
         let policy = &inner.ledger.policy;
-        let untracked = policy.reaping && policy.rule.is_none() && inner.limit.is_none();
-        self.untracked.store(untracked, Ordering::Release);
+        let on = policy.reaping && policy.cancel.is_none() && inner.limit.is_none();
+        self.untracked.on.store(on, Ordering::Release);
+        if !on {
+            self.untracked.live.fetch_or(JUDGED, Ordering::AcqRel);
+        }
     }
 
     /// A task ended with `out` (`None`: aborted, or never started). Frees
@@ -277,8 +365,15 @@ impl<T> Shared<T> {
     }
 
     /// A permit frees up: the first queued task gets it (and is marked
-    /// started, so that it frees the permit in turn), else the limit.
+    /// started, so that it frees the permit in turn), else the limit. Not
+    /// while more tasks hold one than the limit allows (it was set, or
+    /// lowered, while they ran): the place is then gone.
     pub(super) fn free_permit(&self, inner: &mut Inner<T>) -> Option<Queued> {
+        let limit = inner.limit.as_mut()?;
+        if limit.active > limit.max {
+            limit.active -= 1;
+            return None;
+        }
         let next = inner.queue.pop_front();
         match &next {
             Some(q) => {
@@ -287,9 +382,7 @@ impl<T> Shared<T> {
                 }
             }
             None => {
-                if let Some(limit) = &mut inner.limit {
-                    limit.active = limit.active.saturating_sub(1);
-                }
+                limit.active = limit.active.saturating_sub(1);
                 self.capacity.notify_one();
             }
         }
@@ -321,7 +414,7 @@ impl<T> Shared<T> {
     pub(super) fn keep_abort(&self, key: Key, abort: AbortHandle) {
         let mut inner = self.lock();
         if let Some(run) = inner.ledger.running_mut(key) {
-            if self.is_stopped(key) || self.forcing.load(Ordering::Acquire) {
+            if self.is_stopped(key) || self.phase() == Phase::Forcing {
                 abort.abort();
             } else {
                 run.abort = Some(abort);
@@ -443,8 +536,10 @@ impl<F: Future> Future for ScopeTask<F> {
 
 /// How a new task gets its permit.
 pub(super) enum Permit {
-    /// No limit, or a permit already taken ([`SpawnPermit`]).
-    Held,
+    /// From a [`SpawnPermit`]: it holds a place under the limit
+    /// (`counted`), or was made while there was no limit: it takes a place
+    /// now, over the limit if it must, as it was let in before the limit.
+    Reserved { counted: bool },
     /// Take one now if free, else queue.
     TakeOrQueue,
     /// As `TakeOrQueue`, but refused once the scope is closed ([`Spawner`]).
@@ -469,8 +564,8 @@ where
     let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
     let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
-    if owner && shared.untracked.load(Ordering::Acquire) {
-        shared.live.fetch_add(1, Ordering::AcqRel);
+    if owner && shared.untracked.on.load(Ordering::Acquire) {
+        shared.untracked.live.fetch_add(1, Ordering::AcqRel);
         let key = Key {
             slot: UNTRACKED,
             seq,
@@ -486,13 +581,20 @@ where
         return Some((key, Some(tokio::spawn(task))));
     }
     let mut inner = shared.lock();
-    if matches!(permit, Permit::UnlessClosed) && shared.closed.load(Ordering::Acquire) {
+    if matches!(permit, Permit::UnlessClosed) && shared.phase() != Phase::Open {
         // Checked again under the lock: a shutdown that began since the
         // spawner's first check must not find a task it did not stop.
         drop(inner);
         return None;
     }
-    let queue = !matches!(permit, Permit::Held) && take_permit(&mut inner);
+    let queue = match (permit, &mut inner.limit) {
+        (Permit::Reserved { counted: false }, Some(limit)) => {
+            limit.active += 1;
+            false
+        }
+        (Permit::Reserved { .. }, _) => false,
+        _ => take_permit(&mut inner),
+    };
     let key = inner.ledger.insert_seq(
         seq,
         name,
