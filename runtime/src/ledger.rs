@@ -5,7 +5,7 @@
 //!
 //! Tasks live in a slab (`Vec` plus free list), so a long-lived scope reuses
 //! the slots of the results it handed out and never grows past its peak.
-//! Each task is addressed by a [`Key`]: its slot and its sequence number
+//! Each task is addressed by a [`TaskKey`]: its slot and its sequence number
 //! (which doubles as the slot's generation, so a late report from a detached
 //! task never lands in a reused slot). Finished tasks queue in completion
 //! order for `join_next`; `finish` hands the rest out in spawn order.
@@ -117,12 +117,12 @@ pub(crate) type Ended<T, R> = (R, Option<Result<T, TaskError>>);
 
 /// A task's address: its slot and its sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Key {
+pub(crate) struct TaskKey {
     pub(crate) slot: usize,
     pub(crate) seq: u64,
 }
 
-impl Key {
+impl TaskKey {
     pub(crate) fn id(self) -> TaskId {
         TaskId::from_seq(self.seq)
     }
@@ -160,7 +160,7 @@ impl<T> Policy<T> {
     }
 }
 
-pub(crate) enum State<T, R> {
+pub(crate) enum TaskState<T, R> {
     /// Spawned, not ended: `R` is what the scope needs to run or abort it.
     Running(R),
     /// Ended; the result waits to be handed out.
@@ -170,11 +170,11 @@ pub(crate) enum State<T, R> {
 struct Entry<T, R> {
     seq: u64,
     name: Option<Cow<'static, str>>,
-    state: State<T, R>,
+    state: TaskState<T, R>,
     /// When it ended, if a shutdown report was being made.
     ended_at: Option<Instant>,
     /// A `#[cancellable]` fn in it took its cancellation path.
-    cancel_seen: bool,
+    cleanup_ran: bool,
 }
 
 enum Slot<T, R> {
@@ -200,7 +200,7 @@ pub(crate) struct Ledger<T, R> {
     len: usize,
     running: usize,
     /// Ended tasks not handed out, in completion order.
-    done: VecDeque<Key>,
+    done: VecDeque<TaskKey>,
     pub(crate) cause: Arc<Cause>,
     pub(crate) policy: Policy<T>,
     /// Set once a shutdown began: tasks that end now stopped because of it.
@@ -248,7 +248,7 @@ impl<T, R> Ledger<T, R> {
         self.next_seq
     }
 
-    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> Key {
+    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> TaskKey {
         let seq = self.next_seq;
         self.insert_seq(seq, name, run)
     }
@@ -256,14 +256,19 @@ impl<T, R> Ledger<T, R> {
     /// [`insert`](Self::insert), with a sequence number the caller
     /// allocated (a `Scope` counts its own, as some of its tasks are not in
     /// the ledger).
-    pub(crate) fn insert_seq(&mut self, seq: u64, name: Option<Cow<'static, str>>, run: R) -> Key {
+    pub(crate) fn insert_seq(
+        &mut self,
+        seq: u64,
+        name: Option<Cow<'static, str>>,
+        run: R,
+    ) -> TaskKey {
         self.next_seq = self.next_seq.max(seq + 1);
         let entry = Slot::Full(Entry {
             seq,
             name,
-            state: State::Running(run),
+            state: TaskState::Running(run),
             ended_at: None,
-            cancel_seen: false,
+            cleanup_ran: false,
         });
         let slot = if self.free == NO_SLOT {
             self.slots.push(entry);
@@ -277,17 +282,17 @@ impl<T, R> Ledger<T, R> {
         };
         self.len += 1;
         self.running += 1;
-        Key { slot, seq }
+        TaskKey { slot, seq }
     }
 
-    fn entry(&self, key: Key) -> Option<&Entry<T, R>> {
+    fn entry(&self, key: TaskKey) -> Option<&Entry<T, R>> {
         match self.slots.get(key.slot) {
             Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
             _ => None,
         }
     }
 
-    fn entry_mut(&mut self, key: Key) -> Option<&mut Entry<T, R>> {
+    fn entry_mut(&mut self, key: TaskKey) -> Option<&mut Entry<T, R>> {
         match self.slots.get_mut(key.slot) {
             Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
             _ => None,
@@ -295,33 +300,33 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// The running task at `key`, if it still runs.
-    pub(crate) fn running_mut(&mut self, key: Key) -> Option<&mut R> {
+    pub(crate) fn running_mut(&mut self, key: TaskKey) -> Option<&mut R> {
         match self.entry_mut(key).map(|e| &mut e.state) {
-            Some(State::Running(run)) => Some(run),
+            Some(TaskState::Running(run)) => Some(run),
             _ => None,
         }
     }
 
-    pub(crate) fn name(&self, key: Key) -> Option<&Cow<'static, str>> {
+    pub(crate) fn name(&self, key: TaskKey) -> Option<&Cow<'static, str>> {
         self.entry(key).and_then(|e| e.name.as_ref())
     }
 
     /// The key of the task with id `id`, if it is in the ledger (a scan).
-    pub(crate) fn find(&self, id: TaskId) -> Option<Key> {
+    pub(crate) fn find(&self, id: TaskId) -> Option<TaskKey> {
         self.slots.iter().enumerate().find_map(|(slot, s)| match s {
-            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(Key { slot, seq: e.seq }),
+            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(TaskKey { slot, seq: e.seq }),
             _ => None,
         })
     }
 
     /// The keys of the running tasks.
-    pub(crate) fn running_keys(&self) -> Vec<Key> {
+    pub(crate) fn running_keys(&self) -> Vec<TaskKey> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| match s {
-                Slot::Full(e) if matches!(e.state, State::Running(_)) => {
-                    Some(Key { slot, seq: e.seq })
+                Slot::Full(e) if matches!(e.state, TaskState::Running(_)) => {
+                    Some(TaskKey { slot, seq: e.seq })
                 }
                 _ => None,
             })
@@ -333,18 +338,18 @@ impl<T, R> Ledger<T, R> {
     /// counts it). Returns what ran it and, reaping, the result, for the
     /// caller to drop outside any lock (user `Drop`s run there); `None` when
     /// the task had already ended (a detached blocking task reporting late).
-    pub(crate) fn complete(
+    pub(crate) fn record_return(
         &mut self,
-        key: Key,
+        key: TaskKey,
         out: Result<T, Payload>,
-        seen: bool,
+        cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
         self.entry(key)
-            .filter(|e| matches!(e.state, State::Running(_)))?;
+            .filter(|e| matches!(e.state, TaskState::Running(_)))?;
         if let Some(rule) = self.policy.cancel {
             rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
         }
-        self.end(key, out.map_err(TaskError::panic), seen)
+        self.record_end(key, out.map_err(TaskError::panic), cleanup_ran)
     }
 
     /// Sets `fail_fast` and `first_ok`. The rule holds for every task: the
@@ -354,7 +359,7 @@ impl<T, R> Ledger<T, R> {
         self.policy.cancel = Some(rule);
         for &key in &self.done {
             let Some(Entry {
-                state: State::Done(result),
+                state: TaskState::Done(result),
                 name,
                 ..
             }) = self.entry(key)
@@ -373,13 +378,13 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// The task at `key` ended without a value (aborted, detached); see
-    /// [`complete`](Self::complete).
-    /// `seen`: a `#[cancellable]` fn in it took its cancellation path.
-    pub(crate) fn end(
+    /// [`record_return`](Self::record_return).
+    /// `cleanup_ran`: a `#[cancellable]` fn in it took its cancellation path.
+    pub(crate) fn record_end(
         &mut self,
-        key: Key,
+        key: TaskKey,
         result: Result<T, TaskError>,
-        seen: bool,
+        cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
         let stopping = self.shutdown;
         let reaping = self.policy.reaping;
@@ -389,55 +394,56 @@ impl<T, R> Ledger<T, R> {
             Some(Slot::Full(e)) if e.seq == key.seq => e,
             _ => return None,
         };
-        if !matches!(entry.state, State::Running(_)) {
+        if !matches!(entry.state, TaskState::Running(_)) {
             return None;
         }
         if stopping.is_some_and(|s| s.timed) {
             entry.ended_at = Some(Instant::now());
         }
-        entry.cancel_seen = seen;
+        entry.cleanup_ran = cleanup_ran;
         *running -= 1;
         if reaping {
             let outcome = outcome_of(&result, failure, stopping.is_some());
             let name = self.name(key).cloned();
-            self.reap(key.id(), name, outcome, seen, || {
+            self.reap(key.id(), name, outcome, cleanup_ran, || {
                 error_text(&result, failure)
             });
             let Slot::Full(entry) = self.remove(key) else {
                 unreachable!()
             };
             return match entry.state {
-                State::Running(run) => Some((run, Some(result))),
-                State::Done(_) => None,
+                TaskState::Running(run) => Some((run, Some(result))),
+                TaskState::Done(_) => None,
             };
         }
-        let State::Running(run) = std::mem::replace(&mut entry.state, State::Done(result)) else {
+        let TaskState::Running(run) = std::mem::replace(&mut entry.state, TaskState::Done(result))
+        else {
             unreachable!()
         };
         self.done.push_back(key);
         Some((run, None))
     }
 
-    /// Counts a task freed as it ended (`seen`: it ran a `#[cancellable]`
+    /// Counts a task freed as it ended (`cleanup_ran`: it ran a `#[cancellable]`
     /// cleanup); keeps it in the log when it needs attention.
     pub(crate) fn reap(
         &mut self,
         id: TaskId,
         name: Option<Cow<'static, str>>,
         outcome: TaskOutcome,
-        seen: bool,
+        cleanup_ran: bool,
         error: impl FnOnce() -> Option<String>,
     ) {
         if outcome.needs_attention() {
             let task = TaskReport::new(id, name, outcome, None).with_error(error());
             self.reaped.note(task);
         } else {
-            let ran = usize::from(seen && outcome == TaskOutcome::Stopped);
+            let ran = usize::from(cleanup_ran && outcome == TaskOutcome::Stopped);
             self.reaped.count(outcome, 1, ran);
         }
     }
 
-    fn remove(&mut self, key: Key) -> Slot<T, R> {
+    fn remove(&mut self, key: TaskKey) -> Slot<T, R> {
         self.len -= 1;
         let slot = std::mem::replace(&mut self.slots[key.slot], Slot::Free(self.free));
         self.free = key.slot;
@@ -455,7 +461,7 @@ impl<T, R> Ledger<T, R> {
         while let Some(key) = self.done.pop_front() {
             if self
                 .entry(key)
-                .is_some_and(|e| matches!(e.state, State::Done(_)))
+                .is_some_and(|e| matches!(e.state, TaskState::Done(_)))
             {
                 return Some((key.id(), self.take(key)));
             }
@@ -464,9 +470,9 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// Hands out the ended task at `key`.
-    pub(crate) fn take(&mut self, key: Key) -> Result<T, TaskError> {
+    pub(crate) fn take(&mut self, key: TaskKey) -> Result<T, TaskError> {
         let Slot::Full(Entry {
-            state: State::Done(result),
+            state: TaskState::Done(result),
             ..
         }) = self.remove(key)
         else {
@@ -476,9 +482,12 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// The first kept result, in completion order, that `pick` accepts.
-    pub(crate) fn find_done(&self, pick: impl Fn(&Result<T, TaskError>) -> bool) -> Option<Key> {
+    pub(crate) fn find_done(
+        &self,
+        pick: impl Fn(&Result<T, TaskError>) -> bool,
+    ) -> Option<TaskKey> {
         self.done.iter().copied().find(
-            |&key| matches!(self.entry(key), Some(Entry { state: State::Done(r), .. }) if pick(r)),
+            |&key| matches!(self.entry(key), Some(Entry { state: TaskState::Done(r), .. }) if pick(r)),
         )
     }
 
@@ -509,9 +518,9 @@ impl<T, R> Ledger<T, R> {
             .into_iter()
             .map(|e| {
                 let result = match e.state {
-                    State::Done(result) => result,
+                    TaskState::Done(result) => result,
                     // Not reported back: it cannot run any more.
-                    State::Running(_) => Err(TaskError::aborted(reason.clone())),
+                    TaskState::Running(_) => Err(TaskError::aborted(reason.clone())),
                 };
                 let outcome = outcome_of(&result, failure, e.ended_at.is_some());
                 let cleanup = match (outcome, e.ended_at, stopping) {
@@ -521,7 +530,7 @@ impl<T, R> Ledger<T, R> {
                 };
                 let report = TaskReport::new(TaskId::from_seq(e.seq), e.name, outcome, cleanup)
                     .with_error(error_text(&result, failure))
-                    .with_cleanup_ran(e.cancel_seen);
+                    .with_cleanup_ran(e.cleanup_ran);
                 each(report, result)
             })
             .collect()
@@ -535,7 +544,7 @@ impl<T, R> Ledger<T, R> {
             .filter_map(|s| match s {
                 Slot::Full(Entry {
                     seq,
-                    state: State::Done(r),
+                    state: TaskState::Done(r),
                     ..
                 }) => Some((seq, r)),
                 Slot::Full(Entry { seq, .. }) => {

@@ -14,7 +14,7 @@
 //    calls), `private` (what generated code calls), `shield`.
 // 3. The books: `report` (TaskReport, ShutdownReport, the reaped tally),
 //    below `ledger` (the tasks of one scope, its policies).
-// 4. The scopes: `scope` (Scope; its `shared` state and task wrapper below
+// 4. The scopes: `scope` (Scope; its `state` and task wrapper below
 //    its `handle`s: TaskHandle, Spawner, SpawnPermit), `local` (LocalScope),
 //    `signal` (ShutdownSignal).
 // 5. `daemon`, on Scope.

@@ -34,7 +34,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
-use crate::ledger::{Key, Ledger, poll_caught};
+use crate::ledger::{Ledger, TaskKey, poll_caught};
 use crate::reason::CancelReason;
 use crate::reason::{self, Cause};
 use crate::task::TaskError;
@@ -44,8 +44,8 @@ use crate::task::TaskError;
 /// its own; it may be woken from any thread). A task woken twice before its
 /// next poll is queued twice; the owner polls it once.
 struct TaskWaker {
-    key: Key,
-    ready: UnboundedSender<Key>,
+    key: TaskKey,
+    ready: UnboundedSender<TaskKey>,
 }
 
 impl Wake for TaskWaker {
@@ -60,7 +60,7 @@ impl Wake for TaskWaker {
 }
 
 /// A task still running: its future and its waker.
-struct Running<'env, T> {
+struct LocalTask<'env, T> {
     /// `None` once it ended, while the ledger records it.
     fut: Option<Pin<Box<dyn Future<Output = T> + 'env>>>,
     /// Made once, so that a poll clones nothing.
@@ -229,15 +229,15 @@ struct Running<'env, T> {
 /// themselves cannot starve the owner's other work.
 pub struct LocalScope<'env, T> {
     /// The tasks; their futures, while they run.
-    ledger: Ledger<T, Running<'env, T>>,
+    ledger: Ledger<T, LocalTask<'env, T>>,
     /// What the tasks' wakers send their keys on.
-    ready: UnboundedSender<Key>,
+    ready: UnboundedSender<TaskKey>,
     /// The woken tasks' keys.
-    woken: UnboundedReceiver<Key>,
+    woken: UnboundedReceiver<TaskKey>,
     /// How many batches of woken tasks were polled.
     batches: u64,
     /// The batch being polled (kept to reuse its allocation).
-    batch: Vec<Key>,
+    batch: Vec<TaskKey>,
 }
 
 impl<'env, T> LocalScope<'env, T> {
@@ -443,7 +443,7 @@ impl<'env, T> LocalScope<'env, T> {
         );
         let key = self.ledger.insert(
             None,
-            Running {
+            LocalTask {
                 fut: Some(Box::pin(fut)),
                 waker: Waker::noop().clone(),
                 batch: 0,
@@ -716,7 +716,7 @@ impl<'env, T> LocalScope<'env, T> {
     }
 
     /// Polls task `key` once, if it is still running; records its end.
-    fn poll_task(&mut self, key: Key) {
+    fn poll_task(&mut self, key: TaskKey) {
         let batches = self.batches;
         // A stale wake-up: the task finished since.
         let Some(task) = self.ledger.running_mut(key) else {
@@ -731,7 +731,7 @@ impl<'env, T> LocalScope<'env, T> {
         let Poll::Ready(out) = poll_caught(Pin::new(&mut task.fut), &mut task_cx) else {
             return;
         };
-        self.ledger.complete(key, out, false);
+        self.ledger.record_return(key, out, false);
     }
 
     /// Drops the futures of the tasks still running, in spawn order; they
@@ -745,7 +745,7 @@ impl<'env, T> LocalScope<'env, T> {
             // Reported as the abort, as in a `Scope`.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
             self.ledger
-                .end(key, Err(TaskError::aborted(reason.clone())), false);
+                .record_end(key, Err(TaskError::aborted(reason.clone())), false);
         }
     }
 }

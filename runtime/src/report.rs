@@ -270,16 +270,16 @@ const ATTENTION_LOG: usize = 32;
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     counts: [usize; TaskOutcome::COUNT],
-    ran_cleanup: usize,
+    cleanup_ran: usize,
     attention: VecDeque<TaskReport>,
 }
 
 impl Tally {
-    /// Counts `n` tasks that ended with `outcome`, `ran_cleanup` of which
+    /// Counts `n` tasks that ended with `outcome`, `cleanup_ran` of which
     /// ran a `#[cancellable]` cleanup.
-    pub(crate) fn count(&mut self, outcome: TaskOutcome, n: usize, ran_cleanup: usize) {
+    pub(crate) fn count(&mut self, outcome: TaskOutcome, n: usize, cleanup_ran: usize) {
         self.counts[outcome.index()] += n;
-        self.ran_cleanup += ran_cleanup;
+        self.cleanup_ran += cleanup_ran;
     }
 
     /// Counts a task that needs attention, and keeps it in the log.
@@ -331,7 +331,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn cleanups_ran(&self) -> usize {
-        self.reaped.ran_cleanup
+        self.reaped.cleanup_ran
             + self
                 .tasks
                 .iter()

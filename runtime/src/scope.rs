@@ -2,7 +2,7 @@
 //! spawned it; [`TaskHandle`], [`Spawner`] and [`SpawnPermit`], to act on one
 //! task, to spawn from other tasks, and to wait for room under a limit; and
 //! [`TaskError`], why a task of a scope produced no value. What a scope
-//! shares with its tasks, and the wrapper they run in, are in `shared`.
+//! shares with its tasks, and the wrapper they run in, are in `state`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,11 +27,11 @@ use crate::task::TaskOutcome;
 use crate::task::{TaskError, TaskOutput};
 
 mod handle;
-mod shared;
+mod state;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
-use shared::{
-    Inner, Limit, OwnerSpawns, Permit, Phase, Shared, Wait, idle_or_register, spawn_blocking_into,
-    spawn_into, wait_empty,
+use state::{
+    Admission, Limit, Locked, OwnerSpawns, OwnerWait, Phase, ScopeState, idle_or_register,
+    spawn_blocking_into, spawn_into, wait_empty,
 };
 
 /// Structured spawning: every task gets a child token of the scope's token,
@@ -197,7 +197,7 @@ use shared::{
 /// fail-fast or first-ok task, or the parent token, tasks spawned into it
 /// start with a cancelled token. Spawn into a fresh scope instead.
 pub struct Scope<T> {
-    shared: Arc<Shared<T>>,
+    state: Arc<ScopeState<T>>,
     /// The tasks the owner started itself.
     owned: OwnerSpawns,
     /// Set by `with_deadline` and `with_timeout`.
@@ -251,7 +251,7 @@ impl<T> Scope<T> {
 
     fn with_cause(cause: Arc<Cause>) -> Self {
         Scope {
-            shared: Arc::new(Shared::new(cause)),
+            state: Arc::new(ScopeState::new(cause)),
             owned: OwnerSpawns::new(),
             deadline: None,
             deadline_timer: None,
@@ -259,8 +259,8 @@ impl<T> Scope<T> {
         }
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner<T>> {
-        self.shared.lock()
+    fn inner(&self) -> MutexGuard<'_, Locked<T>> {
+        self.state.lock()
     }
     /// Limits the scope to `n` tasks running at once. A spawn beyond the
     /// limit is accepted at once and queues; queued tasks start in spawn
@@ -276,7 +276,7 @@ impl<T> Scope<T> {
     ///
     /// A task frees its place once it has ended, after a
     /// [`fail_fast`](Self::fail_fast) or [`first_ok`](Self::first_ok) scope
-    /// has seen its result: a task queued behind the one that cancelled the
+    /// has cleanup_ran its result: a task queued behind the one that cancelled the
     /// scope starts with its token cancelled.
     ///
     /// The limit also holds while the scope is cancelled: a queued task keeps
@@ -329,11 +329,11 @@ impl<T> Scope<T> {
             max: n.min(MAX_LIMIT),
             active: 0,
         });
-        self.shared.refresh_untracked(&inner);
+        self.state.refresh_untracked(&inner);
         // The tasks already running hold a place each, and give it back as
         // they end: the limit holds for every task.
         let active = was.map_or_else(
-            || inner.ledger.running() + self.shared.untracked.running(),
+            || inner.ledger.running() + self.state.untracked.running(),
             |was| was.active,
         );
         if let Some(limit) = &mut inner.limit {
@@ -386,12 +386,12 @@ impl<T> Scope<T> {
         }
         self.deadline = Some(deadline);
         if deadline <= Instant::now() {
-            self.shared.cause.cancel(CancelReason::Deadline);
+            self.state.cause.cancel(CancelReason::Deadline);
             return self;
         }
         // Made here so that a missing timer panics here, not in the task.
         let sleep = tokio::time::sleep_until(deadline);
-        let cause = Arc::clone(&self.shared.cause);
+        let cause = Arc::clone(&self.state.cause);
         let timer = tokio::spawn(async move {
             if cause.token().run_until_cancelled(sleep).await.is_some() {
                 cause.cancel(CancelReason::Deadline);
@@ -502,8 +502,8 @@ impl<T> Scope<T> {
         let mut inner = self.inner();
         inner.ledger.policy.reaping = true;
         inner.ledger.policy.failure = Some(T::failure);
-        let _ = self.shared.failure.set(T::failure);
-        self.shared.refresh_untracked(&inner);
+        let _ = self.state.failure.set(T::failure);
+        self.state.refresh_untracked(&inner);
         drop(inner);
         self
     }
@@ -536,7 +536,7 @@ impl<T> Scope<T> {
         T: TaskOutput,
     {
         self.inner().ledger.policy.failure = Some(T::failure);
-        let _ = self.shared.failure.set(T::failure);
+        let _ = self.state.failure.set(T::failure);
         self
     }
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
@@ -553,7 +553,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        self.shared.cause.token()
+        self.state.cause.token()
     }
     /// Cancels the scope's token, and so every task's token. Tasks stop as
     /// they see fit; nothing is aborted and nothing is awaited. The token
@@ -575,7 +575,7 @@ impl<T> Scope<T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.shared.cause.cancel(CancelReason::Requested);
+        self.state.cause.cancel(CancelReason::Requested);
     }
     /// Why the scope of an aborted (or detached) task was cancelled: the
     /// first cause, which may have come before the shutdown that aborted it
@@ -602,7 +602,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.shared.cause.reason()
+        self.state.cause.reason()
     }
 
     /// The number of tasks whose result has not been handed out yet,
@@ -624,7 +624,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner().ledger.len() + self.shared.untracked.running()
+        self.inner().ledger.len() + self.state.untracked.running()
     }
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
@@ -653,17 +653,17 @@ impl<T> Scope<T> {
     /// again). Never blocks.
     fn stop_now(&mut self, detach: bool) {
         let below = if detach {
-            self.shared.next_seq.load(Ordering::Acquire)
+            self.state.next_seq.load(Ordering::Acquire)
         } else {
             u64::MAX // dropped: nothing may start any more
         };
-        self.shared.stop_below.store(below, Ordering::Release);
-        let mut inner = self.shared.lock();
+        self.state.stop_below.store(below, Ordering::Release);
+        let mut inner = self.state.lock();
         if !detach {
-            self.shared.set_phase(Phase::Closed);
+            self.state.set_phase(Phase::Closed);
         }
         let queue = std::mem::take(&mut inner.queue);
-        let reason = self.shared.cause.described();
+        let reason = self.state.cause.described();
         let mut detached = Vec::new();
         for key in inner.ledger.running_keys() {
             let Some(run) = inner.ledger.running_mut(key) else {
@@ -678,8 +678,8 @@ impl<T> Scope<T> {
         }
         for key in detached {
             let detached = Err(TaskError::detached(reason.clone()));
-            if inner.ledger.end(key, detached, false).is_some() {
-                let _none_queued = self.shared.free_permit(&mut inner);
+            if inner.ledger.record_end(key, detached, false).is_some() {
+                let _none_queued = self.state.free_permit(&mut inner);
             }
         }
         drop(inner);
@@ -793,12 +793,12 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let fut = f(self.shared.cause.token().child_token());
-        let Some((key, abort)) = spawn_into(&self.shared, name, fut, Permit::TakeOrQueue, true)
+        let fut = f(self.state.cause.token().child_token());
+        let Some((key, abort)) = spawn_into(&self.state, name, fut, Admission::TakeOrQueue, true)
         else {
             unreachable!("an owner's spawn is never refused")
         };
-        self.owned.keep(&self.shared, key, abort);
+        self.owned.keep(&self.state, key, abort);
         key.id()
     }
 
@@ -879,8 +879,8 @@ impl<T: Send + 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
-        let (key, abort) = spawn_blocking_into(&self.shared, name, f, Permit::TakeOrQueue);
-        self.owned.keep(&self.shared, key, abort);
+        let (key, abort) = spawn_blocking_into(&self.state, name, f, Admission::TakeOrQueue);
+        self.owned.keep(&self.state, key, abort);
         key.id()
     }
 
@@ -926,7 +926,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # Ok(()) }
     /// ```
     pub async fn reserve(&self) -> SpawnPermit<T> {
-        SpawnPermit::reserve(&self.shared).await
+        SpawnPermit::reserve(&self.state).await
     }
 
     /// [`reserve`](Self::reserve), then [`spawn`](Self::spawn): waits until
@@ -963,7 +963,7 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let permit = SpawnPermit::reserve(&self.shared).await;
+        let permit = SpawnPermit::reserve(&self.state).await;
         permit.spawn_inner(None, f, Some(&mut self.owned))
     }
 
@@ -994,7 +994,7 @@ impl<T: Send + 'static> Scope<T> {
     #[must_use]
     pub fn spawner(&self) -> Spawner<T> {
         Spawner {
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
     /// Waits for the next task to finish and returns its result, in
@@ -1068,14 +1068,14 @@ impl<T: Send + 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
-        let shared = &self.shared;
+        let state = &self.state;
         poll_fn(|cx| {
-            let mut inner = shared.lock();
+            let mut inner = state.lock();
             if let Some(next) = inner.ledger.take_next() {
-                inner.wait = Wait::Nothing;
+                inner.wait = OwnerWait::Nothing;
                 return Poll::Ready(Some(next));
             }
-            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
+            idle_or_register(state, &mut inner, OwnerWait::Next, cx, None)
         })
         .await
     }
@@ -1113,7 +1113,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
-        wait_empty(&self.shared).await;
+        wait_empty(&self.state).await;
         self.inner().ledger.finish()
     }
     /// Graceful, then forced shutdown: cancels the scope's token, waits up to
@@ -1195,7 +1195,7 @@ impl<T: Send + 'static> Scope<T> {
     /// - [`Aborted`](TaskOutcome::Aborted), [`Detached`](TaskOutcome::Detached)
     ///   or [`Panicked`](TaskOutcome::Panicked), as its [`TaskError`] says.
     ///
-    /// A task's end is seen when the shutdown collects its result (the
+    /// A task's end is cleanup_ran when the shutdown collects its result (the
     /// tasks themselves record nothing, to cost nothing when no report is
     /// asked for), so a cleanup time is late by the time the shutdown takes
     /// to get to it, usually microseconds; on a paused clock it is exact.
@@ -1265,10 +1265,10 @@ impl<T: Send + 'static> Scope<T> {
         let start = self.stop(grace, true).await;
         let elapsed = start.elapsed();
         let spawned = std::mem::take(&mut self.owned.untracked);
-        let mut inner = self.shared.lock();
+        let mut inner = self.state.lock();
         let mut reaped = inner.ledger.take_reaped();
         // The owner's untracked tasks all ended (the shutdown waited).
-        self.shared.untracked.tally_into(&mut reaped, spawned);
+        self.state.untracked.tally_into(&mut reaped, spawned);
         let mut tasks = Vec::new();
         let results = inner.ledger.finish_with(|report, result| {
             tasks.push(report);
@@ -1279,7 +1279,7 @@ impl<T: Send + 'static> Scope<T> {
             grace,
             elapsed,
             cancelled_before,
-            reason: self.shared.cause.described(),
+            reason: self.state.cause.described(),
             reaped,
         };
         ShutdownReport::new(tasks, results, shutdown)
@@ -1290,21 +1290,21 @@ impl<T: Send + 'static> Scope<T> {
     /// the others aborted; and waits for those. Returns when it began.
     async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
         let at = Instant::now();
-        self.shared.set_phase(Phase::Grace);
+        self.state.set_phase(Phase::Grace);
         self.inner().ledger.shutdown = Some(ShutdownStart { at, timed });
-        self.shared.cause.cancel(CancelReason::Shutdown);
+        self.state.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
         }
-        if tokio::time::timeout(grace, wait_empty(&self.shared))
+        if tokio::time::timeout(grace, wait_empty(&self.state))
             .await
             .is_err()
         {
-            self.shared.set_phase(Phase::Forcing);
+            self.state.set_phase(Phase::Forcing);
             self.stop_now(true);
-            wait_empty(&self.shared).await;
+            wait_empty(&self.state).await;
         }
-        self.shared.set_phase(Phase::Closed);
+        self.state.set_phase(Phase::Closed);
         at
     }
 }
@@ -1314,7 +1314,7 @@ impl<U, E> Scope<Result<U, E>> {
     fn cancel_when(self, fail_fast: bool, first_ok: bool) -> Self {
         let mut inner = self.inner();
         inner.ledger.cancel_when(fail_fast, first_ok);
-        self.shared.refresh_untracked(&inner);
+        self.state.refresh_untracked(&inner);
         drop(inner);
         self
     }
@@ -1450,10 +1450,10 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     /// ```
     pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
         let is_ok = |r: &Result<Result<U, E>, TaskError>| matches!(r, Ok(Ok(_)));
-        let shared = &self.shared;
+        let state = &self.state;
         let kept = self.winner;
         let found = poll_fn(|cx| {
-            let mut inner = shared.lock();
+            let mut inner = state.lock();
             if let Some(id) = kept {
                 if let Some(key) = inner.ledger.find(id) {
                     return Poll::Ready(Some(key));
@@ -1462,7 +1462,7 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
             if let Some(key) = inner.ledger.find_done(is_ok) {
                 return Poll::Ready(Some(key));
             }
-            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
+            idle_or_register(state, &mut inner, OwnerWait::Next, cx, None)
         })
         .await;
         let Some(key) = found else {
@@ -1472,10 +1472,10 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
         // Without `first_ok`, this call is what cancels: the winner is the
         // reason (with it, the winner's task recorded that already).
         let name = self.inner().ledger.name(key).cloned();
-        self.shared
+        self.state
             .cause
             .cancel_by(CancelReason::TaskSucceeded(key.id()), name.as_ref());
-        wait_empty(&self.shared).await;
+        wait_empty(&self.state).await;
         let mut inner = self.inner();
         let won = inner.ledger.take(key);
         let rest = inner.ledger.finish();
@@ -1524,7 +1524,7 @@ impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner();
         let mut d = f.debug_struct("Scope");
-        let len = inner.ledger.len() + self.shared.untracked.running();
+        let len = inner.ledger.len() + self.state.untracked.running();
         let cancelled = self.token().is_cancelled();
         inner.ledger.policy.debug_fields(&mut d, len, cancelled);
         if let Some(limit) = &inner.limit {
@@ -1538,7 +1538,7 @@ impl<T> fmt::Debug for Scope<T> {
 /// blocks. See [`Scope`] for blocking tasks.
 impl<T> Drop for Scope<T> {
     fn drop(&mut self) {
-        self.shared.cause.cancel(CancelReason::Dropped);
+        self.state.cause.cancel(CancelReason::Dropped);
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }

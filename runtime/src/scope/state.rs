@@ -4,8 +4,8 @@
 //! Every task is a plain Tokio task (`tokio::spawn`, `spawn_blocking`) whose
 //! future is wrapped in a [`ScopeTask`]: it polls the user's future under
 //! `catch_unwind` with the scope's cause current, and when the future ends
-//! (or is dropped: aborted) its [`Guard`] writes the outcome into the
-//! scope's [`Ledger`] (shared with `LocalScope`), under one lock, and wakes
+//! (or is dropped: aborted) its [`EndGuard`] writes the outcome into the
+//! scope's [`Ledger`] (`LocalScope` uses it too), under one lock, and wakes
 //! the owner only when the owner waits for that. So a reaping scope frees a
 //! task as it ends, like `TaskTracker`; an aborted task reports itself, with
 //! its key (no `JoinError` to map back); and tasks queued on a limit wait in
@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{FailureText, Key, Ledger, error_text, outcome_of, poll_caught};
+use crate::ledger::{FailureText, Ledger, TaskKey, error_text, outcome_of, poll_caught};
 use crate::reason::{self, Cause};
 use crate::report::Tally;
 use crate::task::Payload;
@@ -34,7 +34,7 @@ use crate::task::TaskError;
 use crate::task::TaskOutcome;
 
 /// What the ledger keeps of a running task of a [`Scope`].
-pub(super) struct Run {
+pub(super) struct RuntimeTask {
     /// To abort it: for tasks started off the owner's thread (queued,
     /// spawned through a [`Spawner`]); the owner keeps its own.
     pub(super) abort: Option<AbortHandle>,
@@ -44,14 +44,14 @@ pub(super) struct Run {
 }
 
 /// A task waiting for a permit of the limit, and how to start it.
-pub(super) struct Queued {
-    pub(super) key: Key,
+pub(super) struct QueuedTask {
+    pub(super) key: TaskKey,
     pub(super) start: Box<dyn FnOnce() -> Option<AbortHandle> + Send>,
 }
 
 /// What the owner waits for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Wait {
+pub(super) enum OwnerWait {
     Nothing,
     /// Any task to end (`join_next`).
     Next,
@@ -65,12 +65,12 @@ pub(super) struct Limit {
     pub(super) active: usize,
 }
 
-pub(super) struct Inner<T> {
-    pub(super) ledger: Ledger<T, Run>,
+pub(super) struct Locked<T> {
+    pub(super) ledger: Ledger<T, RuntimeTask>,
     pub(super) limit: Option<Limit>,
-    pub(super) queue: VecDeque<Queued>,
+    pub(super) queue: VecDeque<QueuedTask>,
     pub(super) owner: Option<Waker>,
-    pub(super) wait: Wait,
+    pub(super) wait: OwnerWait,
 }
 
 /// Where a scope is in its life, as its tasks and spawners see it.
@@ -102,8 +102,8 @@ pub(super) struct Untracked {
     /// Ended after the cancel of a shutdown.
     stopped: AtomicUsize,
     /// Of those, the ones in which a `#[cancellable]` fn was cancelled.
-    ran_cleanup: AtomicUsize,
-    /// Ended needing attention: counted and listed in the ledger's tally.
+    cleanup_ran: AtomicUsize,
+    /// Ended needing attention: holds_place and listed in the ledger's tally.
     noted: AtomicUsize,
 }
 
@@ -117,21 +117,21 @@ impl Untracked {
     }
 
     /// Their share of a report, once all have ended: the owner spawned
-    /// `spawned` of them; those not counted otherwise completed.
+    /// `spawned` of them; those not holds_place otherwise completed.
     pub(super) fn tally_into(&self, tally: &mut Tally, spawned: usize) {
         let stopped = self.stopped.swap(0, Ordering::Relaxed);
-        let ran_cleanup = self.ran_cleanup.swap(0, Ordering::Relaxed);
+        let cleanup_ran = self.cleanup_ran.swap(0, Ordering::Relaxed);
         let noted = self.noted.swap(0, Ordering::Relaxed);
-        tally.count(TaskOutcome::Stopped, stopped, ran_cleanup);
+        tally.count(TaskOutcome::Stopped, stopped, cleanup_ran);
         let completed = spawned.saturating_sub(stopped + noted);
         tally.count(TaskOutcome::Completed, completed, 0);
     }
 }
 
 /// The part of a scope its tasks, handles, spawners and permits share.
-pub(super) struct Shared<T> {
+pub(super) struct ScopeState<T> {
     pub(super) cause: Arc<Cause>,
-    pub(super) inner: Mutex<Inner<T>>,
+    pub(super) inner: Mutex<Locked<T>>,
     /// A `Phase`.
     phase: AtomicU8,
     /// Tasks below this sequence number never start any more (the scope
@@ -171,7 +171,12 @@ impl OwnerSpawns {
     /// than twice as long as the tasks that run), so a long-lived scope's
     /// list stays about as long as its live tasks, and a burst of spawns is
     /// never scanned.
-    pub(super) fn keep<T>(&mut self, shared: &Shared<T>, key: Key, join: Option<JoinHandle<()>>) {
+    pub(super) fn keep<T>(
+        &mut self,
+        state: &ScopeState<T>,
+        key: TaskKey,
+        join: Option<JoinHandle<()>>,
+    ) {
         if key.slot == UNTRACKED {
             self.untracked += 1;
         }
@@ -180,7 +185,7 @@ impl OwnerSpawns {
             self.aborts.retain(|a| !a.is_finished());
         }
         if self.aborts.len() >= self.prune_at {
-            let live = shared.untracked.running() + shared.lock().ledger.running();
+            let live = state.untracked.running() + state.lock().ledger.running();
             self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
         }
         self.aborts.push(join);
@@ -196,16 +201,16 @@ impl OwnerSpawns {
 /// The slot of a task that is not in the ledger.
 pub(super) const UNTRACKED: usize = usize::MAX;
 
-impl<T> Shared<T> {
+impl<T> ScopeState<T> {
     pub(super) fn new(cause: Arc<Cause>) -> Self {
-        Shared {
+        ScopeState {
             cause: Arc::clone(&cause),
-            inner: Mutex::new(Inner {
+            inner: Mutex::new(Locked {
                 ledger: Ledger::new(cause),
                 limit: None,
                 queue: VecDeque::new(),
                 owner: None,
-                wait: Wait::Nothing,
+                wait: OwnerWait::Nothing,
             }),
             phase: AtomicU8::new(Phase::Open as u8),
             stop_below: AtomicU64::new(0),
@@ -215,14 +220,14 @@ impl<T> Shared<T> {
                 on: AtomicBool::new(false),
                 live: AtomicUsize::new(0),
                 stopped: AtomicUsize::new(0),
-                ran_cleanup: AtomicUsize::new(0),
+                cleanup_ran: AtomicUsize::new(0),
                 noted: AtomicUsize::new(0),
             },
             failure: OnceLock::new(),
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Locked<T>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -240,19 +245,19 @@ impl<T> Shared<T> {
     }
 
     /// No task runs or waits.
-    pub(super) fn idle(&self, inner: &Inner<T>) -> bool {
+    pub(super) fn idle(&self, inner: &Locked<T>) -> bool {
         inner.ledger.running() == 0 && self.untracked.running() == 0
     }
 
-    /// A task not in the ledger ended: counted without a lock, unless it
+    /// A task not in the ledger ended: holds_place without a lock, unless it
     /// needs attention, was the last one the owner waits for, or is judged
     /// by a limit or rule set after its spawn.
     pub(super) fn report_untracked(
         &self,
-        key: Key,
+        key: TaskKey,
         name: Option<Cow<'static, str>>,
         out: Option<Result<T, Payload>>,
-        seen: bool,
+        cleanup_ran: bool,
     ) {
         let ended = out.is_some();
         let result = match out {
@@ -268,12 +273,12 @@ impl<T> Shared<T> {
             counts.noted.fetch_add(1, Ordering::Relaxed);
             inner
                 .ledger
-                .reap(key.id(), name.clone(), outcome, seen, || error);
+                .reap(key.id(), name.clone(), outcome, cleanup_ran, || error);
         } else if outcome == TaskOutcome::Stopped {
             counts.stopped.fetch_add(1, Ordering::Relaxed);
             counts
-                .ran_cleanup
-                .fetch_add(usize::from(seen), Ordering::Relaxed);
+                .cleanup_ran
+                .fetch_add(usize::from(cleanup_ran), Ordering::Relaxed);
         }
         let mut live = counts.live.load(Ordering::Acquire);
         while live & JUDGED == 0 {
@@ -301,9 +306,9 @@ impl<T> Shared<T> {
     }
 
     /// Wakes the owner if it waits and no task runs; starts `next`.
-    fn wake_owner_if_idle(&self, next: Option<Queued>) {
+    fn wake_owner_if_idle(&self, next: Option<QueuedTask>) {
         let mut inner = self.lock();
-        let owner = if inner.wait == Wait::Nothing || !self.idle(&inner) {
+        let owner = if inner.wait == OwnerWait::Nothing || !self.idle(&inner) {
             None
         } else {
             inner.owner.take()
@@ -320,7 +325,7 @@ impl<T> Shared<T> {
     /// Which tasks of the owner skip the ledger, after a builder. Once a
     /// limit or rule is set, the untracked tasks still running end under
     /// the lock (so `untracked.running()` is exact under it).
-    pub(super) fn refresh_untracked(&self, inner: &Inner<T>) {
+    pub(super) fn refresh_untracked(&self, inner: &Locked<T>) {
         let policy = &inner.ledger.policy;
         let on = policy.reaping && policy.cancel.is_none() && inner.limit.is_none();
         self.untracked.on.store(on, Ordering::Release);
@@ -331,15 +336,15 @@ impl<T> Shared<T> {
 
     /// A task ended with `out` (`None`: aborted, or never started). Frees
     /// its permit, or passes it to the first queued task, which it starts.
-    pub(super) fn report(&self, key: Key, out: Option<Result<T, Payload>>, seen: bool) {
+    pub(super) fn report(&self, key: TaskKey, out: Option<Result<T, Payload>>, cleanup_ran: bool) {
         let mut inner = self.lock();
         let run = match out {
-            Some(out) => inner.ledger.complete(key, out, seen),
+            Some(out) => inner.ledger.record_return(key, out, cleanup_ran),
             None => {
                 let reason = self.cause.described();
                 inner
                     .ledger
-                    .end(key, Err(TaskError::aborted(reason)), false)
+                    .record_end(key, Err(TaskError::aborted(reason)), false)
             }
         };
         let Some((run, value)) = run else { return };
@@ -349,9 +354,9 @@ impl<T> Shared<T> {
             None
         };
         let wake = match inner.wait {
-            Wait::Next => true,
-            Wait::Empty => self.idle(&inner),
-            Wait::Nothing => false,
+            OwnerWait::Next => true,
+            OwnerWait::Empty => self.idle(&inner),
+            OwnerWait::Nothing => false,
         };
         let owner = if wake { inner.owner.take() } else { None };
         drop(inner);
@@ -368,7 +373,7 @@ impl<T> Shared<T> {
     /// started, so that it frees the permit in turn), else the limit. Not
     /// while more tasks hold one than the limit allows (it was set, or
     /// lowered, while they ran): the place is then gone.
-    pub(super) fn free_permit(&self, inner: &mut Inner<T>) -> Option<Queued> {
+    pub(super) fn free_permit(&self, inner: &mut Locked<T>) -> Option<QueuedTask> {
         let limit = inner.limit.as_mut()?;
         if limit.active > limit.max {
             limit.active -= 1;
@@ -390,12 +395,12 @@ impl<T> Shared<T> {
     }
 
     /// Whether the scope stopped the task at `key`.
-    pub(super) fn is_stopped(&self, key: Key) -> bool {
+    pub(super) fn is_stopped(&self, key: TaskKey) -> bool {
         key.seq < self.stop_below.load(Ordering::Acquire)
     }
 
     /// Starts a task that got its permit, outside the lock.
-    pub(super) fn start(&self, q: Queued) {
+    pub(super) fn start(&self, q: QueuedTask) {
         let key = q.key;
         let abort = if self.is_stopped(key) {
             drop(q); // its guard reports it aborted
@@ -411,7 +416,7 @@ impl<T> Shared<T> {
     /// Keeps the abort handle of a task started off the owner's thread, for
     /// the scope's shutdown and drop (and aborts it if that came first, or
     /// if a shutdown is stopping every task now).
-    pub(super) fn keep_abort(&self, key: Key, abort: AbortHandle) {
+    pub(super) fn keep_abort(&self, key: TaskKey, abort: AbortHandle) {
         let mut inner = self.lock();
         if let Some(run) = inner.ledger.running_mut(key) {
             if self.is_stopped(key) || self.phase() == Phase::Forcing {
@@ -424,7 +429,7 @@ impl<T> Shared<T> {
 
     /// Aborts the task at `key`: a queued one is dropped, a started one
     /// aborted through its handle (if the scope keeps it).
-    pub(super) fn abort(&self, key: Key) {
+    pub(super) fn abort(&self, key: TaskKey) {
         let mut inner = self.lock();
         if let Some(i) = inner.queue.iter().position(|q| q.key == key) {
             let q = inner.queue.remove(i);
@@ -437,63 +442,64 @@ impl<T> Shared<T> {
         }
     }
 
-    pub(super) fn is_finished(&self, key: Key) -> bool {
+    pub(super) fn is_finished(&self, key: TaskKey) -> bool {
         self.lock().ledger.running_mut(key).is_none()
     }
 }
 
 /// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
-pub(super) trait Control: Send + Sync {
-    fn abort(&self, key: Key);
-    fn is_finished(&self, key: Key) -> bool;
+pub(super) trait TaskControl: Send + Sync {
+    fn abort(&self, key: TaskKey);
+    fn is_finished(&self, key: TaskKey) -> bool;
 }
 
-impl<T: Send> Control for Shared<T> {
-    fn abort(&self, key: Key) {
-        Shared::abort(self, key);
+impl<T: Send> TaskControl for ScopeState<T> {
+    fn abort(&self, key: TaskKey) {
+        ScopeState::abort(self, key);
     }
 
-    fn is_finished(&self, key: Key) -> bool {
-        Shared::is_finished(self, key)
+    fn is_finished(&self, key: TaskKey) -> bool {
+        ScopeState::is_finished(self, key)
     }
 }
 
 /// Reports a task's end to its scope: with its value, or, when dropped
 /// first, as aborted.
-struct Guard<T> {
-    shared: Arc<Shared<T>>,
-    key: Key,
+struct EndGuard<T> {
+    state: Arc<ScopeState<T>>,
+    key: TaskKey,
     /// The name of an untracked task (a tracked one's is in the ledger).
     name: Option<Cow<'static, str>>,
     ended: bool,
 }
 
-impl<T> Guard<T> {
-    fn new(shared: &Arc<Shared<T>>, key: Key) -> Self {
-        Guard {
-            shared: Arc::clone(shared),
+impl<T> EndGuard<T> {
+    fn new(state: &Arc<ScopeState<T>>, key: TaskKey) -> Self {
+        EndGuard {
+            state: Arc::clone(state),
             key,
             name: None,
             ended: false,
         }
     }
 
-    fn report(&mut self, out: Option<Result<T, Payload>>, seen: bool) {
+    fn report(&mut self, out: Option<Result<T, Payload>>, cleanup_ran: bool) {
         self.ended = true;
         if self.key.slot == UNTRACKED {
             let name = self.name.take();
-            self.shared.report_untracked(self.key, name, out, seen);
+            self.state
+                .report_untracked(self.key, name, out, cleanup_ran);
         } else {
-            self.shared.report(self.key, out, seen);
+            self.state.report(self.key, out, cleanup_ran);
         }
     }
 
-    fn end(&mut self, out: Result<T, Payload>, seen: bool) {
-        self.report(Some(out), seen);
+    fn end(&mut self, out: Result<T, Payload>, cleanup_ran: bool) {
+        self.report(Some(out), cleanup_ran);
     }
 }
 
-impl<T> Drop for Guard<T> {
+impl<T> Drop for EndGuard<T> {
     fn drop(&mut self) {
         if !self.ended {
             self.report(None, false);
@@ -508,11 +514,11 @@ pin_project! {
     struct ScopeTask<F: Future> {
         #[pin]
         fut: Option<F>,
-        guard: Guard<F::Output>,
+        guard: EndGuard<F::Output>,
         // Moved into the thread-local and back around each poll.
         cause: Option<Arc<Cause>>,
         // A `#[cancellable]` fn in it took its cancellation path.
-        cancel_seen: bool,
+        cleanup_ran: bool,
     }
 }
 
@@ -525,80 +531,80 @@ impl<F: Future> Future for ScopeTask<F> {
         let polled = poll_caught(this.fut, cx);
         let current = reason::leave(outer);
         *this.cause = current.cause;
-        *this.cancel_seen |= current.cancel_seen;
+        *this.cleanup_ran |= current.cancel_seen;
         let Poll::Ready(out) = polled else {
             return Poll::Pending;
         };
-        this.guard.end(out, *this.cancel_seen);
+        this.guard.end(out, *this.cleanup_ran);
         Poll::Ready(())
     }
 }
 
 /// How a new task gets its permit.
-pub(super) enum Permit {
+pub(super) enum Admission {
     /// From a [`SpawnPermit`]: it holds a place under the limit
-    /// (`counted`), or was made while there was no limit: it takes a place
+    /// (`holds_place`), or was made while there was no limit: it takes a place
     /// now, over the limit if it must, as it was let in before the limit.
-    Reserved { counted: bool },
+    Reserved { holds_place: bool },
     /// Take one now if free, else queue.
     TakeOrQueue,
     /// As `TakeOrQueue`, but refused once the scope is closed ([`Spawner`]).
     UnlessClosed,
 }
 
-/// Spawns a task into `shared`: records it, then starts it at once or
+/// Spawns a task into `state`: records it, then starts it at once or
 /// queues it on the limit. Returns its key and, when it started here, its
 /// abort handle.
 #[track_caller]
 pub(super) fn spawn_into<T, Fut>(
-    shared: &Arc<Shared<T>>,
+    state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
     fut: Fut,
-    permit: Permit,
+    permit: Admission,
     owner: bool,
-) -> Option<(Key, Option<JoinHandle<()>>)>
+) -> Option<(TaskKey, Option<JoinHandle<()>>)>
 where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
     let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
-    if owner && shared.untracked.on.load(Ordering::Acquire) {
-        shared.untracked.live.fetch_add(1, Ordering::AcqRel);
-        let key = Key {
+    if owner && state.untracked.on.load(Ordering::Acquire) {
+        state.untracked.live.fetch_add(1, Ordering::AcqRel);
+        let key = TaskKey {
             slot: UNTRACKED,
             seq,
         };
-        let mut guard = Guard::new(shared, key);
+        let mut guard = EndGuard::new(state, key);
         guard.name = name;
         let task = ScopeTask {
             fut: Some(fut),
             guard,
-            cause: Some(Arc::clone(&shared.cause)),
-            cancel_seen: false,
+            cause: Some(Arc::clone(&state.cause)),
+            cleanup_ran: false,
         };
         return Some((key, Some(tokio::spawn(task))));
     }
-    let mut inner = shared.lock();
-    if matches!(permit, Permit::UnlessClosed) && shared.phase() != Phase::Open {
+    let mut inner = state.lock();
+    if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
         // Checked again under the lock: a shutdown that began since the
         // spawner's first check must not find a task it did not stop.
         drop(inner);
         return None;
     }
     let queue = match (permit, &mut inner.limit) {
-        (Permit::Reserved { counted: false }, Some(limit)) => {
+        (Admission::Reserved { holds_place: false }, Some(limit)) => {
             limit.active += 1;
             false
         }
-        (Permit::Reserved { .. }, _) => false,
+        (Admission::Reserved { .. }, _) => false,
         _ => take_permit(&mut inner),
     };
     let key = inner.ledger.insert_seq(
         seq,
         name,
-        Run {
+        RuntimeTask {
             abort: None,
             started: !queue,
             blocking: false,
@@ -606,22 +612,22 @@ where
     );
     let task = ScopeTask {
         fut: Some(fut),
-        guard: Guard::new(shared, key),
-        cause: Some(Arc::clone(&shared.cause)),
-        cancel_seen: false,
+        guard: EndGuard::new(state, key),
+        cause: Some(Arc::clone(&state.cause)),
+        cleanup_ran: false,
     };
     if queue {
         let start = Box::new(move || {
             let handle = tokio::runtime::Handle::try_current().ok()?;
             Some(handle.spawn(task).abort_handle())
         });
-        inner.queue.push_back(Queued { key, start });
+        inner.queue.push_back(QueuedTask { key, start });
         return Some((key, None));
     }
     drop(inner);
     let join = tokio::spawn(task);
     if !owner {
-        shared.keep_abort(key, join.abort_handle());
+        state.keep_abort(key, join.abort_handle());
     }
     Some((key, Some(join)))
 }
@@ -629,46 +635,46 @@ where
 /// `spawn_into` for a blocking closure.
 #[track_caller]
 pub(super) fn spawn_blocking_into<T, F>(
-    shared: &Arc<Shared<T>>,
+    state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
     f: F,
-    permit: Permit,
-) -> (Key, Option<JoinHandle<()>>)
+    permit: Admission,
+) -> (TaskKey, Option<JoinHandle<()>>)
 where
     F: FnOnce(CancellationToken) -> T + Send + 'static,
     T: Send + 'static,
 {
     let handle = tokio::runtime::Handle::current();
-    let token = shared.cause.token().child_token();
-    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-    let mut inner = shared.lock();
-    let queue = matches!(permit, Permit::TakeOrQueue) && take_permit(&mut inner);
+    let token = state.cause.token().child_token();
+    let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
+    let mut inner = state.lock();
+    let queue = matches!(permit, Admission::TakeOrQueue) && take_permit(&mut inner);
     let key = inner.ledger.insert_seq(
         seq,
         name,
-        Run {
+        RuntimeTask {
             abort: None,
             started: !queue,
             blocking: true,
         },
     );
-    let mut guard = Guard::new(shared, key);
-    let cause = Arc::clone(&shared.cause);
+    let mut guard = EndGuard::new(state, key);
+    let cause = Arc::clone(&state.cause);
     let task = move || {
-        if guard.shared.is_stopped(guard.key) {
+        if guard.state.is_stopped(guard.key) {
             return; // too late: the guard reports it as aborted
         }
         let outer = reason::enter(Some(cause));
         let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-        let seen = reason::leave(outer).cancel_seen;
-        guard.end(out, seen);
+        let cleanup_ran = reason::leave(outer).cancel_seen;
+        guard.end(out, cleanup_ran);
     };
     if queue {
         let start = Box::new(move || {
             let handle = tokio::runtime::Handle::try_current().ok()?;
             Some(handle.spawn_blocking(task).abort_handle())
         });
-        inner.queue.push_back(Queued { key, start });
+        inner.queue.push_back(QueuedTask { key, start });
         return (key, None);
     }
     drop(inner);
@@ -677,7 +683,7 @@ where
 
 /// Takes a permit of the limit if one is free (and none queued before);
 /// `true` when the task must queue.
-fn take_permit<T>(inner: &mut Inner<T>) -> bool {
+fn take_permit<T>(inner: &mut Locked<T>) -> bool {
     match &mut inner.limit {
         Some(limit) if limit.active >= limit.max || !inner.queue.is_empty() => true,
         Some(limit) => {
@@ -689,7 +695,7 @@ fn take_permit<T>(inner: &mut Inner<T>) -> bool {
 }
 
 /// Registers the owner's waker for `wait`.
-fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
+fn register<T>(inner: &mut Locked<T>, wait: OwnerWait, cx: &Context<'_>) {
     inner.wait = wait;
     match &mut inner.owner {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -700,14 +706,14 @@ fn register<T>(inner: &mut Inner<T>, wait: Wait, cx: &Context<'_>) {
 /// Ends the owner's wait with `done` when no task runs (none is queued
 /// either); otherwise registers its waker for `wait`.
 pub(super) fn idle_or_register<T, R>(
-    shared: &Shared<T>,
-    inner: &mut Inner<T>,
-    wait: Wait,
+    state: &ScopeState<T>,
+    inner: &mut Locked<T>,
+    wait: OwnerWait,
     cx: &Context<'_>,
     done: R,
 ) -> Poll<R> {
-    if shared.idle(inner) {
-        inner.wait = Wait::Nothing;
+    if state.idle(inner) {
+        inner.wait = OwnerWait::Nothing;
         return Poll::Ready(done);
     }
     register(inner, wait, cx);
@@ -715,10 +721,10 @@ pub(super) fn idle_or_register<T, R>(
 }
 
 /// Waits until no task runs (none is queued either).
-pub(super) async fn wait_empty<T>(shared: &Shared<T>) {
+pub(super) async fn wait_empty<T>(state: &ScopeState<T>) {
     poll_fn(|cx| {
-        let mut inner = shared.lock();
-        idle_or_register(shared, &mut inner, Wait::Empty, cx, ())
+        let mut inner = state.lock();
+        idle_or_register(state, &mut inner, OwnerWait::Empty, cx, ())
     })
     .await;
 }
