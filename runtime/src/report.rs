@@ -207,35 +207,32 @@ impl TaskReport {
 /// What [`Scope::shutdown_report`] says happened to each task, in spawn
 /// order, with the tasks' results.
 ///
-/// Its `Display` is a fixed-width table, one task a line (name, outcome,
-/// cleanup time, and a panic's message), and a summary line:
-///
-/// ```text
-/// TASK     OUTCOME                  CLEANUP
-/// ingest   cancelled, cleaned up      3.2ms
-/// writer   cancelled, cleaned up    250.0ms
-/// task #2  panicked                   120µs  task panicked: disk full
-/// metrics  aborted                        -
-/// shutdown of 4 tasks took 5.000s (grace 5.000s): 2 cleaned up, 1 aborted, 1 panicked
-/// ```
+/// Its `Display` scales to any number of tasks: one line of counts by
+/// outcome, then one line per task that needs attention (name, outcome,
+/// what went wrong); tasks that completed or cleaned up are only counted:
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
 /// use cancel_scope::{Scope, TaskOutcome};
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let mut scope = Scope::new();
 /// scope.spawn_named("worker", |token| async move {
 ///     token.cancelled().await;
 ///     7
 /// });
+/// scope.spawn_named("ingest", |_token| async { panic!("disk full") });
+/// tokio::task::yield_now().await; // "ingest" panics
 /// let report = scope.shutdown_report(Duration::from_secs(5)).await;
-/// assert!(report.is_clean());
+/// assert!(!report.is_clean());
 /// assert_eq!(report.count(TaskOutcome::Stopped), 1);
 /// println!("{report}"); // or `tracing::info!("{report}")`
-/// let values: Vec<u32> = report.into_results().into_iter().map(Result::unwrap).collect();
-/// assert_eq!(values, [7]);
+/// assert_eq!(report.to_string(), "\
+/// shutdown of 2 tasks took 0µs (grace 5.000s): 1 cleaned up (ended after the cancel), 1 panicked
+///   ingest  panicked  task panicked: disk full");
+/// let results = report.into_results();
+/// assert_eq!(results[0].as_ref().unwrap(), &7);
 /// # }
 /// ```
 #[derive(Debug)]

@@ -1182,7 +1182,8 @@ impl<T: Send + 'static> Scope<T> {
     /// happened to each task, for the logs: its name (see
     /// [`spawn_named`](Self::spawn_named)), its [`TaskOutcome`], and how long
     /// its cleanup took; the results themselves come with
-    /// [`ShutdownReport::into_results`]. Its `Display` is a table.
+    /// [`ShutdownReport::into_results`]. Its `Display` is one line of counts
+    /// by outcome, then one line per task that needs attention.
     ///
     /// The outcomes are counted from the moment the shutdown cancels the
     /// token:
@@ -1206,7 +1207,7 @@ impl<T: Send + 'static> Scope<T> {
     /// finished by then did: they count as `Completed`, and cleanup times
     /// count from the start of the shutdown.
     /// [`ShutdownReport::was_cancelled_before`] says so, and so does the
-    /// table.
+    /// report's first line.
     ///
     /// # Panics
     ///
@@ -1240,6 +1241,9 @@ impl<T: Send + 'static> Scope<T> {
     ///
     /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
     /// println!("{report}");
+    /// assert_eq!(report.to_string(), "\
+    /// shutdown of 3 tasks took 1.000s (grace 1.000s): 1 completed, 1 cleaned up (ended after the cancel), 1 aborted
+    ///   stuck  aborted  task aborted (scope cancelled: shut down)");
     /// let tasks = report.tasks();
     /// assert_eq!(tasks[0].outcome(), TaskOutcome::Stopped);
     /// assert_eq!(tasks[0].cleanup_time(), Some(Duration::from_millis(250)));
@@ -1249,16 +1253,6 @@ impl<T: Send + 'static> Scope<T> {
     /// let results = report.into_results();
     /// assert_eq!(results[0].as_ref().unwrap(), &"flushed");
     /// # }
-    /// ```
-    ///
-    /// prints
-    ///
-    /// ```text
-    /// TASK     OUTCOME                  CLEANUP
-    /// writer   cancelled, cleaned up    250.0ms
-    /// stuck    aborted                        -
-    /// task #2  completed                      -
-    /// shutdown of 3 tasks took 1.000s (grace 1.000s): 1 completed, 1 cleaned up, 1 aborted
     /// ```
     pub async fn shutdown_report(&mut self, grace: Duration) -> ShutdownReport<T> {
         let cancelled_before = self.cancel_reason();
