@@ -163,6 +163,18 @@ use state::{
 /// [`shutdown_report`](Self::shutdown_report) say, for the logs, what
 /// happened to each task in a shutdown.
 ///
+/// # Task names
+///
+/// A task spawned with a name ([`spawn_named`](Self::spawn_named),
+/// [`spawn_blocking_named`](Self::spawn_blocking_named),
+/// [`Spawner::spawn_named`], [`SpawnPermit::spawn_named`]) is named in the
+/// [`shutdown_report`](Self::shutdown_report), in the cancel reasons that
+/// name it (a fail-fast failure), and, with the `tracing` feature, in its
+/// `task` span. Built
+/// with `RUSTFLAGS="--cfg tokio_unstable"` as well, it is also the Tokio
+/// task's name (through `tokio::task::Builder::name`), which tokio-console
+/// shows; the daemon's subsystems are such tasks.
+///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
@@ -756,6 +768,11 @@ impl<T: Send + 'static> Scope<T> {
     /// out. Only named tasks keep a name; unnamed ones are named `task #<id>`
     /// (see [`TaskId`]) when a report is made.
     ///
+    ///
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
+    ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
@@ -847,6 +864,11 @@ impl<T: Send + 'static> Scope<T> {
     /// [`spawn_blocking`](Self::spawn_blocking), with a name for
     /// [`shutdown_report`](Self::shutdown_report) (see
     /// [`spawn_named`](Self::spawn_named)).
+    ///
+    ///
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
     ///
     /// # Panics
     ///

@@ -288,6 +288,9 @@ impl<T: Send + 'static> Spawner<T> {
     }
 
     /// [`spawn`](Self::spawn), with a name for the reports.
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
     ///
     /// # Panics
     ///
@@ -443,6 +446,9 @@ impl<T: Send + 'static> SpawnPermit<T> {
     }
 
     /// [`spawn`](Self::spawn), with a name for the reports.
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
     ///
     /// # Panics
     ///

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -570,6 +571,7 @@ where
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
     let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
+    let console = console_name(name.as_ref());
     if owner && state.untracked.on.load(Ordering::Acquire) {
         state.untracked.live.fetch_add(1, Ordering::AcqRel);
         let key = TaskKey {
@@ -584,7 +586,7 @@ where
             cause: Some(Arc::clone(&state.cause)),
             cleanup_ran: false,
         };
-        return Some((key, Some(tokio::spawn(task))));
+        return Some((key, Some(spawn_task(None, console, task))));
     }
     let mut inner = state.lock();
     if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
@@ -618,14 +620,14 @@ where
     };
     if queue {
         let start = Box::new(move || {
-            let handle = tokio::runtime::Handle::try_current().ok()?;
-            Some(handle.spawn(task).abort_handle())
+            let handle = Handle::try_current().ok()?;
+            Some(spawn_task(Some(&handle), console, task).abort_handle())
         });
         inner.queue.push_back(QueuedTask { key, start });
         return Some((key, None));
     }
     drop(inner);
-    let join = tokio::spawn(task);
+    let join = spawn_task(None, console, task);
     if !owner {
         state.keep_abort(key, join.abort_handle());
     }
@@ -644,7 +646,8 @@ where
     F: FnOnce(CancellationToken) -> T + Send + 'static,
     T: Send + 'static,
 {
-    let handle = tokio::runtime::Handle::current();
+    let handle = Handle::current();
+    let console = console_name(name.as_ref());
     let token = state.cause.token().child_token();
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut inner = state.lock();
@@ -671,14 +674,72 @@ where
     };
     if queue {
         let start = Box::new(move || {
-            let handle = tokio::runtime::Handle::try_current().ok()?;
-            Some(handle.spawn_blocking(task).abort_handle())
+            let handle = Handle::try_current().ok()?;
+            Some(spawn_blocking_task(&handle, console, task).abort_handle())
         });
         inner.queue.push_back(QueuedTask { key, start });
         return (key, None);
     }
     drop(inner);
-    (key, Some(handle.spawn_blocking(task)))
+    (key, Some(spawn_blocking_task(&handle, console, task)))
+}
+
+/// A task's name for tokio-console: kept only when built with
+/// `--cfg tokio_unstable` and the `tracing` feature, where Tokio's task
+/// builder can take it.
+#[cfg(all(tokio_unstable, feature = "tracing"))]
+type ConsoleName = Option<Cow<'static, str>>;
+#[cfg(not(all(tokio_unstable, feature = "tracing")))]
+type ConsoleName = ();
+
+#[cfg(all(tokio_unstable, feature = "tracing"))]
+fn console_name(name: Option<&Cow<'static, str>>) -> ConsoleName {
+    name.cloned()
+}
+
+#[cfg(not(all(tokio_unstable, feature = "tracing")))]
+fn console_name(_name: Option<&Cow<'static, str>>) -> ConsoleName {}
+
+/// Spawns a scope's task on `handle` (or the current runtime), named in
+/// tokio-console when built for it.
+#[track_caller]
+fn spawn_task<F>(handle: Option<&Handle>, name: ConsoleName, task: F) -> JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    #[cfg(all(tokio_unstable, feature = "tracing"))]
+    if let Some(name) = &name {
+        let builder = tokio::task::Builder::new().name(name);
+        let spawned = match handle {
+            Some(handle) => builder.spawn_on(task, handle),
+            None => builder.spawn(task),
+        };
+        // Tokio's builder returns `Ok` on every path (its `Result` is for
+        // future use); a spawn outside a runtime panics, as `tokio::spawn`.
+        return spawned.expect("tokio::task::Builder::spawn");
+    }
+    let _ = name;
+    match handle {
+        Some(handle) => handle.spawn(task),
+        None => tokio::spawn(task),
+    }
+}
+
+/// [`spawn_task`] for a blocking closure.
+#[track_caller]
+fn spawn_blocking_task<F>(handle: &Handle, name: ConsoleName, task: F) -> JoinHandle<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    #[cfg(all(tokio_unstable, feature = "tracing"))]
+    if let Some(name) = &name {
+        let builder = tokio::task::Builder::new().name(name);
+        return builder
+            .spawn_blocking_on(task, handle)
+            .expect("tokio::task::Builder::spawn_blocking_on");
+    }
+    let _ = name;
+    handle.spawn_blocking(task)
 }
 
 /// Takes a permit of the limit if one is free (and none queued before);
