@@ -449,7 +449,7 @@ pub enum TaskOutcome {
     Detached,
     /// The task returned a failure: an `Err`, in a scope that tracks
     /// failures ([`Scope::track_failures`], [`Scope::reaping`]). Its text is
-    /// [`TaskReport::error`].
+    /// [`TaskReport::error`](crate::TaskReport::error).
     Failed,
 }
 
