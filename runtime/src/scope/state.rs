@@ -686,19 +686,18 @@ where
 
 /// A task's name for tokio-console: kept only when built with
 /// `--cfg tokio_unstable` and the `tracing` feature, where Tokio's task
-/// builder can take it.
-#[cfg(all(tokio_unstable, feature = "tracing"))]
+/// builder takes it.
 type ConsoleName = Option<Cow<'static, str>>;
-#[cfg(not(all(tokio_unstable, feature = "tracing")))]
-type ConsoleName = ();
 
-#[cfg(all(tokio_unstable, feature = "tracing"))]
 fn console_name(name: Option<&Cow<'static, str>>) -> ConsoleName {
-    name.cloned()
+    #[cfg(all(tokio_unstable, feature = "tracing"))]
+    return name.cloned();
+    #[cfg(not(all(tokio_unstable, feature = "tracing")))]
+    {
+        let _ = name;
+        None
+    }
 }
-
-#[cfg(not(all(tokio_unstable, feature = "tracing")))]
-fn console_name(_name: Option<&Cow<'static, str>>) -> ConsoleName {}
 
 /// Spawns a scope's task on `handle` (or the current runtime), named in
 /// tokio-console when built for it.
@@ -718,7 +717,7 @@ where
         // future use); a spawn outside a runtime panics, as `tokio::spawn`.
         return spawned.expect("tokio::task::Builder::spawn");
     }
-    let _ = name;
+    let _ = &name;
     match handle {
         Some(handle) => handle.spawn(task),
         None => tokio::spawn(task),
@@ -738,7 +737,7 @@ where
             .spawn_blocking_on(task, handle)
             .expect("tokio::task::Builder::spawn_blocking_on");
     }
-    let _ = name;
+    let _ = &name;
     handle.spawn_blocking(task)
 }
 
