@@ -288,7 +288,7 @@ impl<T> Scope<T> {
     ///
     /// A task frees its place once it has ended, after a
     /// [`fail_fast`](Self::fail_fast) or [`first_ok`](Self::first_ok) scope
-    /// has cleanup_ran its result: a task queued behind the one that cancelled the
+    /// has seen its result: a task queued behind the one that cancelled the
     /// scope starts with its token cancelled.
     ///
     /// The limit also holds while the scope is cancelled: a queued task keeps
@@ -1218,7 +1218,7 @@ impl<T: Send + 'static> Scope<T> {
     /// - [`Aborted`](TaskOutcome::Aborted), [`Detached`](TaskOutcome::Detached)
     ///   or [`Panicked`](TaskOutcome::Panicked), as its [`TaskError`] says.
     ///
-    /// A task's end is cleanup_ran when the shutdown collects its result (the
+    /// A task's end is seen when the shutdown collects its result (the
     /// tasks themselves record nothing, to cost nothing when no report is
     /// asked for), so a cleanup time is late by the time the shutdown takes
     /// to get to it, usually microseconds; on a paused clock it is exact.
