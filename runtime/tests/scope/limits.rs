@@ -463,3 +463,25 @@ async fn a_permit_reserved_before_the_limit_takes_a_place() {
     assert!(started.load(SeqCst));
     assert_eq!(scope.join_all().await.len(), 2);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lowered_limit_holds_once_enough_tasks_have_ended() {
+    let mut scope = Scope::new().with_limit(2);
+    let first = held(&mut scope, ());
+    let second = held(&mut scope, ());
+    settle().await;
+    let mut scope = scope.with_limit(1);
+    let started = marker(&mut scope, ());
+    settle().await;
+    assert!(
+        !started.load(SeqCst),
+        "2 tasks run: over the new limit of 1"
+    );
+    first.send(()).unwrap();
+    settle().await;
+    assert!(!started.load(SeqCst), "1 task still runs: at the limit");
+    second.send(()).unwrap();
+    settle().await;
+    assert!(started.load(SeqCst));
+    assert_eq!(scope.join_all().await.len(), 3);
+}
