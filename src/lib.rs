@@ -88,6 +88,17 @@
 //!   fan-out work, the subsystems of a daemon, the connections of a server.
 //!   Each task gets a child token; `shutdown(grace)` cancels them, waits for
 //!   their cleanups and aborts the stragglers.
+//!
+//! # Features
+//!
+//! - `signal` (default): [`ShutdownSignal`], a root token cancelled on
+//!   Ctrl-C or SIGTERM.
+//! - `tracing`: a `tracing` event per cancelled `#[cancellable]` fn, and a
+//!   `task` span around every `Scope` task. Built with
+//!   `RUSTFLAGS="--cfg tokio_unstable"` as well, the tasks a `Scope` spawns
+//!   with a name ([`Scope::spawn_named`] and its kin, so the daemon's
+//!   subsystems too) carry it to Tokio's task builder, and tokio-console
+//!   shows it.
 #![doc = include_str!("semantics.md")]
 #![deny(missing_docs)]
 // docs.rs (`--cfg docsrs`, nightly): each item gated by a feature says which.

@@ -5,7 +5,7 @@
 //!
 //! Tasks live in a slab (`Vec` plus free list), so a long-lived scope reuses
 //! the slots of the results it handed out and never grows past its peak.
-//! Each task is addressed by a [`Key`]: its slot and its sequence number
+//! Each task is addressed by a [`TaskKey`]: its slot and its sequence number
 //! (which doubles as the slot's generation, so a late report from a detached
 //! task never lands in a reused slot). Finished tasks queue in completion
 //! order for `join_next`; `finish` hands the rest out in spawn order.
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::id::TaskId;
 use crate::reason::{CancelReason, Cause};
-use crate::report::TaskReport;
+use crate::report::{Tally, TaskReport};
 use crate::task::{Payload, TaskError, TaskOutcome};
 
 /// Polls a task's future under `catch_unwind`, for both scopes. The future
@@ -53,69 +53,105 @@ pub(crate) fn poll_caught<F: Future>(
     }
 }
 
-/// Which outcomes cancel the scope (`fail_fast`, `first_ok`): `Some(true)`
-/// for a success that does, `Some(false)` for a failure that does.
-pub(crate) type CancelRule<T> = fn(&Result<T, Payload>) -> Option<bool>;
+/// `fail_fast` and `first_ok`: which ends of a task cancel the scope.
+pub(crate) struct CancelRule<T> {
+    pub(crate) fail_fast: bool,
+    pub(crate) first_ok: bool,
+    /// Of a task's value (`None`: it panicked): `Some(true)` for a success
+    /// that cancels, `Some(false)` for a failure that does.
+    decide: fn(Option<&T>) -> Option<bool>,
+}
+
+impl<T> Clone for CancelRule<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for CancelRule<T> {}
+
+impl<U, E> CancelRule<Result<U, E>> {
+    /// The rule for a scope of `Result`s.
+    pub(crate) fn new(fail_fast: bool, first_ok: bool) -> Self {
+        let decide: fn(Option<&Result<U, E>>) -> Option<bool> = match (fail_fast, first_ok) {
+            (true, true) => |v| Some(matches!(v, Some(Ok(_)))),
+            (true, false) => |v| (!matches!(v, Some(Ok(_)))).then_some(false),
+            (false, _) => |v| matches!(v, Some(Ok(_))).then_some(true),
+        };
+        CancelRule {
+            fail_fast,
+            first_ok,
+            decide,
+        }
+    }
+}
+
+impl<T> CancelRule<T> {
+    /// Cancels `cause` when the end of task `id` with `value` (`None`: it
+    /// panicked) decides it; `true` if it did.
+    pub(crate) fn apply(
+        self,
+        cause: &Cause,
+        id: TaskId,
+        name: Option<&Cow<'static, str>>,
+        value: Option<&T>,
+    ) -> bool {
+        let Some(succeeded) = (self.decide)(value) else {
+            return false;
+        };
+        let reason = if succeeded {
+            CancelReason::TaskSucceeded(id)
+        } else {
+            CancelReason::TaskFailed(id)
+        };
+        cause.cancel_by(reason, name);
+        true
+    }
+}
 
 /// The text of a task's failure, when its value is one (an `Err`).
 pub(crate) type FailureText<T> = fn(&T) -> Option<String>;
 
-/// The rule for `fail_fast` and `first_ok` on a scope of `Result`s.
-pub(crate) fn cancel_rule<U, E>(fail_fast: bool, first_ok: bool) -> CancelRule<Result<U, E>> {
-    match (fail_fast, first_ok) {
-        (true, true) => |out| Some(matches!(out, Ok(Ok(_)))),
-        (true, false) => |out| (!matches!(out, Ok(Ok(_)))).then_some(false),
-        (false, _) => |out| matches!(out, Ok(Ok(_))).then_some(true),
-    }
-}
-
 /// What ran an ended task, and its result when it was not kept (reaping).
 pub(crate) type Ended<T, R> = (R, Option<Result<T, TaskError>>);
 
-/// How many reaped tasks that need attention a reaping scope remembers.
-pub(crate) const ATTENTION_LOG: usize = 32;
-
 /// A task's address: its slot and its sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Key {
+pub(crate) struct TaskKey {
     pub(crate) slot: usize,
     pub(crate) seq: u64,
 }
 
-impl Key {
+impl TaskKey {
     pub(crate) fn id(self) -> TaskId {
         TaskId::from_seq(self.seq)
     }
 }
 
-/// The policies of a scope: set by its builders, applied as each task ends.
+/// The policies of a scope, set by its builders. Each applies to every
+/// task of the scope, whenever it was spawned: it judges each task as it
+/// ends, and, when set, the results the scope still keeps.
 pub(crate) struct Policy<T> {
-    pub(crate) cause: Arc<Cause>,
-    pub(crate) rule: Option<CancelRule<T>>,
+    pub(crate) cancel: Option<CancelRule<T>>,
     pub(crate) failure: Option<FailureText<T>>,
-    pub(crate) fail_fast: bool,
-    pub(crate) first_ok: bool,
     pub(crate) reaping: bool,
 }
 
 impl<T> Policy<T> {
-    pub(crate) fn new(cause: Arc<Cause>) -> Self {
-        Policy {
-            cause,
-            rule: None,
-            failure: None,
-            fail_fast: false,
-            first_ok: false,
-            reaping: false,
-        }
-    }
-
     /// The `Debug` fields both scopes show.
-    pub(crate) fn debug_fields(&self, d: &mut std::fmt::DebugStruct<'_, '_>, len: usize) {
+    pub(crate) fn debug_fields(
+        &self,
+        d: &mut std::fmt::DebugStruct<'_, '_>,
+        len: usize,
+        cancelled: bool,
+    ) {
+        let (fail_fast, first_ok) = self
+            .cancel
+            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
         d.field("len", &len)
-            .field("cancelled", &self.cause.token().is_cancelled())
-            .field("fail_fast", &self.fail_fast);
-        if self.first_ok {
+            .field("cancelled", &cancelled)
+            .field("fail_fast", &fail_fast);
+        if first_ok {
             d.field("first_ok", &true);
         }
         if self.reaping {
@@ -124,7 +160,7 @@ impl<T> Policy<T> {
     }
 }
 
-pub(crate) enum State<T, R> {
+pub(crate) enum TaskState<T, R> {
     /// Spawned, not ended: `R` is what the scope needs to run or abort it.
     Running(R),
     /// Ended; the result waits to be handed out.
@@ -134,11 +170,11 @@ pub(crate) enum State<T, R> {
 struct Entry<T, R> {
     seq: u64,
     name: Option<Cow<'static, str>>,
-    state: State<T, R>,
+    state: TaskState<T, R>,
     /// When it ended, if a shutdown report was being made.
     ended_at: Option<Instant>,
     /// A `#[cancellable]` fn in it took its cancellation path.
-    cancel_seen: bool,
+    cleanup_ran: bool,
 }
 
 enum Slot<T, R> {
@@ -149,9 +185,10 @@ enum Slot<T, R> {
 
 const NO_SLOT: usize = usize::MAX;
 
-/// What a shutdown report needs from the ledger: when it began.
+/// When a shutdown began, and whether it times the tasks' ends (for a
+/// report).
 #[derive(Clone, Copy)]
-pub(crate) struct Stopping {
+pub(crate) struct ShutdownStart {
     pub(crate) at: Instant,
     pub(crate) timed: bool,
 }
@@ -163,17 +200,13 @@ pub(crate) struct Ledger<T, R> {
     len: usize,
     running: usize,
     /// Ended tasks not handed out, in completion order.
-    done: VecDeque<Key>,
+    done: VecDeque<TaskKey>,
+    pub(crate) cause: Arc<Cause>,
     pub(crate) policy: Policy<T>,
-    /// Set while a shutdown runs: tasks that end now stopped because of it.
-    pub(crate) stopping: Option<Stopping>,
-    /// Outcomes of reaped tasks, by `TaskOutcome::index`.
-    pub(crate) tally: [usize; TaskOutcome::COUNT],
-    /// The last reaped tasks that need attention.
-    pub(crate) attention: VecDeque<TaskReport>,
-    /// Reaped tasks that cleaned up in which a `#[cancellable]` fn was
-    /// cancelled.
-    pub(crate) reaped_ran_cleanup: usize,
+    /// Set once a shutdown began: tasks that end now stopped because of it.
+    pub(crate) shutdown: Option<ShutdownStart>,
+    /// The tasks freed as they ended (reaping).
+    pub(crate) reaped: Tally,
 }
 
 impl<T, R> Ledger<T, R> {
@@ -185,11 +218,14 @@ impl<T, R> Ledger<T, R> {
             len: 0,
             running: 0,
             done: VecDeque::new(),
-            policy: Policy::new(cause),
-            stopping: None,
-            tally: [0; TaskOutcome::COUNT],
-            attention: VecDeque::new(),
-            reaped_ran_cleanup: 0,
+            cause,
+            policy: Policy {
+                cancel: None,
+                failure: None,
+                reaping: false,
+            },
+            shutdown: None,
+            reaped: Tally::default(),
         }
     }
 
@@ -212,7 +248,7 @@ impl<T, R> Ledger<T, R> {
         self.next_seq
     }
 
-    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> Key {
+    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> TaskKey {
         let seq = self.next_seq;
         self.insert_seq(seq, name, run)
     }
@@ -220,14 +256,19 @@ impl<T, R> Ledger<T, R> {
     /// [`insert`](Self::insert), with a sequence number the caller
     /// allocated (a `Scope` counts its own, as some of its tasks are not in
     /// the ledger).
-    pub(crate) fn insert_seq(&mut self, seq: u64, name: Option<Cow<'static, str>>, run: R) -> Key {
+    pub(crate) fn insert_seq(
+        &mut self,
+        seq: u64,
+        name: Option<Cow<'static, str>>,
+        run: R,
+    ) -> TaskKey {
         self.next_seq = self.next_seq.max(seq + 1);
         let entry = Slot::Full(Entry {
             seq,
             name,
-            state: State::Running(run),
+            state: TaskState::Running(run),
             ended_at: None,
-            cancel_seen: false,
+            cleanup_ran: false,
         });
         let slot = if self.free == NO_SLOT {
             self.slots.push(entry);
@@ -241,17 +282,17 @@ impl<T, R> Ledger<T, R> {
         };
         self.len += 1;
         self.running += 1;
-        Key { slot, seq }
+        TaskKey { slot, seq }
     }
 
-    fn entry(&self, key: Key) -> Option<&Entry<T, R>> {
+    fn entry(&self, key: TaskKey) -> Option<&Entry<T, R>> {
         match self.slots.get(key.slot) {
             Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
             _ => None,
         }
     }
 
-    fn entry_mut(&mut self, key: Key) -> Option<&mut Entry<T, R>> {
+    fn entry_mut(&mut self, key: TaskKey) -> Option<&mut Entry<T, R>> {
         match self.slots.get_mut(key.slot) {
             Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
             _ => None,
@@ -259,33 +300,33 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// The running task at `key`, if it still runs.
-    pub(crate) fn running_mut(&mut self, key: Key) -> Option<&mut R> {
+    pub(crate) fn running_mut(&mut self, key: TaskKey) -> Option<&mut R> {
         match self.entry_mut(key).map(|e| &mut e.state) {
-            Some(State::Running(run)) => Some(run),
+            Some(TaskState::Running(run)) => Some(run),
             _ => None,
         }
     }
 
-    pub(crate) fn name(&self, key: Key) -> Option<&Cow<'static, str>> {
+    pub(crate) fn name(&self, key: TaskKey) -> Option<&Cow<'static, str>> {
         self.entry(key).and_then(|e| e.name.as_ref())
     }
 
     /// The key of the task with id `id`, if it is in the ledger (a scan).
-    pub(crate) fn find(&self, id: TaskId) -> Option<Key> {
+    pub(crate) fn find(&self, id: TaskId) -> Option<TaskKey> {
         self.slots.iter().enumerate().find_map(|(slot, s)| match s {
-            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(Key { slot, seq: e.seq }),
+            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(TaskKey { slot, seq: e.seq }),
             _ => None,
         })
     }
 
     /// The keys of the running tasks.
-    pub(crate) fn running_keys(&self) -> Vec<Key> {
+    pub(crate) fn running_keys(&self) -> Vec<TaskKey> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| match s {
-                Slot::Full(e) if matches!(e.state, State::Running(_)) => {
-                    Some(Key { slot, seq: e.seq })
+                Slot::Full(e) if matches!(e.state, TaskState::Running(_)) => {
+                    Some(TaskKey { slot, seq: e.seq })
                 }
                 _ => None,
             })
@@ -297,37 +338,55 @@ impl<T, R> Ledger<T, R> {
     /// counts it). Returns what ran it and, reaping, the result, for the
     /// caller to drop outside any lock (user `Drop`s run there); `None` when
     /// the task had already ended (a detached blocking task reporting late).
-    pub(crate) fn complete(
+    pub(crate) fn record_return(
         &mut self,
-        key: Key,
+        key: TaskKey,
         out: Result<T, Payload>,
-        seen: bool,
+        cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
         self.entry(key)
-            .filter(|e| matches!(e.state, State::Running(_)))?;
-        if let Some(rule) = self.policy.rule {
-            if let Some(succeeded) = rule(&out) {
-                let reason = if succeeded {
-                    CancelReason::TaskSucceeded(key.id())
-                } else {
-                    CancelReason::TaskFailed(key.id())
-                };
-                self.policy.cause.cancel_by(reason, self.name(key));
+            .filter(|e| matches!(e.state, TaskState::Running(_)))?;
+        if let Some(rule) = self.policy.cancel {
+            rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
+        }
+        self.record_end(key, out.map_err(TaskError::panic), cleanup_ran)
+    }
+
+    /// Sets `fail_fast` and `first_ok`. The rule holds for every task: the
+    /// first kept result (in completion order) it decides on cancels the
+    /// scope now, as its task would have had the rule been set before.
+    pub(crate) fn set_cancel_rule(&mut self, rule: CancelRule<T>) {
+        self.policy.cancel = Some(rule);
+        for &key in &self.done {
+            let Some(Entry {
+                state: TaskState::Done(result),
+                name,
+                ..
+            }) = self.entry(key)
+            else {
+                continue;
+            };
+            let value = match result {
+                Ok(value) => Some(value),
+                Err(e) if e.is_panic() => None,
+                Err(_) => continue,
+            };
+            if rule.apply(&self.cause, key.id(), name.as_ref(), value) {
+                break;
             }
         }
-        self.end(key, out.map_err(TaskError::panic), seen)
     }
 
     /// The task at `key` ended without a value (aborted, detached); see
-    /// [`complete`](Self::complete).
-    /// `seen`: a `#[cancellable]` fn in it took its cancellation path.
-    pub(crate) fn end(
+    /// [`record_return`](Self::record_return).
+    /// `cleanup_ran`: a `#[cancellable]` fn in it took its cancellation path.
+    pub(crate) fn record_end(
         &mut self,
-        key: Key,
+        key: TaskKey,
         result: Result<T, TaskError>,
-        seen: bool,
+        cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
-        let stopping = self.stopping;
+        let stopping = self.shutdown;
         let reaping = self.policy.reaping;
         let failure = self.policy.failure;
         let running = &mut self.running;
@@ -335,55 +394,56 @@ impl<T, R> Ledger<T, R> {
             Some(Slot::Full(e)) if e.seq == key.seq => e,
             _ => return None,
         };
-        if !matches!(entry.state, State::Running(_)) {
+        if !matches!(entry.state, TaskState::Running(_)) {
             return None;
         }
         if stopping.is_some_and(|s| s.timed) {
             entry.ended_at = Some(Instant::now());
         }
-        entry.cancel_seen = seen;
+        entry.cleanup_ran = cleanup_ran;
         *running -= 1;
         if reaping {
             let outcome = outcome_of(&result, failure, stopping.is_some());
             let name = self.name(key).cloned();
-            self.reaped(key.id(), name, outcome, || error_text(&result, failure));
-            if seen && outcome == TaskOutcome::Stopped {
-                self.reaped_ran_cleanup += 1;
-            }
+            self.reap(key.id(), name, outcome, cleanup_ran, || {
+                error_text(&result, failure)
+            });
             let Slot::Full(entry) = self.remove(key) else {
                 unreachable!()
             };
             return match entry.state {
-                State::Running(run) => Some((run, Some(result))),
-                State::Done(_) => None,
+                TaskState::Running(run) => Some((run, Some(result))),
+                TaskState::Done(_) => None,
             };
         }
-        let State::Running(run) = std::mem::replace(&mut entry.state, State::Done(result)) else {
+        let TaskState::Running(run) = std::mem::replace(&mut entry.state, TaskState::Done(result))
+        else {
             unreachable!()
         };
         self.done.push_back(key);
         Some((run, None))
     }
 
-    /// Counts a reaped task; keeps it in the log when it needs attention.
-    pub(crate) fn reaped(
+    /// Counts a task freed as it ended (`cleanup_ran`: it ran a `#[cancellable]`
+    /// cleanup); keeps it in the log when it needs attention.
+    pub(crate) fn reap(
         &mut self,
         id: TaskId,
         name: Option<Cow<'static, str>>,
         outcome: TaskOutcome,
+        cleanup_ran: bool,
         error: impl FnOnce() -> Option<String>,
     ) {
-        self.tally[outcome.index()] += 1;
         if outcome.needs_attention() {
-            let report = TaskReport::new(id, name, outcome, None).with_error(error());
-            if self.attention.len() == ATTENTION_LOG {
-                self.attention.pop_front();
-            }
-            self.attention.push_back(report);
+            let task = TaskReport::new(id, name, outcome, None).with_error(error());
+            self.reaped.note(task);
+        } else {
+            let ran = usize::from(cleanup_ran && outcome == TaskOutcome::Stopped);
+            self.reaped.count(outcome, 1, ran);
         }
     }
 
-    fn remove(&mut self, key: Key) -> Slot<T, R> {
+    fn remove(&mut self, key: TaskKey) -> Slot<T, R> {
         self.len -= 1;
         let slot = std::mem::replace(&mut self.slots[key.slot], Slot::Free(self.free));
         self.free = key.slot;
@@ -401,7 +461,7 @@ impl<T, R> Ledger<T, R> {
         while let Some(key) = self.done.pop_front() {
             if self
                 .entry(key)
-                .is_some_and(|e| matches!(e.state, State::Done(_)))
+                .is_some_and(|e| matches!(e.state, TaskState::Done(_)))
             {
                 return Some((key.id(), self.take(key)));
             }
@@ -410,9 +470,9 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// Hands out the ended task at `key`.
-    pub(crate) fn take(&mut self, key: Key) -> Result<T, TaskError> {
+    pub(crate) fn take(&mut self, key: TaskKey) -> Result<T, TaskError> {
         let Slot::Full(Entry {
-            state: State::Done(result),
+            state: TaskState::Done(result),
             ..
         }) = self.remove(key)
         else {
@@ -422,9 +482,12 @@ impl<T, R> Ledger<T, R> {
     }
 
     /// The first kept result, in completion order, that `pick` accepts.
-    pub(crate) fn find_done(&self, pick: impl Fn(&Result<T, TaskError>) -> bool) -> Option<Key> {
+    pub(crate) fn find_done(
+        &self,
+        pick: impl Fn(&Result<T, TaskError>) -> bool,
+    ) -> Option<TaskKey> {
         self.done.iter().copied().find(
-            |&key| matches!(self.entry(key), Some(Entry { state: State::Done(r), .. }) if pick(r)),
+            |&key| matches!(self.entry(key), Some(Entry { state: TaskState::Done(r), .. }) if pick(r)),
         )
     }
 
@@ -434,8 +497,8 @@ impl<T, R> Ledger<T, R> {
         &mut self,
         mut each: impl FnMut(TaskReport, Result<T, TaskError>) -> O,
     ) -> Vec<O> {
-        let reason = self.policy.cause.described();
-        let stopping = self.stopping;
+        let reason = self.cause.described();
+        let stopping = self.shutdown;
         let failure = self.policy.failure;
         let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
             .into_iter()
@@ -455,9 +518,9 @@ impl<T, R> Ledger<T, R> {
             .into_iter()
             .map(|e| {
                 let result = match e.state {
-                    State::Done(result) => result,
+                    TaskState::Done(result) => result,
                     // Not reported back: it cannot run any more.
-                    State::Running(_) => Err(TaskError::aborted(reason.clone())),
+                    TaskState::Running(_) => Err(TaskError::aborted(reason.clone())),
                 };
                 let outcome = outcome_of(&result, failure, e.ended_at.is_some());
                 let cleanup = match (outcome, e.ended_at, stopping) {
@@ -467,7 +530,7 @@ impl<T, R> Ledger<T, R> {
                 };
                 let report = TaskReport::new(TaskId::from_seq(e.seq), e.name, outcome, cleanup)
                     .with_error(error_text(&result, failure))
-                    .with_cleanup_ran(e.cancel_seen);
+                    .with_cleanup_ran(e.cleanup_ran);
                 each(report, result)
             })
             .collect()
@@ -475,13 +538,13 @@ impl<T, R> Ledger<T, R> {
 
     /// [`finish_with`](Self::finish_with), results only.
     pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
-        let reason = self.policy.cause.described();
+        let reason = self.cause.described();
         let mut entries: Vec<(u64, Result<T, TaskError>)> = std::mem::take(&mut self.slots)
             .into_iter()
             .filter_map(|s| match s {
                 Slot::Full(Entry {
                     seq,
-                    state: State::Done(r),
+                    state: TaskState::Done(r),
                     ..
                 }) => Some((seq, r)),
                 Slot::Full(Entry { seq, .. }) => {
@@ -500,11 +563,21 @@ impl<T, R> Ledger<T, R> {
         entries.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// The reaped tasks' share of a report: their counts, and the last ones
-    /// that need attention.
-    pub(crate) fn take_reaped(&mut self) -> ([usize; TaskOutcome::COUNT], Vec<TaskReport>) {
-        let tally = std::mem::take(&mut self.tally);
-        (tally, std::mem::take(&mut self.attention).into())
+    /// The reaped tasks' share of a report.
+    pub(crate) fn take_reaped(&mut self) -> Tally {
+        std::mem::take(&mut self.reaped)
+    }
+}
+
+impl<U, E, R> Ledger<Result<U, E>, R> {
+    /// Turns on `fail_fast` and/or `first_ok`, keeping what was on.
+    pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
+        let (was_fail_fast, was_first_ok) = self
+            .policy
+            .cancel
+            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
+        let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
+        self.set_cancel_rule(rule);
     }
 }
 

@@ -6,6 +6,25 @@
 // docs.rs (`--cfg docsrs`, nightly): each item gated by a feature says which.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Module map, by layer. Every `use crate::` points to the same layer or one
+// below; none points up, and no two modules import each other.
+//
+// 1. Leaves, the vocabulary: `id` (TaskId), `reason` (CancelReason, the
+//    scope's cause), `cancelled` (Cancelled), `task` (TaskError, TaskOutcome,
+//    TaskOutput).
+// 2. The race `#[cancellable]` runs: `race` (the race, its one per-thread
+//    frame, the drain, the cleanup, the exit), `shield`, and `private` (what
+//    generated code calls, re-exported from `race`).
+// 3. The books: `report` (TaskReport, ShutdownReport, the reaped tally),
+//    below `ledger` (the tasks of one scope, its policies).
+// 4. The scopes: `scope` (Scope; its `state` and task wrapper below
+//    its `handle`s: TaskHandle, Spawner, SpawnPermit), `local` (LocalScope),
+//    `signal` (ShutdownSignal).
+// 5. On Scope: `daemon` (its modules import their parent's `Shared`, never
+//    each other in a circle), `process` (Child), `fs` (AtomicFile).
+//
+// `python3 runtime/tests/module_cycles.py runtime/src` checks it (CI runs it).
+
 mod cancelled;
 pub mod daemon;
 pub mod fs;

@@ -33,9 +33,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::CancelReason;
 use crate::id::TaskId;
-use crate::ledger::{Key, Ledger, cancel_rule, poll_caught};
+use crate::ledger::{Ledger, TaskKey, poll_caught};
+use crate::reason::CancelReason;
 use crate::reason::{self, Cause};
 use crate::task::TaskError;
 
@@ -44,8 +44,8 @@ use crate::task::TaskError;
 /// its own; it may be woken from any thread). A task woken twice before its
 /// next poll is queued twice; the owner polls it once.
 struct TaskWaker {
-    key: Key,
-    ready: UnboundedSender<Key>,
+    key: TaskKey,
+    ready: UnboundedSender<TaskKey>,
 }
 
 impl Wake for TaskWaker {
@@ -60,7 +60,7 @@ impl Wake for TaskWaker {
 }
 
 /// A task still running: its future and its waker.
-struct Running<'env, T> {
+struct LocalTask<'env, T> {
     /// `None` once it ended, while the ledger records it.
     fut: Option<Pin<Box<dyn Future<Output = T> + 'env>>>,
     /// Made once, so that a poll clones nothing.
@@ -229,15 +229,15 @@ struct Running<'env, T> {
 /// themselves cannot starve the owner's other work.
 pub struct LocalScope<'env, T> {
     /// The tasks; their futures, while they run.
-    ledger: Ledger<T, Running<'env, T>>,
+    ledger: Ledger<T, LocalTask<'env, T>>,
     /// What the tasks' wakers send their keys on.
-    ready: UnboundedSender<Key>,
+    ready: UnboundedSender<TaskKey>,
     /// The woken tasks' keys.
-    woken: UnboundedReceiver<Key>,
+    woken: UnboundedReceiver<TaskKey>,
     /// How many batches of woken tasks were polled.
     batches: u64,
     /// The batch being polled (kept to reuse its allocation).
-    batch: Vec<Key>,
+    batch: Vec<TaskKey>,
 }
 
 impl<'env, T> LocalScope<'env, T> {
@@ -291,7 +291,7 @@ impl<'env, T> LocalScope<'env, T> {
     }
 
     fn cause(&self) -> &Arc<Cause> {
-        &self.ledger.policy.cause
+        &self.ledger.cause
     }
 
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
@@ -443,7 +443,7 @@ impl<'env, T> LocalScope<'env, T> {
         );
         let key = self.ledger.insert(
             None,
-            Running {
+            LocalTask {
                 fut: Some(Box::pin(fut)),
                 waker: Waker::noop().clone(),
                 batch: 0,
@@ -716,7 +716,7 @@ impl<'env, T> LocalScope<'env, T> {
     }
 
     /// Polls task `key` once, if it is still running; records its end.
-    fn poll_task(&mut self, key: Key) {
+    fn poll_task(&mut self, key: TaskKey) {
         let batches = self.batches;
         // A stale wake-up: the task finished since.
         let Some(task) = self.ledger.running_mut(key) else {
@@ -731,7 +731,7 @@ impl<'env, T> LocalScope<'env, T> {
         let Poll::Ready(out) = poll_caught(Pin::new(&mut task.fut), &mut task_cx) else {
             return;
         };
-        self.ledger.complete(key, out, false);
+        self.ledger.record_return(key, out, false);
     }
 
     /// Drops the futures of the tasks still running, in spawn order; they
@@ -745,7 +745,7 @@ impl<'env, T> LocalScope<'env, T> {
             // Reported as the abort, as in a `Scope`.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
             self.ledger
-                .end(key, Err(TaskError::aborted(reason.clone())), false);
+                .record_end(key, Err(TaskError::aborted(reason.clone())), false);
         }
     }
 }
@@ -756,8 +756,9 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// fail, so its siblings see their tokens cancelled and run their
     /// cleanups within the same join.
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope. The failing task's own result is returned as usual by the join
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a failed result not yet handed out, it cancels at
+    /// once. The failing task's own result is returned as usual by the join
     /// methods.
     ///
     /// ```
@@ -782,9 +783,7 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(mut self) -> Self {
-        let policy = &mut self.ledger.policy;
-        policy.fail_fast = true;
-        policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+        self.ledger.cancel_when(true, false);
         self
     }
 
@@ -794,8 +793,8 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// [`fail_fast`](Self::fail_fast); with both, the first task to end in
     /// any way cancels the scope. An `Err` or a panic cancels nothing.
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope.
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a success not yet handed out, it cancels at once.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -819,9 +818,7 @@ impl<U, E> LocalScope<'_, Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(mut self) -> Self {
-        let policy = &mut self.ledger.policy;
-        policy.first_ok = true;
-        policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
+        self.ledger.cancel_when(false, true);
         self
     }
 }
@@ -858,7 +855,10 @@ impl<T> Default for LocalScope<'_, T> {
 impl<T> fmt::Debug for LocalScope<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("LocalScope");
-        self.ledger.policy.debug_fields(&mut d, self.len());
+        let cancelled = self.token().is_cancelled();
+        self.ledger
+            .policy
+            .debug_fields(&mut d, self.len(), cancelled);
         d.finish_non_exhaustive()
     }
 }

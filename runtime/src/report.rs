@@ -2,13 +2,14 @@
 //! task of a scope in a shutdown, for the logs.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::CancelReason;
 #[cfg(doc)]
 use crate::Scope;
 use crate::id::TaskId;
+use crate::reason::CancelReason;
 use crate::reason::Described;
 use crate::task::{TaskError, TaskOutcome};
 
@@ -206,35 +207,32 @@ impl TaskReport {
 /// What [`Scope::shutdown_report`] says happened to each task, in spawn
 /// order, with the tasks' results.
 ///
-/// Its `Display` is a fixed-width table, one task a line (name, outcome,
-/// cleanup time, and a panic's message), and a summary line:
-///
-/// ```text
-/// TASK     OUTCOME                  CLEANUP
-/// ingest   cancelled, cleaned up      3.2ms
-/// writer   cancelled, cleaned up    250.0ms
-/// task #2  panicked                   120µs  task panicked: disk full
-/// metrics  aborted                        -
-/// shutdown of 4 tasks took 5.000s (grace 5.000s): 2 cleaned up, 1 aborted, 1 panicked
-/// ```
+/// Its `Display` scales to any number of tasks: one line of counts by
+/// outcome, then one line per task that needs attention (name, outcome,
+/// what went wrong); tasks that completed or cleaned up are only counted:
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
 /// use std::time::Duration;
 /// use cancel_scope::{Scope, TaskOutcome};
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let mut scope = Scope::new();
 /// scope.spawn_named("worker", |token| async move {
 ///     token.cancelled().await;
 ///     7
 /// });
+/// scope.spawn_named("ingest", |_token| async { panic!("disk full") });
+/// tokio::task::yield_now().await; // "ingest" panics
 /// let report = scope.shutdown_report(Duration::from_secs(5)).await;
-/// assert!(report.is_clean());
+/// assert!(!report.is_clean());
 /// assert_eq!(report.count(TaskOutcome::Stopped), 1);
 /// println!("{report}"); // or `tracing::info!("{report}")`
-/// let values: Vec<u32> = report.into_results().into_iter().map(Result::unwrap).collect();
-/// assert_eq!(values, [7]);
+/// assert_eq!(report.to_string(), "\
+/// shutdown of 2 tasks took 0µs (grace 5.000s): 1 cleaned up (ended after the cancel), 1 panicked
+///   ingest  panicked  task panicked: disk full");
+/// let results = report.into_results();
+/// assert_eq!(results[0].as_ref().unwrap(), &7);
 /// # }
 /// ```
 #[derive(Debug)]
@@ -247,42 +245,69 @@ pub struct ShutdownReport<T> {
     cancelled_before: Option<CancelReason>,
     /// Why it was cancelled, with the name of the task it names.
     reason: Option<Described>,
-    /// Tasks a reaping scope freed as they ended, by outcome.
-    reaped: [usize; TaskOutcome::COUNT],
-    /// The last of those that need attention.
-    reaped_attention: Vec<TaskReport>,
-    /// Of the reaped tasks that cleaned up, those that ran a cleanup.
-    reaped_ran_cleanup: usize,
+    /// The tasks a reaping scope freed as they ended.
+    reaped: Tally,
 }
 
 /// What a shutdown measured, to make a [`ShutdownReport`].
-pub(crate) struct Shutdown {
+pub(crate) struct ShutdownMeasures {
     pub(crate) grace: Duration,
     pub(crate) elapsed: Duration,
     pub(crate) cancelled_before: Option<CancelReason>,
     pub(crate) reason: Option<Described>,
-    pub(crate) reaped: [usize; TaskOutcome::COUNT],
-    pub(crate) reaped_attention: Vec<TaskReport>,
-    pub(crate) reaped_ran_cleanup: usize,
+    pub(crate) reaped: Tally,
+}
+
+/// How many reaped tasks that need attention a reaping scope remembers.
+const ATTENTION_LOG: usize = 32;
+
+/// What became of the tasks a reaping scope freed as they ended: counts by
+/// outcome, how many of those that stopped ran a `#[cancellable]` cleanup,
+/// and the last few that need attention.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    counts: [usize; TaskOutcome::COUNT],
+    cleanup_ran: usize,
+    attention: VecDeque<TaskReport>,
+}
+
+impl Tally {
+    /// Counts `n` tasks that ended with `outcome`, `cleanup_ran` of which
+    /// ran a `#[cancellable]` cleanup.
+    pub(crate) fn count(&mut self, outcome: TaskOutcome, n: usize, cleanup_ran: usize) {
+        self.counts[outcome.index()] += n;
+        self.cleanup_ran += cleanup_ran;
+    }
+
+    /// Counts a task that needs attention, and keeps it in the log.
+    pub(crate) fn note(&mut self, task: TaskReport) {
+        self.count(task.outcome, 1, 0);
+        if self.attention.len() == ATTENTION_LOG {
+            self.attention.pop_front();
+        }
+        self.attention.push_back(task);
+    }
+
+    fn get(&self, outcome: TaskOutcome) -> usize {
+        self.counts[outcome.index()]
+    }
 }
 
 impl<T> ShutdownReport<T> {
     pub(crate) fn new(
         tasks: Vec<TaskReport>,
         results: Vec<Result<T, TaskError>>,
-        s: Shutdown,
+        m: ShutdownMeasures,
     ) -> Self {
         debug_assert_eq!(tasks.len(), results.len());
         ShutdownReport {
             tasks,
             results,
-            grace: s.grace,
-            elapsed: s.elapsed,
-            cancelled_before: s.cancelled_before,
-            reason: s.reason,
-            reaped: s.reaped,
-            reaped_attention: s.reaped_attention,
-            reaped_ran_cleanup: s.reaped_ran_cleanup,
+            grace: m.grace,
+            elapsed: m.elapsed,
+            cancelled_before: m.cancelled_before,
+            reason: m.reason,
+            reaped: m.reaped,
         }
     }
 
@@ -303,7 +328,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn cleanups_ran(&self) -> usize {
-        self.reaped_ran_cleanup
+        self.reaped.cleanup_ran
             + self
                 .tasks
                 .iter()
@@ -331,7 +356,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.tasks.len() + self.reaped.iter().sum::<usize>()
+        self.tasks.len() + self.reaped.counts.iter().sum::<usize>()
     }
 
     /// `true` when the report covers no task.
@@ -368,7 +393,8 @@ impl<T> ShutdownReport<T> {
     /// # }
     /// ```
     pub fn needs_attention(&self) -> impl Iterator<Item = &TaskReport> {
-        self.reaped_attention
+        self.reaped
+            .attention
             .iter()
             .chain(self.tasks.iter().filter(|t| t.outcome.needs_attention()))
     }
@@ -468,7 +494,7 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn count(&self, outcome: TaskOutcome) -> usize {
-        self.reaped[outcome.index()] + self.tasks.iter().filter(|t| t.outcome == outcome).count()
+        self.reaped.get(outcome) + self.tasks.iter().filter(|t| t.outcome == outcome).count()
     }
 
     /// `true` when every task ended on its own: completed, or cancelled and
@@ -689,11 +715,11 @@ impl<T> fmt::Display for ShutdownReport<T> {
                 write!(f, "  {}", cell_line(e))?;
             }
         }
-        let listed = self.reaped_attention.len();
+        let listed = self.reaped.attention.len();
         let reaped_attention: usize = TaskOutcome::ALL
             .iter()
             .filter(|o| o.needs_attention())
-            .map(|o| self.reaped[o.index()])
+            .map(|o| self.reaped.get(*o))
             .sum();
         if reaped_attention > listed {
             write!(f, "\n  (and {} more not listed)", reaped_attention - listed)?;

@@ -2,7 +2,7 @@
 //! spawned it; [`TaskHandle`], [`Spawner`] and [`SpawnPermit`], to act on one
 //! task, to spawn from other tasks, and to wait for room under a limit; and
 //! [`TaskError`], why a task of a scope produced no value. What a scope
-//! shares with its tasks, and the wrapper they run in, are in `shared`.
+//! shares with its tasks, and the wrapper they run in, are in `state`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,24 +12,26 @@ use std::sync::{Arc, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::task::AbortHandle;
 #[cfg(doc)]
 use tokio::task::JoinSet;
-use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
-use crate::ledger::{Key, Policy, Stopping, cancel_rule};
+use crate::ledger::ShutdownStart;
 use crate::reason::{CancelReason, Cause};
-use crate::report::{Shutdown, ShutdownReport};
-use crate::task::{TaskError, TaskOutcome, TaskOutput};
+use crate::report::{ShutdownMeasures, ShutdownReport};
+#[cfg(doc)]
+use crate::task::TaskOutcome;
+use crate::task::{TaskError, TaskOutput};
 
 mod handle;
-mod shared;
+mod state;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
-use shared::{
-    Inner, Limit, Permit, Shared, UNTRACKED, Wait, idle_or_register, reserve, spawn_blocking_into,
-    spawn_into, wait_empty,
+use state::{
+    Admission, Limit, Locked, OwnerSpawns, OwnerWait, Phase, ScopeState, idle_or_register,
+    spawn_blocking_into, spawn_into, wait_empty,
 };
 
 /// Structured spawning: every task gets a child token of the scope's token,
@@ -144,8 +146,9 @@ use shared::{
 ///
 /// # Policies
 ///
-/// Builders set how the scope treats its tasks; call them when building the
-/// scope, as they apply to the tasks spawned afterwards:
+/// Builders set how the scope treats its tasks. A policy holds for every
+/// task of the scope, those spawned before it was set included (a task
+/// that has already ended is judged too while the scope keeps its result):
 ///
 /// - [`fail_fast`](Self::fail_fast): the first failure cancels the scope;
 /// - [`first_ok`](Self::first_ok) and [`join_first_ok`](Self::join_first_ok):
@@ -159,6 +162,18 @@ use shared::{
 /// [`spawn_named`](Self::spawn_named) and
 /// [`shutdown_report`](Self::shutdown_report) say, for the logs, what
 /// happened to each task in a shutdown.
+///
+/// # Task names
+///
+/// A task spawned with a name ([`spawn_named`](Self::spawn_named),
+/// [`spawn_blocking_named`](Self::spawn_blocking_named),
+/// [`Spawner::spawn_named`], [`SpawnPermit::spawn_named`]) is named in the
+/// [`shutdown_report`](Self::shutdown_report), in the cancel reasons that
+/// name it (a fail-fast failure), and, with the `tracing` feature, in its
+/// `task` span. Built
+/// with `RUSTFLAGS="--cfg tokio_unstable"` as well, it is also the Tokio
+/// task's name (through `tokio::task::Builder::name`), which tokio-console
+/// shows; the daemon's subsystems are such tasks.
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -194,14 +209,9 @@ use shared::{
 /// fail-fast or first-ok task, or the parent token, tasks spawned into it
 /// start with a cancelled token. Spawn into a fresh scope instead.
 pub struct Scope<T> {
-    shared: Arc<Shared<T>>,
-    /// Abort handles of the tasks the owner started (pruned of finished
-    /// ones as it grows), so that the owner's spawns take one lock.
-    aborts: Vec<JoinHandle<()>>,
-    /// Tasks the owner started outside the ledger (see `Shared::untracked`).
-    untracked_spawned: usize,
-    /// The length at which `aborts` is pruned next.
-    prune_at: usize,
+    state: Arc<ScopeState<T>>,
+    /// The tasks the owner started itself.
+    owned: OwnerSpawns,
     /// Set by `with_deadline` and `with_timeout`.
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
@@ -253,18 +263,16 @@ impl<T> Scope<T> {
 
     fn with_cause(cause: Arc<Cause>) -> Self {
         Scope {
-            shared: Arc::new(Shared::new(cause)),
-            aborts: Vec::new(),
-            untracked_spawned: 0,
-            prune_at: 64,
+            state: Arc::new(ScopeState::new(cause)),
+            owned: OwnerSpawns::new(),
             deadline: None,
             deadline_timer: None,
             winner: None,
         }
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner<T>> {
-        self.shared.lock()
+    fn inner(&self) -> MutexGuard<'_, Locked<T>> {
+        self.state.lock()
     }
     /// Limits the scope to `n` tasks running at once. A spawn beyond the
     /// limit is accepted at once and queues; queued tasks start in spawn
@@ -290,8 +298,9 @@ impl<T> Scope<T> {
     /// a task still queued at the end of it never starts (its result is
     /// aborted).
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope.
+    /// It holds for every task: set on a scope whose tasks already run, they
+    /// count toward it (each gives its place back as it ends), so the next
+    /// spawn queues until fewer than `n` run. Called again, it changes `n`.
     ///
     /// # Panics
     ///
@@ -327,11 +336,21 @@ impl<T> Scope<T> {
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
         let mut inner = self.inner();
+        let was = inner.limit.take();
         inner.limit = Some(Limit {
             max: n.min(MAX_LIMIT),
             active: 0,
         });
-        self.shared.refresh_untracked(&inner);
+        self.state.refresh_untracked(&inner);
+        // The tasks already running hold a place each, and give it back as
+        // they end: the limit holds for every task.
+        let active = was.map_or_else(
+            || inner.ledger.running() + self.state.untracked.running(),
+            |was| was.active,
+        );
+        if let Some(limit) = &mut inner.limit {
+            limit.active = active;
+        }
         drop(inner);
         self
     }
@@ -379,12 +398,12 @@ impl<T> Scope<T> {
         }
         self.deadline = Some(deadline);
         if deadline <= Instant::now() {
-            self.shared.cause.cancel(CancelReason::Deadline);
+            self.state.cause.cancel(CancelReason::Deadline);
             return self;
         }
         // Made here so that a missing timer panics here, not in the task.
         let sleep = tokio::time::sleep_until(deadline);
-        let cause = Arc::clone(&self.shared.cause);
+        let cause = Arc::clone(&self.state.cause);
         let timer = tokio::spawn(async move {
             if cause.token().run_until_cancelled(sleep).await.is_some() {
                 cause.cancel(CancelReason::Deadline);
@@ -459,8 +478,9 @@ impl<T> Scope<T> {
     /// The join methods then only wait: [`join_next`](Self::join_next)
     /// returns `None` and [`join_all`](Self::join_all) an empty `Vec`, once
     /// every task has ended. [`len`](Self::len) counts the tasks still
-    /// running (or queued). Applies to the tasks that end after it; call it
-    /// when building the scope.
+    /// running (or queued). Set on a scope that kept results already, it
+    /// frees every task that ends from then on; the kept results stay until
+    /// a join hands them out.
     ///
     /// A reaping `Scope` is a `TaskTracker` that also cancels, aborts, limits
     /// and reports: use a `TaskTracker` when nothing but "wait for all" is
@@ -494,8 +514,8 @@ impl<T> Scope<T> {
         let mut inner = self.inner();
         inner.ledger.policy.reaping = true;
         inner.ledger.policy.failure = Some(T::failure);
-        let _ = self.shared.failure.set(T::failure);
-        self.shared.refresh_untracked(&inner);
+        let _ = self.state.failure.set(T::failure);
+        self.state.refresh_untracked(&inner);
         drop(inner);
         self
     }
@@ -528,7 +548,7 @@ impl<T> Scope<T> {
         T: TaskOutput,
     {
         self.inner().ledger.policy.failure = Some(T::failure);
-        let _ = self.shared.failure.set(T::failure);
+        let _ = self.state.failure.set(T::failure);
         self
     }
     /// The scope's token. Clone it to cancel the scope from elsewhere, or
@@ -545,7 +565,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        self.shared.cause.token()
+        self.state.cause.token()
     }
     /// Cancels the scope's token, and so every task's token. Tasks stop as
     /// they see fit; nothing is aborted and nothing is awaited. The token
@@ -567,7 +587,7 @@ impl<T> Scope<T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.shared.cause.cancel(CancelReason::Requested);
+        self.state.cause.cancel(CancelReason::Requested);
     }
     /// Why the scope of an aborted (or detached) task was cancelled: the
     /// first cause, which may have come before the shutdown that aborted it
@@ -594,7 +614,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.shared.cause.reason()
+        self.state.cause.reason()
     }
 
     /// The number of tasks whose result has not been handed out yet,
@@ -616,7 +636,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner().ledger.len() + self.shared.live.load(Ordering::Acquire)
+        self.inner().ledger.len() + self.state.untracked.running()
     }
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
@@ -644,7 +664,7 @@ impl<T> Scope<T> {
     /// has joined every task and is about to end.
     pub(crate) fn close(&self) {
         let _inner = self.inner();
-        self.shared.closed.store(true, Ordering::Release);
+        self.state.set_phase(Phase::Closed);
     }
 
     /// Stops every task now: no queued task or blocking closure starts any
@@ -653,15 +673,17 @@ impl<T> Scope<T> {
     /// again). Never blocks.
     fn stop_now(&mut self, detach: bool) {
         let below = if detach {
-            self.shared.next_seq.load(Ordering::Acquire)
+            self.state.next_seq.load(Ordering::Acquire)
         } else {
             u64::MAX // dropped: nothing may start any more
         };
-        self.shared.stop_below.store(below, Ordering::Release);
-        let mut inner = self.shared.lock();
-        self.shared.closed.store(true, Ordering::Release);
+        self.state.stop_below.store(below, Ordering::Release);
+        let mut inner = self.state.lock();
+        if !detach {
+            self.state.set_phase(Phase::Closed);
+        }
         let queue = std::mem::take(&mut inner.queue);
-        let reason = self.shared.cause.described();
+        let reason = self.state.cause.described();
         let mut detached = Vec::new();
         for key in inner.ledger.running_keys() {
             let Some(run) = inner.ledger.running_mut(key) else {
@@ -676,35 +698,13 @@ impl<T> Scope<T> {
         }
         for key in detached {
             let detached = Err(TaskError::detached(reason.clone()));
-            if inner.ledger.end(key, detached, false).is_some() {
-                let _none_queued = self.shared.free_permit(&mut inner);
+            if inner.ledger.record_end(key, detached, false).is_some() {
+                let _none_queued = self.state.free_permit(&mut inner);
             }
         }
         drop(inner);
-        for abort in &self.aborts {
-            abort.abort();
-        }
+        self.owned.abort_all();
         drop(queue); // their guards report them aborted
-    }
-
-    /// Keeps the abort handle of a task the owner started. Prunes those of
-    /// finished tasks only once they must be most of the list (it is more
-    /// than twice as long as the tasks that run), so a long-lived scope's
-    /// list stays about as long as its live tasks, and a burst of spawns is
-    /// never scanned.
-    fn keep_abort(&mut self, key: Key, abort: Option<JoinHandle<()>>) {
-        if key.slot == UNTRACKED {
-            self.untracked_spawned += 1;
-        }
-        let Some(abort) = abort else { return };
-        if self.aborts.len() >= self.prune_at {
-            self.aborts.retain(|a| !a.is_finished());
-        }
-        if self.aborts.len() >= self.prune_at {
-            let live = self.shared.live.load(Ordering::Relaxed) + self.inner().ledger.running();
-            self.prune_at = 2 * live.max(self.aborts.len() / 2) + 64;
-        }
-        self.aborts.push(abort);
     }
 }
 
@@ -776,6 +776,11 @@ impl<T: Send + 'static> Scope<T> {
     /// out. Only named tasks keep a name; unnamed ones are named `task #<id>`
     /// (see [`TaskId`]) when a report is made.
     ///
+    ///
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
+    ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime, like [`JoinSet::spawn`].
@@ -813,12 +818,12 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let fut = f(self.shared.cause.token().child_token());
-        let Some((key, abort)) = spawn_into(&self.shared, name, fut, Permit::TakeOrQueue, true)
+        let fut = f(self.state.cause.token().child_token());
+        let Some((key, abort)) = spawn_into(&self.state, name, fut, Admission::TakeOrQueue, true)
         else {
             unreachable!("an owner's spawn is never refused")
         };
-        self.keep_abort(key, abort);
+        self.owned.keep(&self.state, key, abort);
         key.id()
     }
 
@@ -868,6 +873,11 @@ impl<T: Send + 'static> Scope<T> {
     /// [`shutdown_report`](Self::shutdown_report) (see
     /// [`spawn_named`](Self::spawn_named)).
     ///
+    ///
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
+    ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime, like [`JoinSet::spawn_blocking`].
@@ -899,8 +909,8 @@ impl<T: Send + 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
-        let (key, abort) = spawn_blocking_into(&self.shared, name, f, Permit::TakeOrQueue);
-        self.keep_abort(key, abort);
+        let (key, abort) = spawn_blocking_into(&self.state, name, f, Admission::TakeOrQueue);
+        self.owned.keep(&self.state, key, abort);
         key.id()
     }
 
@@ -946,7 +956,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # Ok(()) }
     /// ```
     pub async fn reserve(&self) -> SpawnPermit<T> {
-        reserve(&self.shared).await
+        SpawnPermit::reserve(&self.state).await
     }
 
     /// [`reserve`](Self::reserve), then [`spawn`](Self::spawn): waits until
@@ -983,8 +993,8 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let permit = reserve(&self.shared).await;
-        permit.spawn_inner(None, f, Some(self))
+        let permit = SpawnPermit::reserve(&self.state).await;
+        permit.spawn_inner(None, f, Some(&mut self.owned))
     }
 
     /// A cloneable, `Send + Sync` handle that spawns into this scope from
@@ -1014,7 +1024,7 @@ impl<T: Send + 'static> Scope<T> {
     #[must_use]
     pub fn spawner(&self) -> Spawner<T> {
         Spawner {
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
     /// Waits for the next task to finish and returns its result, in
@@ -1088,14 +1098,14 @@ impl<T: Send + 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
-        let shared = &self.shared;
+        let state = &self.state;
         poll_fn(|cx| {
-            let mut inner = shared.lock();
+            let mut inner = state.lock();
             if let Some(next) = inner.ledger.take_next() {
-                inner.wait = Wait::Nothing;
+                inner.wait = OwnerWait::Nothing;
                 return Poll::Ready(Some(next));
             }
-            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
+            idle_or_register(state, &mut inner, OwnerWait::Next, cx, None)
         })
         .await
     }
@@ -1133,7 +1143,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
-        wait_empty(&self.shared).await;
+        wait_empty(&self.state).await;
         self.inner().ledger.finish()
     }
     /// Graceful, then forced shutdown: cancels the scope's token, waits up to
@@ -1202,7 +1212,8 @@ impl<T: Send + 'static> Scope<T> {
     /// happened to each task, for the logs: its name (see
     /// [`spawn_named`](Self::spawn_named)), its [`TaskOutcome`], and how long
     /// its cleanup took; the results themselves come with
-    /// [`ShutdownReport::into_results`]. Its `Display` is a table.
+    /// [`ShutdownReport::into_results`]. Its `Display` is one line of counts
+    /// by outcome, then one line per task that needs attention.
     ///
     /// The outcomes are counted from the moment the shutdown cancels the
     /// token:
@@ -1226,7 +1237,7 @@ impl<T: Send + 'static> Scope<T> {
     /// finished by then did: they count as `Completed`, and cleanup times
     /// count from the start of the shutdown.
     /// [`ShutdownReport::was_cancelled_before`] says so, and so does the
-    /// table.
+    /// report's first line.
     ///
     /// # Panics
     ///
@@ -1260,6 +1271,9 @@ impl<T: Send + 'static> Scope<T> {
     ///
     /// let report = scope.shutdown_report(Duration::from_secs(1)).await;
     /// println!("{report}");
+    /// assert_eq!(report.to_string(), "\
+    /// shutdown of 3 tasks took 1.000s (grace 1.000s): 1 completed, 1 cleaned up (ended after the cancel), 1 aborted
+    ///   stuck  aborted  task aborted (scope cancelled: shut down)");
     /// let tasks = report.tasks();
     /// assert_eq!(tasks[0].outcome(), TaskOutcome::Stopped);
     /// assert_eq!(tasks[0].cleanup_time(), Some(Duration::from_millis(250)));
@@ -1270,44 +1284,27 @@ impl<T: Send + 'static> Scope<T> {
     /// assert_eq!(results[0].as_ref().unwrap(), &"flushed");
     /// # }
     /// ```
-    ///
-    /// prints
-    ///
-    /// ```text
-    /// TASK     OUTCOME                  CLEANUP
-    /// writer   cancelled, cleaned up    250.0ms
-    /// stuck    aborted                        -
-    /// task #2  completed                      -
-    /// shutdown of 3 tasks took 1.000s (grace 1.000s): 1 completed, 1 cleaned up, 1 aborted
-    /// ```
     pub async fn shutdown_report(&mut self, grace: Duration) -> ShutdownReport<T> {
         let cancelled_before = self.cancel_reason();
         let start = self.stop(grace, true).await;
         let elapsed = start.elapsed();
-        let spawned = std::mem::take(&mut self.untracked_spawned);
-        let mut inner = self.shared.lock();
-        let (mut reaped, reaped_attention) = inner.ledger.take_reaped();
+        let spawned = std::mem::take(&mut self.owned.untracked);
+        let mut inner = self.state.lock();
+        let mut reaped = inner.ledger.take_reaped();
         // The owner's untracked tasks all ended (the shutdown waited).
-        let cleaned = self.shared.reaped_cleaned.swap(0, Ordering::Relaxed);
-        let attention = std::mem::take(&mut inner.untracked_attention);
-        reaped[TaskOutcome::Stopped.index()] += cleaned;
-        let ran_cleanup = self.shared.reaped_ran_cleanup.swap(0, Ordering::Relaxed)
-            + std::mem::take(&mut inner.ledger.reaped_ran_cleanup);
-        reaped[TaskOutcome::Completed.index()] += spawned.saturating_sub(cleaned + attention);
+        self.state.untracked.tally_into(&mut reaped, spawned);
         let mut tasks = Vec::new();
         let results = inner.ledger.finish_with(|report, result| {
             tasks.push(report);
             result
         });
         drop(inner);
-        let shutdown = Shutdown {
+        let shutdown = ShutdownMeasures {
             grace,
             elapsed,
             cancelled_before,
-            reason: self.shared.cause.described(),
+            reason: self.state.cause.described(),
             reaped,
-            reaped_attention,
-            reaped_ran_cleanup: ran_cleanup,
         };
         ShutdownReport::new(tasks, results, shutdown)
     }
@@ -1317,37 +1314,32 @@ impl<T: Send + 'static> Scope<T> {
     /// the others aborted; and waits for those. Returns when it began.
     async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
         let at = Instant::now();
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.stopping.store(true, Ordering::Release);
-        self.inner().ledger.stopping = Some(Stopping { at, timed });
-        self.shared.cause.cancel(CancelReason::Shutdown);
+        self.state.set_phase(Phase::Grace);
+        self.inner().ledger.shutdown = Some(ShutdownStart { at, timed });
+        self.state.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
         }
-        if tokio::time::timeout(grace, wait_empty(&self.shared))
+        if tokio::time::timeout(grace, wait_empty(&self.state))
             .await
             .is_err()
         {
-            self.shared.forcing.store(true, Ordering::Release);
+            self.state.set_phase(Phase::Forcing);
             self.stop_now(true);
-            wait_empty(&self.shared).await;
-            self.shared.forcing.store(false, Ordering::Release);
+            wait_empty(&self.state).await;
         }
+        self.state.set_phase(Phase::Closed);
         at
     }
 }
 
 impl<U, E> Scope<Result<U, E>> {
-    /// Turns on `fail_fast` or `first_ok` (`set`) and makes the cancel rule
-    /// the tasks spawned from now on apply say so.
-    fn cancel_when(self, set: impl FnOnce(&mut Policy<Result<U, E>>)) -> Self {
-        {
-            let mut inner = self.inner();
-            let policy = &mut inner.ledger.policy;
-            set(policy);
-            policy.rule = Some(cancel_rule(policy.fail_fast, policy.first_ok));
-            self.shared.refresh_untracked(&inner);
-        }
+    /// Turns on `fail_fast` and/or `first_ok`, for every task.
+    fn cancel_when(self, fail_fast: bool, first_ok: bool) -> Self {
+        let mut inner = self.inner();
+        inner.ledger.cancel_when(fail_fast, first_ok);
+        self.state.refresh_untracked(&inner);
+        drop(inner);
         self
     }
 
@@ -1356,8 +1348,9 @@ impl<U, E> Scope<Result<U, E>> {
     /// siblings see their tokens cancelled and run their cleanups without
     /// waiting for the owner to join anything.
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope. The failing task's own result is returned as usual by the join
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a failed result not yet handed out, it cancels at
+    /// once. The failing task's own result is returned as usual by the join
     /// methods.
     ///
     /// ```
@@ -1379,7 +1372,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn fail_fast(self) -> Self {
-        self.cancel_when(|policy| policy.fail_fast = true)
+        self.cancel_when(true, false)
     }
     /// Makes the first success win: the first task that returns `Ok` cancels
     /// the scope's token at once, from inside the task, so its siblings see
@@ -1393,8 +1386,8 @@ impl<U, E> Scope<Result<U, E>> {
     /// sees the first `Ok`; `first_ok` does it without waiting for the owner
     /// to poll).
     ///
-    /// Applies to the tasks spawned after it; call it when building the
-    /// scope.
+    /// It holds for every task, those spawned before it included; set on a
+    /// scope that holds a success not yet handed out, it cancels at once.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -1416,7 +1409,7 @@ impl<U, E> Scope<Result<U, E>> {
     /// ```
     #[must_use]
     pub fn first_ok(self) -> Self {
-        self.cancel_when(|policy| policy.first_ok = true)
+        self.cancel_when(false, true)
     }
 }
 
@@ -1481,10 +1474,10 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     /// ```
     pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
         let is_ok = |r: &Result<Result<U, E>, TaskError>| matches!(r, Ok(Ok(_)));
-        let shared = &self.shared;
+        let state = &self.state;
         let kept = self.winner;
         let found = poll_fn(|cx| {
-            let mut inner = shared.lock();
+            let mut inner = state.lock();
             if let Some(id) = kept {
                 if let Some(key) = inner.ledger.find(id) {
                     return Poll::Ready(Some(key));
@@ -1493,7 +1486,7 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
             if let Some(key) = inner.ledger.find_done(is_ok) {
                 return Poll::Ready(Some(key));
             }
-            idle_or_register(shared, &mut inner, Wait::Next, cx, None)
+            idle_or_register(state, &mut inner, OwnerWait::Next, cx, None)
         })
         .await;
         let Some(key) = found else {
@@ -1503,10 +1496,10 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
         // Without `first_ok`, this call is what cancels: the winner is the
         // reason (with it, the winner's task recorded that already).
         let name = self.inner().ledger.name(key).cloned();
-        self.shared
+        self.state
             .cause
             .cancel_by(CancelReason::TaskSucceeded(key.id()), name.as_ref());
-        wait_empty(&self.shared).await;
+        wait_empty(&self.state).await;
         let mut inner = self.inner();
         let won = inner.ledger.take(key);
         let rest = inner.ledger.finish();
@@ -1555,8 +1548,9 @@ impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner();
         let mut d = f.debug_struct("Scope");
-        let len = inner.ledger.len() + self.shared.live.load(Ordering::Acquire);
-        inner.ledger.policy.debug_fields(&mut d, len);
+        let len = inner.ledger.len() + self.state.untracked.running();
+        let cancelled = self.token().is_cancelled();
+        inner.ledger.policy.debug_fields(&mut d, len, cancelled);
         if let Some(limit) = &inner.limit {
             d.field("limit", &limit.max);
         }
@@ -1568,7 +1562,7 @@ impl<T> fmt::Debug for Scope<T> {
 /// blocks. See [`Scope`] for blocking tasks.
 impl<T> Drop for Scope<T> {
     fn drop(&mut self) {
-        self.shared.cause.cancel(CancelReason::Dropped);
+        self.state.cause.cancel(CancelReason::Dropped);
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }

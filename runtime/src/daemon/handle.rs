@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::runner::start;
 use super::tree::{LiveTree, TaskTree};
-use super::{Failure, Shared, StopReason, Subsystem};
+use super::{Failure, Shared, StopReason};
 use crate::scope::{Spawner, TaskHandle};
 
 /// What a subsystem's fn is given: its token, its name, and a way to start
@@ -84,31 +83,6 @@ impl SubsystemHandle {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Starts `subsystem` nested in this one, as a task of this one's run:
-    /// its name becomes `<this name>/<its name>`; it is stopped (in this
-    /// one's [`ShutdownOrder`](super::ShutdownOrder)) and joined before
-    /// this one ends. Started while this one is stopping, it takes its
-    /// place in that order at once; after this one ended, it is not started
-    /// (the log says so, and the returned handle is finished).
-    ///
-    /// Subsystems are for the long-lived parts of a daemon: the tree keeps
-    /// each one it started (until its parent restarts). Work started per
-    /// connection or per request belongs in a [`Scope`](crate::Scope)
-    /// inside a subsystem, as the HTTP example does.
-    ///
-    /// ```
-    /// # extern crate cancel_scope_runtime as cancel_scope;
-    /// # use cancel_scope::daemon::Subsystem;
-    /// let s = Subsystem::new("writer", |writer| async move {
-    ///     let flush = writer.start(Subsystem::new("flush", |_| async {}));
-    ///     flush.join().await.map_err(|failures| failures[0].to_string())
-    /// });
-    /// # drop(s);
-    /// ```
-    pub fn start(&self, subsystem: Subsystem) -> NestedSubsystem {
-        start(&self.shared, Some(self.id), subsystem, &self.spawner)
     }
 
     /// Waits until every nested subsystem this one has started (and those

@@ -18,6 +18,35 @@ use crate::report::short_duration as short;
 use crate::scope::{Scope, Spawner};
 use crate::task::TaskError;
 
+// `start` is here, not in handle.rs, because a run makes the handles its fn
+// gets: the handle depends on nothing that runs it.
+impl SubsystemHandle {
+    /// Starts `subsystem` nested in this one, as a task of this one's run:
+    /// its name becomes `<this name>/<its name>`; it is stopped (in this
+    /// one's [`ShutdownOrder`](super::ShutdownOrder)) and joined before
+    /// this one ends. Started while this one is stopping, it takes its
+    /// place in that order at once; after this one ended, it is not started
+    /// (the log says so, and the returned handle is finished).
+    ///
+    /// Subsystems are for the long-lived parts of a daemon: the tree keeps
+    /// each one it started (until its parent restarts). Work started per
+    /// connection or per request belongs in a [`Scope`](crate::Scope)
+    /// inside a subsystem, as the HTTP example does.
+    ///
+    /// ```
+    /// # extern crate cancel_scope_runtime as cancel_scope;
+    /// # use cancel_scope::daemon::Subsystem;
+    /// let s = Subsystem::new("writer", |writer| async move {
+    ///     let flush = writer.start(Subsystem::new("flush", |_| async {}));
+    ///     flush.join().await.map_err(|failures| failures[0].to_string())
+    /// });
+    /// # drop(s);
+    /// ```
+    pub fn start(&self, subsystem: Subsystem) -> NestedSubsystem {
+        start(&self.shared, Some(self.id), subsystem, &self.spawner)
+    }
+}
+
 /// Starts `sub` under `parent` (the daemon itself when `None`) as a task
 /// of `spawner`'s scope; in the tree at once.
 pub(crate) fn start(

@@ -5,16 +5,17 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::pin::pin;
 use std::sync::{Arc, Weak};
 
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(doc)]
 use super::Scope;
-use super::shared::{Control, Permit, Shared, UNTRACKED, spawn_into};
+use super::state::{Admission, OwnerSpawns, Phase, ScopeState, TaskControl, UNTRACKED, spawn_into};
 use crate::id::TaskId;
-use crate::ledger::Key;
+use crate::ledger::TaskKey;
 #[cfg(doc)]
 use crate::task::TaskError;
 
@@ -44,10 +45,10 @@ use crate::task::TaskError;
 /// # }
 /// ```
 pub struct TaskHandle {
-    key: Key,
+    key: TaskKey,
     token: CancellationToken,
     abort: Option<AbortHandle>,
-    control: Weak<dyn Control>,
+    control: Weak<dyn TaskControl>,
     name: Option<Cow<'static, str>>,
 }
 
@@ -200,13 +201,13 @@ impl fmt::Debug for TaskHandle {
 /// # }
 /// ```
 pub struct Spawner<T> {
-    pub(super) shared: Arc<Shared<T>>,
+    pub(super) state: Arc<ScopeState<T>>,
 }
 
 impl<T> Clone for Spawner<T> {
     fn clone(&self) -> Self {
         Spawner {
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
 }
@@ -240,7 +241,7 @@ impl<T> Spawner<T> {
     /// ```
     #[must_use]
     pub fn is_open(&self) -> bool {
-        !self.shared.closed.load(Ordering::Acquire)
+        self.state.phase() == Phase::Open
     }
 
     /// The scope's token.
@@ -253,7 +254,7 @@ impl<T> Spawner<T> {
     /// ```
     #[must_use]
     pub fn token(&self) -> &CancellationToken {
-        self.shared.cause.token()
+        self.state.cause.token()
     }
 }
 
@@ -287,6 +288,9 @@ impl<T: Send + 'static> Spawner<T> {
     }
 
     /// [`spawn`](Self::spawn), with a name for the reports.
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
     ///
     /// # Panics
     ///
@@ -326,22 +330,28 @@ impl<T: Send + 'static> Spawner<T> {
         if !self.is_open() {
             return None;
         }
-        let token = self.shared.cause.token().child_token();
+        let token = self.state.cause.token().child_token();
         let fut = f(token.clone());
-        let (key, join) = spawn_into(&self.shared, name.clone(), fut, Permit::UnlessClosed, false)?;
+        let (key, join) = spawn_into(
+            &self.state,
+            name.clone(),
+            fut,
+            Admission::UnlessClosed,
+            false,
+        )?;
         let abort = join.as_ref().map(JoinHandle::abort_handle);
-        Some(handle(&self.shared, key, token, abort, name))
+        Some(handle(&self.state, key, token, abort, name))
     }
 }
 
 fn handle<T: Send + 'static>(
-    shared: &Arc<Shared<T>>,
-    key: Key,
+    state: &Arc<ScopeState<T>>,
+    key: TaskKey,
     token: CancellationToken,
     abort: Option<AbortHandle>,
     name: Option<Cow<'static, str>>,
 ) -> TaskHandle {
-    let control: Arc<dyn Control> = Arc::clone(shared) as Arc<dyn Control>;
+    let control: Arc<dyn TaskControl> = Arc::clone(state) as Arc<dyn TaskControl>;
     TaskHandle {
         key,
         token,
@@ -370,16 +380,37 @@ fn handle<T: Send + 'static>(
 /// ```
 #[must_use = "a permit holds a place under the limit until it spawns or is dropped"]
 pub struct SpawnPermit<T> {
-    shared: Arc<Shared<T>>,
+    state: Arc<ScopeState<T>>,
     /// It holds a place of the limit (`false` without a limit).
-    counted: bool,
+    holds_place: bool,
 }
 
 impl<T> SpawnPermit<T> {
-    pub(super) fn new(shared: &Arc<Shared<T>>, counted: bool) -> Self {
+    fn new(state: &Arc<ScopeState<T>>, holds_place: bool) -> Self {
         SpawnPermit {
-            shared: Arc::clone(shared),
-            counted,
+            state: Arc::clone(state),
+            holds_place,
+        }
+    }
+
+    /// Waits for a place under the limit (see [`Scope::reserve`]).
+    pub(super) async fn reserve(state: &Arc<ScopeState<T>>) -> Self {
+        loop {
+            let mut notified = pin!(state.capacity.notified());
+            notified.as_mut().enable();
+            {
+                let mut inner = state.lock();
+                let free = inner.queue.is_empty();
+                match &mut inner.limit {
+                    None => return SpawnPermit::new(state, false),
+                    Some(limit) if free && limit.active < limit.max => {
+                        limit.active += 1;
+                        return SpawnPermit::new(state, true);
+                    }
+                    Some(_) => {}
+                }
+            }
+            notified.await;
         }
     }
 }
@@ -415,6 +446,9 @@ impl<T: Send + 'static> SpawnPermit<T> {
     }
 
     /// [`spawn`](Self::spawn), with a name for the reports.
+    /// Built with `--cfg tokio_unstable` and the `tracing` feature, the name
+    /// is also the Tokio task's name, as tokio-console shows it (see
+    /// [Task names](Scope#task-names)).
     ///
     /// # Panics
     ///
@@ -444,37 +478,42 @@ impl<T: Send + 'static> SpawnPermit<T> {
         mut self,
         name: Option<Cow<'static, str>>,
         f: F,
-        owner: Option<&mut Scope<T>>,
+        owner: Option<&mut OwnerSpawns>,
     ) -> TaskHandle
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let token = self.shared.cause.token().child_token();
+        let token = self.state.cause.token().child_token();
         let fut = f(token.clone());
-        self.counted = false; // the task holds the place now
+        let holds_place = std::mem::replace(&mut self.holds_place, false); // the task holds it now
         let on_owner = owner.is_some();
-        let Some((key, join)) = spawn_into(&self.shared, name.clone(), fut, Permit::Held, on_owner)
-        else {
+        let Some((key, join)) = spawn_into(
+            &self.state,
+            name.clone(),
+            fut,
+            Admission::Reserved { holds_place },
+            on_owner,
+        ) else {
             unreachable!("a permit's spawn is never refused")
         };
         let abort = join.as_ref().map(JoinHandle::abort_handle);
         if let Some(owner) = owner {
-            owner.keep_abort(key, join);
+            owner.keep(&self.state, key, join);
         }
-        handle(&self.shared, key, token, abort, name)
+        handle(&self.state, key, token, abort, name)
     }
 }
 
 /// Gives the place back when it was not used.
 impl<T> Drop for SpawnPermit<T> {
     fn drop(&mut self) {
-        if self.counted {
-            let mut inner = self.shared.lock();
-            let next = self.shared.free_permit(&mut inner);
+        if self.holds_place {
+            let mut inner = self.state.lock();
+            let next = self.state.free_permit(&mut inner);
             drop(inner);
             if let Some(next) = next {
-                self.shared.start(next);
+                self.state.start(next);
             }
         }
     }
@@ -492,7 +531,7 @@ impl<T> Drop for SpawnPermit<T> {
 impl<T> fmt::Debug for SpawnPermit<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpawnPermit")
-            .field("limited", &self.counted)
+            .field("limited", &self.holds_place)
             .finish()
     }
 }
