@@ -145,9 +145,11 @@ async fn the_exit_status_is_in_the_report() {
         .map(|n| ready(n))
         .collect();
     let forever = "while :; do sleep 0.02; done";
-    let trapped = running("trapped", &format!("trap 'exit 0' TERM; {forever}"));
+    // A trap is set before the ready file says the child runs: a stop that
+    // comes right after must find it in place.
+    let trapped = format!("trap 'exit 0' TERM; {}", running("trapped", forever));
     let plain = running("plain", forever);
-    let deaf = running("deaf", &format!("trap '' TERM; {forever}"));
+    let deaf = format!("trap '' TERM; {}", running("deaf", forever));
     let report = Daemon::new("app")
         .quiet()
         .grace(Duration::from_secs(15))

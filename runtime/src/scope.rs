@@ -135,11 +135,14 @@ use state::{
 ///
 /// # Dropping a scope
 ///
-/// Dropping a `Scope` cancels its token and aborts its tasks, like dropping
-/// a `JoinSet`; it never blocks. An aborted task's future is dropped as soon
-/// as it is not being polled, without running the cleanup that follows its
-/// `cancelled().await`; call [`shutdown`](Self::shutdown) first for a
-/// graceful stop. The one exception to "no task outlives its scope" is
+/// Dropping a `Scope` aborts its tasks, then cancels its token, like
+/// dropping a `JoinSet`; it never blocks. An aborted task's future is
+/// dropped as soon as it is not being polled, without running the cleanup
+/// that follows its `cancelled().await`: the abort comes first, so a task
+/// that is not running at that moment never sees the cancel and starts no
+/// cleanup it would not finish (a child process is killed by its `Drop`, not
+/// asked to stop). Call [`shutdown`](Self::shutdown) first for a graceful
+/// stop. The one exception to "no task outlives its scope" is
 /// a [`spawn_blocking`](Self::spawn_blocking) closure that is already
 /// running: blocking code cannot be aborted, so it runs until it returns (it
 /// sees its token cancelled); one that has not started yet never starts.
@@ -1558,14 +1561,15 @@ impl<T> fmt::Debug for Scope<T> {
     }
 }
 
-/// Cancels the token, then aborts the tasks and the deadline's timer; never
-/// blocks. See [`Scope`] for blocking tasks.
+/// Aborts the tasks and the deadline's timer, then cancels the token (for
+/// running blocking tasks, and tokens handed out); never blocks. See
+/// [`Scope`] for blocking tasks.
 impl<T> Drop for Scope<T> {
     fn drop(&mut self) {
-        self.state.cause.cancel(CancelReason::Dropped);
         if let Some(timer) = &self.deadline_timer {
             timer.abort();
         }
         self.stop_now(false);
+        self.state.cause.cancel(CancelReason::Dropped);
     }
 }

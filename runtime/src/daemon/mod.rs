@@ -564,13 +564,13 @@ impl Daemon {
         // Signals are listened for before the setup runs: a signal that
         // comes once the setup has said it is up must not kill the process.
         let watchers = Watchers::start(&self, &shared);
-        runner::start(&shared, None, spec, &daemon.spawner());
+        let root = runner::start(&shared, None, spec, &daemon.spawner());
         // Cancelled when the shutdown begins.
         let stop = shared.tree.stop_token(ROOT);
         let stop = stop.unwrap_or_else(|| shared.root.child_token());
         let forced = match stop.run_until_cancelled(daemon.join_next()).await {
             Some(_ended) => None,
-            None => self.shut_down(&shared, &mut daemon, &watchers).await,
+            None => self.shut_down(&shared, &mut daemon, &root, &watchers).await,
         };
         drop(watchers);
         DaemonReport {
@@ -593,6 +593,7 @@ impl Daemon {
         &self,
         shared: &Shared,
         daemon: &mut Scope<()>,
+        root: &NestedSubsystem,
         watchers: &Watchers,
     ) -> Option<Forced> {
         let began = *shared.began.get_or_init(Instant::now);
@@ -616,6 +617,11 @@ impl Daemon {
             short(began.elapsed()),
             aborted.join(", ")
         ));
+        // The root's task first, whose scope aborts its subsystems' tasks
+        // before it cancels their tokens: none starts a cleanup (a child
+        // process's graceful stop) that would be cut; then the rest.
+        root.abort();
+        let _ = daemon.join_next().await;
         daemon.shutdown(Duration::ZERO).await;
         Some(forced)
     }
