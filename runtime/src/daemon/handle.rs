@@ -177,7 +177,7 @@ impl SubsystemHandle {
 ///
 /// [`join`](Self::join) returns the failures that began in the subsystem or
 /// below it. Those that did not climb past it (it was started with
-/// [`escalate(false)`](Subsystem::escalate)) are then caught: they stay in
+/// [`escalate(false)`](super::Subsystem::escalate)) are then caught: they stay in
 /// the tree and the report's table, but no longer fail the daemon or its
 /// exit code.
 ///

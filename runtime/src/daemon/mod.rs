@@ -36,7 +36,7 @@
 //! and `is_finished`), plus restarts, an ordered shutdown, a live tree, and
 //! a report that names what hung and every failure.
 //!
-//! Built on [`Scope`](crate::Scope): each subsystem is a task of its
+//! Built on [`Scope`]: each subsystem is a task of its
 //! parent's scope, every subsystem's token descends from the daemon's, and
 //! the forced phase is the daemon's scope's shutdown. A failure climbs at
 //! once, from any depth, to the first subsystem that contains it (it

@@ -77,7 +77,7 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// What [`Daemon::run`] says happened: why it stopped, whether the
+/// What [`Daemon::run`](super::Daemon::run) says happened: why it stopped, whether the
 /// shutdown was forced, each subsystem's end, and an exit code.
 ///
 /// Its `Display` is a table, one subsystem a line, and a summary line:
