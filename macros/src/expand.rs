@@ -7,7 +7,7 @@ use syn::visit_mut::{self, VisitMut};
 use syn::{Attribute, FnArg, Ident, Macro, Pat, ReturnType, Stmt, Type, parse_quote};
 
 use crate::errors::Errors;
-use crate::model::{self, Body, Input, Model, TokenParam};
+use crate::model::{self, Body, Cleanup, Input, Model, TokenParam};
 use crate::{args, fallback};
 
 /// The attribute, from tokens to tokens (no `proc_macro` types, so it can be
@@ -300,12 +300,56 @@ fn expand_body(
     output: &Type,
     kept: Option<TokenStream>,
 ) -> TokenStream {
+    let raced = RacedBody::new(model, body, output);
+    let Some(cleanup) = &body.cleanup else {
+        return block_without_cleanup(model, output, &raced);
+    };
+    let cleanup = CleanupCall::new(model, cleanup, &raced.fn_name);
+    if body.setup.is_empty() {
+        return block_cleanup_after_race(model, output, &raced, &cleanup);
+    }
+    block_with_setup(model, body, output, kept, &raced, &cleanup)
+}
+
+/// What every shape of the fn's block has: the token the body races against,
+/// and the race itself.
+struct RacedBody {
+    /// With a timeout, rebinds the token to a child the deadline cancels.
+    shadow: Option<TokenStream>,
+    /// The hidden token the race borrows.
+    token: Ident,
+    /// What `token` is bound to (see [`token_borrow`]).
+    borrow: TokenStream,
+    /// The race of the body against the token, not yet awaited.
+    race: TokenStream,
+    /// The further `on_cancel!`s, consumed (see [`consumed`]).
+    markers: TokenStream,
+    /// The fn's name, as the runtime's cleanup and report take it.
+    fn_name: TokenStream,
+}
+
+impl RacedBody {
+    fn new(model: &Model, body: &Body, output: &Type) -> Self {
+        let p = private();
+        let token = hidden("cancel_scope_token");
+        let race = race(model, body, output, &token);
+        let fn_name = model.sig.ident.to_string();
+        RacedBody {
+            shadow: token_shadow(model),
+            borrow: token_borrow(model),
+            token,
+            race,
+            markers: body.rejected.iter().map(consumed).collect(),
+            fn_name: quote!(#p::name(#fn_name)),
+        }
+    }
+}
+
+/// With a timeout the fn works with a child token that the deadline cancels.
+fn token_shadow(model: &Model) -> Option<TokenStream> {
     let p = private();
     let name = model.token.ident();
-    let token = hidden("cancel_scope_token");
-
-    // With a timeout the fn works with a child token that the deadline cancels.
-    let shadow = model.timeout.as_ref().map(|_| match &model.token {
+    model.timeout.as_ref().map(|_| match &model.token {
         TokenParam::Declared { by_ref: true, .. } => {
             let child = hidden("cancel_scope_child");
             quote!(let #child = #p::child_token(#name); let #name = &#child;)
@@ -314,17 +358,25 @@ fn expand_body(
             quote!(let #mutability #name = #p::child_token(&#name);)
         }
         TokenParam::Injected(_) => quote!(let #name = #p::child_token(&#name);),
-    });
+    })
+}
 
-    // The race borrows the token: a `&CancellationToken` parameter is copied,
-    // an owned one borrowed.
-    let borrow = match &model.token {
+/// The race borrows the token: a `&CancellationToken` parameter is copied,
+/// an owned one borrowed.
+fn token_borrow(model: &Model) -> TokenStream {
+    let name = model.token.ident();
+    match &model.token {
         TokenParam::Declared { by_ref: true, .. } => quote!(#name),
         // Reported already (see `Model::token_moved`): borrow a clone, so
         // that the move is not reported a second time.
         _ if model.token_moved => quote!(&::core::clone::Clone::clone(&#name)),
         TokenParam::Declared { .. } | TokenParam::Injected(_) => quote!(&#name),
-    };
+    }
+}
+
+/// The raced body against `token`, within the timeout if there is one.
+fn race(model: &Model, body: &Body, output: &Type, token: &Ident) -> TokenStream {
+    let p = private();
     let hint = type_hint(output);
     let warning = model.no_await_loop.map(no_await_warning);
     let stmts = &body.body;
@@ -333,85 +385,159 @@ fn expand_body(
     // attribute (the body's own tokens would draw a wrong `ref` suggestion).
     let at = body.brace.span.open();
     let raced = quote_spanned!(at=> async { #warning #hint #(#stmts)* });
-    let race = match &model.timeout {
+    match &model.timeout {
         None => quote!(#p::race(#token, #raced)),
         Some(limit) => quote!(#p::race_timeout(#token, #limit, #raced)),
-    };
-    let markers: TokenStream = body.rejected.iter().map(consumed).collect();
-    let from = from_cancelled(output);
-    let flatten = |outcome: TokenStream| {
-        if model.flatten {
-            // At the return type, as `from` is: a missing `From<Cancelled>`
-            // shows there once.
-            let erased = erase_impl_trait(output);
-            let span = output.span();
-            quote_spanned!(span=> ::cancel_scope::__private::flatten::<#erased>(#outcome, #from))
-        } else {
-            outcome
-        }
-    };
+    }
+}
 
-    let fn_name = model.sig.ident.to_string();
-    let fn_name = quote!(#p::name(#fn_name));
-    let Some(cleanup) = &body.cleanup else {
-        let outcome = flatten(quote!(#race.without_cleanup(#fn_name).await));
-        return quote! {
-            #shadow
-            let #token = #borrow;
-            #markers
-            #outcome
+/// With `flatten`, turns the `Result<T, Cancelled>` `outcome` into the
+/// declared `Result`; else `outcome` as it is.
+fn flatten_outcome(model: &Model, output: &Type, outcome: TokenStream) -> TokenStream {
+    if model.flatten {
+        // At the return type, as `from` is: a missing `From<Cancelled>`
+        // shows there once.
+        let from = from_cancelled(output);
+        let erased = erase_impl_trait(output);
+        let span = output.span();
+        quote_spanned!(span=> ::cancel_scope::__private::flatten::<#erased>(#outcome, #from))
+    } else {
+        outcome
+    }
+}
+
+/// The user's `on_cancel!`, as the runtime runs it once the race is lost.
+struct CleanupCall {
+    /// The `on_cancel!` path, consumed (see [`consumed`]).
+    marker: TokenStream,
+    /// The hidden `Cancelled` the lost race gives.
+    cancelled: Ident,
+    /// The cleanup's future, which gives `cancelled` back.
+    call: TokenStream,
+}
+
+impl CleanupCall {
+    fn new(model: &Model, cleanup: &Cleanup, fn_name: &TokenStream) -> Self {
+        let p = private();
+        let cleanup_stmts = &cleanup.stmts;
+        // Spanned at `on_cancel!`, so a borrow error about what the cleanup
+        // captures points there.
+        let span = cleanup.mac.path.span();
+        let cleanup_block =
+            quote_spanned!(span=> async { if false { return; } #(#cleanup_stmts)* });
+        let cancelled = hidden("cancel_scope_cancelled");
+        // The cleanup future holds the `Cancelled` and gives it back: nothing
+        // else keeps a copy across the cleanup's awaits.
+        let call = match &model.cleanup_timeout {
+            None => quote!(#p::cleanup(#fn_name, #cancelled, #cleanup_block)),
+            Some(limit) => {
+                quote!(#p::cleanup_within(#fn_name, #cancelled, #limit, #cleanup_block))
+            }
         };
-    };
+        CleanupCall {
+            marker: consumed(&cleanup.mac),
+            cancelled,
+            call,
+        }
+    }
+}
 
-    let marker = consumed(&cleanup.mac);
-    let cleanup_stmts = &cleanup.stmts;
-    // Spanned at `on_cancel!`, so a borrow error about what the cleanup
-    // captures points there.
-    let span = cleanup.mac.path.span();
-    let cleanup_block = quote_spanned!(span=> async { if false { return; } #(#cleanup_stmts)* });
+/// The block of a fn without `on_cancel!`: the race alone.
+fn block_without_cleanup(model: &Model, output: &Type, raced: &RacedBody) -> TokenStream {
+    let RacedBody {
+        shadow,
+        token,
+        borrow,
+        race,
+        markers,
+        fn_name,
+    } = raced;
+    let outcome = flatten_outcome(model, output, quote!(#race.without_cleanup(#fn_name).await));
+    quote! {
+        #shadow
+        let #token = #borrow;
+        #markers
+        #outcome
+    }
+}
+
+/// The block of a fn with nothing before `on_cancel!`, so no `return` or `?`
+/// outside the raced body: the cleanup can follow the race directly.
+fn block_cleanup_after_race(
+    model: &Model,
+    output: &Type,
+    raced: &RacedBody,
+    cleanup: &CleanupCall,
+) -> TokenStream {
+    let RacedBody {
+        shadow,
+        token,
+        borrow,
+        race,
+        markers,
+        ..
+    } = raced;
+    let CleanupCall {
+        marker,
+        cancelled,
+        call,
+    } = cleanup;
     let value = hidden("cancel_scope_value");
-    let cancelled = hidden("cancel_scope_cancelled");
-    // The cleanup future holds the `Cancelled` and gives it back: nothing
-    // else keeps a copy across the cleanup's awaits.
-    let cleanup = match &model.cleanup_timeout {
-        None => quote!(#p::cleanup(#fn_name, #cancelled, #cleanup_block)),
-        Some(limit) => quote!(#p::cleanup_within(#fn_name, #cancelled, #limit, #cleanup_block)),
-    };
-
-    if body.setup.is_empty() {
-        // Nothing before `on_cancel!`, so no `return` or `?` outside the
-        // raced body: the cleanup can follow the race directly.
-        let result = flatten(quote! {
+    let result = flatten_outcome(
+        model,
+        output,
+        quote! {
             match #race.await {
                 ::core::result::Result::Ok(#value) => ::core::result::Result::Ok(#value),
                 ::core::result::Result::Err(#cancelled) => {
-                    ::core::result::Result::Err(#cleanup.await)
+                    ::core::result::Result::Err(#call.await)
                 }
             }
-        });
-        return quote! {
-            #shadow
-            let #token = #borrow;
-            #marker
-            #markers
-            #result
-        };
+        },
+    );
+    quote! {
+        #shadow
+        let #token = #borrow;
+        #marker
+        #markers
+        #result
     }
+}
 
-    // A setup's `return` and `?` must see the declared type `T`, so setup,
-    // race and cleanup run in one block whose output is `T`; a cancelled run
-    // leaves through `exit`, which runs the cleanup and hands its `Cancelled`
-    // to `run`. In a plain `fn` (see `is_plain`), `run` is the fn's future;
-    // else the `async fn` awaits it.
+/// The block of a fn with a setup before `on_cancel!`.
+///
+/// A setup's `return` and `?` must see the declared type `T`, so setup,
+/// race and cleanup run in one block whose output is `T`; a cancelled run
+/// leaves through `exit`, which runs the cleanup and hands its `Cancelled`
+/// to `run`. In a plain `fn` (see `is_plain`), `run` is the fn's future;
+/// else the `async fn` awaits it.
+fn block_with_setup(
+    model: &Model,
+    body: &Body,
+    output: &Type,
+    kept: Option<TokenStream>,
+    raced: &RacedBody,
+    cleanup: &CleanupCall,
+) -> TokenStream {
+    let p = private();
+    let RacedBody {
+        shadow,
+        token,
+        borrow,
+        race,
+        markers,
+        ..
+    } = raced;
+    let CleanupCall {
+        marker,
+        cancelled,
+        call,
+    } = cleanup;
+    let value = hidden("cancel_scope_value");
+    let hint = type_hint(output);
     let setup: &[Stmt] = &body.setup;
-    let run = if model.flatten {
-        // At the return type, as `from` is (see `flatten` above).
-        let erased = erase_impl_trait(output);
-        let span = output.span();
-        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#erased, _, _>)
-    } else {
-        quote!(#p::run)
-    };
+    let run = setup_runner(model, output);
+    let from = from_cancelled(output);
     let run_args = model.flatten.then(|| quote!(, #from));
     let await_run = kept.is_none().then(|| quote!(.await));
     quote! {
@@ -425,10 +551,24 @@ fn expand_body(
             #markers
             match #race.await {
                 ::core::result::Result::Ok(#value) => #value,
-                ::core::result::Result::Err(#cancelled) => #p::exit(#cleanup).await,
+                ::core::result::Result::Err(#cancelled) => #p::exit(#call).await,
             }
         } #run_args)
         #await_run
+    }
+}
+
+/// The runtime's function that runs a block with a setup: `run`, or with
+/// `flatten` `run_flatten` at the return type, as `from` is (see
+/// [`flatten_outcome`]).
+fn setup_runner(model: &Model, output: &Type) -> TokenStream {
+    if model.flatten {
+        let erased = erase_impl_trait(output);
+        let span = output.span();
+        quote_spanned!(span=> ::cancel_scope::__private::run_flatten::<#erased, _, _>)
+    } else {
+        let p = private();
+        quote!(#p::run)
     }
 }
 

@@ -5,8 +5,8 @@ use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::{
-    Attribute, Block, Expr, FnArg, Ident, Macro, Pat, ReturnType, Signature, Stmt, Token, Type,
-    Visibility, token,
+    Attribute, Block, Expr, FnArg, Ident, Macro, Pat, PatType, ReturnType, Signature, Stmt, Token,
+    Type, Visibility, token,
 };
 
 use crate::args::Args;
@@ -125,43 +125,13 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
     let fatal = check_fn_kind(&input.sig, errors);
     let token = match declared {
         Some(declared) => {
-            if let Some(name) = &args.token {
-                errors.push(syn::Error::new(
-                    name.span(),
-                    "`token = ..` names the injected parameter, but this fn already has a \
-                     `#[token]` parameter and nothing is injected; remove one of the two",
-                ));
-            }
+            reject_token_arg(&args, errors);
             declared
         }
-        None => {
-            let name = args
-                .token
-                .clone()
-                .unwrap_or_else(|| Ident::new("token", Span::call_site()));
-            if let Some(existing) = param_named(&input.sig, &name) {
-                let message = if args.token.is_some() {
-                    format!(
-                        "`token = {name}` names an existing parameter; pick a new name for the \
-                         injected token, or mark that parameter `#[token]` to use it instead"
-                    )
-                } else {
-                    format!(
-                        "a parameter is already named `{name}`; mark it `#[token]` to use it as \
-                         the cancellation token, or name the injected one with \
-                         `#[cancellable(token = other_name)]`"
-                    )
-                };
-                let span = if args.token.is_some() {
-                    name.span()
-                } else {
-                    existing
-                };
-                errors.push(syn::Error::new(span, message));
-                return Err(Box::new(input));
-            }
-            TokenParam::Injected(name)
-        }
+        None => match injected_token(&input.sig, &args, errors) {
+            Some(injected) => injected,
+            None => return Err(Box::new(input)),
+        },
     };
     if fatal {
         return Err(Box::new(input));
@@ -172,36 +142,8 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
         None => false,
     };
     let mut body = input.body.map(|block| split_body(block, errors));
-    let token_moved = match (&token, &mut body) {
-        (TokenParam::Declared { by_ref: true, .. }, _) | (_, None) => false,
-        (token, Some(body)) => check_token_moves(token.ident(), body, errors),
-    };
-    if let Some(body) = &mut body {
-        check_cleanup(body, errors);
-        check_instrument_order(body, errors);
-    }
-    if body.is_none() {
-        for (span, name) in [
-            (&args.timeout, "timeout"),
-            (&args.cleanup_timeout, "cleanup_timeout"),
-        ]
-        .into_iter()
-        .filter_map(|(arg, name)| arg.as_ref().map(|(span, _)| (*span, name)))
-        {
-            errors.push(syn::Error::new(
-                span,
-                format!("`{name}` applies to a function body; put it on the fn that has one"),
-            ));
-        }
-    }
-    if let (Some((span, _)), Some(body)) = (&args.cleanup_timeout, &body) {
-        if body.cleanup.is_none() {
-            errors.push(syn::Error::new(
-                *span,
-                "`cleanup_timeout` bounds the `on_cancel!` cleanup, and this fn has none",
-            ));
-        }
-    }
+    let token_moved = check_body(&token, body.as_mut(), errors);
+    check_body_args(&args, body.as_ref(), errors);
     let no_await_loop = match (&body, args.allow_no_await) {
         (Some(body), None) => loop_without_await(&body.body),
         _ => None,
@@ -219,6 +161,86 @@ pub fn build(mut input: Input, args: Args, errors: &mut Errors) -> Result<Model,
         semi: input.semi,
         token_moved,
     })
+}
+
+/// `token = ..` alongside a `#[token]` parameter names nothing: reported.
+fn reject_token_arg(args: &Args, errors: &mut Errors) {
+    if let Some(name) = &args.token {
+        errors.push(syn::Error::new(
+            name.span(),
+            "`token = ..` names the injected parameter, but this fn already has a \
+             `#[token]` parameter and nothing is injected; remove one of the two",
+        ));
+    }
+}
+
+/// The token the attribute injects, named by `token = ..` or else `token`;
+/// `None` (reported) when a parameter already has that name.
+fn injected_token(sig: &Signature, args: &Args, errors: &mut Errors) -> Option<TokenParam> {
+    let name = args
+        .token
+        .clone()
+        .unwrap_or_else(|| Ident::new("token", Span::call_site()));
+    let Some(existing) = param_named(sig, &name) else {
+        return Some(TokenParam::Injected(name));
+    };
+    let (span, message) = if args.token.is_some() {
+        let message = format!(
+            "`token = {name}` names an existing parameter; pick a new name for the \
+             injected token, or mark that parameter `#[token]` to use it instead"
+        );
+        (name.span(), message)
+    } else {
+        let message = format!(
+            "a parameter is already named `{name}`; mark it `#[token]` to use it as \
+             the cancellation token, or name the injected one with \
+             `#[cancellable(token = other_name)]`"
+        );
+        (existing, message)
+    };
+    errors.push(syn::Error::new(span, message));
+    None
+}
+
+/// Reports what the body cannot do (move the token, `?` in the cleanup,
+/// `#[tracing::instrument]` above); `true` when it moves the token.
+fn check_body(token: &TokenParam, body: Option<&mut Body>, errors: &mut Errors) -> bool {
+    let Some(body) = body else {
+        return false;
+    };
+    let token_moved = match token {
+        TokenParam::Declared { by_ref: true, .. } => false,
+        token => check_token_moves(token.ident(), body, errors),
+    };
+    check_cleanup(body, errors);
+    check_instrument_order(body, errors);
+    token_moved
+}
+
+/// Reports `timeout` and `cleanup_timeout` where there is nothing for them
+/// to bound: no body, or (`cleanup_timeout`) no `on_cancel!`.
+fn check_body_args(args: &Args, body: Option<&Body>, errors: &mut Errors) {
+    let Some(body) = body else {
+        for (span, name) in [
+            (&args.timeout, "timeout"),
+            (&args.cleanup_timeout, "cleanup_timeout"),
+        ]
+        .into_iter()
+        .filter_map(|(arg, name)| arg.as_ref().map(|(span, _)| (*span, name)))
+        {
+            errors.push(syn::Error::new(
+                span,
+                format!("`{name}` applies to a function body; put it on the fn that has one"),
+            ));
+        }
+        return;
+    };
+    if let (Some((span, _)), None) = (&args.cleanup_timeout, &body.cleanup) {
+        errors.push(syn::Error::new(
+            *span,
+            "`cleanup_timeout` bounds the `on_cancel!` cleanup, and this fn has none",
+        ));
+    }
 }
 
 /// Reports every move of the token in the setup and the body (the race
@@ -322,38 +344,10 @@ fn require_async(sig: &mut Signature, errors: &mut Errors) {
 fn take_token_params(sig: &mut Signature, errors: &mut Errors) -> Option<TokenParam> {
     let mut found: Option<TokenParam> = None;
     for arg in &mut sig.inputs {
-        let attrs = match arg {
-            FnArg::Typed(pat_type) => &mut pat_type.attrs,
-            FnArg::Receiver(receiver) => &mut receiver.attrs,
+        let Some(marker) = take_token_marker(arg, errors) else {
+            continue;
         };
-        let before = attrs.len();
-        let mut marker = None;
-        attrs.retain(|attr| {
-            let is_marker = attr.path().is_ident("token");
-            if is_marker && marker.is_none() {
-                marker = Some(attr.clone());
-            }
-            !is_marker
-        });
-        let removed = before - attrs.len();
-        let pat_type = match &*arg {
-            FnArg::Typed(pat_type) => Some(pat_type),
-            FnArg::Receiver(_) => None,
-        };
-        let Some(marker) = marker else { continue };
-        if removed > 1 {
-            errors.push(syn::Error::new_spanned(
-                &marker,
-                "duplicate `#[token]` marker",
-            ));
-        }
-        if !matches!(marker.meta, syn::Meta::Path(_)) {
-            errors.push(syn::Error::new_spanned(
-                &marker,
-                "`#[token]` takes no arguments",
-            ));
-        }
-        let Some(pat_type) = pat_type else {
+        let FnArg::Typed(pat_type) = &*arg else {
             errors.push(syn::Error::new_spanned(
                 &marker,
                 "`#[token]` marks a parameter of type `CancellationToken` or `&CancellationToken`, not `self`",
@@ -367,28 +361,68 @@ fn take_token_params(sig: &mut Signature, errors: &mut Errors) -> Option<TokenPa
             ));
             continue;
         }
-        let Some(by_ref) = token_type(&pat_type.ty) else {
-            errors.push(syn::Error::new_spanned(
-                &pat_type.ty,
-                "a `#[token]` parameter must have type `CancellationToken` or `&CancellationToken`",
-            ));
-            continue;
-        };
-        match &*pat_type.pat {
-            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
-                found = Some(TokenParam::Declared {
-                    ident: p.ident.clone(),
-                    by_ref,
-                    mutability: p.mutability,
-                });
-            }
-            other => errors.push(syn::Error::new_spanned(
-                other,
-                "a `#[token]` parameter must be a plain name, like `token: CancellationToken`",
-            )),
-        }
+        found = declared_token(pat_type, errors);
     }
     found
+}
+
+/// Removes the parameter's `#[token]` markers; returns the first, and
+/// reports a second one and any arguments.
+fn take_token_marker(arg: &mut FnArg, errors: &mut Errors) -> Option<Attribute> {
+    let attrs = match arg {
+        FnArg::Typed(pat_type) => &mut pat_type.attrs,
+        FnArg::Receiver(receiver) => &mut receiver.attrs,
+    };
+    let before = attrs.len();
+    let mut marker = None;
+    attrs.retain(|attr| {
+        let is_marker = attr.path().is_ident("token");
+        if is_marker && marker.is_none() {
+            marker = Some(attr.clone());
+        }
+        !is_marker
+    });
+    let removed = before - attrs.len();
+    let marker = marker?;
+    if removed > 1 {
+        errors.push(syn::Error::new_spanned(
+            &marker,
+            "duplicate `#[token]` marker",
+        ));
+    }
+    if !matches!(marker.meta, syn::Meta::Path(_)) {
+        errors.push(syn::Error::new_spanned(
+            &marker,
+            "`#[token]` takes no arguments",
+        ));
+    }
+    Some(marker)
+}
+
+/// The `#[token]` parameter `pat_type`; `None` (reported) unless it is a
+/// plain name of type `CancellationToken` or `&CancellationToken`.
+fn declared_token(pat_type: &PatType, errors: &mut Errors) -> Option<TokenParam> {
+    let Some(by_ref) = token_type(&pat_type.ty) else {
+        errors.push(syn::Error::new_spanned(
+            &pat_type.ty,
+            "a `#[token]` parameter must have type `CancellationToken` or `&CancellationToken`",
+        ));
+        return None;
+    };
+    match &*pat_type.pat {
+        Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => Some(TokenParam::Declared {
+            ident: p.ident.clone(),
+            by_ref,
+            mutability: p.mutability,
+        }),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                "a `#[token]` parameter must be a plain name, like `token: CancellationToken`",
+            ));
+            None
+        }
+    }
 }
 
 /// `Some(false)` for `CancellationToken`, `Some(true)` for `&CancellationToken`.

@@ -573,20 +573,7 @@ where
     let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
     let console = console_name(name.as_ref());
     if owner && state.untracked.on.load(Ordering::Acquire) {
-        state.untracked.live.fetch_add(1, Ordering::AcqRel);
-        let key = TaskKey {
-            slot: UNTRACKED,
-            seq,
-        };
-        let mut guard = EndGuard::new(state, key);
-        guard.name = name;
-        let task = ScopeTask {
-            fut: Some(fut),
-            guard,
-            cause: Some(Arc::clone(&state.cause)),
-            cleanup_ran: false,
-        };
-        return Some((key, Some(spawn_task(None, console, task))));
+        return Some(spawn_untracked(state, seq, name, fut, console));
     }
     let mut inner = state.lock();
     if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
@@ -595,23 +582,8 @@ where
         drop(inner);
         return None;
     }
-    let queue = match (permit, &mut inner.limit) {
-        (Admission::Reserved { holds_place: false }, Some(limit)) => {
-            limit.active += 1;
-            false
-        }
-        (Admission::Reserved { .. }, _) => false,
-        _ => take_permit(&mut inner),
-    };
-    let key = inner.ledger.insert_seq(
-        seq,
-        name,
-        RuntimeTask {
-            abort: None,
-            started: !queue,
-            blocking: false,
-        },
-    );
+    let queue = admit(&mut inner, permit);
+    let key = record_task(&mut inner, seq, name, !queue, false);
     let task = ScopeTask {
         fut: Some(fut),
         guard: EndGuard::new(state, key),
@@ -619,11 +591,9 @@ where
         cleanup_ran: false,
     };
     if queue {
-        let start = Box::new(move || {
-            let handle = Handle::try_current().ok()?;
-            Some(spawn_task(Some(&handle), console, task).abort_handle())
+        enqueue(&mut inner, key, move |handle| {
+            spawn_task(Some(handle), console, task).abort_handle()
         });
-        inner.queue.push_back(QueuedTask { key, start });
         return Some((key, None));
     }
     drop(inner);
@@ -632,6 +602,82 @@ where
         state.keep_abort(key, join.abort_handle());
     }
     Some((key, Some(join)))
+}
+
+/// Starts the owner's task `seq` outside the ledger, while untracked tasks
+/// are on: counted only, under the key [`UNTRACKED`].
+#[track_caller]
+fn spawn_untracked<T, Fut>(
+    state: &Arc<ScopeState<T>>,
+    seq: u64,
+    name: Option<Cow<'static, str>>,
+    fut: Fut,
+    console: ConsoleName,
+) -> (TaskKey, Option<JoinHandle<()>>)
+where
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    state.untracked.live.fetch_add(1, Ordering::AcqRel);
+    let key = TaskKey {
+        slot: UNTRACKED,
+        seq,
+    };
+    let mut guard = EndGuard::new(state, key);
+    guard.name = name;
+    let task = ScopeTask {
+        fut: Some(fut),
+        guard,
+        cause: Some(Arc::clone(&state.cause)),
+        cleanup_ran: false,
+    };
+    (key, Some(spawn_task(None, console, task)))
+}
+
+/// Whether a new task admitted by `permit` must queue (`true`) or starts
+/// now, holding a place under the limit.
+fn admit<T>(inner: &mut Locked<T>, permit: Admission) -> bool {
+    match (permit, &mut inner.limit) {
+        (Admission::Reserved { holds_place: false }, Some(limit)) => {
+            limit.active += 1;
+            false
+        }
+        (Admission::Reserved { .. }, _) => false,
+        _ => take_permit(inner),
+    }
+}
+
+/// Records task `seq` in the ledger; `started` unless it is queued.
+fn record_task<T>(
+    inner: &mut Locked<T>,
+    seq: u64,
+    name: Option<Cow<'static, str>>,
+    started: bool,
+    blocking: bool,
+) -> TaskKey {
+    inner.ledger.insert_seq(
+        seq,
+        name,
+        RuntimeTask {
+            abort: None,
+            started,
+            blocking,
+        },
+    )
+}
+
+/// Queues task `key` on the limit: `start` spawns it on the runtime of
+/// whoever frees its place, if there is one.
+fn enqueue<T>(
+    inner: &mut Locked<T>,
+    key: TaskKey,
+    start: impl FnOnce(&Handle) -> AbortHandle + Send + 'static,
+) {
+    let start = Box::new(move || {
+        let handle = Handle::try_current().ok()?;
+        Some(start(&handle))
+    });
+    inner.queue.push_back(QueuedTask { key, start });
 }
 
 /// `spawn_into` for a blocking closure.
@@ -652,15 +698,7 @@ where
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut inner = state.lock();
     let queue = matches!(permit, Admission::TakeOrQueue) && take_permit(&mut inner);
-    let key = inner.ledger.insert_seq(
-        seq,
-        name,
-        RuntimeTask {
-            abort: None,
-            started: !queue,
-            blocking: true,
-        },
-    );
+    let key = record_task(&mut inner, seq, name, !queue, true);
     let mut guard = EndGuard::new(state, key);
     let cause = Arc::clone(&state.cause);
     let task = move || {
@@ -673,11 +711,9 @@ where
         guard.end(out, cleanup_ran);
     };
     if queue {
-        let start = Box::new(move || {
-            let handle = Handle::try_current().ok()?;
-            Some(spawn_blocking_task(&handle, console, task).abort_handle())
+        enqueue(&mut inner, key, move |handle| {
+            spawn_blocking_task(handle, console, task).abort_handle()
         });
-        inner.queue.push_back(QueuedTask { key, start });
         return (key, None);
     }
     drop(inner);
