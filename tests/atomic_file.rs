@@ -308,3 +308,22 @@ fn atomic_file_is_send_and_unpin() {
     fn send_unpin<T: Send + Unpin>() {}
     send_unpin::<AtomicFile>();
 }
+
+/// The target keeps its mode as it is when it is replaced, not as it was
+/// when the file was created: a permission tightened meanwhile holds.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_mode_changed_after_create_is_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new("mode-after-create");
+    let target = dir.0.join("secret");
+    std::fs::write(&target, "old").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut file = AtomicFile::create(&target).await.unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file.write_all(b"new").await.unwrap();
+    file.commit().await.unwrap();
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+}

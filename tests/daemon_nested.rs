@@ -483,3 +483,41 @@ async fn a_subsystem_started_while_its_parent_stops_takes_its_turn_at_once() {
     assert_eq!(late.note(), Some("stopped"));
     assert_eq!(late.age(), Duration::ZERO, "stopped as soon as it started");
 }
+
+/// An aborted subsystem is finished once `join` returned: its task and the
+/// tasks of its subtree are gone, and no cleanup below it ran.
+#[tokio::test(start_paused = true)]
+async fn an_aborted_subtree_is_finished_when_join_returns() {
+    let cleaned = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&cleaned);
+    let report = bounded(Daemon::new("d").quiet().run(move |d| async move {
+        let mid = d.start(Subsystem::new("mid", move |m| async move {
+            m.start(Subsystem::new("leaf", move |l| async move {
+                l.token().cancelled().await;
+                seen.store(true, Ordering::SeqCst);
+            }));
+            m.start(Subsystem::new("stuck", |_| std::future::pending::<()>()));
+            m.token().cancelled().await;
+        }));
+        sleep(Duration::from_secs(1)).await;
+        mid.abort();
+        assert!(mid.join().await.is_ok());
+        assert!(mid.is_finished());
+        let tree = d.tree();
+        for name in ["/d/mid", "/d/mid/leaf", "/d/mid/stuck"] {
+            let state = tree.get(name).unwrap().state();
+            assert_eq!(
+                state,
+                NodeState::Ended(TaskOutcome::Aborted),
+                "{name}\n{tree}"
+            );
+        }
+        d.request_shutdown();
+    }))
+    .await;
+    assert!(
+        !cleaned.load(Ordering::SeqCst),
+        "a cleanup ran in an aborted subtree"
+    );
+    assert!(report.is_clean(), "{report}");
+}

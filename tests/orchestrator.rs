@@ -197,3 +197,25 @@ async fn a_requested_shutdown_does_not_drain() {
     assert_eq!(report.drained(), None, "{report}");
     assert_eq!(report.shutdown_took(), Some(Duration::ZERO));
 }
+
+/// A drain that every subsystem's end cut short is in the report.
+#[tokio::test(start_paused = true)]
+async fn a_drain_cut_short_by_the_end_of_every_subsystem_is_reported() {
+    let sigterm = signal();
+    let report = Daemon::new("d")
+        .drain(Duration::from_secs(100))
+        .signal(Arc::clone(&sigterm))
+        .quiet()
+        .run(move |d| async move {
+            let mut readiness = d.readiness();
+            d.start(Subsystem::new("http", move |_| async move {
+                assert!(readiness.ready().await);
+                sigterm.trigger("SIGTERM");
+                readiness.stopping().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }));
+        })
+        .await;
+    assert_eq!(report.drained(), Some(Duration::from_secs(2)), "{report}");
+    assert!(report.summary().contains("(cut short)"), "{report}");
+}

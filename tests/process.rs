@@ -479,3 +479,39 @@ async fn the_process_example_stops_its_child_and_leaves_nothing_running() {
         assert!(!process_example::running(pid), "{pid} runs: {out}");
     }
 }
+
+/// A process that left the child's group (`setsid`) and holds its stdout
+/// open does not hold a cancelled `run`: the output is read while the child
+/// stops, not past it.
+#[tokio::test]
+async fn a_cancelled_run_does_not_wait_for_a_process_outside_the_group() {
+    let pid = Marker::new("escaped");
+    let token = CancellationToken::new();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "setsid sh -c 'echo $$ > {0}; exec sleep 60' & while [ ! -s {0} ]; do sleep 0.01; done; echo hi",
+        pid.0.display()
+    ));
+    let cancel = async {
+        eventually("the escaped process runs", || pid.read().is_some()).await;
+        token.cancel();
+    };
+    let running = tokio::time::timeout(BOUND, run(&token, cmd));
+    let (result, ()) = tokio::join!(running, cancel);
+    let escaped: Option<u32> = pid.read().and_then(|p| p.trim().parse().ok());
+    let _kill_it = escaped.map(Seen::new);
+    let result = result.expect("run ended once its child was stopped and reaped");
+    assert_eq!(result.unwrap_err(), Cancelled::new());
+}
+
+/// Outside a runtime `spawn` is an error, and nothing was started.
+#[test]
+fn spawn_outside_a_runtime_is_an_error() {
+    let marker = Marker::new("no-runtime");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("touch {}", marker.0.display()));
+    let err = Child::spawn(cmd).map(drop).unwrap_err();
+    assert!(err.to_string().contains("needs a Tokio runtime"), "{err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(marker.read(), None, "a process was started");
+}

@@ -227,6 +227,11 @@ fn create_temp(target: &Path) -> io::Result<(std::fs::File, PathBuf)> {
 /// Syncs `temp`, renames it over `target` and syncs their directory; on a
 /// failure before the rename, removes `temp`.
 fn replace(file: &std::fs::File, temp: &Path, target: &Path) -> io::Result<()> {
+    // The target's mode as it is now (it may have changed since `create`,
+    // which copied it so that the content was never readable more widely).
+    if let Ok(now) = std::fs::metadata(target) {
+        let _ = file.set_permissions(now.permissions());
+    }
     let renamed = file.sync_all().and_then(|()| std::fs::rename(temp, target));
     if let Err(e) = renamed {
         let _ = std::fs::remove_file(temp);

@@ -52,6 +52,7 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::process::{ExitStatus, Output, Stdio};
 use std::task::Poll;
 use std::time::Duration;
@@ -213,8 +214,15 @@ impl Child {
     ///
     /// # Errors
     ///
-    /// What [`Command::spawn`] returns: the program was not found, is not
-    /// executable, or there is no Tokio runtime with its IO driver.
+    /// What [`Command::spawn`] returns (the program was not found, is not
+    /// executable), and an error of kind `Other` outside a Tokio runtime,
+    /// checked before anything is spawned.
+    ///
+    /// # Panics
+    ///
+    /// In a runtime built without its IO driver (`enable_io`), as Tokio's
+    /// own `Command::spawn` does, after the process was started; build the
+    /// runtime with `enable_all()`.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -226,6 +234,12 @@ impl Child {
     /// # #[cfg(not(unix))] fn main() {}
     /// ```
     pub fn spawn(mut cmd: Command) -> io::Result<Child> {
+        // Tokio panics after the fork without one, leaving the process
+        // unowned.
+        if tokio::runtime::Handle::try_current().is_err() {
+            let error = "cancel_scope::process::Child::spawn needs a Tokio runtime";
+            return Err(io::Error::other(error));
+        }
         #[cfg(unix)]
         cmd.process_group(0);
         // Only a backstop: `Drop` kills the group before Tokio would.
@@ -624,9 +638,12 @@ mod reaper {
 ///
 /// # Errors
 ///
-/// `Err(Cancelled)` when the token was cancelled before the child exited
-/// (after the child was stopped and reaped); `Ok(Err(e))` when it could
-/// not be spawned, read or waited for.
+/// `Err(Cancelled)` when the token was cancelled before the command was
+/// done, its exit and the end of its output (after the child was stopped and
+/// reaped; the output is not waited for past that: a process that left the
+/// child's group, with `setsid`, may hold the pipes open); `Ok(Err(e))`
+/// when it could not be spawned, read or waited for. Like
+/// `Command::output`, an uncancelled run waits for the end of the output.
 ///
 /// ```
 /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -677,10 +694,28 @@ pub async fn run(
             })
         })),
         None => {
-            let _ = both(child.stop(), output).await;
+            stop_reading_meanwhile(&mut child, output).await;
             Err(Cancelled::because(crate::reason::of_current_task()))
         }
     }
+}
+
+/// Stops `child`, reading its output meanwhile (a child that writes in its
+/// `SIGTERM` handler must not block on a full pipe), and no longer than the
+/// stop: a process outside its group may keep the pipes open.
+async fn stop_reading_meanwhile(
+    child: &mut Child,
+    mut output: Pin<&mut impl Future<Output = io::Result<(Vec<u8>, Vec<u8>)>>>,
+) {
+    let mut stop = std::pin::pin!(child.stop());
+    let mut read = false;
+    std::future::poll_fn(|cx| {
+        if !read {
+            read = output.as_mut().poll(cx).is_ready();
+        }
+        stop.as_mut().poll(cx).map(drop)
+    })
+    .await;
 }
 
 /// Reads both pipes to their ends, together.

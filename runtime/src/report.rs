@@ -662,6 +662,14 @@ fn cell(name: &str) -> Cow<'_, str> {
 /// ```
 impl<T> fmt::Display for ShutdownReport<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_summary(f)?;
+        self.write_attention(f)
+    }
+}
+
+impl<T> ShutdownReport<T> {
+    /// The first line: how many tasks, how long, each outcome's count.
+    fn write_summary(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.len();
         write!(
             f,
@@ -694,6 +702,11 @@ impl<T> fmt::Display for ShutdownReport<T> {
                 reason.as_deref().unwrap_or("unknown")
             )?;
         }
+        Ok(())
+    }
+
+    /// A line for each task that did not end on its own.
+    fn write_attention(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let attention: Vec<&TaskReport> = self.needs_attention().collect();
         let cells: Vec<Cow<'_, str>> = attention.iter().map(|t| cell(&t.name)).collect();
         let name_width = cells.iter().map(|c| c.chars().count()).max().unwrap_or(0);

@@ -21,6 +21,17 @@ pub(super) struct Drained {
     period: Duration,
 }
 
+#[cfg(feature = "signal")]
+impl Drained {
+    /// A drain of `period` that began at `began` and ends now.
+    pub(super) fn since(began: Instant, period: Duration) -> Self {
+        Drained {
+            took: began.elapsed().min(period),
+            period,
+        }
+    }
+}
+
 impl Daemon {
     /// On the first signal, drain before the shutdown: [readiness](super::Readiness)
     /// turns false (answer the load balancer's probe with 503), and
@@ -115,10 +126,8 @@ struct DrainRecord<'a> {
 #[cfg(feature = "signal")]
 impl Drop for DrainRecord<'_> {
     fn drop(&mut self) {
-        self.shared.lifecycle.record_drain(Drained {
-            took: self.began.elapsed(),
-            period: self.period,
-        });
+        let drained = Drained::since(self.began, self.period);
+        self.shared.lifecycle.record_drain(drained);
     }
 }
 
@@ -136,7 +145,7 @@ pub(super) async fn after_signal(
         return;
     };
     let began = Instant::now();
-    if !shared.lifecycle.drain_until(began + period) {
+    if !shared.lifecycle.drain_until(began, period) {
         return;
     }
     shared.log(&format!(

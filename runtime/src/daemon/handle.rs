@@ -269,7 +269,7 @@ impl NestedSubsystem {
     /// ```
     pub async fn join(&self) -> Result<(), Vec<Failure>> {
         let id = self.id;
-        self.shared.tree.wait_until(|tree| tree.has_ended(id)).await;
+        self.shared.tree.wait_until(|tree| tree.is_over(id)).await;
         let failures = self.shared.tree.catch(self.id);
         failures.is_empty().then_some(()).ok_or(failures)
     }
@@ -290,8 +290,7 @@ impl NestedSubsystem {
     /// ```
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        self.shared.tree.has_ended(self.id)
-            && self.task.as_ref().is_none_or(TaskHandle::is_finished)
+        self.shared.tree.is_over(self.id)
     }
 }
 

@@ -42,6 +42,10 @@ pub(super) struct Lifecycle {
     /// one step.
     holds: Mutex<usize>,
     drained: OnceLock<Drained>,
+    /// When the drain began, and its period: a drain still going when the
+    /// run ends (every subsystem ended during it) is told from this.
+    #[cfg(feature = "signal")]
+    drain_began: OnceLock<(Instant, std::time::Duration)>,
     /// The signals the daemon acted on: the one that began the drain (or
     /// the shutdown), the one that cut the drain short. The next one
     /// forces the shutdown.
@@ -55,6 +59,8 @@ impl Lifecycle {
             phase: watch::Sender::new(Phase::Starting),
             holds: Mutex::new(0),
             drained: OnceLock::new(),
+            #[cfg(feature = "signal")]
+            drain_began: OnceLock::new(),
             #[cfg(feature = "signal")]
             signals_acted_on: AtomicUsize::new(0),
         })
@@ -91,8 +97,13 @@ impl Lifecycle {
     /// The drain begins (from the first signal on): not ready any more.
     /// `false` when the shutdown began already.
     #[cfg(feature = "signal")]
-    pub(super) fn drain_until(&self, ends: Instant) -> bool {
-        self.move_from(&[Phase::Starting, Phase::Ready], Phase::Draining { ends })
+    pub(super) fn drain_until(&self, began: Instant, period: std::time::Duration) -> bool {
+        let ends = began + period;
+        let draining = self.move_from(&[Phase::Starting, Phase::Ready], Phase::Draining { ends });
+        if draining {
+            let _ = self.drain_began.set((began, period));
+        }
+        draining
     }
 
     /// The shutdown begins: not ready, for good.
@@ -120,7 +131,14 @@ impl Lifecycle {
         self.signals_acted_on.load(Ordering::Acquire)
     }
 
+    /// The drain as the report tells it: as it ended, or, still going as
+    /// the run ends, up to now.
     pub(super) fn drained(&self) -> Option<Drained> {
+        #[cfg(feature = "signal")]
+        if self.drained.get().is_none() {
+            let began = self.drain_began.get();
+            return began.map(|&(began, period)| Drained::since(began, period));
+        }
         self.drained.get().copied()
     }
 

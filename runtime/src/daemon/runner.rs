@@ -64,7 +64,11 @@ pub(crate) fn start(
     let runner = Arc::clone(shared);
     let task = spawner.spawn_named(path, move |stop| {
         runner.tree.set_stop(id, stop.clone());
-        supervise(runner, id, sub, stop, beside)
+        let gone = TaskGone(Arc::clone(&runner), id);
+        async move {
+            let _gone = gone;
+            supervise(runner, id, sub, stop, beside).await;
+        }
     });
     if task.is_none() {
         shared.tree.remove(id);
@@ -73,6 +77,15 @@ pub(crate) fn start(
     }
     let shared = Arc::clone(shared);
     NestedSubsystem { id, task, shared }
+}
+
+/// Tells the tree when a subsystem's task returned or was dropped.
+struct TaskGone(Arc<Shared>, usize);
+
+impl Drop for TaskGone {
+    fn drop(&mut self) {
+        self.0.tree.task_gone(self.1);
+    }
 }
 
 /// Runs subsystem `id` until it ends for good: its runs, and its restarts.

@@ -139,6 +139,8 @@ struct Record {
     restarts: u32,
     note: Option<String>,
     run: RunRecord,
+    /// Its task has returned or was dropped (an abort is done only then).
+    task_gone: bool,
 }
 
 /// What a record says of the current run; a restart begins a fresh one.
@@ -249,8 +251,28 @@ impl LiveTree {
             restarts: 0,
             note: None,
             run: RunRecord::default(),
+            task_gone: false,
         }));
         id
+    }
+
+    /// The task of `id` has returned or was dropped.
+    pub(crate) fn task_gone(&self, id: usize) {
+        if let Some(r) = self.lock().get(id) {
+            r.task_gone = true;
+        }
+        self.ended.send_replace(());
+    }
+
+    /// Whether `id` and every subsystem below it have ended and their tasks
+    /// are gone: nothing of it runs any more, after an abort too.
+    pub(crate) fn is_over(&self, id: usize) -> bool {
+        let mut books = self.lock();
+        books.subtree(id).into_iter().all(|i| {
+            books
+                .get(i)
+                .is_none_or(|r| r.state.is_final() && r.task_gone)
+        })
     }
 
     /// Forgets `id`, a subsystem that was never started.
@@ -348,11 +370,6 @@ impl LiveTree {
         live.filter(|(_, r)| r.parent == Some(id) && !r.state.is_final())
             .map(|(i, r)| (i, r.rules.clone()))
             .collect()
-    }
-
-    /// Whether `id` has ended for good (or is gone).
-    pub(crate) fn has_ended(&self, id: usize) -> bool {
-        self.lock().get(id).is_none_or(|r| r.state.is_final())
     }
 
     /// Waits until `done` says so of the tree, checked each time a
