@@ -942,3 +942,24 @@ mod spans {
         );
     }
 }
+
+/// A restart policy on a `Subsystem::new` (whose fn runs once) is not
+/// silently dropped: the log says it is ignored, and the subsystem is not
+/// restarted.
+#[tokio::test(start_paused = true)]
+async fn a_restart_policy_on_a_run_once_subsystem_is_reported_in_the_log() {
+    let log = Log::default();
+    let report = log
+        .daemon("d")
+        .run(|d| async move {
+            let once = Subsystem::new("once", |_| async { Err::<(), _>("boom") });
+            d.start(once.restart(Restart::permanent()));
+        })
+        .await;
+    assert!(
+        log.has("/d/once: its restart policy is ignored"),
+        "{:#?}",
+        log.lines()
+    );
+    assert_eq!(report.tree().get("/d/once").unwrap().restarts(), 0);
+}

@@ -57,6 +57,10 @@ pub(crate) fn start(
 ) -> NestedSubsystem {
     let id = shared.tree.add(parent, sub.rules.clone());
     let (path, name) = (shared.tree.path(id), sub.rules.name.clone());
+    if sub.runs_once && (sub.restart.again(true) || sub.restart.again(false)) {
+        let why = "Subsystem::new runs its fn once: use Subsystem::supervised";
+        shared.log(&format!("{path}: its restart policy is ignored ({why})"));
+    }
     // Its runs' scopes are children of its parent's scope, beside its
     // stop token: stopping it does not cancel its nested subsystems at
     // once, its runner stops them in their order.

@@ -478,7 +478,8 @@ impl Subsystem {
     /// `Subsystem::supervised(name, Restart::temporary(), f).restart(policy)`.
     /// A restart calls the fn again, so it takes a fn that can be called
     /// more than once: the fn of [`Subsystem::new`] is called once, so a
-    /// `new` subsystem is never restarted, whatever its policy.
+    /// `new` subsystem is never restarted, whatever its policy (the daemon's
+    /// log says so when it starts one with a policy that would restart).
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
