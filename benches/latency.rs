@@ -70,6 +70,37 @@ async fn parked_select(token: CancellationToken, stamp: Arc<Stamp>) -> Result<()
     }
 }
 
+/// The same task the way the macro orders it, by hand: `select!` ends (and
+/// drops the body and the cancellation future) before the cleanup runs,
+/// which is what the contract says (the body is dropped, then the cleanup
+/// runs); the plain `select!` above runs its cleanup with both still alive.
+async fn parked_select_dropped_first(
+    token: CancellationToken,
+    stamp: Arc<Stamp>,
+) -> Result<(), Cancelled> {
+    let cancelled = tokio::select! {
+        biased;
+        () = token.cancelled() => true,
+        () = async {
+            stamp.parked.store(true, Ordering::Release);
+            std::future::pending::<()>().await;
+        } => false,
+    };
+    if cancelled {
+        stamp.cleanup_starts();
+        return Err(Cancelled::new());
+    }
+    Ok(())
+}
+
+/// Which task a sample parks and cancels.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    Macro,
+    Select,
+    SelectDroppedFirst,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Flavor {
     SameThread,
@@ -92,13 +123,15 @@ fn runtime(flavor: Flavor) -> Runtime {
 /// One sample: spawn a parked task, cancel it, return the time from
 /// `cancel()` to the start of its cleanup. Runs inside `block_on`, so on the
 /// multi-thread runtime the cancel comes from the main thread.
-async fn sample(flavor: Flavor, by_macro: bool) -> Duration {
+async fn sample(flavor: Flavor, variant: Variant) -> Duration {
     let stamp = Arc::new(Stamp::default());
     let token = CancellationToken::new();
-    let task = if by_macro {
-        tokio::spawn(parked_macro(token.clone(), stamp.clone()))
-    } else {
-        tokio::spawn(parked_select(token.clone(), stamp.clone()))
+    let task = match variant {
+        Variant::Macro => tokio::spawn(parked_macro(token.clone(), stamp.clone())),
+        Variant::Select => tokio::spawn(parked_select(token.clone(), stamp.clone())),
+        Variant::SelectDroppedFirst => {
+            tokio::spawn(parked_select_dropped_first(token.clone(), stamp.clone()))
+        }
     };
     match flavor {
         Flavor::SameThread => {
@@ -131,11 +164,11 @@ async fn sample(flavor: Flavor, by_macro: bool) -> Duration {
 
 /// The median latency over `n` samples (the median, not the mean: one
 /// descheduled sample on a shared machine would otherwise decide the round).
-fn batch(rt: &Runtime, flavor: Flavor, by_macro: bool, n: usize) -> Duration {
+fn batch(rt: &Runtime, flavor: Flavor, variant: Variant, n: usize) -> Duration {
     rt.block_on(async {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
-            samples.push(sample(flavor, by_macro).await);
+            samples.push(sample(flavor, variant).await);
         }
         samples.sort_unstable();
         samples[n / 2]
@@ -148,15 +181,22 @@ fn print_ratios(same: &Runtime, cross: &Runtime) {
         "latency, same thread",
         Some(1.1),
         101,
-        || batch(same, Flavor::SameThread, true, 201),
-        || batch(same, Flavor::SameThread, false, 201),
+        || batch(same, Flavor::SameThread, Variant::Macro, 201),
+        || batch(same, Flavor::SameThread, Variant::Select, 201),
+    );
+    common::compare(
+        "latency, same thread, vs select! dropping the body first",
+        Some(1.05),
+        101,
+        || batch(same, Flavor::SameThread, Variant::Macro, 201),
+        || batch(same, Flavor::SameThread, Variant::SelectDroppedFirst, 201),
     );
     common::compare(
         "latency, cross thread",
         Some(1.1),
         101,
-        || batch(cross, Flavor::CrossThread, true, 101),
-        || batch(cross, Flavor::CrossThread, false, 101),
+        || batch(cross, Flavor::CrossThread, Variant::Macro, 101),
+        || batch(cross, Flavor::CrossThread, Variant::Select, 101),
     );
     println!();
 }
@@ -201,11 +241,11 @@ fn collect(same: &Runtime, cross: &Runtime) -> Vec<Series> {
             // Interleaved, so load changes hit both alike; a few warm-up runs.
             for i in 0..SAMPLES + 50 {
                 let (a, b) = if i % 2 == 0 {
-                    let a = sample(flavor, true).await;
-                    (a, sample(flavor, false).await)
+                    let a = sample(flavor, Variant::Macro).await;
+                    (a, sample(flavor, Variant::Select).await)
                 } else {
-                    let b = sample(flavor, false).await;
-                    (sample(flavor, true).await, b)
+                    let b = sample(flavor, Variant::Select).await;
+                    (sample(flavor, Variant::Macro).await, b)
                 };
                 if i >= 50 {
                     m.push(u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
@@ -403,12 +443,12 @@ fn bench(c: &mut Criterion) {
         (Flavor::CrossThread, &cross, "latency/cross_thread"),
     ] {
         let mut g = c.benchmark_group(group);
-        for (name, by_macro) in [("macro", true), ("select", false)] {
+        for (name, variant) in [("macro", Variant::Macro), ("select", Variant::Select)] {
             g.bench_function(name, |b| {
                 b.to_async(rt).iter_custom(|iters| async move {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += sample(flavor, by_macro).await;
+                        total += sample(flavor, variant).await;
                     }
                     total
                 });
