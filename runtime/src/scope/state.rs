@@ -309,12 +309,14 @@ impl<T> ScopeState<T> {
     /// Wakes the owner if it waits and no task runs; starts `next`.
     fn wake_owner_if_idle(&self, next: Option<QueuedTask>) {
         let mut inner = self.lock();
-        let owner = if inner.wait == OwnerWait::Nothing || !self.idle(&inner) {
-            None
-        } else {
-            inner.owner.take()
-        };
+        let wake = inner.wait != OwnerWait::Nothing && self.idle(&inner);
+        let owner = if wake { inner.owner.take() } else { None };
         drop(inner);
+        self.wake_and_start(owner, next);
+    }
+
+    /// Wakes the owner, then starts the next queued task (both outside the lock).
+    fn wake_and_start(&self, owner: Option<Waker>, next: Option<QueuedTask>) {
         if let Some(owner) = owner {
             owner.wake();
         }
@@ -349,11 +351,7 @@ impl<T> ScopeState<T> {
             }
         };
         let Some((run, value)) = run else { return };
-        let next = if run.started {
-            self.free_permit(&mut inner)
-        } else {
-            None
-        };
+        let next = run.started.then(|| self.free_permit(&mut inner)).flatten();
         let wake = match inner.wait {
             OwnerWait::Next => true,
             OwnerWait::Empty => self.idle(&inner),
@@ -362,12 +360,7 @@ impl<T> ScopeState<T> {
         let owner = if wake { inner.owner.take() } else { None };
         drop(inner);
         drop((run, value));
-        if let Some(owner) = owner {
-            owner.wake();
-        }
-        if let Some(next) = next {
-            self.start(next);
-        }
+        self.wake_and_start(owner, next);
     }
 
     /// A permit frees up: the first queued task gets it (and is marked
@@ -427,10 +420,18 @@ impl<T> ScopeState<T> {
             }
         }
     }
+}
 
+/// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
+pub(super) trait TaskControl: Send + Sync {
+    fn abort(&self, key: TaskKey);
+    fn is_finished(&self, key: TaskKey) -> bool;
+}
+
+impl<T: Send> TaskControl for ScopeState<T> {
     /// Aborts the task at `key`: a queued one is dropped, a started one
     /// aborted through its handle (if the scope keeps it).
-    pub(super) fn abort(&self, key: TaskKey) {
+    fn abort(&self, key: TaskKey) {
         let mut inner = self.lock();
         if let Some(i) = inner.queue.iter().position(|q| q.key == key) {
             let q = inner.queue.remove(i);
@@ -443,24 +444,8 @@ impl<T> ScopeState<T> {
         }
     }
 
-    pub(super) fn is_finished(&self, key: TaskKey) -> bool {
-        self.lock().ledger.running_mut(key).is_none()
-    }
-}
-
-/// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
-pub(super) trait TaskControl: Send + Sync {
-    fn abort(&self, key: TaskKey);
-    fn is_finished(&self, key: TaskKey) -> bool;
-}
-
-impl<T: Send> TaskControl for ScopeState<T> {
-    fn abort(&self, key: TaskKey) {
-        ScopeState::abort(self, key);
-    }
-
     fn is_finished(&self, key: TaskKey) -> bool {
-        ScopeState::is_finished(self, key)
+        self.lock().ledger.running_mut(key).is_none()
     }
 }
 
@@ -475,11 +460,11 @@ struct EndGuard<T> {
 }
 
 impl<T> EndGuard<T> {
-    fn new(state: &Arc<ScopeState<T>>, key: TaskKey) -> Self {
+    fn new(state: &Arc<ScopeState<T>>, key: TaskKey, name: Option<Cow<'static, str>>) -> Self {
         EndGuard {
             state: Arc::clone(state),
             key,
-            name: None,
+            name,
             ended: false,
         }
     }
@@ -520,6 +505,18 @@ pin_project! {
         cause: Option<Arc<Cause>>,
         // A `#[cancellable]` fn in it took its cancellation path.
         cleanup_ran: bool,
+    }
+}
+
+impl<F: Future> ScopeTask<F> {
+    fn new(fut: F, guard: EndGuard<F::Output>) -> Self {
+        let cause = Some(Arc::clone(&guard.state.cause));
+        ScopeTask {
+            fut: Some(fut),
+            guard,
+            cause,
+            cleanup_ran: false,
+        }
     }
 }
 
@@ -584,12 +581,7 @@ where
     }
     let queue = admit(&mut inner, permit);
     let key = record_task(&mut inner, seq, name, !queue, false);
-    let task = ScopeTask {
-        fut: Some(fut),
-        guard: EndGuard::new(state, key),
-        cause: Some(Arc::clone(&state.cause)),
-        cleanup_ran: false,
-    };
+    let task = ScopeTask::new(fut, EndGuard::new(state, key, None));
     if queue {
         enqueue(&mut inner, key, move |handle| {
             spawn_task(Some(handle), console, task).abort_handle()
@@ -623,14 +615,7 @@ where
         slot: UNTRACKED,
         seq,
     };
-    let mut guard = EndGuard::new(state, key);
-    guard.name = name;
-    let task = ScopeTask {
-        fut: Some(fut),
-        guard,
-        cause: Some(Arc::clone(&state.cause)),
-        cleanup_ran: false,
-    };
+    let task = ScopeTask::new(fut, EndGuard::new(state, key, name));
     (key, Some(spawn_task(None, console, task)))
 }
 
@@ -699,7 +684,7 @@ where
     let mut inner = state.lock();
     let queue = matches!(permit, Admission::TakeOrQueue) && take_permit(&mut inner);
     let key = record_task(&mut inner, seq, name, !queue, true);
-    let mut guard = EndGuard::new(state, key);
+    let mut guard = EndGuard::new(state, key, None);
     let cause = Arc::clone(&state.cause);
     let task = move || {
         if guard.state.is_stopped(guard.key) {
@@ -790,15 +775,6 @@ fn take_permit<T>(inner: &mut Locked<T>) -> bool {
     }
 }
 
-/// Registers the owner's waker for `wait`.
-fn register<T>(inner: &mut Locked<T>, wait: OwnerWait, cx: &Context<'_>) {
-    inner.wait = wait;
-    match &mut inner.owner {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        slot => *slot = Some(cx.waker().clone()),
-    }
-}
-
 /// Ends the owner's wait with `done` when no task runs (none is queued
 /// either); otherwise registers its waker for `wait`.
 pub(super) fn idle_or_register<T, R>(
@@ -812,7 +788,11 @@ pub(super) fn idle_or_register<T, R>(
         inner.wait = OwnerWait::Nothing;
         return Poll::Ready(done);
     }
-    register(inner, wait, cx);
+    inner.wait = wait;
+    match &mut inner.owner {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
+    }
     Poll::Pending
 }
 
