@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 use tokio::time::Instant;
 
 use crate::id::TaskId;
-use crate::reason::{CancelReason, Cause};
+use crate::reason::{CancelReason, Cause, Described};
 use crate::report::{Tally, TaskReport};
 use crate::task::{Payload, TaskError, TaskOutcome};
 
@@ -165,6 +165,17 @@ pub(crate) enum TaskState<T, R> {
     Running(R),
     /// Ended; the result waits to be handed out.
     Done(Result<T, TaskError>),
+}
+
+impl<T, R> TaskState<T, R> {
+    /// The task's result; one still running is aborted (it cannot run any
+    /// more, and is not reported back).
+    fn into_result(self, reason: &Option<Described>) -> Result<T, TaskError> {
+        match self {
+            TaskState::Done(result) => result,
+            TaskState::Running(_) => Err(TaskError::aborted(reason.clone())),
+        }
+    }
 }
 
 struct Entry<T, R> {
@@ -389,39 +400,35 @@ impl<T, R> Ledger<T, R> {
         let stopping = self.shutdown;
         let reaping = self.policy.reaping;
         let failure = self.policy.failure;
-        let running = &mut self.running;
-        let entry = match self.slots.get_mut(key.slot) {
-            Some(Slot::Full(e)) if e.seq == key.seq => e,
-            _ => return None,
-        };
-        if !matches!(entry.state, TaskState::Running(_)) {
-            return None;
-        }
+        let entry = self
+            .entry_mut(key)
+            .filter(|e| matches!(e.state, TaskState::Running(_)))?;
         if stopping.is_some_and(|s| s.timed) {
             entry.ended_at = Some(Instant::now());
         }
         entry.cleanup_ran = cleanup_ran;
-        *running -= 1;
-        if reaping {
-            let outcome = outcome_of(&result, failure, stopping.is_some());
-            let name = self.name(key).cloned();
-            self.reap(key.id(), name, outcome, cleanup_ran, || {
-                error_text(&result, failure)
-            });
-            let Slot::Full(entry) = self.remove(key) else {
+        if !reaping {
+            let done = TaskState::Done(result);
+            let TaskState::Running(run) = std::mem::replace(&mut entry.state, done) else {
                 unreachable!()
             };
-            return match entry.state {
-                TaskState::Running(run) => Some((run, Some(result))),
-                TaskState::Done(_) => None,
-            };
+            self.running -= 1;
+            self.done.push_back(key);
+            return Some((run, None));
         }
-        let TaskState::Running(run) = std::mem::replace(&mut entry.state, TaskState::Done(result))
-        else {
+        self.running -= 1;
+        let outcome = outcome_of(&result, failure, stopping.is_some());
+        let name = self.name(key).cloned();
+        self.reap(key.id(), name, outcome, cleanup_ran, || {
+            error_text(&result, failure)
+        });
+        let Slot::Full(entry) = self.remove(key) else {
             unreachable!()
         };
-        self.done.push_back(key);
-        Some((run, None))
+        match entry.state {
+            TaskState::Running(run) => Some((run, Some(result))),
+            TaskState::Done(_) => None,
+        }
     }
 
     /// Counts a task freed as it ended (`cleanup_ran`: it ran a `#[cancellable]`
@@ -500,28 +507,10 @@ impl<T, R> Ledger<T, R> {
         let reason = self.cause.described();
         let stopping = self.shutdown;
         let failure = self.policy.failure;
-        let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .filter_map(|s| match s {
-                Slot::Full(e) => Some(e),
-                Slot::Free(_) => None,
-            })
-            .collect();
-        if !entries.is_sorted_by_key(|e| e.seq) {
-            entries.sort_unstable_by_key(|e| e.seq);
-        }
-        self.free = NO_SLOT;
-        self.len = 0;
-        self.running = 0;
-        self.done.clear();
-        entries
+        self.drain_sorted()
             .into_iter()
             .map(|e| {
-                let result = match e.state {
-                    TaskState::Done(result) => result,
-                    // Not reported back: it cannot run any more.
-                    TaskState::Running(_) => Err(TaskError::aborted(reason.clone())),
-                };
+                let result = e.state.into_result(&reason);
                 let outcome = outcome_of(&result, failure, e.ended_at.is_some());
                 let cleanup = match (outcome, e.ended_at, stopping) {
                     (TaskOutcome::Aborted | TaskOutcome::Detached, ..) => None,
@@ -539,28 +528,29 @@ impl<T, R> Ledger<T, R> {
     /// [`finish_with`](Self::finish_with), results only.
     pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
         let reason = self.cause.described();
-        let mut entries: Vec<(u64, Result<T, TaskError>)> = std::mem::take(&mut self.slots)
+        self.drain_sorted()
+            .into_iter()
+            .map(|e| e.state.into_result(&reason))
+            .collect()
+    }
+
+    /// Empties the ledger, handing out its entries in spawn order.
+    fn drain_sorted(&mut self) -> Vec<Entry<T, R>> {
+        let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
             .into_iter()
             .filter_map(|s| match s {
-                Slot::Full(Entry {
-                    seq,
-                    state: TaskState::Done(r),
-                    ..
-                }) => Some((seq, r)),
-                Slot::Full(Entry { seq, .. }) => {
-                    Some((seq, Err(TaskError::aborted(reason.clone()))))
-                }
+                Slot::Full(e) => Some(e),
                 Slot::Free(_) => None,
             })
             .collect();
-        if !entries.is_sorted_by_key(|e| e.0) {
-            entries.sort_unstable_by_key(|e| e.0);
+        if !entries.is_sorted_by_key(|e| e.seq) {
+            entries.sort_unstable_by_key(|e| e.seq);
         }
         self.free = NO_SLOT;
         self.len = 0;
         self.running = 0;
         self.done.clear();
-        entries.into_iter().map(|(_, r)| r).collect()
+        entries
     }
 
     /// The reaped tasks' share of a report.
