@@ -442,7 +442,7 @@ impl<T, R> Ledger<T, R> {
         error: impl FnOnce() -> Option<String>,
     ) {
         if outcome.needs_attention() {
-            let task = TaskReport::new(id, name, outcome, None).with_error(error());
+            let task = TaskReport::new(id, name, outcome, None, error(), false);
             self.reaped.note(task);
         } else {
             let ran = usize::from(cleanup_ran && outcome == TaskOutcome::Stopped);
@@ -517,9 +517,9 @@ impl<T, R> Ledger<T, R> {
                     (_, Some(end), Some(s)) => Some(end.saturating_duration_since(s.at)),
                     _ => None,
                 };
-                let report = TaskReport::new(TaskId::from_seq(e.seq), e.name, outcome, cleanup)
-                    .with_error(error_text(&result, failure))
-                    .with_cleanup_ran(e.cleanup_ran);
+                let id = TaskId::from_seq(e.seq);
+                let error = error_text(&result, failure);
+                let report = TaskReport::new(id, e.name, outcome, cleanup, error, e.cleanup_ran);
                 each(report, result)
             })
             .collect()
