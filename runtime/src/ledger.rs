@@ -363,31 +363,6 @@ impl<T, R> Ledger<T, R> {
         self.record_end(key, out.map_err(TaskError::panic), cleanup_ran)
     }
 
-    /// Sets `fail_fast` and `first_ok`. The rule holds for every task: the
-    /// first kept result (in completion order) it decides on cancels the
-    /// scope now, as its task would have had the rule been set before.
-    pub(crate) fn set_cancel_rule(&mut self, rule: CancelRule<T>) {
-        self.policy.cancel = Some(rule);
-        for &key in &self.done {
-            let Some(Entry {
-                state: TaskState::Done(result),
-                name,
-                ..
-            }) = self.entry(key)
-            else {
-                continue;
-            };
-            let value = match result {
-                Ok(value) => Some(value),
-                Err(e) if e.is_panic() => None,
-                Err(_) => continue,
-            };
-            if rule.apply(&self.cause, key.id(), name.as_ref(), value) {
-                break;
-            }
-        }
-    }
-
     /// The task at `key` ended without a value (aborted, detached); see
     /// [`record_return`](Self::record_return).
     /// `cleanup_ran`: a `#[cancellable]` fn in it took its cancellation path.
@@ -552,22 +527,38 @@ impl<T, R> Ledger<T, R> {
         self.done.clear();
         entries
     }
-
-    /// The reaped tasks' share of a report.
-    pub(crate) fn take_reaped(&mut self) -> Tally {
-        std::mem::take(&mut self.reaped)
-    }
 }
 
 impl<U, E, R> Ledger<Result<U, E>, R> {
-    /// Turns on `fail_fast` and/or `first_ok`, keeping what was on.
+    /// Turns on `fail_fast` and/or `first_ok`, keeping what was on. The rule
+    /// holds for every task: the first kept result (in completion order) it
+    /// decides on cancels the scope now, as its task would have had the rule
+    /// been set before.
     pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
         let (was_fail_fast, was_first_ok) = self
             .policy
             .cancel
             .map_or((false, false), |r| (r.fail_fast, r.first_ok));
         let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
-        self.set_cancel_rule(rule);
+        self.policy.cancel = Some(rule);
+        for &key in &self.done {
+            let Some(Entry {
+                state: TaskState::Done(result),
+                name,
+                ..
+            }) = self.entry(key)
+            else {
+                continue;
+            };
+            let value = match result {
+                Ok(value) => Some(value),
+                Err(e) if e.is_panic() => None,
+                Err(_) => continue,
+            };
+            if rule.apply(&self.cause, key.id(), name.as_ref(), value) {
+                break;
+            }
+        }
     }
 }
 

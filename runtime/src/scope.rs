@@ -1293,7 +1293,7 @@ impl<T: Send + 'static> Scope<T> {
         let elapsed = start.elapsed();
         let spawned = std::mem::take(&mut self.owned.untracked);
         let mut inner = self.state.lock();
-        let mut reaped = inner.ledger.take_reaped();
+        let mut reaped = std::mem::take(&mut inner.ledger.reaped);
         // The owner's untracked tasks all ended (the shutdown waited).
         self.state.untracked.tally_into(&mut reaped, spawned);
         let mut tasks = Vec::new();
