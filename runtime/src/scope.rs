@@ -1063,8 +1063,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        let next = self.join_next_with_id().await;
-        next.map(|(_, result)| result)
+        self.join_next_with_id().await.map(|(_, result)| result)
     }
 
     /// [`join_next`](Self::join_next), with the id of the task the result

@@ -95,6 +95,7 @@ pub(super) enum Phase {
 /// as in a `TaskTracker`, unless it needs attention, is the last one the
 /// owner waits for, or a limit or rule came after their spawn (`JUDGED`):
 /// a policy holds for every task.
+#[derive(Default)]
 pub(super) struct Untracked {
     /// New tasks of the owner skip the ledger.
     pub(super) on: AtomicBool,
@@ -217,13 +218,7 @@ impl<T> ScopeState<T> {
             stop_below: AtomicU64::new(0),
             capacity: Notify::new(),
             next_seq: AtomicU64::new(0),
-            untracked: Untracked {
-                on: AtomicBool::new(false),
-                live: AtomicUsize::new(0),
-                stopped: AtomicUsize::new(0),
-                cleanup_ran: AtomicUsize::new(0),
-                noted: AtomicUsize::new(0),
-            },
+            untracked: Untracked::default(),
             failure: OnceLock::new(),
         }
     }
