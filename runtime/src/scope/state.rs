@@ -565,7 +565,15 @@ where
     let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
     let console = console_name(name.as_ref());
     if owner && state.untracked.on.load(Ordering::Acquire) {
-        return Some(spawn_untracked(state, seq, name, fut, console));
+        // Outside the ledger while untracked tasks are on: counted only,
+        // under the key `UNTRACKED`.
+        state.untracked.live.fetch_add(1, Ordering::AcqRel);
+        let key = TaskKey {
+            slot: UNTRACKED,
+            seq,
+        };
+        let task = ScopeTask::new(fut, EndGuard::new(state, key, name));
+        return Some((key, Some(spawn_task(None, console, task))));
     }
     let mut inner = state.lock();
     if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
@@ -589,29 +597,6 @@ where
         state.keep_abort(key, join.abort_handle());
     }
     Some((key, Some(join)))
-}
-
-/// Starts the owner's task `seq` outside the ledger, while untracked tasks
-/// are on: counted only, under the key [`UNTRACKED`].
-#[track_caller]
-fn spawn_untracked<T, Fut>(
-    state: &Arc<ScopeState<T>>,
-    seq: u64,
-    name: Option<Cow<'static, str>>,
-    fut: Fut,
-    console: ConsoleName,
-) -> (TaskKey, Option<JoinHandle<()>>)
-where
-    Fut: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    state.untracked.live.fetch_add(1, Ordering::AcqRel);
-    let key = TaskKey {
-        slot: UNTRACKED,
-        seq,
-    };
-    let task = ScopeTask::new(fut, EndGuard::new(state, key, name));
-    (key, Some(spawn_task(None, console, task)))
 }
 
 /// Whether a new task admitted by `permit` must queue (`true`) or starts
