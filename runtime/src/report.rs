@@ -724,13 +724,8 @@ impl<T> ShutdownReport<T> {
 
 /// An error text on one line.
 fn cell_line(text: &str) -> Cow<'_, str> {
-    if text.chars().any(char::is_control) {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(text)
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
     }
+    Cow::Owned(text.replace(char::is_control, " "))
 }
