@@ -507,9 +507,7 @@ impl<T> Drop for SpawnPermit<T> {
             let mut inner = self.state.lock();
             let next = self.state.free_permit(&mut inner);
             drop(inner);
-            if let Some(next) = next {
-                self.state.start(next);
-            }
+            self.state.wake_and_start(None, next);
         }
     }
 }

@@ -311,7 +311,7 @@ impl<T> ScopeState<T> {
     }
 
     /// Wakes the owner, then starts the next queued task (both outside the lock).
-    fn wake_and_start(&self, owner: Option<Waker>, next: Option<QueuedTask>) {
+    pub(super) fn wake_and_start(&self, owner: Option<Waker>, next: Option<QueuedTask>) {
         if let Some(owner) = owner {
             owner.wake();
         }
@@ -368,19 +368,15 @@ impl<T> ScopeState<T> {
             limit.active -= 1;
             return None;
         }
-        let next = inner.queue.pop_front();
-        match &next {
-            Some(q) => {
-                if let Some(run) = inner.ledger.running_mut(q.key) {
-                    run.started = true;
-                }
-            }
-            None => {
-                limit.active = limit.active.saturating_sub(1);
-                self.capacity.notify_one();
-            }
+        let Some(next) = inner.queue.pop_front() else {
+            limit.active = limit.active.saturating_sub(1);
+            self.capacity.notify_one();
+            return None;
+        };
+        if let Some(run) = inner.ledger.running_mut(next.key) {
+            run.started = true;
         }
-        next
+        Some(next)
     }
 
     /// Whether the scope stopped the task at `key`.
