@@ -324,24 +324,24 @@ impl<T, R> Ledger<T, R> {
 
     /// The key of the task with id `id`, if it is in the ledger (a scan).
     pub(crate) fn find(&self, id: TaskId) -> Option<TaskKey> {
-        self.slots.iter().enumerate().find_map(|(slot, s)| match s {
-            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(TaskKey { slot, seq: e.seq }),
-            _ => None,
-        })
+        self.keys(|_| true).find(|key| key.id() == id)
     }
 
     /// The keys of the running tasks.
     pub(crate) fn running_keys(&self) -> Vec<TaskKey> {
+        self.keys(|e| matches!(e.state, TaskState::Running(_)))
+            .collect()
+    }
+
+    /// The keys of the tasks whose entry passes `pick`, in slot order.
+    fn keys(&self, pick: impl Fn(&Entry<T, R>) -> bool) -> impl Iterator<Item = TaskKey> {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(slot, s)| match s {
-                Slot::Full(e) if matches!(e.state, TaskState::Running(_)) => {
-                    Some(TaskKey { slot, seq: e.seq })
-                }
+            .filter_map(move |(slot, s)| match s {
+                Slot::Full(e) if pick(e) => Some(TaskKey { slot, seq: e.seq }),
                 _ => None,
             })
-            .collect()
     }
 
     /// The task at `key` ended with `out` (its value, or the payload of its
