@@ -138,6 +138,12 @@ pub(crate) struct Policy<T> {
 }
 
 impl<T> Policy<T> {
+    /// Whether `fail_fast` and `first_ok` are on.
+    fn rules(&self) -> (bool, bool) {
+        self.cancel
+            .map_or((false, false), |r| (r.fail_fast, r.first_ok))
+    }
+
     /// The `Debug` fields both scopes show.
     pub(crate) fn debug_fields(
         &self,
@@ -145,9 +151,7 @@ impl<T> Policy<T> {
         len: usize,
         cancelled: bool,
     ) {
-        let (fail_fast, first_ok) = self
-            .cancel
-            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
+        let (fail_fast, first_ok) = self.rules();
         d.field("len", &len)
             .field("cancelled", &cancelled)
             .field("fail_fast", &fail_fast);
@@ -535,10 +539,7 @@ impl<U, E, R> Ledger<Result<U, E>, R> {
     /// decides on cancels the scope now, as its task would have had the rule
     /// been set before.
     pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
-        let (was_fail_fast, was_first_ok) = self
-            .policy
-            .cancel
-            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
+        let (was_fail_fast, was_first_ok) = self.policy.rules();
         let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
         self.policy.cancel = Some(rule);
         for &key in &self.done {
