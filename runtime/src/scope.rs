@@ -912,7 +912,7 @@ impl<T: Send + 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
-        let (key, abort) = spawn_blocking_into(&self.state, name, f, Admission::TakeOrQueue);
+        let (key, abort) = spawn_blocking_into(&self.state, name, f);
         self.owned.keep(&self.state, key, abort);
         key.id()
     }

@@ -641,13 +641,13 @@ fn enqueue<T>(
     inner.queue.push_back(QueuedTask { key, start });
 }
 
-/// `spawn_into` for a blocking closure.
+/// `spawn_into` for a blocking closure; only the owner spawns one, so it
+/// takes a place under the limit or queues (`Admission::TakeOrQueue`).
 #[track_caller]
 pub(super) fn spawn_blocking_into<T, F>(
     state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
     f: F,
-    permit: Admission,
 ) -> (TaskKey, Option<JoinHandle<()>>)
 where
     F: FnOnce(CancellationToken) -> T + Send + 'static,
@@ -658,7 +658,7 @@ where
     let token = state.cause.token().child_token();
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut inner = state.lock();
-    let queue = matches!(permit, Admission::TakeOrQueue) && take_permit(&mut inner);
+    let queue = take_permit(&mut inner);
     let key = record_task(&mut inner, seq, name, !queue, true);
     let mut guard = EndGuard::new(state, key, None);
     let cause = Arc::clone(&state.cause);
