@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 use tokio::time::Instant;
 
 use crate::id::TaskId;
-use crate::reason::{CancelReason, Cause};
+use crate::reason::{CancelReason, Cause, Described};
 use crate::report::{Tally, TaskReport};
 use crate::task::{Payload, TaskError, TaskOutcome};
 
@@ -138,6 +138,12 @@ pub(crate) struct Policy<T> {
 }
 
 impl<T> Policy<T> {
+    /// Whether `fail_fast` and `first_ok` are on.
+    fn rules(&self) -> (bool, bool) {
+        self.cancel
+            .map_or((false, false), |r| (r.fail_fast, r.first_ok))
+    }
+
     /// The `Debug` fields both scopes show.
     pub(crate) fn debug_fields(
         &self,
@@ -145,9 +151,7 @@ impl<T> Policy<T> {
         len: usize,
         cancelled: bool,
     ) {
-        let (fail_fast, first_ok) = self
-            .cancel
-            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
+        let (fail_fast, first_ok) = self.rules();
         d.field("len", &len)
             .field("cancelled", &cancelled)
             .field("fail_fast", &fail_fast);
@@ -165,6 +169,17 @@ pub(crate) enum TaskState<T, R> {
     Running(R),
     /// Ended; the result waits to be handed out.
     Done(Result<T, TaskError>),
+}
+
+impl<T, R> TaskState<T, R> {
+    /// The task's result; one still running is aborted (it cannot run any
+    /// more, and is not reported back).
+    fn into_result(self, reason: &Option<Described>) -> Result<T, TaskError> {
+        match self {
+            TaskState::Done(result) => result,
+            TaskState::Running(_) => Err(TaskError::aborted(reason.clone())),
+        }
+    }
 }
 
 struct Entry<T, R> {
@@ -313,24 +328,24 @@ impl<T, R> Ledger<T, R> {
 
     /// The key of the task with id `id`, if it is in the ledger (a scan).
     pub(crate) fn find(&self, id: TaskId) -> Option<TaskKey> {
-        self.slots.iter().enumerate().find_map(|(slot, s)| match s {
-            Slot::Full(e) if TaskId::from_seq(e.seq) == id => Some(TaskKey { slot, seq: e.seq }),
-            _ => None,
-        })
+        self.keys(|_| true).find(|key| key.id() == id)
     }
 
     /// The keys of the running tasks.
     pub(crate) fn running_keys(&self) -> Vec<TaskKey> {
+        self.keys(|e| matches!(e.state, TaskState::Running(_)))
+            .collect()
+    }
+
+    /// The keys of the tasks whose entry passes `pick`, in slot order.
+    fn keys(&self, pick: impl Fn(&Entry<T, R>) -> bool) -> impl Iterator<Item = TaskKey> {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(slot, s)| match s {
-                Slot::Full(e) if matches!(e.state, TaskState::Running(_)) => {
-                    Some(TaskKey { slot, seq: e.seq })
-                }
+            .filter_map(move |(slot, s)| match s {
+                Slot::Full(e) if pick(e) => Some(TaskKey { slot, seq: e.seq }),
                 _ => None,
             })
-            .collect()
     }
 
     /// The task at `key` ended with `out` (its value, or the payload of its
@@ -352,31 +367,6 @@ impl<T, R> Ledger<T, R> {
         self.record_end(key, out.map_err(TaskError::panic), cleanup_ran)
     }
 
-    /// Sets `fail_fast` and `first_ok`. The rule holds for every task: the
-    /// first kept result (in completion order) it decides on cancels the
-    /// scope now, as its task would have had the rule been set before.
-    pub(crate) fn set_cancel_rule(&mut self, rule: CancelRule<T>) {
-        self.policy.cancel = Some(rule);
-        for &key in &self.done {
-            let Some(Entry {
-                state: TaskState::Done(result),
-                name,
-                ..
-            }) = self.entry(key)
-            else {
-                continue;
-            };
-            let value = match result {
-                Ok(value) => Some(value),
-                Err(e) if e.is_panic() => None,
-                Err(_) => continue,
-            };
-            if rule.apply(&self.cause, key.id(), name.as_ref(), value) {
-                break;
-            }
-        }
-    }
-
     /// The task at `key` ended without a value (aborted, detached); see
     /// [`record_return`](Self::record_return).
     /// `cleanup_ran`: a `#[cancellable]` fn in it took its cancellation path.
@@ -389,39 +379,35 @@ impl<T, R> Ledger<T, R> {
         let stopping = self.shutdown;
         let reaping = self.policy.reaping;
         let failure = self.policy.failure;
-        let running = &mut self.running;
-        let entry = match self.slots.get_mut(key.slot) {
-            Some(Slot::Full(e)) if e.seq == key.seq => e,
-            _ => return None,
-        };
-        if !matches!(entry.state, TaskState::Running(_)) {
-            return None;
-        }
+        let entry = self
+            .entry_mut(key)
+            .filter(|e| matches!(e.state, TaskState::Running(_)))?;
         if stopping.is_some_and(|s| s.timed) {
             entry.ended_at = Some(Instant::now());
         }
         entry.cleanup_ran = cleanup_ran;
-        *running -= 1;
-        if reaping {
-            let outcome = outcome_of(&result, failure, stopping.is_some());
-            let name = self.name(key).cloned();
-            self.reap(key.id(), name, outcome, cleanup_ran, || {
-                error_text(&result, failure)
-            });
-            let Slot::Full(entry) = self.remove(key) else {
+        if !reaping {
+            let done = TaskState::Done(result);
+            let TaskState::Running(run) = std::mem::replace(&mut entry.state, done) else {
                 unreachable!()
             };
-            return match entry.state {
-                TaskState::Running(run) => Some((run, Some(result))),
-                TaskState::Done(_) => None,
-            };
+            self.running -= 1;
+            self.done.push_back(key);
+            return Some((run, None));
         }
-        let TaskState::Running(run) = std::mem::replace(&mut entry.state, TaskState::Done(result))
-        else {
+        self.running -= 1;
+        let outcome = outcome_of(&result, failure, stopping.is_some());
+        let name = self.name(key).cloned();
+        self.reap(key.id(), name, outcome, cleanup_ran, || {
+            error_text(&result, failure)
+        });
+        let Slot::Full(entry) = self.remove(key) else {
             unreachable!()
         };
-        self.done.push_back(key);
-        Some((run, None))
+        match entry.state {
+            TaskState::Running(run) => Some((run, Some(result))),
+            TaskState::Done(_) => None,
+        }
     }
 
     /// Counts a task freed as it ended (`cleanup_ran`: it ran a `#[cancellable]`
@@ -435,7 +421,7 @@ impl<T, R> Ledger<T, R> {
         error: impl FnOnce() -> Option<String>,
     ) {
         if outcome.needs_attention() {
-            let task = TaskReport::new(id, name, outcome, None).with_error(error());
+            let task = TaskReport::new(id, name, outcome, None, error(), false);
             self.reaped.note(task);
         } else {
             let ran = usize::from(cleanup_ran && outcome == TaskOutcome::Stopped);
@@ -500,6 +486,35 @@ impl<T, R> Ledger<T, R> {
         let reason = self.cause.described();
         let stopping = self.shutdown;
         let failure = self.policy.failure;
+        self.drain_sorted()
+            .into_iter()
+            .map(|e| {
+                let result = e.state.into_result(&reason);
+                let outcome = outcome_of(&result, failure, e.ended_at.is_some());
+                let cleanup = match (outcome, e.ended_at, stopping) {
+                    (TaskOutcome::Aborted | TaskOutcome::Detached, ..) => None,
+                    (_, Some(end), Some(s)) => Some(end.saturating_duration_since(s.at)),
+                    _ => None,
+                };
+                let id = TaskId::from_seq(e.seq);
+                let error = error_text(&result, failure);
+                let report = TaskReport::new(id, e.name, outcome, cleanup, error, e.cleanup_ran);
+                each(report, result)
+            })
+            .collect()
+    }
+
+    /// [`finish_with`](Self::finish_with), results only.
+    pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
+        let reason = self.cause.described();
+        self.drain_sorted()
+            .into_iter()
+            .map(|e| e.state.into_result(&reason))
+            .collect()
+    }
+
+    /// Empties the ledger, handing out its entries in spawn order.
+    fn drain_sorted(&mut self) -> Vec<Entry<T, R>> {
         let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
             .into_iter()
             .filter_map(|s| match s {
@@ -515,69 +530,36 @@ impl<T, R> Ledger<T, R> {
         self.running = 0;
         self.done.clear();
         entries
-            .into_iter()
-            .map(|e| {
-                let result = match e.state {
-                    TaskState::Done(result) => result,
-                    // Not reported back: it cannot run any more.
-                    TaskState::Running(_) => Err(TaskError::aborted(reason.clone())),
-                };
-                let outcome = outcome_of(&result, failure, e.ended_at.is_some());
-                let cleanup = match (outcome, e.ended_at, stopping) {
-                    (TaskOutcome::Aborted | TaskOutcome::Detached, ..) => None,
-                    (_, Some(end), Some(s)) => Some(end.saturating_duration_since(s.at)),
-                    _ => None,
-                };
-                let report = TaskReport::new(TaskId::from_seq(e.seq), e.name, outcome, cleanup)
-                    .with_error(error_text(&result, failure))
-                    .with_cleanup_ran(e.cleanup_ran);
-                each(report, result)
-            })
-            .collect()
-    }
-
-    /// [`finish_with`](Self::finish_with), results only.
-    pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
-        let reason = self.cause.described();
-        let mut entries: Vec<(u64, Result<T, TaskError>)> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .filter_map(|s| match s {
-                Slot::Full(Entry {
-                    seq,
-                    state: TaskState::Done(r),
-                    ..
-                }) => Some((seq, r)),
-                Slot::Full(Entry { seq, .. }) => {
-                    Some((seq, Err(TaskError::aborted(reason.clone()))))
-                }
-                Slot::Free(_) => None,
-            })
-            .collect();
-        if !entries.is_sorted_by_key(|e| e.0) {
-            entries.sort_unstable_by_key(|e| e.0);
-        }
-        self.free = NO_SLOT;
-        self.len = 0;
-        self.running = 0;
-        self.done.clear();
-        entries.into_iter().map(|(_, r)| r).collect()
-    }
-
-    /// The reaped tasks' share of a report.
-    pub(crate) fn take_reaped(&mut self) -> Tally {
-        std::mem::take(&mut self.reaped)
     }
 }
 
 impl<U, E, R> Ledger<Result<U, E>, R> {
-    /// Turns on `fail_fast` and/or `first_ok`, keeping what was on.
+    /// Turns on `fail_fast` and/or `first_ok`, keeping what was on. The rule
+    /// holds for every task: the first kept result (in completion order) it
+    /// decides on cancels the scope now, as its task would have had the rule
+    /// been set before.
     pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
-        let (was_fail_fast, was_first_ok) = self
-            .policy
-            .cancel
-            .map_or((false, false), |r| (r.fail_fast, r.first_ok));
+        let (was_fail_fast, was_first_ok) = self.policy.rules();
         let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
-        self.set_cancel_rule(rule);
+        self.policy.cancel = Some(rule);
+        for &key in &self.done {
+            let Some(Entry {
+                state: TaskState::Done(result),
+                name,
+                ..
+            }) = self.entry(key)
+            else {
+                continue;
+            };
+            let value = match result {
+                Ok(value) => Some(value),
+                Err(e) if e.is_panic() => None,
+                Err(_) => continue,
+            };
+            if rule.apply(&self.cause, key.id(), name.as_ref(), value) {
+                break;
+            }
+        }
     }
 }
 

@@ -498,8 +498,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        let next = self.join_next_with_id().await;
-        next.map(|(_, result)| result)
+        self.join_next_with_id().await.map(|(_, result)| result)
     }
 
     /// [`join_next`](Self::join_next), with the id of the task the result
@@ -547,10 +546,9 @@ impl<'env, T> LocalScope<'env, T> {
                 return Poll::Ready(None);
             }
             self.poll_woken(cx, true);
-            match self.ledger.take_next() {
-                Some(next) => Poll::Ready(Some(next)),
-                None => Poll::Pending,
-            }
+            self.ledger
+                .take_next()
+                .map_or(Poll::Pending, |next| Poll::Ready(Some(next)))
         })
         .await
     }

@@ -52,20 +52,17 @@ impl TaskReport {
         name: Option<Cow<'static, str>>,
         outcome: TaskOutcome,
         cleanup_time: Option<Duration>,
+        error: Option<String>,
+        cleanup_ran: bool,
     ) -> Self {
         TaskReport {
             id,
             name: name.unwrap_or_else(|| Cow::Owned(format!("task #{id}"))),
             outcome,
             cleanup_time,
-            error: None,
-            cleanup_ran: false,
+            error,
+            cleanup_ran,
         }
-    }
-
-    pub(crate) fn with_cleanup_ran(mut self, ran: bool) -> Self {
-        self.cleanup_ran = ran;
-        self
     }
 
     /// `true` when a `#[cancellable]` fn in the task was cancelled while it
@@ -88,11 +85,6 @@ impl TaskReport {
     #[must_use]
     pub fn cleanup_ran(&self) -> bool {
         self.cleanup_ran
-    }
-
-    pub(crate) fn with_error(mut self, error: Option<String>) -> Self {
-        self.error = error;
-        self
     }
 
     /// What went wrong, for a task that did not end on its own: the text of
@@ -614,22 +606,11 @@ pub(crate) fn short_duration(d: Duration) -> String {
 /// A name fit for one cell: control characters become spaces, and a name
 /// wider than `MAX_NAME_WIDTH` is cut, ending in `…`.
 fn cell(name: &str) -> Cow<'_, str> {
-    let fits = name.chars().count() <= MAX_NAME_WIDTH;
-    if fits && !name.chars().any(char::is_control) {
-        return Cow::Borrowed(name);
+    if name.chars().count() <= MAX_NAME_WIDTH {
+        return cell_line(name);
     }
-    let mut cell: String = name
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(if fits {
-            MAX_NAME_WIDTH
-        } else {
-            MAX_NAME_WIDTH - 1
-        })
-        .collect();
-    if !fits {
-        cell.push('…');
-    }
+    let mut cell: String = cell_line(name).chars().take(MAX_NAME_WIDTH - 1).collect();
+    cell.push('…');
     Cow::Owned(cell)
 }
 
@@ -743,13 +724,8 @@ impl<T> ShutdownReport<T> {
 
 /// An error text on one line.
 fn cell_line(text: &str) -> Cow<'_, str> {
-    if text.chars().any(char::is_control) {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(text)
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
     }
+    Cow::Owned(text.replace(char::is_control, " "))
 }

@@ -912,7 +912,7 @@ impl<T: Send + 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
-        let (key, abort) = spawn_blocking_into(&self.state, name, f, Admission::TakeOrQueue);
+        let (key, abort) = spawn_blocking_into(&self.state, name, f);
         self.owned.keep(&self.state, key, abort);
         key.id()
     }
@@ -1063,8 +1063,7 @@ impl<T: Send + 'static> Scope<T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        let next = self.join_next_with_id().await;
-        next.map(|(_, result)| result)
+        self.join_next_with_id().await.map(|(_, result)| result)
     }
 
     /// [`join_next`](Self::join_next), with the id of the task the result
@@ -1293,7 +1292,7 @@ impl<T: Send + 'static> Scope<T> {
         let elapsed = start.elapsed();
         let spawned = std::mem::take(&mut self.owned.untracked);
         let mut inner = self.state.lock();
-        let mut reaped = inner.ledger.take_reaped();
+        let mut reaped = std::mem::take(&mut inner.ledger.reaped);
         // The owner's untracked tasks all ended (the shutdown waited).
         self.state.untracked.tally_into(&mut reaped, spawned);
         let mut tasks = Vec::new();

@@ -260,11 +260,7 @@ pub(crate) fn cleanup_starts() -> (bool, Option<Registration>) {
 /// The drain of the race polling us, if it is draining.
 #[inline]
 fn draining_drain(report: Report, frame: &Frame) -> Option<Drain> {
-    if report.has(DRAINING) {
-        frame.drain.get()
-    } else {
-        None
-    }
+    report.has(DRAINING).then(|| frame.drain.get()).flatten()
 }
 
 impl Drain {

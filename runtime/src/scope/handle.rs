@@ -332,33 +332,38 @@ impl<T: Send + 'static> Spawner<T> {
         }
         let token = self.state.cause.token().child_token();
         let fut = f(token.clone());
-        let (key, join) = spawn_into(
-            &self.state,
-            name.clone(),
-            fut,
-            Admission::UnlessClosed,
-            false,
-        )?;
-        let abort = join.as_ref().map(JoinHandle::abort_handle);
-        Some(handle(&self.state, key, token, abort, name))
+        spawn_handle(&self.state, name, token, fut, Admission::UnlessClosed, None)
     }
 }
 
-fn handle<T: Send + 'static>(
+/// Spawns `fut` (made with `token`) through [`spawn_into`] and hands back its
+/// [`TaskHandle`]; an `owner`'s spawn is kept in its [`OwnerSpawns`].
+#[track_caller]
+fn spawn_handle<T, Fut>(
     state: &Arc<ScopeState<T>>,
-    key: TaskKey,
-    token: CancellationToken,
-    abort: Option<AbortHandle>,
     name: Option<Cow<'static, str>>,
-) -> TaskHandle {
+    token: CancellationToken,
+    fut: Fut,
+    permit: Admission,
+    owner: Option<&mut OwnerSpawns>,
+) -> Option<TaskHandle>
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let (key, join) = spawn_into(state, name.clone(), fut, permit, owner.is_some())?;
+    let abort = join.as_ref().map(JoinHandle::abort_handle);
+    if let Some(owner) = owner {
+        owner.keep(state, key, join);
+    }
     let control: Arc<dyn TaskControl> = Arc::clone(state) as Arc<dyn TaskControl>;
-    TaskHandle {
+    Some(TaskHandle {
         key,
         token,
         abort,
         control: Arc::downgrade(&control),
         name,
-    }
+    })
 }
 
 /// A place under a [`Scope`]'s limit, held for one task: from
@@ -487,21 +492,11 @@ impl<T: Send + 'static> SpawnPermit<T> {
         let token = self.state.cause.token().child_token();
         let fut = f(token.clone());
         let holds_place = std::mem::replace(&mut self.holds_place, false); // the task holds it now
-        let on_owner = owner.is_some();
-        let Some((key, join)) = spawn_into(
-            &self.state,
-            name.clone(),
-            fut,
-            Admission::Reserved { holds_place },
-            on_owner,
-        ) else {
+        let permit = Admission::Reserved { holds_place };
+        let Some(handle) = spawn_handle(&self.state, name, token, fut, permit, owner) else {
             unreachable!("a permit's spawn is never refused")
         };
-        let abort = join.as_ref().map(JoinHandle::abort_handle);
-        if let Some(owner) = owner {
-            owner.keep(&self.state, key, join);
-        }
-        handle(&self.state, key, token, abort, name)
+        handle
     }
 }
 
@@ -512,9 +507,7 @@ impl<T> Drop for SpawnPermit<T> {
             let mut inner = self.state.lock();
             let next = self.state.free_permit(&mut inner);
             drop(inner);
-            if let Some(next) = next {
-                self.state.start(next);
-            }
+            self.state.wake_and_start(None, next);
         }
     }
 }

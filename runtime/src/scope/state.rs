@@ -95,6 +95,7 @@ pub(super) enum Phase {
 /// as in a `TaskTracker`, unless it needs attention, is the last one the
 /// owner waits for, or a limit or rule came after their spawn (`JUDGED`):
 /// a policy holds for every task.
+#[derive(Default)]
 pub(super) struct Untracked {
     /// New tasks of the owner skip the ledger.
     pub(super) on: AtomicBool,
@@ -217,13 +218,7 @@ impl<T> ScopeState<T> {
             stop_below: AtomicU64::new(0),
             capacity: Notify::new(),
             next_seq: AtomicU64::new(0),
-            untracked: Untracked {
-                on: AtomicBool::new(false),
-                live: AtomicUsize::new(0),
-                stopped: AtomicUsize::new(0),
-                cleanup_ran: AtomicUsize::new(0),
-                noted: AtomicUsize::new(0),
-            },
+            untracked: Untracked::default(),
             failure: OnceLock::new(),
         }
     }
@@ -309,12 +304,14 @@ impl<T> ScopeState<T> {
     /// Wakes the owner if it waits and no task runs; starts `next`.
     fn wake_owner_if_idle(&self, next: Option<QueuedTask>) {
         let mut inner = self.lock();
-        let owner = if inner.wait == OwnerWait::Nothing || !self.idle(&inner) {
-            None
-        } else {
-            inner.owner.take()
-        };
+        let wake = inner.wait != OwnerWait::Nothing && self.idle(&inner);
+        let owner = if wake { inner.owner.take() } else { None };
         drop(inner);
+        self.wake_and_start(owner, next);
+    }
+
+    /// Wakes the owner, then starts the next queued task (both outside the lock).
+    pub(super) fn wake_and_start(&self, owner: Option<Waker>, next: Option<QueuedTask>) {
         if let Some(owner) = owner {
             owner.wake();
         }
@@ -349,11 +346,7 @@ impl<T> ScopeState<T> {
             }
         };
         let Some((run, value)) = run else { return };
-        let next = if run.started {
-            self.free_permit(&mut inner)
-        } else {
-            None
-        };
+        let next = run.started.then(|| self.free_permit(&mut inner)).flatten();
         let wake = match inner.wait {
             OwnerWait::Next => true,
             OwnerWait::Empty => self.idle(&inner),
@@ -362,12 +355,7 @@ impl<T> ScopeState<T> {
         let owner = if wake { inner.owner.take() } else { None };
         drop(inner);
         drop((run, value));
-        if let Some(owner) = owner {
-            owner.wake();
-        }
-        if let Some(next) = next {
-            self.start(next);
-        }
+        self.wake_and_start(owner, next);
     }
 
     /// A permit frees up: the first queued task gets it (and is marked
@@ -380,19 +368,15 @@ impl<T> ScopeState<T> {
             limit.active -= 1;
             return None;
         }
-        let next = inner.queue.pop_front();
-        match &next {
-            Some(q) => {
-                if let Some(run) = inner.ledger.running_mut(q.key) {
-                    run.started = true;
-                }
-            }
-            None => {
-                limit.active = limit.active.saturating_sub(1);
-                self.capacity.notify_one();
-            }
+        let Some(next) = inner.queue.pop_front() else {
+            limit.active = limit.active.saturating_sub(1);
+            self.capacity.notify_one();
+            return None;
+        };
+        if let Some(run) = inner.ledger.running_mut(next.key) {
+            run.started = true;
         }
-        next
+        Some(next)
     }
 
     /// Whether the scope stopped the task at `key`.
@@ -427,10 +411,18 @@ impl<T> ScopeState<T> {
             }
         }
     }
+}
 
+/// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
+pub(super) trait TaskControl: Send + Sync {
+    fn abort(&self, key: TaskKey);
+    fn is_finished(&self, key: TaskKey) -> bool;
+}
+
+impl<T: Send> TaskControl for ScopeState<T> {
     /// Aborts the task at `key`: a queued one is dropped, a started one
     /// aborted through its handle (if the scope keeps it).
-    pub(super) fn abort(&self, key: TaskKey) {
+    fn abort(&self, key: TaskKey) {
         let mut inner = self.lock();
         if let Some(i) = inner.queue.iter().position(|q| q.key == key) {
             let q = inner.queue.remove(i);
@@ -443,24 +435,8 @@ impl<T> ScopeState<T> {
         }
     }
 
-    pub(super) fn is_finished(&self, key: TaskKey) -> bool {
-        self.lock().ledger.running_mut(key).is_none()
-    }
-}
-
-/// What a [`TaskHandle`] reaches through, whatever the scope's `T`.
-pub(super) trait TaskControl: Send + Sync {
-    fn abort(&self, key: TaskKey);
-    fn is_finished(&self, key: TaskKey) -> bool;
-}
-
-impl<T: Send> TaskControl for ScopeState<T> {
-    fn abort(&self, key: TaskKey) {
-        ScopeState::abort(self, key);
-    }
-
     fn is_finished(&self, key: TaskKey) -> bool {
-        ScopeState::is_finished(self, key)
+        self.lock().ledger.running_mut(key).is_none()
     }
 }
 
@@ -475,11 +451,11 @@ struct EndGuard<T> {
 }
 
 impl<T> EndGuard<T> {
-    fn new(state: &Arc<ScopeState<T>>, key: TaskKey) -> Self {
+    fn new(state: &Arc<ScopeState<T>>, key: TaskKey, name: Option<Cow<'static, str>>) -> Self {
         EndGuard {
             state: Arc::clone(state),
             key,
-            name: None,
+            name,
             ended: false,
         }
     }
@@ -520,6 +496,18 @@ pin_project! {
         cause: Option<Arc<Cause>>,
         // A `#[cancellable]` fn in it took its cancellation path.
         cleanup_ran: bool,
+    }
+}
+
+impl<F: Future> ScopeTask<F> {
+    fn new(fut: F, guard: EndGuard<F::Output>) -> Self {
+        let cause = Some(Arc::clone(&guard.state.cause));
+        ScopeTask {
+            fut: Some(fut),
+            guard,
+            cause,
+            cleanup_ran: false,
+        }
     }
 }
 
@@ -573,7 +561,15 @@ where
     let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
     let console = console_name(name.as_ref());
     if owner && state.untracked.on.load(Ordering::Acquire) {
-        return Some(spawn_untracked(state, seq, name, fut, console));
+        // Outside the ledger while untracked tasks are on: counted only,
+        // under the key `UNTRACKED`.
+        state.untracked.live.fetch_add(1, Ordering::AcqRel);
+        let key = TaskKey {
+            slot: UNTRACKED,
+            seq,
+        };
+        let task = ScopeTask::new(fut, EndGuard::new(state, key, name));
+        return Some((key, Some(spawn_task(None, console, task))));
     }
     let mut inner = state.lock();
     if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
@@ -584,12 +580,7 @@ where
     }
     let queue = admit(&mut inner, permit);
     let key = record_task(&mut inner, seq, name, !queue, false);
-    let task = ScopeTask {
-        fut: Some(fut),
-        guard: EndGuard::new(state, key),
-        cause: Some(Arc::clone(&state.cause)),
-        cleanup_ran: false,
-    };
+    let task = ScopeTask::new(fut, EndGuard::new(state, key, None));
     if queue {
         enqueue(&mut inner, key, move |handle| {
             spawn_task(Some(handle), console, task).abort_handle()
@@ -602,36 +593,6 @@ where
         state.keep_abort(key, join.abort_handle());
     }
     Some((key, Some(join)))
-}
-
-/// Starts the owner's task `seq` outside the ledger, while untracked tasks
-/// are on: counted only, under the key [`UNTRACKED`].
-#[track_caller]
-fn spawn_untracked<T, Fut>(
-    state: &Arc<ScopeState<T>>,
-    seq: u64,
-    name: Option<Cow<'static, str>>,
-    fut: Fut,
-    console: ConsoleName,
-) -> (TaskKey, Option<JoinHandle<()>>)
-where
-    Fut: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    state.untracked.live.fetch_add(1, Ordering::AcqRel);
-    let key = TaskKey {
-        slot: UNTRACKED,
-        seq,
-    };
-    let mut guard = EndGuard::new(state, key);
-    guard.name = name;
-    let task = ScopeTask {
-        fut: Some(fut),
-        guard,
-        cause: Some(Arc::clone(&state.cause)),
-        cleanup_ran: false,
-    };
-    (key, Some(spawn_task(None, console, task)))
 }
 
 /// Whether a new task admitted by `permit` must queue (`true`) or starts
@@ -680,13 +641,13 @@ fn enqueue<T>(
     inner.queue.push_back(QueuedTask { key, start });
 }
 
-/// `spawn_into` for a blocking closure.
+/// `spawn_into` for a blocking closure; only the owner spawns one, so it
+/// takes a place under the limit or queues (`Admission::TakeOrQueue`).
 #[track_caller]
 pub(super) fn spawn_blocking_into<T, F>(
     state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
     f: F,
-    permit: Admission,
 ) -> (TaskKey, Option<JoinHandle<()>>)
 where
     F: FnOnce(CancellationToken) -> T + Send + 'static,
@@ -697,9 +658,9 @@ where
     let token = state.cause.token().child_token();
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     let mut inner = state.lock();
-    let queue = matches!(permit, Admission::TakeOrQueue) && take_permit(&mut inner);
+    let queue = take_permit(&mut inner);
     let key = record_task(&mut inner, seq, name, !queue, true);
-    let mut guard = EndGuard::new(state, key);
+    let mut guard = EndGuard::new(state, key, None);
     let cause = Arc::clone(&state.cause);
     let task = move || {
         if guard.state.is_stopped(guard.key) {
@@ -790,15 +751,6 @@ fn take_permit<T>(inner: &mut Locked<T>) -> bool {
     }
 }
 
-/// Registers the owner's waker for `wait`.
-fn register<T>(inner: &mut Locked<T>, wait: OwnerWait, cx: &Context<'_>) {
-    inner.wait = wait;
-    match &mut inner.owner {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        slot => *slot = Some(cx.waker().clone()),
-    }
-}
-
 /// Ends the owner's wait with `done` when no task runs (none is queued
 /// either); otherwise registers its waker for `wait`.
 pub(super) fn idle_or_register<T, R>(
@@ -812,7 +764,11 @@ pub(super) fn idle_or_register<T, R>(
         inner.wait = OwnerWait::Nothing;
         return Poll::Ready(done);
     }
-    register(inner, wait, cx);
+    inner.wait = wait;
+    match &mut inner.owner {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
+    }
     Poll::Pending
 }
 
