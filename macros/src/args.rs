@@ -80,41 +80,44 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
             errors.push(syn::Error::new(span, format!("duplicate argument `{key}`")));
             continue;
         }
-        match (key.as_str(), value) {
-            ("flatten", None) => args.flatten = Some(span),
-            ("allow_no_await", None) => args.allow_no_await = Some(span),
-            ("flatten" | "allow_no_await", Some(value)) => errors.push(syn::Error::new_spanned(
-                value,
-                format!("`{key}` takes no value: write `#[cancellable({key})]`"),
-            )),
-            ("token", Some(Expr::Path(p))) if p.qself.is_none() && p.attrs.is_empty() => {
-                // `Ident`'s parser rejects keywords such as `self`.
-                match p
-                    .path
-                    .get_ident()
-                    .map(|i| syn::parse2::<Ident>(i.to_token_stream()))
-                {
-                    Some(Ok(ident)) => args.token = Some(ident),
-                    _ => errors.push(token_value_error(&p)),
-                }
-            }
-            ("token", Some(other)) => errors.push(token_value_error(&other)),
-            ("token", None) => errors.push(syn::Error::new(
-                span,
-                "`token` needs a parameter name: `#[cancellable(token = cancel)]`",
-            )),
-            ("timeout", Some(value)) => args.timeout = Some((span, value)),
-            ("cleanup_timeout", Some(value)) => args.cleanup_timeout = Some((span, value)),
-            (_, None) => errors.push(syn::Error::new(
-                span,
-                format!(
-                    "`{key}` needs a `Duration`: `#[cancellable({key} = Duration::from_secs(5))]`"
-                ),
-            )),
-            _ => unreachable!("argument names were checked above"),
-        }
+        set_value(&mut args, &key, span, value, errors);
     }
     args
+}
+
+/// Records the value of the known argument `key`, or why it cannot be used.
+fn set_value(args: &mut Args, key: &str, span: Span, value: Option<Expr>, errors: &mut Errors) {
+    match (key, value) {
+        ("flatten", None) => args.flatten = Some(span),
+        ("allow_no_await", None) => args.allow_no_await = Some(span),
+        ("flatten" | "allow_no_await", Some(value)) => errors.push(syn::Error::new_spanned(
+            value,
+            format!("`{key}` takes no value: write `#[cancellable({key})]`"),
+        )),
+        ("token", Some(Expr::Path(p))) if p.qself.is_none() && p.attrs.is_empty() => {
+            // `Ident`'s parser rejects keywords such as `self`.
+            match p
+                .path
+                .get_ident()
+                .map(|i| syn::parse2::<Ident>(i.to_token_stream()))
+            {
+                Some(Ok(ident)) => args.token = Some(ident),
+                _ => errors.push(token_value_error(&p)),
+            }
+        }
+        ("token", Some(other)) => errors.push(token_value_error(&other)),
+        ("token", None) => errors.push(syn::Error::new(
+            span,
+            "`token` needs a parameter name: `#[cancellable(token = cancel)]`",
+        )),
+        ("timeout", Some(value)) => args.timeout = Some((span, value)),
+        ("cleanup_timeout", Some(value)) => args.cleanup_timeout = Some((span, value)),
+        (_, None) => errors.push(syn::Error::new(
+            span,
+            format!("`{key}` needs a `Duration`: `#[cancellable({key} = Duration::from_secs(5))]`"),
+        )),
+        _ => unreachable!("argument names were checked above"),
+    }
 }
 
 fn token_value_error(value: &impl ToTokens) -> syn::Error {
