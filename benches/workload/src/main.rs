@@ -43,6 +43,10 @@ struct Config {
     connections: usize,
     drain: usize,
     workers: usize,
+    /// `--only scope|by-hand`: one load run of `requests` requests on one
+    /// variant, nothing else (for an instruction count under callgrind).
+    only: Option<Variant>,
+    requests: usize,
 }
 
 impl Config {
@@ -54,6 +58,8 @@ impl Config {
             connections: 32,
             drain: 10_000,
             workers: 2,
+            only: None,
+            requests: 20_000,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         for pair in args.chunks(2) {
@@ -65,9 +71,11 @@ impl Config {
                 "--drain" => config.drain = value().parse(),
                 "--drain-rounds" => config.drain_rounds = value().parse(),
                 "--workers" => config.workers = value().parse(),
+                "--requests" => config.requests = value().parse(),
+                "--only" => config.only = Some(value().variant()),
                 other => panic!(
                     "unknown argument {other}; expected --rounds, --seconds, --connections, \
-                     --drain, --drain-rounds, --workers (each with a value)"
+                     --drain, --drain-rounds, --workers, --only, --requests (each with a value)"
                 ),
             }
         }
@@ -85,6 +93,14 @@ impl Value<'_> {
             .parse()
             .unwrap_or_else(|_| panic!("bad value {value:?} for {}", self.0))
     }
+
+    fn variant(&self) -> Variant {
+        match self.1 {
+            Some("scope") => Variant::Scope,
+            Some("by-hand") => Variant::ByHand,
+            other => panic!("bad value {other:?} for {}: scope or by-hand", self.0),
+        }
+    }
 }
 
 /// One load run's figures.
@@ -97,13 +113,21 @@ struct Load {
 
 fn load_run(server_rt: &Runtime, client_rt: &Runtime, variant: Variant, config: &Config) -> Load {
     let server = Server::start(server_rt, variant);
-    let duration = Duration::from_secs_f64(config.seconds);
+    // `--only`: a count of requests, however long they take (under
+    // callgrind, a hundred times longer).
+    let (duration, per_connection) = match config.only {
+        Some(_) => (
+            Duration::from_secs(3600),
+            config.requests / config.connections,
+        ),
+        None => (Duration::from_secs_f64(config.seconds), 1_000_000),
+    };
     let (mut latencies, elapsed) = client_rt
         .block_on(client::load(
             server.addr,
             config.connections,
             duration,
-            1_000_000,
+            per_connection,
         ))
         .expect("load run");
     server.drain(server_rt);
@@ -215,6 +239,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("client runtime");
+    if let Some(variant) = config.only {
+        load_run(&server_rt, &client_rt, variant, &config);
+        let served = config.requests / config.connections * config.connections;
+        println!("workload: {variant:?}: {served} requests served");
+        return;
+    }
     println!(
         "workload: load: {} rounds of {} connections for {} s; drain: {} rounds of {} \
          connections; server: {} workers, load generator: 1 thread",
