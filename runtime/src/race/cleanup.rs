@@ -9,7 +9,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 
-use super::frame::{self, Busy, Polling, Registration};
+use super::frame::{self, Busy, Drain, Polling, Registration};
 use super::polled_after_completion;
 use crate::Cancelled;
 
@@ -225,9 +225,10 @@ impl CleanupState {
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
         if let CleanupStage::Start = self.stage {
-            let (retry, upward) = frame::cleanup_starts();
-            self.stage = CleanupStage::Running { retry };
-            self.upward = upward;
+            self.stage = CleanupStage::Running {
+                retry: frame::take_started_cancelled(),
+            };
+            self.upward = frame::draining().map(Drain::register);
         }
         match self.stage {
             CleanupStage::Start => unreachable!("started above"),

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::Tally;
-use super::frame::{self, InFlight, Polling, Registration};
+use super::frame::{self, Drain, InFlight, Polling, Registration};
 use crate::Cancelled;
 
 /// A race's body, as the drain sees it. A trait object, so that the
@@ -55,7 +55,7 @@ impl Cancelling {
             reason,
             tally,
             in_flight: Arc::default(),
-            _upward: frame::register(),
+            _upward: frame::draining().map(Drain::register),
             retries: 0,
             unmarked_turns: 0,
             unmarked_since: None,
@@ -73,7 +73,8 @@ impl Cancelling {
         let waiting = &mut self.tally.waiting;
         *waiting = waiting.saturating_add_signed(report.alive);
         let waiting = *waiting > 0;
-        let busy = report.busy() || !self.in_flight.is_idle();
+        // A registration is a clone of `in_flight`.
+        let busy = report.busy() || Arc::get_mut(&mut self.in_flight).is_none();
         if waiting {
             self.unmarked_since.get_or_insert_with(Instant::now);
         }

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use crate::Cancelled;
@@ -59,8 +59,9 @@ fn next_poll() -> u32 {
 
 /// A cancelled race polling its body so that nested calls finish.
 #[derive(Clone, Copy)]
-struct Drain {
-    reason: Cancelled,
+pub(crate) struct Drain {
+    /// Why the race is cancelled.
+    pub(crate) reason: Cancelled,
     /// Points into an `Arc` the race holds for the whole poll.
     in_flight: *const InFlight,
 }
@@ -207,75 +208,39 @@ impl Drop for Polling {
     }
 }
 
-/// The cancellations in flight inside one cancelled race's body: nested
-/// calls that started cancelling while it polled its body and have not
-/// finished their cleanups.
+/// The cancellations in flight inside one cancelled race's body: each
+/// nested call that started cancelling while the race polled its body holds
+/// a clone of the race's `Arc<InFlight>` (a [`Registration`]) until its
+/// cleanup ends.
 #[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    count: AtomicUsize,
-}
-
-impl InFlight {
-    /// Nothing registered is still running.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.count.load(Ordering::Acquire) == 0
-    }
-}
+pub(crate) struct InFlight;
 
 /// One registered cancellation in flight; finished when dropped.
-#[derive(Debug)]
-pub(crate) struct Registration(Arc<InFlight>);
+pub(crate) type Registration = Arc<InFlight>;
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// Registers a cancellation in flight with the cancelled race polling us, if
-/// any: it will not drop its body before the registration is dropped.
+/// The cancelled race polling us, if it polls its body only so that nested
+/// calls finish.
 #[inline]
-pub(crate) fn register() -> Option<Registration> {
-    let drain = FRAME.with(|frame| draining_drain(frame.report.get(), frame));
-    drain.map(|drain| drain.register())
-}
-
-/// A cleanup's first poll: whether its fn started with its token already
-/// cancelled (a retry: see [`started_cancelled`]), and its registration with
-/// the cancelled race polling it, if any. One access to the frame.
-#[inline]
-pub(crate) fn cleanup_starts() -> (bool, Option<Registration>) {
-    let (retry, drain) = FRAME.with(|frame| {
-        let mut report = frame.report.get();
-        let retry = report.has(STARTED_CANCELLED);
-        if retry {
-            report.flags &= !STARTED_CANCELLED;
-            frame.report.set(report);
-        }
-        (retry, draining_drain(report, frame))
-    });
-    (retry, drain.map(|drain| drain.register()))
-}
-
-/// The drain of the race polling us, if it is draining.
-#[inline]
-fn draining_drain(report: Report, frame: &Frame) -> Option<Drain> {
-    report.has(DRAINING).then(|| frame.drain.get()).flatten()
+pub(crate) fn draining() -> Option<Drain> {
+    FRAME.with(|frame| {
+        let report = frame.report.get();
+        report.has(DRAINING).then(|| frame.drain.get()).flatten()
+    })
 }
 
 impl Drain {
-    fn register(self) -> Registration {
+    /// Registers a cancellation in flight: the race will not drop its body
+    /// before the registration is dropped.
+    pub(crate) fn register(self) -> Registration {
         // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc`
         // that the race holds for the whole poll during which it is set; it
         // is put back (also on unwind) before the race can drop that `Arc`.
         // So the pointee is alive, and its count may be incremented for this
         // clone.
-        let in_flight = unsafe {
+        unsafe {
             Arc::increment_strong_count(self.in_flight);
             Arc::from_raw(self.in_flight)
-        };
-        in_flight.count.fetch_add(1, Ordering::AcqRel);
-        Registration(in_flight)
+        }
     }
 }
 
@@ -346,6 +311,16 @@ pub(crate) fn started_cancelled() {
     update(|r| r.flags |= STARTED_CANCELLED);
 }
 
+/// A cleanup starts: whether its fn started with its token already
+/// cancelled (see [`started_cancelled`]).
+pub(crate) fn take_started_cancelled() -> bool {
+    update(|r| {
+        let retry = r.has(STARTED_CANCELLED);
+        r.flags &= !STARTED_CANCELLED;
+        retry
+    })
+}
+
 /// A cancelled call is about to return `Err(Cancelled)` into the body,
 /// `retry` if it started with its token already cancelled: `false` if it must
 /// wait a turn first (too many retries returned in this poll of the body, or
@@ -387,22 +362,6 @@ pub(crate) fn alive_start() -> bool {
 #[inline]
 pub(crate) fn alive_end() {
     update(|r| r.alive = r.alive.saturating_sub(1));
-}
-
-/// Why the race polling us is cancelled, if it is and polls its body only
-/// so that nested calls finish.
-#[inline]
-pub(crate) fn draining_reason() -> Option<Cancelled> {
-    FRAME
-        .with(|frame| draining_drain(frame.report.get(), frame))
-        .map(|d| d.reason)
-}
-
-/// The race polling us is cancelled, and polls its body only so that
-/// nested calls finish.
-#[inline]
-pub(crate) fn draining() -> bool {
-    FRAME.with(|frame| frame.report.get().has(DRAINING))
 }
 
 /// An [`Exit`](super::exit::Exit) hands its `Cancelled` to the `Run` around it.

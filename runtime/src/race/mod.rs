@@ -451,7 +451,7 @@ impl RaceState<'_> {
         // A call whose token is cancelled while a cancelled caller polls it
         // was (as a rule) cancelled with it: it says why the caller was.
         let reason = reason
-            .or_else(frame::draining_reason)
+            .or_else(|| frame::draining().map(|drain| drain.reason))
             .unwrap_or_else(token_cancelled);
         if nested != Some(true) {
             return self.finish(body, reason, event, retry, cx);
