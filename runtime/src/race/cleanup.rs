@@ -9,7 +9,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 
-use super::frame::{self, Busy, Drain, Polling, Registration};
+use super::frame::{self, Busy, Drain, Registration};
 use super::polled_after_completion;
 use crate::Cancelled;
 
@@ -236,9 +236,7 @@ impl CleanupState {
                 self.event.polled();
                 // The cleanup's own calls (a retry loop in it included)
                 // report to the cleanup, not to the body around the fn.
-                let polling = Polling::start();
-                let poll = cleanup.poll(cx);
-                let _ = polling.finish();
+                let (poll, _) = frame::with_report(|| cleanup.poll(cx));
                 let Poll::Ready(end) = poll else {
                     self.busy.pending();
                     return Poll::Pending;

@@ -16,7 +16,13 @@ pub(crate) const RETRIES_PER_POLL: u8 = 32;
 thread_local! {
     /// What one poll of a body on this thread is told by the futures inside
     /// it. All of it is `Copy` (no destructor to register, no lazy check).
-    static FRAME: Frame = const { Frame::new() };
+    static FRAME: Frame = const {
+        Frame {
+            report: Cell::new(Report::EMPTY),
+            drain: Cell::new(None),
+            exit: Cell::new(None),
+        }
+    };
 }
 
 /// The race's per-thread state.
@@ -31,31 +37,12 @@ struct Frame {
     exit: Cell<Option<Cancelled>>,
 }
 
-impl Frame {
-    const fn new() -> Frame {
-        Frame {
-            report: Cell::new(Report::EMPTY),
-            drain: Cell::new(None),
-            exit: Cell::new(None),
-        }
-    }
-}
-
-/// The poll numbers handed out so far, by every thread: taken only by a poll
-/// in which something said it is busy, so the fast path never counts, and
-/// shared, so a thing moved to another thread is not mistaken for one
-/// counted in that thread's poll.
+/// Twice the poll numbers handed out so far, by every thread: taken only by
+/// a poll in which something said it is busy, so the fast path never counts,
+/// and shared, so a thing moved to another thread is not mistaken for one
+/// counted in that thread's poll. A poll's number is odd: never 0 or
+/// [`UNCOUNTED`].
 static POLLS: AtomicU32 = AtomicU32::new(0);
-
-/// A number for the poll running now: never 0 or [`UNCOUNTED`].
-fn next_poll() -> u32 {
-    loop {
-        let poll = POLLS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        if poll != 0 && poll != UNCOUNTED {
-            return poll;
-        }
-    }
-}
 
 /// A cancelled race polling its body so that nested calls finish.
 #[derive(Clone, Copy)]
@@ -68,7 +55,7 @@ pub(crate) struct Drain {
 
 /// What one poll of a body reported to the race that polls it: eight
 /// aligned bytes, copied whole around every poll.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 #[repr(C, align(8))]
 pub(crate) struct Report {
     /// The flags below, and in the high four bits the number of things that
@@ -116,18 +103,6 @@ impl Report {
         self.flags >> 4
     }
 
-    fn add_busy(&mut self) {
-        if self.busy_count() < BUSY_STUCK {
-            self.flags += BUSY_ONE;
-        }
-    }
-
-    fn take_back_busy(&mut self) {
-        if (1..BUSY_STUCK).contains(&self.busy_count()) {
-            self.flags -= BUSY_ONE;
-        }
-    }
-
     /// Something in the body must finish before the body may be dropped.
     pub(crate) fn busy(self) -> bool {
         self.busy_count() > 0
@@ -148,52 +123,50 @@ fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
     })
 }
 
+/// Runs `poll` (a race polling its body, or dropping it) with a fresh report
+/// in the frame: returns what the futures in it reported.
+#[inline]
+pub(crate) fn with_report<R>(poll: impl FnOnce() -> R) -> (R, Report) {
+    with_fresh_report(INSIDE, None, poll)
+}
+
+/// [`with_report`] for a cancelled race polling its body so that nested
+/// calls finish: they register in `in_flight` meanwhile.
+pub(crate) fn with_draining_report<R>(
+    reason: Cancelled,
+    in_flight: &Arc<InFlight>,
+    poll: impl FnOnce() -> R,
+) -> (R, Report) {
+    let drain = Drain {
+        reason,
+        in_flight: Arc::as_ptr(in_flight),
+    };
+    with_fresh_report(INSIDE | DRAINING, Some(drain), poll)
+}
+
+#[inline]
+fn with_fresh_report<R>(flags: u8, drain: Option<Drain>, poll: impl FnOnce() -> R) -> (R, Report) {
+    let _outer = FRAME.with(|frame| {
+        let fresh = Report {
+            flags,
+            ..Report::EMPTY
+        };
+        Polling {
+            outer: frame.report.replace(fresh),
+            outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
+        }
+    });
+    let polled = poll();
+    (polled, FRAME.with(|frame| frame.report.get()))
+}
+
 /// The frame as it was before a race polled its body, put back when dropped:
 /// also when the poll panics, so that a caught panic leaves nothing behind.
-pub(crate) struct Polling {
+struct Polling {
     outer: Report,
     /// The drain it replaced, if it set one (a plain poll leaves the drain
     /// alone: it is read only under a report with `DRAINING`).
     outer_drain: Option<Option<Drain>>,
-}
-
-impl Polling {
-    /// Before a race polls its body: a fresh report.
-    #[inline]
-    pub(crate) fn start() -> Polling {
-        Polling::with(INSIDE, None)
-    }
-
-    /// Before a cancelled race polls its body so that nested calls finish:
-    /// they register in `in_flight` while this lives.
-    pub(crate) fn draining(reason: Cancelled, in_flight: &Arc<InFlight>) -> Polling {
-        let drain = Drain {
-            reason,
-            in_flight: Arc::as_ptr(in_flight),
-        };
-        Polling::with(INSIDE | DRAINING, Some(drain))
-    }
-
-    #[inline]
-    fn with(flags: u8, drain: Option<Drain>) -> Polling {
-        FRAME.with(|frame| {
-            let fresh = Report {
-                flags,
-                ..Report::EMPTY
-            };
-            Polling {
-                outer: frame.report.replace(fresh),
-                outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
-            }
-        })
-    }
-
-    /// After the poll: what the body's futures reported (the frame is put
-    /// back as the guard drops).
-    #[inline]
-    pub(crate) fn finish(self) -> Report {
-        FRAME.with(|frame| frame.report.get())
-    }
 }
 
 impl Drop for Polling {
@@ -232,7 +205,7 @@ impl Drain {
     /// Registers a cancellation in flight: the race will not drop its body
     /// before the registration is dropped.
     pub(crate) fn register(self) -> Registration {
-        // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc`
+        // SAFETY: `in_flight` was set by `with_draining_report` from an `Arc`
         // that the race holds for the whole poll during which it is set; it
         // is put back (also on unwind) before the race can drop that `Arc`.
         // So the pointee is alive, and its count may be incremented for this
@@ -253,8 +226,8 @@ impl Drain {
 pub(crate) struct Busy(u32);
 
 /// A [`Busy`] mark of a thing pending outside any race: busy, counted
-/// nowhere. `next_poll` never hands it out.
-const UNCOUNTED: u32 = u32::MAX;
+/// nowhere. Even, so never a poll's number.
+const UNCOUNTED: u32 = u32::MAX - 1;
 
 impl Busy {
     /// Pending, and must finish first.
@@ -266,13 +239,14 @@ impl Busy {
                 self.0 = UNCOUNTED;
                 return;
             }
-            if report.poll != 0 && self.0 == report.poll {
+            if report.poll == 0 {
+                report.poll = POLLS.fetch_add(2, Ordering::Relaxed) | 1;
+            } else if self.0 == report.poll {
                 return;
             }
-            if report.poll == 0 {
-                report.poll = next_poll();
+            if report.busy_count() < BUSY_STUCK {
+                report.flags += BUSY_ONE;
             }
-            report.add_busy();
             self.0 = report.poll;
             frame.report.set(report);
         });
@@ -291,8 +265,8 @@ impl Busy {
             return;
         }
         update(|report| {
-            if report.poll == counted_in {
-                report.take_back_busy();
+            if report.poll == counted_in && (1..BUSY_STUCK).contains(&report.busy_count()) {
+                report.flags -= BUSY_ONE;
             }
         });
     }

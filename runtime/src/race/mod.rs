@@ -57,7 +57,7 @@ pub(crate) mod frame;
 
 use cleanup::{Name, report_cancelled};
 use drain::{Body, Cancelling};
-use frame::{Busy, Polling, Report};
+use frame::{Busy, Report};
 
 // What depends on the body's type (polling it, dropping it) is all that is
 // compiled again for every `#[cancellable]` fn; the cancellation path takes
@@ -314,9 +314,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
         let Some(body) = this.body.as_mut().as_pin_mut() else {
             polled_after_completion()
         };
-        let polling = Polling::start();
-        let poll = body.poll(cx);
-        let report = polling.finish();
+        let (poll, report) = frame::with_report(|| body.poll(cx));
         let nested = match poll {
             Poll::Ready(value) => {
                 if !this.state.as_mut().ready(report, cx) {
@@ -498,9 +496,7 @@ impl RaceState<'_> {
     ) -> Poll<Cancelled> {
         // What the body's nested calls report as they are dropped is this
         // race's, not the caller's.
-        let polling = Polling::start();
-        body.drop_body();
-        let _ = polling.finish();
+        frame::with_report(|| body.drop_body());
         self.set(RaceState::Done);
         let Some(name) = event else {
             // The cleanup runs next, and returns.
