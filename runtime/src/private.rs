@@ -3,7 +3,7 @@
 //! in any release. It lives in `crate::race`, whose header states its rules.
 
 pub use crate::race::cleanup::{
-    Bounded, CancelEvent, Cleanup, Name, Unbounded, cleanup, cleanup_within, name,
+    CancelEvent, Cleanup, CleanupEnd, Name, cleanup, cleanup_within, name,
 };
 pub use crate::race::exit::{
     AsResult, Exit, Finish, Flatten, Flattened, Run, declared_type, exit, flatten, run, run_flatten,

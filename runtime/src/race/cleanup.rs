@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
+use tokio::time::error::Elapsed;
 
 use super::frame::{self, Busy, Drain, Registration};
 use super::polled_after_completion;
@@ -124,6 +125,8 @@ pin_project! {
 pub(crate) struct CleanupState {
     reason: Cancelled,
     event: CancelEvent,
+    /// The fn started with its token already cancelled.
+    retry: bool,
     stage: CleanupStage,
     /// Registered with a cancelled race around the fn.
     upward: Option<Registration>,
@@ -131,63 +134,47 @@ pub(crate) struct CleanupState {
 }
 
 impl CleanupState {
+    /// Made as the race returns `Err` into the generated code, which polls
+    /// the cleanup at once: in the same poll of the body around the fn.
     fn new(name: Name, reason: Cancelled) -> CleanupState {
         CleanupState {
             reason,
             event: CancelEvent::new(name, reason),
-            stage: CleanupStage::Start,
-            upward: None,
+            retry: frame::take_started_cancelled(),
+            stage: CleanupStage::Running,
+            upward: frame::draining().map(Drain::register),
             busy: Busy::default(),
         }
     }
 }
 
-pin_project! {
-    /// A cleanup without a bound: it ends when the user's block does.
-    pub struct Unbounded<F> {
-        #[pin]
-        inner: F,
+/// How the user's block ended, for the `tracing` event: the output of a
+/// cleanup without a bound, or of one with a `cleanup_timeout`.
+pub trait CleanupEnd {
+    /// "done", or "cut at its cleanup_timeout".
+    fn end(self) -> &'static str;
+}
+
+impl CleanupEnd for () {
+    fn end(self) -> &'static str {
+        "done"
     }
 }
 
-impl<F: Future<Output = ()>> Future for Unbounded<F> {
-    type Output = &'static str;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
-        self.project().inner.poll(cx).map(|()| "done")
-    }
-}
-
-pin_project! {
-    /// A cleanup with a `cleanup_timeout`: cut when it passes.
-    pub struct Bounded<F> {
-        #[pin]
-        inner: Timeout<F>,
-    }
-}
-
-impl<F: Future<Output = ()>> Future for Bounded<F> {
-    type Output = &'static str;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
-        self.project().inner.poll(cx).map(|r| match r {
+impl CleanupEnd for Result<(), Elapsed> {
+    fn end(self) -> &'static str {
+        match self {
             Ok(()) => "done",
             Err(_) => "cut at its cleanup_timeout",
-        })
+        }
     }
 }
 
 /// See [`Cleanup`].
-pub fn cleanup<F: Future<Output = ()>>(
-    name: Name,
-    reason: Cancelled,
-    cleanup: F,
-) -> Cleanup<Unbounded<F>> {
+pub fn cleanup<F: Future<Output = ()>>(name: Name, reason: Cancelled, cleanup: F) -> Cleanup<F> {
     Cleanup {
         state: CleanupState::new(name, reason),
-        cleanup: Unbounded { inner: cleanup },
+        cleanup,
     }
 }
 
@@ -198,16 +185,14 @@ pub fn cleanup_within<F: Future<Output = ()>>(
     reason: Cancelled,
     limit: Duration,
     cleanup: F,
-) -> Cleanup<Bounded<F>> {
+) -> Cleanup<Timeout<F>> {
     Cleanup {
         state: CleanupState::new(name, reason),
-        cleanup: Bounded {
-            inner: tokio::time::timeout(limit, cleanup),
-        },
+        cleanup: tokio::time::timeout(limit, cleanup),
     }
 }
 
-impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
+impl<F: Future<Output: CleanupEnd>> Future for Cleanup<F> {
     type Output = Cancelled;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
@@ -219,20 +204,13 @@ impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
 impl CleanupState {
     /// Polls the user's block (a trait object: the cleanup is the cold
     /// path).
-    fn poll(
+    fn poll<R: CleanupEnd>(
         &mut self,
-        cleanup: Pin<&mut dyn Future<Output = &'static str>>,
+        cleanup: Pin<&mut dyn Future<Output = R>>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        if let CleanupStage::Start = self.stage {
-            self.stage = CleanupStage::Running {
-                retry: frame::take_started_cancelled(),
-            };
-            self.upward = frame::draining().map(Drain::register);
-        }
         match self.stage {
-            CleanupStage::Start => unreachable!("started above"),
-            CleanupStage::Running { retry } => {
+            CleanupStage::Running => {
                 self.event.polled();
                 // The cleanup's own calls (a retry loop in it included)
                 // report to the cleanup, not to the body around the fn.
@@ -242,9 +220,9 @@ impl CleanupState {
                     return Poll::Pending;
                 };
                 self.busy.done();
-                self.event.done(end);
+                self.event.done(end.end());
                 self.upward = None;
-                if !frame::may_return_cancelled(retry, cx) {
+                if !frame::may_return_cancelled(self.retry, cx) {
                     self.stage = CleanupStage::Done;
                     return Poll::Pending;
                 }
@@ -262,11 +240,8 @@ impl CleanupState {
 /// Where a [`Cleanup`] stands.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CleanupStage {
-    /// Not polled yet.
-    Start,
-    /// The user's block runs; `retry`: the fn started with its token
-    /// already cancelled.
-    Running { retry: bool },
+    /// The user's block runs.
+    Running,
     /// The block is done; the fn returns on the next poll (a retry that
     /// waits a turn: see `frame::RETRIES_PER_POLL`).
     Done,
