@@ -17,92 +17,23 @@ use crate::Cancelled;
 /// A fn without a cleanup was cancelled: its `tracing` event.
 pub(super) fn report_cancelled(_name: Name, _reason: Cancelled) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(target: "cancel_scope", fn_name = _name.0, reason = %_reason, "cancelled");
+    tracing::debug!(target: "cancel_scope", fn_name = _name.name, reason = %_reason, "cancelled");
 }
 
 /// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
 /// without the `tracing` feature.
-#[cfg(feature = "tracing")]
 #[derive(Debug, Clone, Copy)]
-pub struct Name(&'static str);
-
-/// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
-/// without the `tracing` feature.
-#[cfg(not(feature = "tracing"))]
-#[derive(Debug, Clone, Copy)]
-pub struct Name;
-
-/// See [`Name`].
-#[cfg(feature = "tracing")]
-#[must_use]
-pub const fn name(name: &'static str) -> Name {
-    Name(name)
-}
-
-/// See [`Name`].
-#[cfg(not(feature = "tracing"))]
-#[must_use]
-pub const fn name(_name: &'static str) -> Name {
-    Name
-}
-
-/// What a cleanup reports when it ends (or is dropped before it ends), with
-/// the `tracing` feature: one event per cancelled fn.
-#[derive(Debug)]
-pub struct CancelEvent {
+pub struct Name {
     #[cfg(feature = "tracing")]
     name: &'static str,
-    #[cfg(feature = "tracing")]
-    reason: Cancelled,
-    #[cfg(feature = "tracing")]
-    started: Option<std::time::Instant>,
-    #[cfg(feature = "tracing")]
-    reported: bool,
 }
 
-impl CancelEvent {
-    #[cfg(feature = "tracing")]
-    fn new(name: Name, reason: Cancelled) -> Self {
-        CancelEvent {
-            name: name.0,
-            reason,
-            started: None,
-            reported: false,
-        }
-    }
-
-    #[cfg(not(feature = "tracing"))]
-    fn new(_name: Name, _reason: Cancelled) -> Self {
-        CancelEvent {}
-    }
-
-    fn polled(&mut self) {
+/// See [`Name`].
+#[must_use]
+pub const fn name(_name: &'static str) -> Name {
+    Name {
         #[cfg(feature = "tracing")]
-        self.started.get_or_insert_with(std::time::Instant::now);
-    }
-
-    /// `end`: how the cleanup ended ("done", "cut at its cleanup_timeout",
-    /// "dropped").
-    fn done(&mut self, _end: &'static str) {
-        #[cfg(feature = "tracing")]
-        if !std::mem::replace(&mut self.reported, true) {
-            let cleanup = self.started.map(|t| t.elapsed()).unwrap_or_default();
-            tracing::debug!(
-                target: "cancel_scope",
-                fn_name = self.name,
-                reason = %self.reason,
-                cleanup = _end,
-                cleanup_us = u64::try_from(cleanup.as_micros()).unwrap_or(u64::MAX),
-                "cancelled"
-            );
-        }
-    }
-}
-
-#[cfg(feature = "tracing")]
-impl Drop for CancelEvent {
-    fn drop(&mut self) {
-        self.done("dropped");
+        name: _name,
     }
 }
 
@@ -120,11 +51,17 @@ pin_project! {
 }
 
 /// What a [`Cleanup`] keeps beside the user's block: not generic, so that
-/// polling it is compiled once rather than for every fn.
+/// polling it is compiled once rather than for every fn. With the `tracing`
+/// feature, it reports when the cleanup ends, or is dropped before it ends:
+/// one event per cancelled fn.
 #[derive(Debug)]
 pub(crate) struct CleanupState {
     reason: Cancelled,
-    event: CancelEvent,
+    #[cfg(feature = "tracing")]
+    name: Name,
+    /// When the user's block was first polled.
+    #[cfg(feature = "tracing")]
+    started: Option<std::time::Instant>,
     /// The fn started with its token already cancelled.
     retry: bool,
     stage: CleanupStage,
@@ -136,14 +73,42 @@ pub(crate) struct CleanupState {
 impl CleanupState {
     /// Made as the race returns `Err` into the generated code, which polls
     /// the cleanup at once: in the same poll of the body around the fn.
-    fn new(name: Name, reason: Cancelled) -> CleanupState {
+    fn new(_name: Name, reason: Cancelled) -> CleanupState {
         CleanupState {
             reason,
-            event: CancelEvent::new(name, reason),
+            #[cfg(feature = "tracing")]
+            name: _name,
+            #[cfg(feature = "tracing")]
+            started: None,
             retry: frame::take_started_cancelled(),
             stage: CleanupStage::Running,
             upward: frame::draining().map(Drain::register),
             busy: Busy::default(),
+        }
+    }
+
+    /// The fn's `tracing` event; `_end`: how the cleanup ended ("done",
+    /// "cut at its cleanup_timeout", "dropped").
+    fn report(&self, _end: &'static str) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "cancel_scope",
+            fn_name = self.name.name,
+            reason = %self.reason,
+            cleanup = _end,
+            cleanup_us = self.started.map_or(0, |t| {
+                u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+            }),
+            "cancelled"
+        );
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for CleanupState {
+    fn drop(&mut self) {
+        if let CleanupStage::Running = self.stage {
+            self.report("dropped");
         }
     }
 }
@@ -211,7 +176,8 @@ impl CleanupState {
     ) -> Poll<Cancelled> {
         match self.stage {
             CleanupStage::Running => {
-                self.event.polled();
+                #[cfg(feature = "tracing")]
+                self.started.get_or_insert_with(std::time::Instant::now);
                 // The cleanup's own calls (a retry loop in it included)
                 // report to the cleanup, not to the body around the fn.
                 let (poll, _) = frame::with_report(|| cleanup.poll(cx));
@@ -220,7 +186,7 @@ impl CleanupState {
                     return Poll::Pending;
                 };
                 self.busy.done();
-                self.event.done(end.end());
+                self.report(end.end());
                 self.upward = None;
                 if !frame::may_return_cancelled(self.retry, cx) {
                     self.stage = CleanupStage::Done;
