@@ -7,6 +7,6 @@ pub use crate::race::exit::{
     AsResult, Exit, Finish, Flatten, Flattened, Run, declared_type, exit, flatten, run, run_flatten,
 };
 pub use crate::race::{
-    CleanupReports, Deadline, Event, NoDeadline, Race, RaceDeadline, RaceTimeout, child_token,
-    race, race_timeout,
+    CleanupReports, Deadline, NoDeadline, Race, RaceDeadline, RaceTimeout, child_token, race,
+    race_timeout,
 };

@@ -157,28 +157,15 @@ impl Drop for Tally {
     }
 }
 
-/// Who reports a cancellation to `tracing`: the race itself for a fn without
-/// `on_cancel!` ([`Name`]), else the cleanup when it ends.
-pub trait Event {
-    /// The fn's name, when the race reports.
-    fn name(&self) -> Option<Name>;
-}
-
-/// A cleanup follows the race, and reports the cancellation when it ends.
-#[derive(Debug)]
+/// A cleanup follows the race, and reports the cancellation when it ends;
+/// a race of a fn without `on_cancel!` has its [`Name`] instead, and
+/// reports it itself.
+#[derive(Debug, Clone, Copy)]
 pub struct CleanupReports;
 
-impl Event for CleanupReports {
-    #[inline]
-    fn name(&self) -> Option<Name> {
+impl From<CleanupReports> for Option<Name> {
+    fn from(_: CleanupReports) -> Option<Name> {
         None
-    }
-}
-
-impl Event for Name {
-    #[inline]
-    fn name(&self) -> Option<Name> {
-        Some(*self)
     }
 }
 
@@ -283,7 +270,7 @@ impl RaceDeadline for Deadline<'_> {
     }
 }
 
-impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
+impl<F: Future, D: RaceDeadline, E: Copy + Into<Option<Name>>> Future for Race<'_, F, D, E> {
     type Output = Result<F::Output, Cancelled>;
 
     // Only what needs the body's type is here; the rest is in `RaceState`'s
@@ -298,7 +285,7 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
             }
             before => before,
         };
-        let event = this.event.name();
+        let event = (*this.event).into();
         match before {
             BeforePoll::PollBody => {}
             BeforePoll::Cancelled(nested, reason) => {
