@@ -77,38 +77,28 @@ impl Cause {
     /// Cancels the token, recording `reason` unless it was cancelled
     /// already (then the earlier cause stands).
     pub(crate) fn cancel(&self, reason: CancelReason) {
-        self.try_cancel(reason);
+        self.cancel_by(reason, None);
     }
 
-    /// [`cancel`](Self::cancel); `true` if `reason` is the one that stands.
-    fn try_cancel(&self, reason: CancelReason) -> bool {
+    /// [`cancel`](Self::cancel) for a task's outcome (`TaskFailed`,
+    /// `TaskSucceeded`), with the task's name for the messages that show the
+    /// reason, kept if `reason` is the one that stands.
+    pub(crate) fn cancel_by(&self, reason: CancelReason, name: Option<&Cow<'static, str>>) {
         let set = !self.token.is_cancelled() && self.reason.set(reason).is_ok();
         self.token.cancel();
         if set {
             self.settled.store(true, Ordering::Release);
-        }
-        set
-    }
-
-    /// [`cancel`](Self::cancel) for a task's outcome, with the task's name
-    /// for the messages that show the reason.
-    pub(crate) fn cancel_by(&self, reason: CancelReason, name: Option<&Cow<'static, str>>) {
-        if self.try_cancel(reason) {
             if let Some(name) = name {
                 let _ = self.culprit.set(name.clone());
             }
         }
     }
 
-    /// The reason, and the name of the task it names, if any.
+    /// The reason, and the name of the task it names, if any (a name is
+    /// kept only with the task reason it came with: see `cancel_by`).
     pub(crate) fn described(&self) -> Option<Described> {
         let reason = self.reason()?;
-        let culprit = match reason {
-            CancelReason::TaskFailed(_) | CancelReason::TaskSucceeded(_) => {
-                self.culprit.get().cloned()
-            }
-            _ => None,
-        };
+        let culprit = self.culprit.get().cloned();
         Some(Described { reason, culprit })
     }
 
