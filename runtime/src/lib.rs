@@ -9,9 +9,10 @@
 // Module map, by layer. Every `use crate::` points to the same layer or one
 // below; none points up, and no two modules import each other.
 //
-// 1. Leaves, the vocabulary: `id` (TaskId), `reason` (CancelReason, the
-//    scope's cause), `cancelled` (Cancelled), `task` (TaskError, TaskOutcome,
-//    TaskOutput).
+// 1. Leaves, the vocabulary: `id` (TaskId), `reason` (CancelReason; below
+//    it the `cause` kept beside a scope's token, with the `signals` it may
+//    come from, and the thread's `current` cause), `cancelled` (Cancelled),
+//    `task` (TaskError, TaskOutcome, TaskOutput).
 // 2. The race `#[cancellable]` runs: `race` (the race, its one per-thread
 //    frame, the drain, the cleanup, the exit), `shield`, and `private` (what
 //    generated code calls, re-exported from `race`).

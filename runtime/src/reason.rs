@@ -2,7 +2,7 @@
 //! from the scope (or signal) that cancelled a token to the `Cancelled` of a
 //! `#[cancellable]` fn that saw it.
 //!
-//! A [`CancellationToken`] carries no payload, so the reason is kept beside
+//! A `CancellationToken` carries no payload, so the reason is kept beside
 //! it, in a [`Cause`]: the token, the first reason it was cancelled for, and
 //! the cause of its parent when that is known. Every [`Scope`] and
 //! [`LocalScope`] has one, and so has a
@@ -13,18 +13,28 @@
 //! increment), two thread-local writes around each poll of a `Scope`'s task,
 //! and a clone per batch of polls of a `LocalScope`'s tasks.
 //!
+//! - `reason.rs`: [`CancelReason`], and [`Described`] (with a task's name).
+//! - `cause.rs`: the [`Cause`] kept beside a token; `cause/signals.rs`: the
+//!   causes of the live `ShutdownSignal`s, which a cause looks its parent
+//!   token up in.
+//! - `current.rs`: the thread's current cause, and [`Cause::child_of`],
+//!   which links a new cause to it.
+//!
 //! [`Scope`]: crate::Scope
 //! [`LocalScope`]: crate::LocalScope
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
+
+mod cause;
+mod current;
+
+pub(crate) use cause::Cause;
+#[cfg(feature = "signal")]
+pub(crate) use cause::register_signal;
+pub(crate) use current::{enter, leave, of_current_task};
 
 /// Why something was cancelled: what [`Cancelled::reason`],
 /// [`Scope::cancel_reason`], [`LocalScope::cancel_reason`] and
@@ -139,222 +149,5 @@ impl fmt::Display for Described {
             }
             (reason, _) => fmt::Display::fmt(reason, f),
         }
-    }
-}
-
-/// A token, why it was cancelled, and what is known of its parent.
-#[derive(Debug)]
-pub(crate) struct Cause {
-    token: CancellationToken,
-    reason: OnceLock<CancelReason>,
-    /// `reason` is final: set once the token is known to be cancelled, so
-    /// that the many fns of a cancelled scope read it without the token's
-    /// lock.
-    settled: AtomicBool,
-    /// The token given to `child_of`, to find the `ShutdownSignal` it may
-    /// belong to (only when asked why, so that making a scope takes no
-    /// lock).
-    parent_token: Option<CancellationToken>,
-    /// The cause of the scope whose task made this one, if any.
-    parent: Option<Arc<Cause>>,
-    /// The name of the task a `TaskFailed` or `TaskSucceeded` reason names.
-    culprit: OnceLock<Cow<'static, str>>,
-}
-
-impl Cause {
-    /// The cause of a root token.
-    pub(crate) fn root(token: CancellationToken) -> Arc<Self> {
-        Arc::new(Cause {
-            token,
-            reason: OnceLock::new(),
-            settled: AtomicBool::new(false),
-            parent_token: None,
-            parent: None,
-            culprit: OnceLock::new(),
-        })
-    }
-
-    /// The cause of a new child of `parent`. Why `parent` was cancelled is
-    /// looked up when asked: a `ShutdownSignal` whose token it is (compared
-    /// by identity), or else the scope whose task made this one (the usual
-    /// way to nest scopes is to make one, inside a task, from the task's
-    /// token). That scope's reason is taken only while its token is
-    /// cancelled too: a scope made from an unrelated token that was
-    /// cancelled alone reports [`CancelReason::Parent`]. (If both were
-    /// cancelled, it reports the scope's reason.)
-    pub(crate) fn child_of(parent: &CancellationToken) -> Arc<Self> {
-        Arc::new(Cause {
-            token: parent.child_token(),
-            reason: OnceLock::new(),
-            settled: AtomicBool::new(false),
-            parent_token: Some(parent.clone()),
-            parent: current(),
-            culprit: OnceLock::new(),
-        })
-    }
-
-    pub(crate) fn token(&self) -> &CancellationToken {
-        &self.token
-    }
-
-    /// Cancels the token, recording `reason` unless it was cancelled
-    /// already (then the earlier cause stands).
-    pub(crate) fn cancel(&self, reason: CancelReason) {
-        self.try_cancel(reason);
-    }
-
-    /// [`cancel`](Self::cancel); `true` if `reason` is the one that stands.
-    fn try_cancel(&self, reason: CancelReason) -> bool {
-        let set = !self.token.is_cancelled() && self.reason.set(reason).is_ok();
-        self.token.cancel();
-        if set {
-            self.settled.store(true, Ordering::Release);
-        }
-        set
-    }
-
-    /// [`cancel`](Self::cancel) for a task's outcome, with the task's name
-    /// for the messages that show the reason.
-    pub(crate) fn cancel_by(&self, reason: CancelReason, name: Option<&Cow<'static, str>>) {
-        if self.try_cancel(reason) {
-            if let Some(name) = name {
-                let _ = self.culprit.set(name.clone());
-            }
-        }
-    }
-
-    /// The reason, and the name of the task it names, if any.
-    pub(crate) fn described(&self) -> Option<Described> {
-        let reason = self.reason()?;
-        let culprit = match reason {
-            CancelReason::TaskFailed(_) | CancelReason::TaskSucceeded(_) => {
-                self.culprit.get().cloned()
-            }
-            _ => None,
-        };
-        Some(Described { reason, culprit })
-    }
-
-    /// Why the token was cancelled; `None` while it is not.
-    pub(crate) fn reason(&self) -> Option<CancelReason> {
-        // Final: read without the token's lock (every fn of a cancelled
-        // scope asks, at once).
-        if self.settled.load(Ordering::Acquire) {
-            return self.reason.get().copied();
-        }
-        // The token first: `cancel` records the reason before it cancels, so
-        // once the token is seen cancelled, a reason it was cancelled for is
-        // there to read (read the other way round, a `cancel` on another
-        // thread could land in between and pass for the parent's).
-        if !self.token.is_cancelled() {
-            return None;
-        }
-        if let Some(reason) = self.reason.get() {
-            self.settled.store(true, Ordering::Release);
-            return Some(*reason);
-        }
-        // Cancelled, and none of its own causes recorded: it came from above.
-        let from_signal = self.parent_token.as_ref().and_then(signal_cause);
-        let reason = from_signal
-            .as_deref()
-            .or(self.parent.as_deref())
-            .and_then(Cause::reason)
-            .unwrap_or(CancelReason::Parent);
-        // Final now that the token is cancelled: later calls (one per
-        // cancelled fn in the scope's tasks) read it at once.
-        let reason = *self.reason.get_or_init(|| reason);
-        self.settled.store(true, Ordering::Release);
-        Some(reason)
-    }
-}
-
-/// The scope task this thread is polling: its scope's cause, and whether a
-/// `#[cancellable]` fn in it took its cancellation path during the poll
-/// (it asked [`of_current_task`] why), for the shutdown report.
-#[derive(Default)]
-pub(crate) struct Current {
-    pub(crate) cause: Option<Arc<Cause>>,
-    pub(crate) cancel_seen: bool,
-}
-
-thread_local! {
-    static CURRENT: Cell<Current> = const {
-        Cell::new(Current { cause: None, cancel_seen: false })
-    };
-}
-
-/// Makes `cause` the current one, returning what it replaces; give that
-/// back to [`leave`] after the poll. Moves the `Arc`s, never clones them.
-pub(crate) fn enter(cause: Option<Arc<Cause>>) -> Current {
-    CURRENT.replace(Current {
-        cause,
-        cancel_seen: false,
-    })
-}
-
-/// Restores what [`enter`] replaced; returns the task's own.
-pub(crate) fn leave(outer: Current) -> Current {
-    CURRENT.replace(outer)
-}
-
-/// The cause of the scope whose task is running, if any.
-fn current() -> Option<Arc<Cause>> {
-    let current = CURRENT.take();
-    let copy = current.cause.clone();
-    CURRENT.set(current);
-    copy
-}
-
-/// Why a `#[cancellable]` fn whose token was cancelled was: the reason of
-/// the scope whose task is running it, when that scope's token is cancelled,
-/// else [`CancelReason::Token`]. (Called on the fn's cancellation path, so
-/// it also records that the task ran one.)
-pub(crate) fn of_current_task() -> CancelReason {
-    let mut current = CURRENT.take();
-    current.cancel_seen = true;
-    let reason = current.cause.as_ref().and_then(|cause| cause.reason());
-    CURRENT.set(current);
-    reason.unwrap_or(CancelReason::Token)
-}
-
-#[cfg(feature = "signal")]
-mod signals {
-    use std::sync::{Arc, Mutex, PoisonError, Weak};
-
-    use tokio_util::sync::CancellationToken;
-
-    use super::Cause;
-
-    /// The causes of the live `ShutdownSignal`s, to link a scope made with
-    /// `child_of(signal.token())` to its signal. Read when a scope is made
-    /// with `child_of`, written when a signal is installed.
-    static SIGNALS: Mutex<Vec<Weak<Cause>>> = Mutex::new(Vec::new());
-
-    pub(crate) fn register(cause: &Arc<Cause>) {
-        let mut signals = SIGNALS.lock().unwrap_or_else(PoisonError::into_inner);
-        signals.retain(|s| s.strong_count() > 0);
-        signals.push(Arc::downgrade(cause));
-    }
-
-    pub(super) fn find(token: &CancellationToken) -> Option<Arc<Cause>> {
-        let signals = SIGNALS.lock().unwrap_or_else(PoisonError::into_inner);
-        signals
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|cause| cause.token == *token)
-    }
-}
-
-#[cfg(feature = "signal")]
-pub(crate) use signals::register as register_signal;
-
-/// The cause of the `ShutdownSignal` whose token is `token`, if any.
-fn signal_cause(token: &CancellationToken) -> Option<Arc<Cause>> {
-    #[cfg(feature = "signal")]
-    return signals::find(token);
-    #[cfg(not(feature = "signal"))]
-    {
-        let _ = token;
-        None
     }
 }

@@ -124,7 +124,9 @@ impl<F: Future> Future for Shield<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let armed = *this.armed.get_or_insert_with(|| !frame::draining());
+        let armed = *this
+            .armed
+            .get_or_insert_with(|| frame::draining().is_none());
         let poll = this.inner.poll(cx);
         if poll.is_pending() && armed {
             this.busy.pending();

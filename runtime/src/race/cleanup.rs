@@ -8,100 +8,32 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
+use tokio::time::error::Elapsed;
 
-use super::frame::{self, Busy, Polling, Registration};
+use super::frame::{self, Busy, Drain, Registration};
 use super::polled_after_completion;
 use crate::Cancelled;
 
 /// A fn without a cleanup was cancelled: its `tracing` event.
 pub(super) fn report_cancelled(_name: Name, _reason: Cancelled) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(target: "cancel_scope", fn_name = _name.0, reason = %_reason, "cancelled");
+    tracing::debug!(target: "cancel_scope", fn_name = _name.name, reason = %_reason, "cancelled");
 }
 
 /// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
 /// without the `tracing` feature.
-#[cfg(feature = "tracing")]
 #[derive(Debug, Clone, Copy)]
-pub struct Name(&'static str);
-
-/// The name of a `#[cancellable]` fn, for its `tracing` events; nothing
-/// without the `tracing` feature.
-#[cfg(not(feature = "tracing"))]
-#[derive(Debug, Clone, Copy)]
-pub struct Name;
-
-/// See [`Name`].
-#[cfg(feature = "tracing")]
-#[must_use]
-pub const fn name(name: &'static str) -> Name {
-    Name(name)
-}
-
-/// See [`Name`].
-#[cfg(not(feature = "tracing"))]
-#[must_use]
-pub const fn name(_name: &'static str) -> Name {
-    Name
-}
-
-/// What a cleanup reports when it ends (or is dropped before it ends), with
-/// the `tracing` feature: one event per cancelled fn.
-#[derive(Debug)]
-pub struct CancelEvent {
+pub struct Name {
     #[cfg(feature = "tracing")]
     name: &'static str,
-    #[cfg(feature = "tracing")]
-    reason: Cancelled,
-    #[cfg(feature = "tracing")]
-    started: Option<std::time::Instant>,
-    #[cfg(feature = "tracing")]
-    reported: bool,
 }
 
-impl CancelEvent {
-    #[cfg(feature = "tracing")]
-    fn new(name: Name, reason: Cancelled) -> Self {
-        CancelEvent {
-            name: name.0,
-            reason,
-            started: None,
-            reported: false,
-        }
-    }
-
-    #[cfg(not(feature = "tracing"))]
-    fn new(_name: Name, _reason: Cancelled) -> Self {
-        CancelEvent {}
-    }
-
-    fn polled(&mut self) {
+/// See [`Name`].
+#[must_use]
+pub const fn name(_name: &'static str) -> Name {
+    Name {
         #[cfg(feature = "tracing")]
-        self.started.get_or_insert_with(std::time::Instant::now);
-    }
-
-    /// `end`: how the cleanup ended ("done", "cut at its cleanup_timeout",
-    /// "dropped").
-    fn done(&mut self, _end: &'static str) {
-        #[cfg(feature = "tracing")]
-        if !std::mem::replace(&mut self.reported, true) {
-            let cleanup = self.started.map(|t| t.elapsed()).unwrap_or_default();
-            tracing::debug!(
-                target: "cancel_scope",
-                fn_name = self.name,
-                reason = %self.reason,
-                cleanup = _end,
-                cleanup_us = u64::try_from(cleanup.as_micros()).unwrap_or(u64::MAX),
-                "cancelled"
-            );
-        }
-    }
-}
-
-#[cfg(feature = "tracing")]
-impl Drop for CancelEvent {
-    fn drop(&mut self) {
-        self.done("dropped");
+        name: _name,
     }
 }
 
@@ -119,11 +51,19 @@ pin_project! {
 }
 
 /// What a [`Cleanup`] keeps beside the user's block: not generic, so that
-/// polling it is compiled once rather than for every fn.
+/// polling it is compiled once rather than for every fn. With the `tracing`
+/// feature, it reports when the cleanup ends, or is dropped before it ends:
+/// one event per cancelled fn.
 #[derive(Debug)]
 pub(crate) struct CleanupState {
     reason: Cancelled,
-    event: CancelEvent,
+    #[cfg(feature = "tracing")]
+    name: Name,
+    /// When the user's block was first polled.
+    #[cfg(feature = "tracing")]
+    started: Option<std::time::Instant>,
+    /// The fn started with its token already cancelled.
+    retry: bool,
     stage: CleanupStage,
     /// Registered with a cancelled race around the fn.
     upward: Option<Registration>,
@@ -131,63 +71,75 @@ pub(crate) struct CleanupState {
 }
 
 impl CleanupState {
-    fn new(name: Name, reason: Cancelled) -> CleanupState {
+    /// Made as the race returns `Err` into the generated code, which polls
+    /// the cleanup at once: in the same poll of the body around the fn.
+    fn new(_name: Name, reason: Cancelled) -> CleanupState {
         CleanupState {
             reason,
-            event: CancelEvent::new(name, reason),
-            stage: CleanupStage::Start,
-            upward: None,
+            #[cfg(feature = "tracing")]
+            name: _name,
+            #[cfg(feature = "tracing")]
+            started: None,
+            retry: frame::take_started_cancelled(),
+            stage: CleanupStage::Running,
+            upward: frame::draining().map(Drain::register),
             busy: Busy::default(),
+        }
+    }
+
+    /// The fn's `tracing` event; `_end`: how the cleanup ended ("done",
+    /// "cut at its cleanup_timeout", "dropped").
+    fn report(&self, _end: &'static str) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "cancel_scope",
+            fn_name = self.name.name,
+            reason = %self.reason,
+            cleanup = _end,
+            cleanup_us = self.started.map_or(0, |t| {
+                u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+            }),
+            "cancelled"
+        );
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for CleanupState {
+    fn drop(&mut self) {
+        if let CleanupStage::Running = self.stage {
+            self.report("dropped");
         }
     }
 }
 
-pin_project! {
-    /// A cleanup without a bound: it ends when the user's block does.
-    pub struct Unbounded<F> {
-        #[pin]
-        inner: F,
+/// How the user's block ended, for the `tracing` event: the output of a
+/// cleanup without a bound, or of one with a `cleanup_timeout`.
+pub trait CleanupEnd {
+    /// "done", or "cut at its cleanup_timeout".
+    fn end(self) -> &'static str;
+}
+
+impl CleanupEnd for () {
+    fn end(self) -> &'static str {
+        "done"
     }
 }
 
-impl<F: Future<Output = ()>> Future for Unbounded<F> {
-    type Output = &'static str;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
-        self.project().inner.poll(cx).map(|()| "done")
-    }
-}
-
-pin_project! {
-    /// A cleanup with a `cleanup_timeout`: cut when it passes.
-    pub struct Bounded<F> {
-        #[pin]
-        inner: Timeout<F>,
-    }
-}
-
-impl<F: Future<Output = ()>> Future for Bounded<F> {
-    type Output = &'static str;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
-        self.project().inner.poll(cx).map(|r| match r {
+impl CleanupEnd for Result<(), Elapsed> {
+    fn end(self) -> &'static str {
+        match self {
             Ok(()) => "done",
             Err(_) => "cut at its cleanup_timeout",
-        })
+        }
     }
 }
 
 /// See [`Cleanup`].
-pub fn cleanup<F: Future<Output = ()>>(
-    name: Name,
-    reason: Cancelled,
-    cleanup: F,
-) -> Cleanup<Unbounded<F>> {
+pub fn cleanup<F: Future<Output = ()>>(name: Name, reason: Cancelled, cleanup: F) -> Cleanup<F> {
     Cleanup {
         state: CleanupState::new(name, reason),
-        cleanup: Unbounded { inner: cleanup },
+        cleanup,
     }
 }
 
@@ -198,16 +150,14 @@ pub fn cleanup_within<F: Future<Output = ()>>(
     reason: Cancelled,
     limit: Duration,
     cleanup: F,
-) -> Cleanup<Bounded<F>> {
+) -> Cleanup<Timeout<F>> {
     Cleanup {
         state: CleanupState::new(name, reason),
-        cleanup: Bounded {
-            inner: tokio::time::timeout(limit, cleanup),
-        },
+        cleanup: tokio::time::timeout(limit, cleanup),
     }
 }
 
-impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
+impl<F: Future<Output: CleanupEnd>> Future for Cleanup<F> {
     type Output = Cancelled;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cancelled> {
@@ -219,33 +169,26 @@ impl<F: Future<Output = &'static str>> Future for Cleanup<F> {
 impl CleanupState {
     /// Polls the user's block (a trait object: the cleanup is the cold
     /// path).
-    fn poll(
+    fn poll<R: CleanupEnd>(
         &mut self,
-        cleanup: Pin<&mut dyn Future<Output = &'static str>>,
+        cleanup: Pin<&mut dyn Future<Output = R>>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        if let CleanupStage::Start = self.stage {
-            let (retry, upward) = frame::cleanup_starts();
-            self.stage = CleanupStage::Running { retry };
-            self.upward = upward;
-        }
         match self.stage {
-            CleanupStage::Start => unreachable!("started above"),
-            CleanupStage::Running { retry } => {
-                self.event.polled();
+            CleanupStage::Running => {
+                #[cfg(feature = "tracing")]
+                self.started.get_or_insert_with(std::time::Instant::now);
                 // The cleanup's own calls (a retry loop in it included)
                 // report to the cleanup, not to the body around the fn.
-                let polling = Polling::start();
-                let poll = cleanup.poll(cx);
-                let _ = polling.finish();
+                let (poll, _) = frame::with_report(|| cleanup.poll(cx));
                 let Poll::Ready(end) = poll else {
                     self.busy.pending();
                     return Poll::Pending;
                 };
                 self.busy.done();
-                self.event.done(end);
+                self.report(end.end());
                 self.upward = None;
-                if !frame::may_return_cancelled(retry, cx) {
+                if !frame::may_return_cancelled(self.retry, cx) {
                     self.stage = CleanupStage::Done;
                     return Poll::Pending;
                 }
@@ -263,11 +206,8 @@ impl CleanupState {
 /// Where a [`Cleanup`] stands.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CleanupStage {
-    /// Not polled yet.
-    Start,
-    /// The user's block runs; `retry`: the fn started with its token
-    /// already cancelled.
-    Running { retry: bool },
+    /// The user's block runs.
+    Running,
     /// The block is done; the fn returns on the next poll (a retry that
     /// waits a turn: see `frame::RETRIES_PER_POLL`).
     Done,

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::Tally;
-use super::frame::{self, InFlight, Polling, Registration};
+use super::frame::{self, Drain, InFlight, Registration};
 use crate::Cancelled;
 
 /// A race's body, as the drain sees it. A trait object, so that the
@@ -55,7 +55,7 @@ impl Cancelling {
             reason,
             tally,
             in_flight: Arc::default(),
-            _upward: frame::register(),
+            _upward: frame::draining().map(Drain::register),
             retries: 0,
             unmarked_turns: 0,
             unmarked_since: None,
@@ -66,14 +66,13 @@ impl Cancelling {
     /// must finish (or may not have seen its cancellation yet), `Ready` when
     /// the body may be dropped.
     pub(super) fn drain(&mut self, body: Pin<&mut dyn Body>, cx: &mut Context<'_>) -> Poll<()> {
-        let polling = Polling::draining(self.reason, &self.in_flight);
-        let pending = body.poll_nested(cx);
-        let report = polling.finish();
+        let (pending, report) =
+            frame::with_draining_report(self.reason, &self.in_flight, || body.poll_nested(cx));
         self.retries = self.retries.saturating_add(report.retries);
-        let waiting = &mut self.tally.waiting;
-        *waiting = waiting.saturating_add_signed(report.alive);
-        let waiting = *waiting > 0;
-        let busy = report.busy() || !self.in_flight.is_idle();
+        self.tally.update(report);
+        let waiting = self.tally.waiting > 0;
+        // A registration is a clone of `in_flight`.
+        let busy = report.busy() || Arc::get_mut(&mut self.in_flight).is_none();
         if waiting {
             self.unmarked_since.get_or_insert_with(Instant::now);
         }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::cleanup::Cleanup;
+use super::cleanup::{Cleanup, CleanupEnd};
 use super::frame;
 use crate::Cancelled;
 
@@ -123,7 +123,7 @@ pub fn exit<F, T>(cleanup: Cleanup<F>) -> Exit<F, T> {
     }
 }
 
-impl<F: Future<Output = &'static str>, T> Future for Exit<F, T> {
+impl<F: Future<Output: CleanupEnd>, T> Future for Exit<F, T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use crate::Cancelled;
@@ -16,7 +16,13 @@ pub(crate) const RETRIES_PER_POLL: u8 = 32;
 thread_local! {
     /// What one poll of a body on this thread is told by the futures inside
     /// it. All of it is `Copy` (no destructor to register, no lazy check).
-    static FRAME: Frame = const { Frame::new() };
+    static FRAME: Frame = const {
+        Frame {
+            report: Cell::new(Report::EMPTY),
+            drain: Cell::new(None),
+            exit: Cell::new(None),
+        }
+    };
 }
 
 /// The race's per-thread state.
@@ -31,43 +37,25 @@ struct Frame {
     exit: Cell<Option<Cancelled>>,
 }
 
-impl Frame {
-    const fn new() -> Frame {
-        Frame {
-            report: Cell::new(Report::EMPTY),
-            drain: Cell::new(None),
-            exit: Cell::new(None),
-        }
-    }
-}
-
-/// The poll numbers handed out so far, by every thread: taken only by a poll
-/// in which something said it is busy, so the fast path never counts, and
-/// shared, so a thing moved to another thread is not mistaken for one
-/// counted in that thread's poll.
+/// Twice the poll numbers handed out so far, by every thread: taken only by
+/// a poll in which something said it is busy, so the fast path never counts,
+/// and shared, so a thing moved to another thread is not mistaken for one
+/// counted in that thread's poll. A poll's number is odd: never 0 or
+/// [`UNCOUNTED`].
 static POLLS: AtomicU32 = AtomicU32::new(0);
-
-/// A number for the poll running now: never 0 or [`UNCOUNTED`].
-fn next_poll() -> u32 {
-    loop {
-        let poll = POLLS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        if poll != 0 && poll != UNCOUNTED {
-            return poll;
-        }
-    }
-}
 
 /// A cancelled race polling its body so that nested calls finish.
 #[derive(Clone, Copy)]
-struct Drain {
-    reason: Cancelled,
+pub(crate) struct Drain {
+    /// Why the race is cancelled.
+    pub(crate) reason: Cancelled,
     /// Points into an `Arc` the race holds for the whole poll.
     in_flight: *const InFlight,
 }
 
 /// What one poll of a body reported to the race that polls it: eight
 /// aligned bytes, copied whole around every poll.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 #[repr(C, align(8))]
 pub(crate) struct Report {
     /// The flags below, and in the high four bits the number of things that
@@ -115,18 +103,6 @@ impl Report {
         self.flags >> 4
     }
 
-    fn add_busy(&mut self) {
-        if self.busy_count() < BUSY_STUCK {
-            self.flags += BUSY_ONE;
-        }
-    }
-
-    fn take_back_busy(&mut self) {
-        if (1..BUSY_STUCK).contains(&self.busy_count()) {
-            self.flags -= BUSY_ONE;
-        }
-    }
-
     /// Something in the body must finish before the body may be dropped.
     pub(crate) fn busy(self) -> bool {
         self.busy_count() > 0
@@ -147,52 +123,50 @@ fn update<R>(f: impl FnOnce(&mut Report) -> R) -> R {
     })
 }
 
+/// Runs `poll` (a race polling its body, or dropping it) with a fresh report
+/// in the frame: returns what the futures in it reported.
+#[inline]
+pub(crate) fn with_report<R>(poll: impl FnOnce() -> R) -> (R, Report) {
+    with_fresh_report(INSIDE, None, poll)
+}
+
+/// [`with_report`] for a cancelled race polling its body so that nested
+/// calls finish: they register in `in_flight` meanwhile.
+pub(crate) fn with_draining_report<R>(
+    reason: Cancelled,
+    in_flight: &Arc<InFlight>,
+    poll: impl FnOnce() -> R,
+) -> (R, Report) {
+    let drain = Drain {
+        reason,
+        in_flight: Arc::as_ptr(in_flight),
+    };
+    with_fresh_report(INSIDE | DRAINING, Some(drain), poll)
+}
+
+#[inline]
+fn with_fresh_report<R>(flags: u8, drain: Option<Drain>, poll: impl FnOnce() -> R) -> (R, Report) {
+    let _outer = FRAME.with(|frame| {
+        let fresh = Report {
+            flags,
+            ..Report::EMPTY
+        };
+        Polling {
+            outer: frame.report.replace(fresh),
+            outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
+        }
+    });
+    let polled = poll();
+    (polled, FRAME.with(|frame| frame.report.get()))
+}
+
 /// The frame as it was before a race polled its body, put back when dropped:
 /// also when the poll panics, so that a caught panic leaves nothing behind.
-pub(crate) struct Polling {
+struct Polling {
     outer: Report,
     /// The drain it replaced, if it set one (a plain poll leaves the drain
     /// alone: it is read only under a report with `DRAINING`).
     outer_drain: Option<Option<Drain>>,
-}
-
-impl Polling {
-    /// Before a race polls its body: a fresh report.
-    #[inline]
-    pub(crate) fn start() -> Polling {
-        Polling::with(INSIDE, None)
-    }
-
-    /// Before a cancelled race polls its body so that nested calls finish:
-    /// they register in `in_flight` while this lives.
-    pub(crate) fn draining(reason: Cancelled, in_flight: &Arc<InFlight>) -> Polling {
-        let drain = Drain {
-            reason,
-            in_flight: Arc::as_ptr(in_flight),
-        };
-        Polling::with(INSIDE | DRAINING, Some(drain))
-    }
-
-    #[inline]
-    fn with(flags: u8, drain: Option<Drain>) -> Polling {
-        FRAME.with(|frame| {
-            let fresh = Report {
-                flags,
-                ..Report::EMPTY
-            };
-            Polling {
-                outer: frame.report.replace(fresh),
-                outer_drain: drain.map(|drain| frame.drain.replace(Some(drain))),
-            }
-        })
-    }
-
-    /// After the poll: what the body's futures reported (the frame is put
-    /// back as the guard drops).
-    #[inline]
-    pub(crate) fn finish(self) -> Report {
-        FRAME.with(|frame| frame.report.get())
-    }
 }
 
 impl Drop for Polling {
@@ -207,75 +181,39 @@ impl Drop for Polling {
     }
 }
 
-/// The cancellations in flight inside one cancelled race's body: nested
-/// calls that started cancelling while it polled its body and have not
-/// finished their cleanups.
+/// The cancellations in flight inside one cancelled race's body: each
+/// nested call that started cancelling while the race polled its body holds
+/// a clone of the race's `Arc<InFlight>` (a [`Registration`]) until its
+/// cleanup ends.
 #[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    count: AtomicUsize,
-}
-
-impl InFlight {
-    /// Nothing registered is still running.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.count.load(Ordering::Acquire) == 0
-    }
-}
+pub(crate) struct InFlight;
 
 /// One registered cancellation in flight; finished when dropped.
-#[derive(Debug)]
-pub(crate) struct Registration(Arc<InFlight>);
+pub(crate) type Registration = Arc<InFlight>;
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// Registers a cancellation in flight with the cancelled race polling us, if
-/// any: it will not drop its body before the registration is dropped.
+/// The cancelled race polling us, if it polls its body only so that nested
+/// calls finish.
 #[inline]
-pub(crate) fn register() -> Option<Registration> {
-    let drain = FRAME.with(|frame| draining_drain(frame.report.get(), frame));
-    drain.map(|drain| drain.register())
-}
-
-/// A cleanup's first poll: whether its fn started with its token already
-/// cancelled (a retry: see [`started_cancelled`]), and its registration with
-/// the cancelled race polling it, if any. One access to the frame.
-#[inline]
-pub(crate) fn cleanup_starts() -> (bool, Option<Registration>) {
-    let (retry, drain) = FRAME.with(|frame| {
-        let mut report = frame.report.get();
-        let retry = report.has(STARTED_CANCELLED);
-        if retry {
-            report.flags &= !STARTED_CANCELLED;
-            frame.report.set(report);
-        }
-        (retry, draining_drain(report, frame))
-    });
-    (retry, drain.map(|drain| drain.register()))
-}
-
-/// The drain of the race polling us, if it is draining.
-#[inline]
-fn draining_drain(report: Report, frame: &Frame) -> Option<Drain> {
-    report.has(DRAINING).then(|| frame.drain.get()).flatten()
+pub(crate) fn draining() -> Option<Drain> {
+    FRAME.with(|frame| {
+        let report = frame.report.get();
+        report.has(DRAINING).then(|| frame.drain.get()).flatten()
+    })
 }
 
 impl Drain {
-    fn register(self) -> Registration {
-        // SAFETY: `in_flight` was set by `Polling::draining` from an `Arc`
+    /// Registers a cancellation in flight: the race will not drop its body
+    /// before the registration is dropped.
+    pub(crate) fn register(self) -> Registration {
+        // SAFETY: `in_flight` was set by `with_draining_report` from an `Arc`
         // that the race holds for the whole poll during which it is set; it
         // is put back (also on unwind) before the race can drop that `Arc`.
         // So the pointee is alive, and its count may be incremented for this
         // clone.
-        let in_flight = unsafe {
+        unsafe {
             Arc::increment_strong_count(self.in_flight);
             Arc::from_raw(self.in_flight)
-        };
-        in_flight.count.fetch_add(1, Ordering::AcqRel);
-        Registration(in_flight)
+        }
     }
 }
 
@@ -288,8 +226,8 @@ impl Drain {
 pub(crate) struct Busy(u32);
 
 /// A [`Busy`] mark of a thing pending outside any race: busy, counted
-/// nowhere. `next_poll` never hands it out.
-const UNCOUNTED: u32 = u32::MAX;
+/// nowhere. Even, so never a poll's number.
+const UNCOUNTED: u32 = u32::MAX - 1;
 
 impl Busy {
     /// Pending, and must finish first.
@@ -301,13 +239,14 @@ impl Busy {
                 self.0 = UNCOUNTED;
                 return;
             }
-            if report.poll != 0 && self.0 == report.poll {
+            if report.poll == 0 {
+                report.poll = POLLS.fetch_add(2, Ordering::Relaxed) | 1;
+            } else if self.0 == report.poll {
                 return;
             }
-            if report.poll == 0 {
-                report.poll = next_poll();
+            if report.busy_count() < BUSY_STUCK {
+                report.flags += BUSY_ONE;
             }
-            report.add_busy();
             self.0 = report.poll;
             frame.report.set(report);
         });
@@ -326,8 +265,8 @@ impl Busy {
             return;
         }
         update(|report| {
-            if report.poll == counted_in {
-                report.take_back_busy();
+            if report.poll == counted_in && (1..BUSY_STUCK).contains(&report.busy_count()) {
+                report.flags -= BUSY_ONE;
             }
         });
     }
@@ -344,6 +283,16 @@ impl Drop for Busy {
 #[inline]
 pub(crate) fn started_cancelled() {
     update(|r| r.flags |= STARTED_CANCELLED);
+}
+
+/// A cleanup starts: whether its fn started with its token already
+/// cancelled (see [`started_cancelled`]).
+pub(crate) fn take_started_cancelled() -> bool {
+    update(|r| {
+        let retry = r.has(STARTED_CANCELLED);
+        r.flags &= !STARTED_CANCELLED;
+        retry
+    })
 }
 
 /// A cancelled call is about to return `Err(Cancelled)` into the body,
@@ -387,22 +336,6 @@ pub(crate) fn alive_start() -> bool {
 #[inline]
 pub(crate) fn alive_end() {
     update(|r| r.alive = r.alive.saturating_sub(1));
-}
-
-/// Why the race polling us is cancelled, if it is and polls its body only
-/// so that nested calls finish.
-#[inline]
-pub(crate) fn draining_reason() -> Option<Cancelled> {
-    FRAME
-        .with(|frame| draining_drain(frame.report.get(), frame))
-        .map(|d| d.reason)
-}
-
-/// The race polling us is cancelled, and polls its body only so that
-/// nested calls finish.
-#[inline]
-pub(crate) fn draining() -> bool {
-    FRAME.with(|frame| frame.report.get().has(DRAINING))
 }
 
 /// An [`Exit`](super::exit::Exit) hands its `Cancelled` to the `Run` around it.

@@ -57,7 +57,7 @@ pub(crate) mod frame;
 
 use cleanup::{Name, report_cancelled};
 use drain::{Body, Cancelling};
-use frame::{Busy, Polling, Report};
+use frame::{Busy, Report};
 
 // What depends on the body's type (polling it, dropping it) is all that is
 // compiled again for every `#[cancellable]` fn; the cancellation path takes
@@ -141,12 +141,6 @@ impl Tally {
             self.busy.done();
         }
     }
-
-    /// Something is pending inside the body: a cancelled race polls it once
-    /// more so that nested calls see the cancellation.
-    fn nested(&self) -> bool {
-        self.busy.is_marked() || self.waiting > 0
-    }
 }
 
 impl Drop for Tally {
@@ -157,28 +151,15 @@ impl Drop for Tally {
     }
 }
 
-/// Who reports a cancellation to `tracing`: the race itself for a fn without
-/// `on_cancel!` ([`Name`]), else the cleanup when it ends.
-pub trait Event {
-    /// The fn's name, when the race reports.
-    fn name(&self) -> Option<Name>;
-}
-
-/// A cleanup follows the race, and reports the cancellation when it ends.
-#[derive(Debug)]
+/// A cleanup follows the race, and reports the cancellation when it ends;
+/// a race of a fn without `on_cancel!` has its [`Name`] instead, and
+/// reports it itself.
+#[derive(Debug, Clone, Copy)]
 pub struct CleanupReports;
 
-impl Event for CleanupReports {
-    #[inline]
-    fn name(&self) -> Option<Name> {
+impl From<CleanupReports> for Option<Name> {
+    fn from(_: CleanupReports) -> Option<Name> {
         None
-    }
-}
-
-impl Event for Name {
-    #[inline]
-    fn name(&self) -> Option<Name> {
-        Some(*self)
     }
 }
 
@@ -283,58 +264,43 @@ impl RaceDeadline for Deadline<'_> {
     }
 }
 
-impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
+impl<F: Future, D: RaceDeadline, E: Copy + Into<Option<Name>>> Future for Race<'_, F, D, E> {
     type Output = Result<F::Output, Cancelled>;
 
     // Only what needs the body's type is here; the rest is in `RaceState`'s
     // non-generic methods, compiled once.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let event = (*this.event).into();
         // Cancellation first: it wins ties, and an already-cancelled token
-        // means the body is never polled.
-        let before = match this.state.as_mut().before_poll(cx) {
-            BeforePoll::PollBody if this.deadline.poll_elapsed(cx) => {
-                BeforePoll::Cancelled(this.state.nested(), Some(Cancelled::timed_out()))
+        // means the body is never polled. The block's value: whether the
+        // race was cancelled now by its deadline (else by its token).
+        let timed_out = 'cancelled: {
+            match this.state.as_mut().before_poll(cx) {
+                BeforePoll::PollBody if this.deadline.poll_elapsed(cx) => break 'cancelled true,
+                BeforePoll::PollBody => {}
+                BeforePoll::Cancelled => break 'cancelled false,
+                BeforePoll::Cancelling => {
+                    return this.state.cancelling(this.body, event, cx).map(Err);
+                }
             }
-            before => before,
-        };
-        let event = this.event.name();
-        match before {
-            BeforePoll::PollBody => {}
-            BeforePoll::Cancelled(nested, reason) => {
-                return this
-                    .state
-                    .cancelled_now(this.body, nested, reason, event, cx)
-                    .map(Err);
-            }
-            BeforePoll::Drain => return this.state.drain(this.body, event, cx).map(Err),
-            BeforePoll::Return(reason) => return Poll::Ready(Err(reason)),
-        }
-
-        let Some(body) = this.body.as_mut().as_pin_mut() else {
-            polled_after_completion()
-        };
-        let polling = Polling::start();
-        let poll = body.poll(cx);
-        let report = polling.finish();
-        let nested = match poll {
-            Poll::Ready(value) => {
-                if !this.state.as_mut().ready(report, cx) {
+            let Some(body) = this.body.as_mut().as_pin_mut() else {
+                polled_after_completion()
+            };
+            let (poll, report) = frame::with_report(|| body.poll(cx));
+            match poll {
+                Poll::Ready(value) if !this.state.as_mut().ready(report, cx) => {
                     this.body.set(None);
                     return Poll::Ready(Ok(value));
                 }
-                drop(value);
-                Some(false)
-            }
-            Poll::Pending => {
-                if !this.state.as_mut().wait(report, cx) {
-                    return Poll::Pending;
-                }
-                this.state.nested()
+                Poll::Pending if !this.state.as_mut().wait(report, cx) => return Poll::Pending,
+                // Cancelled all the same: a value the body returned is
+                // dropped here.
+                _ => false,
             }
         };
         this.state
-            .cancelled_now(this.body, nested, None, event, cx)
+            .cancelled_now(this.body, timed_out, event, cx)
             .map(Err)
     }
 }
@@ -342,58 +308,45 @@ impl<F: Future, D: RaceDeadline, E: Event> Future for Race<'_, F, D, E> {
 /// What a race does before it polls its body.
 enum BeforePoll {
     PollBody,
-    /// Cancelled just now (whether something is nested in the body, `None`
-    /// if it never waited; the reason when known: a timeout).
-    Cancelled(Option<bool>, Option<Cancelled>),
-    /// Cancelled earlier: poll the body only so that nested calls finish.
-    Drain,
-    /// Return `Err` now (a retry that waited a turn).
-    Return(Cancelled),
+    /// Cancelled just now.
+    Cancelled,
+    /// Cancelled earlier: poll the body only so that nested calls finish, or
+    /// return.
+    Cancelling,
 }
 
 impl RaceState<'_> {
     #[inline]
     fn before_poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> BeforePoll {
-        match self.as_mut().project() {
-            StateProj::Fresh { token } if token.is_cancelled() => BeforePoll::Cancelled(None, None),
-            StateProj::Fresh { .. } => BeforePoll::PollBody,
-            StateProj::Waiting { cancelled, .. } => {
-                if cancelled.poll(cx).is_ready() {
-                    BeforePoll::Cancelled(self.nested(), None)
-                } else {
-                    BeforePoll::PollBody
-                }
-            }
-            StateProj::Cancelling { .. } => BeforePoll::Drain,
-            StateProj::Returning { reason } => {
-                let reason = *reason;
-                frame::may_return_cancelled(false, cx);
-                self.set(RaceState::Done);
-                BeforePoll::Return(reason)
-            }
-            StateProj::Done => polled_after_completion(),
+        if let RaceState::Cancelling { .. } | RaceState::Returning { .. } = *self {
+            BeforePoll::Cancelling
+        } else if self.as_mut().poll_cancelled(cx) {
+            BeforePoll::Cancelled
+        } else {
+            BeforePoll::PollBody
         }
     }
 
-    /// Whether something is nested in the body, if it ever waited.
+    /// Whether the race's token is cancelled (registering a waiter if it
+    /// has one).
     #[inline]
-    fn nested(&self) -> Option<bool> {
-        match self {
-            RaceState::Waiting { tally, .. } => Some(tally.nested()),
-            _ => None,
+    fn poll_cancelled(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        match self.project() {
+            StateProj::Fresh { token } => token.is_cancelled(),
+            StateProj::Waiting { cancelled, .. } => cancelled.poll(cx).is_ready(),
+            StateProj::Returning { .. } | StateProj::Cancelling { .. } => true,
+            StateProj::Done => polled_after_completion(),
         }
     }
 
     /// The body returned a value: `true` if the race is cancelled all the
     /// same (a nested call returned `Err(Cancelled)` into it, and the race's
-    /// own token is cancelled), else the race is done.
+    /// own token is cancelled). Either way the race is done with its body.
     #[inline]
     fn ready(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
-        if report.saw_cancel() && self.as_mut().poll_cancelled(cx) {
-            return true;
-        }
+        let cancelled = report.saw_cancel() && self.as_mut().poll_cancelled(cx);
         self.set(RaceState::Done);
-        false
+        cancelled
     }
 
     /// The body waits: register a waiter on the token (the first time) and
@@ -403,86 +356,85 @@ impl RaceState<'_> {
     /// here.
     #[inline]
     fn wait(mut self: Pin<&mut Self>, report: Report, cx: &mut Context<'_>) -> bool {
-        let fresh = match self.as_mut().project() {
-            StateProj::Fresh { token } => Some(&**token),
-            StateProj::Waiting { .. } => None,
-            StateProj::Returning { .. } | StateProj::Cancelling { .. } | StateProj::Done => {
-                unreachable!("a cancelled race polls its body elsewhere")
-            }
-        };
-        if let Some(token) = fresh {
+        let fresh = if let StateProj::Fresh { token } = self.as_mut().project() {
+            let cancelled = token.cancelled();
             self.set(RaceState::Waiting {
                 tally: Tally::start(),
-                cancelled: token.cancelled(),
+                cancelled,
             });
-        }
+            true
+        } else {
+            false
+        };
         let StateProj::Waiting { tally, cancelled } = self.project() else {
-            unreachable!("just set")
+            unreachable!("a cancelled race polls its body elsewhere")
         };
         tally.update(report);
-        fresh.is_some() && cancelled.poll(cx).is_ready()
-    }
-
-    /// Whether the race's token is cancelled (registering a waiter if it
-    /// has one).
-    #[cold]
-    fn poll_cancelled(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
-        match self.project() {
-            StateProj::Fresh { token } => token.is_cancelled(),
-            StateProj::Waiting { cancelled, .. } => cancelled.poll(cx).is_ready(),
-            StateProj::Returning { .. } | StateProj::Cancelling { .. } | StateProj::Done => true,
-        }
+        fresh && cancelled.poll(cx).is_ready()
     }
 
     /// The race has just seen its cancellation: by its token, or its
-    /// deadline (`reason` given); `nested` is `None` when the body never
-    /// waited.
+    /// deadline (`timed_out`).
     #[cold]
     #[inline(never)]
     fn cancelled_now(
         mut self: Pin<&mut Self>,
         body: Pin<&mut dyn Body>,
-        nested: Option<bool>,
-        reason: Option<Cancelled>,
+        timed_out: bool,
         event: Option<Name>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        let retry = nested.is_none() && reason.is_none();
         // A call whose token is cancelled while a cancelled caller polls it
         // was (as a rule) cancelled with it: it says why the caller was.
-        let reason = reason
-            .or_else(frame::draining_reason)
-            .unwrap_or_else(token_cancelled);
-        if nested != Some(true) {
-            return self.finish(body, reason, event, retry, cx);
-        }
+        let reason = match frame::draining() {
+            _ if timed_out => Cancelled::timed_out(),
+            Some(drain) => drain.reason,
+            None => Cancelled::because(crate::reason::of_current_task()),
+        };
         let tally = match self.as_mut().project() {
-            StateProj::Waiting { tally, .. } => std::mem::take(tally),
-            _ => Tally::default(),
+            // Something is pending inside the body: polled once more, nested
+            // calls see the cancellation.
+            StateProj::Waiting { tally, .. } if tally.busy.is_marked() || tally.waiting > 0 => {
+                std::mem::take(tally)
+            }
+            // Never polled (its token cancelled when it started), or done
+            // with its body: nothing nested to wait for.
+            state => {
+                let retry = matches!(state, StateProj::Fresh { .. }) && !timed_out;
+                return self.finish(body, reason, event, retry, cx);
+            }
         };
         let cancelling = Cancelling::new(reason, tally);
         self.set(RaceState::Cancelling { cancelling });
-        self.drain(body, event, cx)
+        self.cancelling(body, event, cx)
     }
 
     /// Cancelled: polls the body so that nested calls finish, and drops it
-    /// once they have.
+    /// once they have; or returns, after waiting a turn.
     #[cold]
     #[inline(never)]
-    fn drain(
+    fn cancelling(
         mut self: Pin<&mut Self>,
         mut body: Pin<&mut dyn Body>,
         event: Option<Name>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        let StateProj::Cancelling { cancelling } = self.as_mut().project() else {
-            unreachable!("draining a race that is not cancelled")
-        };
-        let reason = cancelling.reason;
-        if cancelling.drain(body.as_mut(), cx).is_pending() {
-            return Poll::Pending;
+        match self.as_mut().project() {
+            StateProj::Cancelling { cancelling } => {
+                let reason = cancelling.reason;
+                if cancelling.drain(body.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.finish(body, reason, event, false, cx)
+            }
+            StateProj::Returning { reason } => {
+                let reason = *reason;
+                frame::may_return_cancelled(false, cx);
+                self.set(RaceState::Done);
+                Poll::Ready(reason)
+            }
+            _ => unreachable!("a race that is not cancelled"),
         }
-        self.finish(body, reason, event, false, cx)
     }
 
     /// Drops the body and returns `Err(reason)`, or waits a turn first (a
@@ -498,9 +450,7 @@ impl RaceState<'_> {
     ) -> Poll<Cancelled> {
         // What the body's nested calls report as they are dropped is this
         // race's, not the caller's.
-        let polling = Polling::start();
-        body.drop_body();
-        let _ = polling.finish();
+        frame::with_report(|| body.drop_body());
         self.set(RaceState::Done);
         let Some(name) = event else {
             // The cleanup runs next, and returns.
@@ -517,13 +467,6 @@ impl RaceState<'_> {
         }
         Poll::Ready(reason)
     }
-}
-
-/// Why a race whose token was cancelled was: see
-/// [`CancelReason`](crate::CancelReason).
-#[cold]
-fn token_cancelled() -> Cancelled {
-    Cancelled::because(crate::reason::of_current_task())
 }
 
 #[cold]
