@@ -178,6 +178,63 @@ async fn a_second_signal_aborts_at_once() {
     assert!(log.has("(a second signal): aborting /d, /d/slow"));
 }
 
+/// A forced shutdown aborts a subsystem that had not had its turn to stop:
+/// it never sees its token cancelled (which would start a graceful stop, a
+/// child process's SIGTERM, that the abort then cuts). On a multi-thread
+/// runtime, where a task woken by a cancel can run before the abort of
+/// the task above it lands; a few rounds, as it depends on scheduling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_shutdown_starts_no_stop_that_had_not_had_its_turn() {
+    for round in 0..20 {
+        let (daemon, trigger) = signalled(Daemon::new("d").quiet());
+        let saw_cancel = Arc::new(Mutex::new(Vec::new()));
+        let saw = Arc::clone(&saw_cancel);
+        let report = daemon
+            .grace(Duration::from_secs(3600))
+            .shutdown_order(ShutdownOrder::declared(["hung", "later", "outer"]))
+            .run(move |d| async move {
+                // Each fn says it runs; `hung` says it was asked to stop.
+                let (up, mut running) = tokio::sync::mpsc::unbounded_channel();
+                let hung_up = up.clone();
+                d.start(Subsystem::new("hung", move |h| async move {
+                    h.token().cancelled().await;
+                    let _ = hung_up.send("hung stops");
+                    std::future::pending::<()>().await;
+                }));
+                for name in ["later", "outer"] {
+                    let (saw, up) = (Arc::clone(&saw), up.clone());
+                    d.start(Subsystem::new(name, move |h| async move {
+                        if name == "outer" {
+                            let (saw, up) = (Arc::clone(&saw), up.clone());
+                            h.start(Subsystem::new("inner", move |h| async move {
+                                let _ = up.send("inner");
+                                h.token().cancelled().await;
+                                saw.lock().unwrap().push("inner");
+                            }));
+                        }
+                        let _ = up.send(name);
+                        h.token().cancelled().await;
+                        saw.lock().unwrap().push(name);
+                    }));
+                }
+                for _ in 0..3 {
+                    running.recv().await;
+                }
+                trigger.trigger("SIGTERM");
+                assert_eq!(running.recv().await, Some("hung stops"));
+                trigger.trigger("SIGTERM");
+            })
+            .await;
+        assert_eq!(report.forced(), Some(Forced::SecondSignal), "{report}");
+        for path in ["/d/hung", "/d/later", "/d/outer", "/d/outer/inner"] {
+            let state = report.tree().get(path).unwrap().state();
+            assert_eq!(state, NodeState::Ended(TaskOutcome::Aborted), "{report}");
+        }
+        let saw = saw_cancel.lock().unwrap();
+        assert!(saw.is_empty(), "round {round}: {saw:?} saw a cancel");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_signal_during_a_shutdown_for_a_failure_forces_it() {
     let (daemon, trigger) = signalled(Daemon::new("d").quiet());

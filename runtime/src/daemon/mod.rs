@@ -622,6 +622,9 @@ impl Daemon {
         // process's graceful stop) that would be cut; then the rest.
         root.abort();
         let _ = daemon.join_next().await;
+        // Every subsystem's task is gone (each scope aborts the next level
+        // down as it drops), and the tree says so before it is reported.
+        shared.tree.wait_until(|tree| tree.is_over(ROOT)).await;
         daemon.shutdown(Duration::ZERO).await;
         Some(forced)
     }

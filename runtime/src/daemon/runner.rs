@@ -203,10 +203,10 @@ fn start_fn(
     handle: SubsystemHandle,
     spec: &mut Subsystem,
 ) -> TaskId {
-    let (shared, id, token) = (Arc::clone(shared), handle.id, handle.token.clone());
+    let (runner, id, token) = (Arc::clone(shared), handle.id, handle.token.clone());
     let name = handle.name.to_string();
     let body = catch_unwind(AssertUnwindSafe(|| (spec.factory)(handle)));
-    scope.spawn_named(name, move |_| async move {
+    let task = scope.spawner().spawn_named(name, move |_| async move {
         let exit = match body {
             Ok(Some(body)) => body.await,
             Ok(None) => Exit::Done,
@@ -216,10 +216,14 @@ fn start_fn(
             Exit::Done => {}
             Exit::Cancelled(_) if token.is_cancelled() => {}
             Exit::Cancelled(error) | Exit::Failed(error) => {
-                shared.fail(id, &error, false, false);
+                runner.fail(id, &error, false, false);
             }
         }
-    })
+    });
+    let task = task.expect("a run's scope closes only after its fn has ended");
+    let task_id = task.id();
+    shared.tree.set_body(id, task);
+    task_id
 }
 
 /// The fn's task ended: a panic is its failure; once it has returned, a

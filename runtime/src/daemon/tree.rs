@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Failure;
 use crate::report::short_duration as short;
+use crate::scope::TaskHandle;
 use crate::task::TaskOutcome;
 
 /// Where a subsystem is in its life, in a [`TaskTree`]: a live phase, or how
@@ -156,6 +157,8 @@ struct RunRecord {
     fn_returned: bool,
     /// While it stops: cancelled when a nested subsystem is started.
     replan: Option<CancellationToken>,
+    /// Its fn's task, for an abort to reach before any token does.
+    body: Option<TaskHandle>,
     /// Its own failure, and whether it was a panic.
     error: Option<String>,
     panicked: bool,
@@ -260,6 +263,11 @@ impl LiveTree {
     pub(crate) fn task_gone(&self, id: usize) {
         if let Some(r) = self.lock().get(id) {
             r.task_gone = true;
+            // Dropped before it ended (its parent's scope aborted it).
+            if !r.state.is_final() {
+                (r.state, r.run.ended) =
+                    (NodeState::Ended(TaskOutcome::Aborted), Some(Instant::now()));
+            }
         }
         self.ended.send_replace(());
     }
@@ -305,6 +313,16 @@ impl LiveTree {
                 ..RunRecord::default()
             };
         });
+    }
+
+    /// `body` is the task of `id`'s fn, in this run; aborted at once if
+    /// `id` was aborted before its fn's task was known.
+    pub(crate) fn set_body(&self, id: usize, body: TaskHandle) {
+        let mut books = self.lock();
+        match books.get(id) {
+            Some(r) if r.state != NodeState::Ended(TaskOutcome::Aborted) => r.run.body = Some(body),
+            _ => body.abort(),
+        }
     }
 
     /// `id`'s run is stopping; `replan` is cancelled when a nested
@@ -483,7 +501,16 @@ impl LiveTree {
         let now = Instant::now();
         let mut aborted = Vec::new();
         let mut books = self.lock();
-        for i in books.subtree(id) {
+        let subtree = books.subtree(id);
+        // Every fn's task first: aborted before the tasks above them, whose
+        // scopes cancel their tokens as they drop, a fn woken by that cancel
+        // is dropped, not polled into a graceful stop the abort would cut.
+        for &i in &subtree {
+            if let Some(body) = books.get(i).and_then(|r| r.run.body.as_ref()) {
+                body.abort();
+            }
+        }
+        for i in subtree {
             if let Some(r) = books.get(i).filter(|r| !r.state.is_final()) {
                 (r.state, r.run.ended) = (NodeState::Ended(TaskOutcome::Aborted), Some(now));
                 aborted.push(r.path.clone());
