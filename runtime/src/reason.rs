@@ -309,11 +309,29 @@ fn current() -> Option<Arc<Cause>> {
 /// the scope whose task is running it, when that scope's token is cancelled,
 /// else [`CancelReason::Token`]. (Called on the fn's cancellation path, so
 /// it also records that the task ran one.)
+#[inline]
 pub(crate) fn of_current_task() -> CancelReason {
-    let mut current = CURRENT.take();
-    current.cancel_seen = true;
-    let reason = current.cause.as_ref().and_then(|cause| cause.reason());
-    CURRENT.set(current);
+    // Outside a scope's task there is no cause to ask: one exchange, which
+    // the race's cancellation path inlines.
+    let seen = Current {
+        cause: None,
+        cancel_seen: true,
+    };
+    match CURRENT.replace(seen).cause {
+        None => CancelReason::Token,
+        Some(cause) => of_scope_task(cause),
+    }
+}
+
+/// [`of_current_task`] in a scope's task: asks the scope's cause (which does
+/// not look at `CURRENT`), then puts it back.
+#[inline(never)]
+fn of_scope_task(cause: Arc<Cause>) -> CancelReason {
+    let reason = cause.reason();
+    CURRENT.set(Current {
+        cause: Some(cause),
+        cancel_seen: true,
+    });
     reason.unwrap_or(CancelReason::Token)
 }
 

@@ -521,7 +521,7 @@ impl RaceState<'_> {
 
 /// Why a race whose token was cancelled was: see
 /// [`CancelReason`](crate::CancelReason).
-#[cold]
+#[inline]
 fn token_cancelled() -> Cancelled {
     Cancelled::because(crate::reason::of_current_task())
 }
