@@ -477,12 +477,9 @@ impl<T, R> Ledger<T, R> {
         )
     }
 
-    /// No task runs: hands out every result, in spawn order, each with its
-    /// report line, and empties the ledger.
-    pub(crate) fn finish_with<O>(
-        &mut self,
-        mut each: impl FnMut(TaskReport, Result<T, TaskError>) -> O,
-    ) -> Vec<O> {
+    /// No task runs: hands out every result, in spawn order, and each
+    /// task's report line, and empties the ledger.
+    pub(crate) fn finish_reports(&mut self) -> (Vec<TaskReport>, Vec<Result<T, TaskError>>) {
         let reason = self.cause.described();
         let stopping = self.shutdown;
         let failure = self.policy.failure;
@@ -499,12 +496,12 @@ impl<T, R> Ledger<T, R> {
                 let id = TaskId::from_seq(e.seq);
                 let error = error_text(&result, failure);
                 let report = TaskReport::new(id, e.name, outcome, cleanup, error, e.cleanup_ran);
-                each(report, result)
+                (report, result)
             })
-            .collect()
+            .unzip()
     }
 
-    /// [`finish_with`](Self::finish_with), results only.
+    /// [`finish_reports`](Self::finish_reports), results only.
     pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
         let reason = self.cause.described();
         self.drain_sorted()

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::id::TaskId;
 use crate::ledger::ShutdownStart;
 use crate::reason::{CancelReason, Cause};
-use crate::report::{ShutdownMeasures, ShutdownReport};
+use crate::report::ShutdownReport;
 #[cfg(doc)]
 use crate::task::TaskOutcome;
 use crate::task::{TaskError, TaskOutput};
@@ -1295,20 +1295,17 @@ impl<T: Send + 'static> Scope<T> {
         let mut reaped = std::mem::take(&mut inner.ledger.reaped);
         // The owner's untracked tasks all ended (the shutdown waited).
         self.state.untracked.tally_into(&mut reaped, spawned);
-        let mut tasks = Vec::new();
-        let results = inner.ledger.finish_with(|report, result| {
-            tasks.push(report);
-            result
-        });
+        let (tasks, results) = inner.ledger.finish_reports();
         drop(inner);
-        let shutdown = ShutdownMeasures {
+        ShutdownReport {
+            tasks,
+            results,
             grace,
             elapsed,
             cancelled_before,
             reason: self.state.cause.described(),
             reaped,
-        };
-        ShutdownReport::new(tasks, results, shutdown)
+        }
     }
 
     /// Cancels the token, waits up to `grace` for the tasks, then stops the
