@@ -57,9 +57,8 @@ pub(crate) fn poll_caught<F: Future>(
 pub(crate) struct CancelRule<T> {
     pub(crate) fail_fast: bool,
     pub(crate) first_ok: bool,
-    /// Of a task's value (`None`: it panicked): `Some(true)` for a success
-    /// that cancels, `Some(false)` for a failure that does.
-    decide: fn(Option<&T>) -> Option<bool>,
+    /// Whether a task's value is a success (an `Ok`).
+    is_ok: fn(&T) -> bool,
 }
 
 impl<T> Clone for CancelRule<T> {
@@ -69,22 +68,6 @@ impl<T> Clone for CancelRule<T> {
 }
 
 impl<T> Copy for CancelRule<T> {}
-
-impl<U, E> CancelRule<Result<U, E>> {
-    /// The rule for a scope of `Result`s.
-    pub(crate) fn new(fail_fast: bool, first_ok: bool) -> Self {
-        let decide: fn(Option<&Result<U, E>>) -> Option<bool> = match (fail_fast, first_ok) {
-            (true, true) => |v| Some(matches!(v, Some(Ok(_)))),
-            (true, false) => |v| (!matches!(v, Some(Ok(_)))).then_some(false),
-            (false, _) => |v| matches!(v, Some(Ok(_))).then_some(true),
-        };
-        CancelRule {
-            fail_fast,
-            first_ok,
-            decide,
-        }
-    }
-}
 
 impl<T> CancelRule<T> {
     /// Cancels `cause` when the end of task `id` with `value` (`None`: it
@@ -96,13 +79,10 @@ impl<T> CancelRule<T> {
         name: Option<&Cow<'static, str>>,
         value: Option<&T>,
     ) -> bool {
-        let Some(succeeded) = (self.decide)(value) else {
-            return false;
-        };
-        let reason = if succeeded {
-            CancelReason::TaskSucceeded(id)
-        } else {
-            CancelReason::TaskFailed(id)
+        let reason = match value.is_some_and(self.is_ok) {
+            true if self.first_ok => CancelReason::TaskSucceeded(id),
+            false if self.fail_fast => CancelReason::TaskFailed(id),
+            _ => return false,
         };
         cause.cancel_by(reason, name);
         true
@@ -537,7 +517,11 @@ impl<U, E, R> Ledger<Result<U, E>, R> {
     /// been set before.
     pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
         let (was_fail_fast, was_first_ok) = self.policy.rules();
-        let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
+        let rule = CancelRule {
+            fail_fast: fail_fast || was_fail_fast,
+            first_ok: first_ok || was_first_ok,
+            is_ok: Result::is_ok,
+        };
         self.policy.cancel = Some(rule);
         for &key in &self.done {
             let Some(Entry {
