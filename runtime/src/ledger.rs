@@ -172,14 +172,6 @@ struct Entry<T, R> {
     cleanup_ran: bool,
 }
 
-enum Slot<T, R> {
-    Full(Entry<T, R>),
-    /// Free; the next free slot.
-    Free(usize),
-}
-
-const NO_SLOT: usize = usize::MAX;
-
 /// When a shutdown began, and whether it times the tasks' ends (for a
 /// report).
 #[derive(Clone, Copy)]
@@ -189,10 +181,10 @@ pub(crate) struct ShutdownStart {
 }
 
 pub(crate) struct Ledger<T, R> {
-    slots: Vec<Slot<T, R>>,
-    free: usize,
-    next_seq: u64,
-    len: usize,
+    /// The tasks, each in a slot a later task may reuse once it is free.
+    slots: Vec<Option<Entry<T, R>>>,
+    /// The free slots.
+    free: Vec<usize>,
     running: usize,
     /// Ended tasks not handed out, in completion order.
     done: VecDeque<TaskKey>,
@@ -208,9 +200,7 @@ impl<T, R> Ledger<T, R> {
     pub(crate) fn new(cause: Arc<Cause>) -> Self {
         Ledger {
             slots: Vec::new(),
-            free: NO_SLOT,
-            next_seq: 0,
-            len: 0,
+            free: Vec::new(),
             running: 0,
             done: VecDeque::new(),
             cause,
@@ -226,7 +216,7 @@ impl<T, R> Ledger<T, R> {
 
     /// Tasks not handed out (running or ended).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slots.len() - self.free.len()
     }
 
     pub(crate) fn running(&self) -> usize {
@@ -237,61 +227,34 @@ impl<T, R> Ledger<T, R> {
         !self.done.is_empty()
     }
 
-    /// The sequence number the next task will get.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-
-    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> TaskKey {
-        let seq = self.next_seq;
-        self.insert_seq(seq, name, run)
-    }
-
-    /// [`insert`](Self::insert), with a sequence number the caller
-    /// allocated (a `Scope` counts its own, as some of its tasks are not in
-    /// the ledger).
-    pub(crate) fn insert_seq(
-        &mut self,
-        seq: u64,
-        name: Option<Cow<'static, str>>,
-        run: R,
-    ) -> TaskKey {
-        self.next_seq = self.next_seq.max(seq + 1);
-        let entry = Slot::Full(Entry {
+    /// Records a running task, with the sequence number its scope gave it
+    /// (a `Scope` counts some tasks it keeps out of the ledger).
+    pub(crate) fn insert(&mut self, seq: u64, name: Option<Cow<'static, str>>, run: R) -> TaskKey {
+        let entry = Some(Entry {
             seq,
             name,
             state: TaskState::Running(run),
             ended_at: None,
             cleanup_ran: false,
         });
-        let slot = if self.free == NO_SLOT {
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        if slot == self.slots.len() {
             self.slots.push(entry);
-            self.slots.len() - 1
         } else {
-            let slot = self.free;
-            if let Slot::Free(next) = std::mem::replace(&mut self.slots[slot], entry) {
-                self.free = next;
-            }
-            slot
-        };
-        self.len += 1;
+            self.slots[slot] = entry;
+        }
         self.running += 1;
         TaskKey { slot, seq }
     }
 
     fn entry(&self, key: TaskKey) -> Option<&Entry<T, R>> {
-        match self.slots.get(key.slot) {
-            Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
-            _ => None,
-        }
+        let entry = self.slots.get(key.slot)?.as_ref();
+        entry.filter(|e| e.seq == key.seq)
     }
 
     fn entry_mut(&mut self, key: TaskKey) -> Option<&mut Entry<T, R>> {
-        match self.slots.get_mut(key.slot) {
-            Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
-            _ => None,
-        }
+        let entry = self.slots.get_mut(key.slot)?.as_mut();
+        entry.filter(|e| e.seq == key.seq)
     }
 
     /// The running task at `key`, if it still runs.
@@ -323,7 +286,7 @@ impl<T, R> Ledger<T, R> {
             .iter()
             .enumerate()
             .filter_map(move |(slot, s)| match s {
-                Slot::Full(e) if pick(e) => Some(TaskKey { slot, seq: e.seq }),
+                Some(e) if pick(e) => Some(TaskKey { slot, seq: e.seq }),
                 _ => None,
             })
     }
@@ -339,8 +302,7 @@ impl<T, R> Ledger<T, R> {
         out: Result<T, Payload>,
         cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
-        self.entry(key)
-            .filter(|e| matches!(e.state, TaskState::Running(_)))?;
+        self.running_mut(key)?;
         if let Some(rule) = self.policy.cancel {
             rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
         }
@@ -376,18 +338,14 @@ impl<T, R> Ledger<T, R> {
             return Some((run, None));
         }
         self.running -= 1;
+        let entry = self.remove(key);
         let outcome = outcome_of(&result, failure, stopping.is_some());
-        let name = self.name(key).cloned();
-        self.reap(key.id(), name, outcome, cleanup_ran, || {
-            error_text(&result, failure)
-        });
-        let Slot::Full(entry) = self.remove(key) else {
+        let error = || error_text(&result, failure);
+        self.reap(key.id(), entry.name, outcome, cleanup_ran, error);
+        let TaskState::Running(run) = entry.state else {
             unreachable!()
         };
-        match entry.state {
-            TaskState::Running(run) => Some((run, Some(result))),
-            TaskState::Done(_) => None,
-        }
+        Some((run, Some(result)))
     }
 
     /// Counts a task freed as it ended (`cleanup_ran`: it ran a `#[cancellable]`
@@ -409,17 +367,17 @@ impl<T, R> Ledger<T, R> {
         }
     }
 
-    fn remove(&mut self, key: TaskKey) -> Slot<T, R> {
-        self.len -= 1;
-        let slot = std::mem::replace(&mut self.slots[key.slot], Slot::Free(self.free));
-        self.free = key.slot;
-        if self.len == 0 {
+    /// Frees the slot of `key`, which holds its entry; returns the entry.
+    fn remove(&mut self, key: TaskKey) -> Entry<T, R> {
+        let entry = self.slots[key.slot].take();
+        self.free.push(key.slot);
+        if self.free.len() == self.slots.len() {
             // Forget the slots: a scope emptied between bursts gives back
             // its peak.
             self.slots.clear();
-            self.free = NO_SLOT;
+            self.free.clear();
         }
-        slot
+        entry.expect("cancel-scope: a ledger entry removed twice")
     }
 
     /// Hands out the first result in completion order.
@@ -437,11 +395,7 @@ impl<T, R> Ledger<T, R> {
 
     /// Hands out the ended task at `key`.
     pub(crate) fn take(&mut self, key: TaskKey) -> Result<T, TaskError> {
-        let Slot::Full(Entry {
-            state: TaskState::Done(result),
-            ..
-        }) = self.remove(key)
-        else {
+        let TaskState::Done(result) = self.remove(key).state else {
             unreachable!("cancel-scope: took a task that had not ended")
         };
         result
@@ -492,18 +446,12 @@ impl<T, R> Ledger<T, R> {
 
     /// Empties the ledger, handing out its entries in spawn order.
     fn drain_sorted(&mut self) -> Vec<Entry<T, R>> {
-        let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .filter_map(|s| match s {
-                Slot::Full(e) => Some(e),
-                Slot::Free(_) => None,
-            })
-            .collect();
+        let slots = std::mem::take(&mut self.slots);
+        let mut entries: Vec<Entry<T, R>> = slots.into_iter().flatten().collect();
         if !entries.is_sorted_by_key(|e| e.seq) {
             entries.sort_unstable_by_key(|e| e.seq);
         }
-        self.free = NO_SLOT;
-        self.len = 0;
+        self.free.clear();
         self.running = 0;
         self.done.clear();
         entries
@@ -566,5 +514,15 @@ pub(crate) fn error_text<T>(
     match result {
         Err(e) => Some(e.to_string()),
         Ok(v) => failure.and_then(|f| f(v)),
+    }
+}
+
+/// The span a scope task runs in, with the `tracing` feature: target
+/// `cancel_scope`, name `task`, fields `id` and (for named tasks) `name`.
+#[cfg(feature = "tracing")]
+pub(crate) fn task_span(seq: u64, name: Option<&str>) -> tracing::Span {
+    match name {
+        Some(name) => tracing::debug_span!(target: "cancel_scope", "task", id = seq, name),
+        None => tracing::debug_span!(target: "cancel_scope", "task", id = seq),
     }
 }

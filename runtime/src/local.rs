@@ -238,6 +238,8 @@ pub struct LocalScope<'env, T> {
     batches: u64,
     /// The batch being polled (kept to reuse its allocation).
     batch: Vec<TaskKey>,
+    /// The sequence number of the next task: its id.
+    next_seq: u64,
 }
 
 impl<'env, T> LocalScope<'env, T> {
@@ -287,6 +289,7 @@ impl<'env, T> LocalScope<'env, T> {
             woken,
             batches: 0,
             batch: Vec::new(),
+            next_seq: 0,
         }
     }
 
@@ -435,13 +438,13 @@ impl<'env, T> LocalScope<'env, T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + 'env,
     {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let fut = f(self.cause().token().child_token());
         #[cfg(feature = "tracing")]
-        let fut = tracing::Instrument::instrument(
-            fut,
-            tracing::debug_span!(target: "cancel_scope", "task", id = self.ledger.next_seq()),
-        );
+        let fut = tracing::Instrument::instrument(fut, crate::ledger::task_span(seq, None));
         let key = self.ledger.insert(
+            seq,
             None,
             LocalTask {
                 fut: Some(Box::pin(fut)),

@@ -558,7 +558,7 @@ where
 {
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
-    let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
+    let fut = tracing::Instrument::instrument(fut, crate::ledger::task_span(seq, name.as_deref()));
     let console = console_name(name.as_ref());
     if owner && state.untracked.on.load(Ordering::Acquire) {
         // Outside the ledger while untracked tasks are on: counted only,
@@ -616,7 +616,7 @@ fn record_task<T>(
     started: bool,
     blocking: bool,
 ) -> TaskKey {
-    inner.ledger.insert_seq(
+    inner.ledger.insert(
         seq,
         name,
         RuntimeTask {
@@ -779,14 +779,4 @@ pub(super) async fn wait_empty<T>(state: &ScopeState<T>) {
         idle_or_register(state, &mut inner, OwnerWait::Empty, cx, ())
     })
     .await;
-}
-
-/// The span a scope task runs in, with the `tracing` feature: target
-/// `cancel_scope`, name `task`, fields `id` and (for named tasks) `name`.
-#[cfg(feature = "tracing")]
-pub(super) fn task_span(seq: u64, name: Option<&str>) -> tracing::Span {
-    match name {
-        Some(name) => tracing::debug_span!(target: "cancel_scope", "task", id = seq, name),
-        None => tracing::debug_span!(target: "cancel_scope", "task", id = seq),
-    }
 }
