@@ -269,26 +269,17 @@ impl<T, R> Ledger<T, R> {
         self.entry(key).and_then(|e| e.name.as_ref())
     }
 
-    /// The key of the task with id `id`, if it is in the ledger (a scan).
-    pub(crate) fn find(&self, id: TaskId) -> Option<TaskKey> {
-        self.keys(|_| true).find(|key| key.id() == id)
-    }
-
-    /// The keys of the running tasks.
+    /// The keys of the running tasks, in spawn order.
     pub(crate) fn running_keys(&self) -> Vec<TaskKey> {
-        self.keys(|e| matches!(e.state, TaskState::Running(_)))
-            .collect()
-    }
-
-    /// The keys of the tasks whose entry passes `pick`, in slot order.
-    fn keys(&self, pick: impl Fn(&Entry<T, R>) -> bool) -> impl Iterator<Item = TaskKey> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(move |(slot, s)| match s {
-                Some(e) if pick(e) => Some(TaskKey { slot, seq: e.seq }),
-                _ => None,
-            })
+        let mut keys = Vec::new();
+        let running = |e: &&Entry<T, R>| matches!(e.state, TaskState::Running(_));
+        for (slot, entry) in self.slots.iter().enumerate() {
+            if let Some(e) = entry.as_ref().filter(running) {
+                keys.push(TaskKey { slot, seq: e.seq });
+            }
+        }
+        keys.sort_unstable_by_key(|k| k.seq);
+        keys
     }
 
     /// The task at `key` ended with `out` (its value, or the payload of its

@@ -739,9 +739,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// count as aborted.
     fn abort_running(&mut self) {
         let reason = self.cause().described();
-        let mut keys = self.ledger.running_keys();
-        keys.sort_unstable_by_key(|k| k.seq);
-        for key in keys {
+        for key in self.ledger.running_keys() {
             let fut = self.ledger.running_mut(key).and_then(|t| t.fut.take());
             // Reported as the abort, as in a `Scope`.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
@@ -889,9 +887,7 @@ impl<T> fmt::Debug for LocalScope<'_, T> {
 impl<T> Drop for LocalScope<'_, T> {
     fn drop(&mut self) {
         self.cause().cancel(CancelReason::Dropped);
-        let mut keys = self.ledger.running_keys();
-        keys.sort_unstable_by_key(|k| k.seq);
-        for key in keys {
+        for key in self.ledger.running_keys() {
             drop(self.ledger.running_mut(key).and_then(|t| t.fut.take()));
         }
     }

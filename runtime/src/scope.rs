@@ -219,9 +219,6 @@ pub struct Scope<T> {
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
     deadline_timer: Option<AbortHandle>,
-    /// The first `Ok` `join_first_ok` found, should it be interrupted
-    /// before returning it.
-    winner: Option<TaskId>,
 }
 
 impl<T> Scope<T> {
@@ -270,7 +267,6 @@ impl<T> Scope<T> {
             owned: OwnerSpawns::new(),
             deadline: None,
             deadline_timer: None,
-            winner: None,
         }
     }
 
@@ -1474,14 +1470,10 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
         let is_ok = |r: &Result<Result<U, E>, TaskError>| matches!(r, Ok(Ok(_)));
         let state = &self.state;
-        let kept = self.winner;
+        // The first `Ok` in completion order: after an interrupted call, the
+        // same winner (results only join the end of that order).
         let found = poll_fn(|cx| {
             let mut inner = state.lock();
-            if let Some(id) = kept {
-                if let Some(key) = inner.ledger.find(id) {
-                    return Poll::Ready(Some(key));
-                }
-            }
             if let Some(key) = inner.ledger.find_done(is_ok) {
                 return Poll::Ready(Some(key));
             }
@@ -1491,7 +1483,6 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
         let Some(key) = found else {
             return Err(self.inner().ledger.finish());
         };
-        self.winner = Some(key.id());
         // Without `first_ok`, this call is what cancels: the winner is the
         // reason (with it, the winner's task recorded that already).
         let name = self.inner().ledger.name(key).cloned();
@@ -1503,7 +1494,6 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
         let won = inner.ledger.take(key);
         let rest = inner.ledger.finish();
         drop(inner);
-        self.winner = None;
         match won {
             Ok(Ok(value)) => Ok(value),
             // Unreachable: the scope was borrowed all along.
