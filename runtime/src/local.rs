@@ -25,7 +25,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -545,13 +545,10 @@ impl<'env, T> LocalScope<'env, T> {
             if let Some(next) = self.ledger.take_next() {
                 return Poll::Ready(Some(next));
             }
-            if self.ledger.running() == 0 {
-                return Poll::Ready(None);
-            }
-            self.poll_woken(cx, true);
+            let idle = self.poll_woken(cx, true);
             self.ledger
                 .take_next()
-                .map_or(Poll::Pending, |next| Poll::Ready(Some(next)))
+                .map_or(idle.map(|()| None), |next| Poll::Ready(Some(next)))
         })
         .await
     }
@@ -590,7 +587,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
-        poll_fn(|cx| self.poll_all(cx)).await;
+        poll_fn(|cx| self.poll_woken(cx, false)).await;
         self.ledger.finish()
     }
 
@@ -645,31 +642,12 @@ impl<'env, T> LocalScope<'env, T> {
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
         self.cause().cancel(CancelReason::Shutdown);
         if self.ledger.running() > 0 {
-            let mut grace = pin!(tokio::time::sleep(grace));
-            let all_finished = poll_fn(|cx| {
-                if self.poll_all(cx).is_ready() {
-                    return Poll::Ready(true);
-                }
-                grace.as_mut().poll(cx).map(|()| false)
-            })
-            .await;
-            if !all_finished {
+            let all_finished = poll_fn(|cx| self.poll_woken(cx, false));
+            if tokio::time::timeout(grace, all_finished).await.is_err() {
                 self.abort_running();
             }
         }
         self.ledger.finish()
-    }
-
-    /// Polls the woken tasks until all of them have finished.
-    fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ledger.running() > 0 {
-            self.poll_woken(cx, false);
-        }
-        if self.ledger.running() == 0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 
     /// Polls the woken tasks, batch after batch, until none is woken, or a
@@ -677,9 +655,12 @@ impl<'env, T> LocalScope<'env, T> {
     /// were running. Each batch is taken until the ready queue is empty,
     /// which registers `cx`'s waker there: the next wake-up, during the
     /// batch's polls or later, wakes the owner (which then yields to the
-    /// runtime before polling again).
-    fn poll_woken(&mut self, cx: &mut Context<'_>, until_done: bool) {
+    /// runtime before polling again). Ready once no task runs.
+    fn poll_woken(&mut self, cx: &mut Context<'_>, until_done: bool) -> Poll<()> {
         let budget = self.ledger.running();
+        if budget == 0 {
+            return Poll::Ready(());
+        }
         let mut polled = 0;
         let mut batch = mem::take(&mut self.batch);
         // The scope's cause is current while its tasks run, so that a
@@ -690,14 +671,13 @@ impl<'env, T> LocalScope<'env, T> {
             // need it. Only an empty queue is polled, to register `cx`'s
             // waker. (`None` cannot happen: the scope holds a sender.)
             loop {
-                if let Ok(seq) = self.woken.try_recv() {
-                    batch.push(seq);
-                    continue;
+                while let Ok(key) = self.woken.try_recv() {
+                    batch.push(key);
                 }
-                match self.woken.poll_recv(cx) {
-                    Poll::Ready(Some(seq)) => batch.push(seq),
-                    Poll::Ready(None) | Poll::Pending => break,
-                }
+                let Poll::Ready(Some(key)) = self.woken.poll_recv(cx) else {
+                    break;
+                };
+                batch.push(key);
             }
             if batch.is_empty() {
                 break;
@@ -714,6 +694,11 @@ impl<'env, T> LocalScope<'env, T> {
         }
         reason::leave(outer);
         self.batch = batch;
+        if self.ledger.running() == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Polls task `key` once, if it is still running; records its end.
