@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -123,25 +124,6 @@ impl<T> Policy<T> {
         self.cancel
             .map_or((false, false), |r| (r.fail_fast, r.first_ok))
     }
-
-    /// The `Debug` fields both scopes show.
-    pub(crate) fn debug_fields(
-        &self,
-        d: &mut std::fmt::DebugStruct<'_, '_>,
-        len: usize,
-        cancelled: bool,
-    ) {
-        let (fail_fast, first_ok) = self.rules();
-        d.field("len", &len)
-            .field("cancelled", &cancelled)
-            .field("fail_fast", &fail_fast);
-        if first_ok {
-            d.field("first_ok", &true);
-        }
-        if self.reaping {
-            d.field("reaping", &true);
-        }
-    }
 }
 
 pub(crate) enum TaskState<T, R> {
@@ -225,6 +207,28 @@ impl<T, R> Ledger<T, R> {
 
     pub(crate) fn has_done(&self) -> bool {
         !self.done.is_empty()
+    }
+
+    /// The `Debug` of scope `name` with `len` tasks: the fields both scopes
+    /// show, more to add.
+    pub(crate) fn debug_struct<'a, 'b>(
+        &self,
+        f: &'a mut fmt::Formatter<'b>,
+        name: &str,
+        len: usize,
+    ) -> fmt::DebugStruct<'a, 'b> {
+        let (fail_fast, first_ok) = self.policy.rules();
+        let mut d = f.debug_struct(name);
+        d.field("len", &len)
+            .field("cancelled", &self.cause.token().is_cancelled())
+            .field("fail_fast", &fail_fast);
+        if first_ok {
+            d.field("first_ok", &true);
+        }
+        if self.policy.reaping {
+            d.field("reaping", &true);
+        }
+        d
     }
 
     /// Records a running task, with the sequence number its scope gave it

@@ -1536,10 +1536,8 @@ impl<T> Default for Scope<T> {
 impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner();
-        let mut d = f.debug_struct("Scope");
         let len = inner.ledger.len() + self.state.untracked.running();
-        let cancelled = self.token().is_cancelled();
-        inner.ledger.policy.debug_fields(&mut d, len, cancelled);
+        let mut d = inner.ledger.debug_struct(f, "Scope", len);
         if let Some(limit) = &inner.limit {
             d.field("limit", &limit.max);
         }
