@@ -7,8 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ mod handle;
 mod state;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
 use state::{
-    Admission, Limit, Locked, OwnerSpawns, OwnerWait, Phase, ScopeState, idle_or_register,
+    Admission, Limit, OwnerSpawns, OwnerWait, Phase, ScopeState, idle_or_register,
     spawn_blocking_into, spawn_into, wait_empty,
 };
 
@@ -270,9 +270,6 @@ impl<T> Scope<T> {
         }
     }
 
-    fn inner(&self) -> MutexGuard<'_, Locked<T>> {
-        self.state.lock()
-    }
     /// Limits the scope to `n` tasks running at once. A spawn beyond the
     /// limit is accepted at once and queues; queued tasks start in spawn
     /// order (on every runtime flavour), each as a running task ends. To
@@ -334,7 +331,7 @@ impl<T> Scope<T> {
             n > 0,
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
-        let mut inner = self.inner();
+        let mut inner = self.state.lock();
         let was = inner.limit.take();
         inner.limit = Some(Limit {
             max: n.min(MAX_LIMIT),
@@ -510,7 +507,7 @@ impl<T> Scope<T> {
     where
         T: TaskOutput,
     {
-        let mut inner = self.inner();
+        let mut inner = self.state.lock();
         inner.ledger.policy.reaping = true;
         inner.ledger.policy.failure = Some(T::failure);
         let _ = self.state.failure.set(T::failure);
@@ -546,7 +543,7 @@ impl<T> Scope<T> {
     where
         T: TaskOutput,
     {
-        self.inner().ledger.policy.failure = Some(T::failure);
+        self.state.lock().ledger.policy.failure = Some(T::failure);
         let _ = self.state.failure.set(T::failure);
         self
     }
@@ -635,7 +632,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner().ledger.len() + self.state.untracked.running()
+        self.state.lock().ledger.len() + self.state.untracked.running()
     }
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
@@ -662,7 +659,7 @@ impl<T> Scope<T> {
     /// as a shutdown does, without cancelling anything: for an owner that
     /// has joined every task and is about to end.
     pub(crate) fn close(&self) {
-        let _inner = self.inner();
+        let _inner = self.state.lock();
         self.state.set_phase(Phase::Closed);
     }
 
@@ -1142,7 +1139,7 @@ impl<T: Send + 'static> Scope<T> {
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
         wait_empty(&self.state).await;
-        self.inner().ledger.finish()
+        self.state.lock().ledger.finish()
     }
     /// Graceful, then forced shutdown: cancels the scope's token, waits up to
     /// `grace` for the tasks to finish (so they run their cleanups), then
@@ -1204,7 +1201,7 @@ impl<T: Send + 'static> Scope<T> {
     /// ```
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
         self.stop(grace, false).await;
-        self.inner().ledger.finish()
+        self.state.lock().ledger.finish()
     }
     /// [`shutdown`](Self::shutdown), and a [`ShutdownReport`] of what
     /// happened to each task, for the logs: its name (see
@@ -1310,7 +1307,7 @@ impl<T: Send + 'static> Scope<T> {
     async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
         let at = Instant::now();
         self.state.set_phase(Phase::Grace);
-        self.inner().ledger.shutdown = Some(ShutdownStart { at, timed });
+        self.state.lock().ledger.shutdown = Some(ShutdownStart { at, timed });
         self.state.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
@@ -1331,7 +1328,7 @@ impl<T: Send + 'static> Scope<T> {
 impl<U, E> Scope<Result<U, E>> {
     /// Turns on `fail_fast` and/or `first_ok`, for every task.
     fn cancel_when(self, fail_fast: bool, first_ok: bool) -> Self {
-        let mut inner = self.inner();
+        let mut inner = self.state.lock();
         inner.ledger.cancel_when(fail_fast, first_ok);
         self.state.refresh_untracked(&inner);
         drop(inner);
@@ -1481,16 +1478,16 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
         })
         .await;
         let Some(key) = found else {
-            return Err(self.inner().ledger.finish());
+            return Err(self.state.lock().ledger.finish());
         };
         // Without `first_ok`, this call is what cancels: the winner is the
         // reason (with it, the winner's task recorded that already).
-        let name = self.inner().ledger.name(key).cloned();
+        let name = self.state.lock().ledger.name(key).cloned();
         self.state
             .cause
             .cancel_by(CancelReason::TaskSucceeded(key.id()), name.as_ref());
         wait_empty(&self.state).await;
-        let mut inner = self.inner();
+        let mut inner = self.state.lock();
         let won = inner.ledger.take(key);
         let rest = inner.ledger.finish();
         drop(inner);
@@ -1535,7 +1532,7 @@ impl<T> Default for Scope<T> {
 /// ```
 impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.inner();
+        let inner = self.state.lock();
         let len = inner.ledger.len() + self.state.untracked.running();
         let mut d = inner.ledger.debug_struct(f, "Scope", len);
         if let Some(limit) = &inner.limit {

@@ -470,10 +470,6 @@ impl<T> EndGuard<T> {
             self.state.report(self.key, out, cleanup_ran);
         }
     }
-
-    fn end(&mut self, out: Result<T, Payload>, cleanup_ran: bool) {
-        self.report(Some(out), cleanup_ran);
-    }
 }
 
 impl<T> Drop for EndGuard<T> {
@@ -524,7 +520,7 @@ impl<F: Future> Future for ScopeTask<F> {
         let Poll::Ready(out) = polled else {
             return Poll::Pending;
         };
-        this.guard.end(out, *this.cleanup_ran);
+        this.guard.report(Some(out), *this.cleanup_ran);
         Poll::Ready(())
     }
 }
@@ -669,7 +665,7 @@ where
         let outer = reason::enter(Some(cause));
         let out = catch_unwind(AssertUnwindSafe(move || f(token)));
         let cleanup_ran = reason::leave(outer).cancel_seen;
-        guard.end(out, cleanup_ran);
+        guard.report(Some(out), cleanup_ran);
     };
     if queue {
         enqueue(&mut inner, key, move |handle| {
