@@ -736,7 +736,7 @@ where
 
 /// Takes a permit of the limit if one is free (and none queued before);
 /// `true` when the task must queue.
-fn take_permit<T>(inner: &mut Locked<T>) -> bool {
+pub(super) fn take_permit<T>(inner: &mut Locked<T>) -> bool {
     match &mut inner.limit {
         Some(limit) if limit.active >= limit.max || !inner.queue.is_empty() => true,
         Some(limit) => {
