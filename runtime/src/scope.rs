@@ -332,11 +332,10 @@ impl<T> Scope<T> {
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
         let mut inner = self.state.lock();
-        let was = inner.limit.take();
-        inner.limit = Some(Limit {
-            max: n.min(MAX_LIMIT),
-            active: 0,
-        });
+        let max = n.min(MAX_LIMIT);
+        let was = inner.limit.replace(Limit { max, active: 0 });
+        // Untracked tasks are judged under the lock from here on, so none
+        // ends between the count below and the limit that counts it.
         self.state.refresh_untracked(&inner);
         // The tasks already running hold a place each, and give it back as
         // they end: the limit holds for every task.
@@ -344,9 +343,7 @@ impl<T> Scope<T> {
             || inner.ledger.running() + self.state.untracked.running(),
             |was| was.active,
         );
-        if let Some(limit) = &mut inner.limit {
-            limit.active = active;
-        }
+        inner.limit = Some(Limit { max, active });
         drop(inner);
         self
     }
@@ -680,7 +677,6 @@ impl<T> Scope<T> {
         }
         let queue = std::mem::take(&mut inner.queue);
         let reason = self.state.cause.described();
-        let mut detached = Vec::new();
         for key in inner.ledger.running_keys() {
             let Some(run) = inner.ledger.running_mut(key) else {
                 continue;
@@ -689,13 +685,10 @@ impl<T> Scope<T> {
                 abort.abort();
             }
             if detach && run.blocking && run.started {
-                detached.push(key);
-            }
-        }
-        for key in detached {
-            let detached = Err(TaskError::detached(reason.clone()));
-            if inner.ledger.record_end(key, detached, false).is_some() {
-                let _none_queued = self.state.free_permit(&mut inner);
+                let detached = Err(TaskError::detached(reason.clone()));
+                if inner.ledger.record_end(key, detached, false).is_some() {
+                    let _none_queued = self.state.free_permit(&mut inner);
+                }
             }
         }
         drop(inner);

@@ -387,13 +387,10 @@ impl<T> ScopeState<T> {
     /// Starts a task that got its permit, outside the lock.
     pub(super) fn start(&self, q: QueuedTask) {
         let key = q.key;
-        let abort = if self.is_stopped(key) {
-            drop(q); // its guard reports it aborted
-            None
-        } else {
-            (q.start)()
-        };
-        if let Some(abort) = abort {
+        if self.is_stopped(key) {
+            return; // `q` is dropped: its guard reports it aborted
+        }
+        if let Some(abort) = (q.start)() {
             self.keep_abort(key, abort);
         }
     }
