@@ -286,26 +286,29 @@ impl<T, R> Ledger<T, R> {
         keys
     }
 
-    /// The task at `key` ended with `out` (its value, or the payload of its
-    /// panic): applies the policies, then keeps the result (or, reaping,
-    /// counts it). Returns what ran it and, reaping, the result, for the
-    /// caller to drop outside any lock (user `Drop`s run there); `None` when
-    /// the task had already ended (a detached blocking task reporting late).
-    pub(crate) fn record_return(
+    /// The task at `key` ended with `out`: its value or the payload of its
+    /// panic (`None`: it was aborted). Applies the policies (to a task that
+    /// returned or panicked), then keeps the result (or, reaping, counts
+    /// it). Returns what ran it and, reaping, the result, for the caller to
+    /// drop outside any lock (user `Drop`s run there); `None` when the task
+    /// had already ended (a detached blocking task reporting late).
+    pub(crate) fn record(
         &mut self,
         key: TaskKey,
-        out: Result<T, Payload>,
+        out: Option<Result<T, Payload>>,
         cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
         self.running_mut(key)?;
-        if let Some(rule) = self.policy.cancel {
-            rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
+        let rule = self.policy.cancel.filter(|_| out.is_some());
+        let result = result_of(out, &self.cause);
+        if let Some(rule) = rule {
+            rule.apply(&self.cause, key.id(), self.name(key), result.as_ref().ok());
         }
-        self.record_end(key, out.map_err(TaskError::panic), cleanup_ran)
+        self.record_end(key, result, cleanup_ran)
     }
 
-    /// The task at `key` ended without a value (aborted, detached); see
-    /// [`record_return`](Self::record_return).
+    /// The task at `key` ended with `result` (detached: the one that
+    /// [`record`](Self::record) does not make); see there.
     /// `cleanup_ran`: a `#[cancellable]` fn in it took its cancellation path.
     pub(crate) fn record_end(
         &mut self,
@@ -499,6 +502,15 @@ pub(crate) fn outcome_of<T>(
         Ok(v) if failure.is_some_and(|f| f(v).is_some()) => TaskOutcome::Failed,
         Ok(_) if after_cancel => TaskOutcome::Stopped,
         Ok(_) => TaskOutcome::Completed,
+    }
+}
+
+/// A task's result from how it ended: its value, the payload of its panic,
+/// or (`None`) its abort, for the reason `cause` gives.
+pub(crate) fn result_of<T>(out: Option<Result<T, Payload>>, cause: &Cause) -> Result<T, TaskError> {
+    match out {
+        Some(out) => out.map_err(TaskError::panic),
+        None => Err(TaskError::aborted(cause.described())),
     }
 }
 

@@ -35,8 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
 use crate::ledger::{Ledger, TaskKey, poll_caught};
-use crate::reason::CancelReason;
-use crate::reason::{self, Cause};
+use crate::reason::{self, CancelReason, Cause};
 use crate::task::TaskError;
 
 /// The waker of one task: it sends the task's key to the scope's ready
@@ -717,19 +716,17 @@ impl<'env, T> LocalScope<'env, T> {
         let Poll::Ready(out) = poll_caught(Pin::new(&mut task.fut), &mut task_cx) else {
             return;
         };
-        self.ledger.record_return(key, out, false);
+        self.ledger.record(key, Some(out), false);
     }
 
     /// Drops the futures of the tasks still running, in spawn order; they
     /// count as aborted.
     fn abort_running(&mut self) {
-        let reason = self.cause().described();
         for key in self.ledger.running_keys() {
             let fut = self.ledger.running_mut(key).and_then(|t| t.fut.take());
             // Reported as the abort, as in a `Scope`.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
-            self.ledger
-                .record_end(key, Err(TaskError::aborted(reason.clone())), false);
+            self.ledger.record(key, None, false);
         }
     }
 }

@@ -27,12 +27,10 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{FailureText, Ledger, TaskKey, error_text, outcome_of, poll_caught};
+use crate::ledger::{FailureText, Ledger, TaskKey, error_text, outcome_of, poll_caught, result_of};
 use crate::reason::{self, Cause};
 use crate::report::Tally;
-use crate::task::Payload;
-use crate::task::TaskError;
-use crate::task::TaskOutcome;
+use crate::task::{Payload, TaskOutcome};
 
 /// What the ledger keeps of a running task of a [`Scope`].
 pub(super) struct RuntimeTask {
@@ -256,10 +254,7 @@ impl<T> ScopeState<T> {
         cleanup_ran: bool,
     ) {
         let ended = out.is_some();
-        let result = match out {
-            Some(out) => out.map_err(TaskError::panic),
-            None => Err(TaskError::aborted(self.cause.described())),
-        };
+        let result = result_of(out, &self.cause);
         let failure = self.failure.get().copied();
         let outcome = outcome_of(&result, failure, self.phase() > Phase::Open);
         let counts = &self.untracked;
@@ -336,16 +331,9 @@ impl<T> ScopeState<T> {
     /// its permit, or passes it to the first queued task, which it starts.
     pub(super) fn report(&self, key: TaskKey, out: Option<Result<T, Payload>>, cleanup_ran: bool) {
         let mut inner = self.lock();
-        let run = match out {
-            Some(out) => inner.ledger.record_return(key, out, cleanup_ran),
-            None => {
-                let reason = self.cause.described();
-                inner
-                    .ledger
-                    .record_end(key, Err(TaskError::aborted(reason)), false)
-            }
+        let Some((run, value)) = inner.ledger.record(key, out, cleanup_ran) else {
+            return;
         };
-        let Some((run, value)) = run else { return };
         let next = run.started.then(|| self.free_permit(&mut inner)).flatten();
         let wake = match inner.wait {
             OwnerWait::Next => true,
