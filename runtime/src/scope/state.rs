@@ -271,18 +271,14 @@ impl<T> ScopeState<T> {
                 .cleanup_ran
                 .fetch_add(usize::from(cleanup_ran), Ordering::Relaxed);
         }
-        let mut live = counts.live.load(Ordering::Acquire);
-        while live & JUDGED == 0 {
-            match counts.live.compare_exchange_weak(
-                live,
-                live - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) if live == 1 => return self.wake_owner_if_idle(None),
-                Ok(_) => return,
-                Err(now) => live = now,
+        // Not judged: counted down without the lock.
+        let unjudged = |live: usize| (live & JUDGED == 0).then(|| live - 1);
+        let live = &counts.live;
+        if let Ok(before) = live.fetch_update(Ordering::AcqRel, Ordering::Acquire, unjudged) {
+            if before == 1 {
+                self.wake_owner_if_idle(None);
             }
+            return;
         }
         // Judged: under the lock, as a tracked task would be.
         let mut inner = self.lock();
