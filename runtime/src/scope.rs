@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 #[cfg(doc)]
 use tokio::task::JoinSet;
@@ -30,8 +31,8 @@ mod handle;
 mod state;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
 use state::{
-    Admission, Limit, OwnerSpawns, OwnerWait, Phase, ScopeState, idle_or_register,
-    spawn_blocking_into, spawn_into, wait_empty,
+    Admission, Blocking, Limit, OwnerSpawns, OwnerWait, Phase, ScopeState, TaskBody,
+    idle_or_register, spawn_into, wait_empty,
 };
 
 /// Structured spawning: every task gets a child token of the scope's token,
@@ -757,7 +758,7 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.spawn_owned(None, f)
+        self.spawn_owned(None, f(self.token().child_token()))
     }
     /// [`spawn`](Self::spawn), with a name for
     /// [`shutdown_report`](Self::shutdown_report): a `&'static str` or a
@@ -798,21 +799,18 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.spawn_owned(Some(name.into()), f)
+        self.spawn_owned(Some(name.into()), f(self.token().child_token()))
     }
 
+    /// Spawns `body` as the owner: it takes a place under the limit or
+    /// queues, and the owner keeps what aborts it.
     #[track_caller]
-    fn spawn_owned<F, Fut>(&mut self, name: Option<Cow<'static, str>>, f: F) -> TaskId
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        let fut = f(self.state.cause.token().child_token());
-        let Some((key, abort)) = spawn_into(&self.state, name, fut, Admission::TakeOrQueue, true)
-        else {
+    fn spawn_owned(&mut self, name: Option<Cow<'static, str>>, body: impl TaskBody<T>) -> TaskId {
+        let permit = Admission::TakeOrQueue;
+        let Some((key, join)) = spawn_into(&self.state, name, body, permit, true) else {
             unreachable!("an owner's spawn is never refused")
         };
-        self.owned.keep(&self.state, key, abort);
+        self.owned.keep(&self.state, key, join);
         key.id()
     }
 
@@ -898,9 +896,8 @@ impl<T: Send + 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
-        let (key, abort) = spawn_blocking_into(&self.state, name, f);
-        self.owned.keep(&self.state, key, abort);
-        key.id()
+        let token = self.token().child_token();
+        self.spawn_owned(name, Blocking(move || f(token), Handle::current()))
     }
 
     /// Waits until a task can start at once under the

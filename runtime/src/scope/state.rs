@@ -1,10 +1,12 @@
 //! The state a [`Scope`](super::Scope) shares with its tasks, and the
 //! wrapper every task runs in.
 //!
-//! Every task is a plain Tokio task (`tokio::spawn`, `spawn_blocking`) whose
-//! future is wrapped in a [`ScopeTask`]: it polls the user's future under
-//! `catch_unwind` with the scope's cause current, and when the future ends
-//! (or is dropped: aborted) its [`EndGuard`] writes the outcome into the
+//! Every task is a plain Tokio task (`tokio::spawn`, `spawn_blocking`),
+//! spawned by one path, [`spawn_into`], from its [`TaskBody`]: a future, or
+//! a [`Blocking`] closure. A future is wrapped in a [`ScopeTask`]: it polls
+//! the user's future under `catch_unwind` with the scope's cause current,
+//! and when the future ends (or is dropped: aborted) its [`EndGuard`]
+//! (a blocking closure's too) writes the outcome into the
 //! scope's [`Ledger`] (`LocalScope` uses it too), under one lock, and wakes
 //! the owner only when the owner waits for that. So a reaping scope frees a
 //! task as it ends, like `TaskTracker`; an aborted task reports itself, with
@@ -25,7 +27,6 @@ use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{FailureText, Ledger, TaskKey, error_text, outcome_of, poll_caught, result_of};
 use crate::reason::{self, Cause};
@@ -42,10 +43,11 @@ pub(super) struct RuntimeTask {
     pub(super) blocking: bool,
 }
 
-/// A task waiting for a permit of the limit, and how to start it.
+/// A task waiting for a permit of the limit, and how to start it on a
+/// runtime.
 pub(super) struct QueuedTask {
     pub(super) key: TaskKey,
-    pub(super) start: Box<dyn FnOnce() -> Option<AbortHandle> + Send>,
+    pub(super) start: Box<dyn FnOnce(&Handle) -> AbortHandle + Send>,
 }
 
 /// What the owner waits for.
@@ -371,11 +373,13 @@ impl<T> ScopeState<T> {
     /// Starts a task that got its permit, outside the lock.
     pub(super) fn start(&self, q: QueuedTask) {
         let key = q.key;
+        // Stopped, or no runtime to start on: `q` is dropped, and its guard
+        // reports it aborted.
         if self.is_stopped(key) {
-            return; // `q` is dropped: its guard reports it aborted
+            return;
         }
-        if let Some(abort) = (q.start)() {
-            self.keep_abort(key, abort);
+        if let Ok(handle) = Handle::try_current() {
+            self.keep_abort(key, (q.start)(&handle));
         }
     }
 
@@ -423,7 +427,7 @@ impl<T: Send> TaskControl for ScopeState<T> {
 
 /// Reports a task's end to its scope: with its value, or, when dropped
 /// first, as aborted.
-struct EndGuard<T> {
+pub(super) struct EndGuard<T> {
     state: Arc<ScopeState<T>>,
     key: TaskKey,
     /// The name of an untracked task (a tracked one's is in the ledger).
@@ -506,6 +510,92 @@ impl<F: Future> Future for ScopeTask<F> {
     }
 }
 
+/// What a task runs: a future, polled on the runtime's workers, or a
+/// [`Blocking`] closure, run on a blocking thread. Either reports its end
+/// through the [`EndGuard`] it is spawned with.
+pub(super) trait TaskBody<T>: Send + 'static {
+    /// A blocking closure: never untracked, and detached rather than
+    /// aborted once it started.
+    const BLOCKING: bool;
+
+    /// With the `tracing` feature: in task `seq`'s span (a future; a
+    /// blocking closure has none).
+    #[cfg(feature = "tracing")]
+    fn in_span(self, seq: u64, name: Option<&str>) -> impl TaskBody<T>;
+
+    /// Spawns it on `on`, or on the current runtime, named `name` in
+    /// tokio-console.
+    fn spawn(self, guard: EndGuard<T>, on: Option<&Handle>, name: ConsoleName) -> JoinHandle<()>;
+}
+
+impl<T: Send + 'static, F: Future<Output = T> + Send + 'static> TaskBody<T> for F {
+    const BLOCKING: bool = false;
+
+    #[cfg(feature = "tracing")]
+    fn in_span(self, seq: u64, name: Option<&str>) -> impl TaskBody<T> {
+        tracing::Instrument::instrument(self, crate::ledger::task_span(seq, name))
+    }
+
+    #[track_caller]
+    fn spawn(self, guard: EndGuard<T>, on: Option<&Handle>, name: ConsoleName) -> JoinHandle<()> {
+        let task = ScopeTask::new(self, guard);
+        #[cfg(all(tokio_unstable, feature = "tracing"))]
+        if let Some(name) = &name {
+            let builder = tokio::task::Builder::new().name(name);
+            let spawned = match on {
+                Some(handle) => builder.spawn_on(task, handle),
+                None => builder.spawn(task),
+            };
+            // Tokio's builder returns `Ok` on every path (its `Result` is for
+            // future use); a spawn outside a runtime panics, as `tokio::spawn`.
+            return spawned.expect("tokio::task::Builder::spawn");
+        }
+        let _ = &name;
+        match on {
+            Some(handle) => handle.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+}
+
+/// A blocking closure (given its token already), and the runtime it was
+/// spawned on: it runs there unless a queue starts it elsewhere.
+pub(super) struct Blocking<F>(pub(super) F, pub(super) Handle);
+
+impl<T: Send + 'static, F: FnOnce() -> T + Send + 'static> TaskBody<T> for Blocking<F> {
+    const BLOCKING: bool = true;
+
+    #[cfg(feature = "tracing")]
+    fn in_span(self, _seq: u64, _name: Option<&str>) -> impl TaskBody<T> {
+        self
+    }
+
+    #[track_caller]
+    fn spawn(self, guard: EndGuard<T>, on: Option<&Handle>, name: ConsoleName) -> JoinHandle<()> {
+        let Blocking(f, handle) = self;
+        let task = move || {
+            let mut guard = guard;
+            if guard.state.is_stopped(guard.key) {
+                return; // too late: the guard reports it as aborted
+            }
+            let outer = reason::enter(Some(Arc::clone(&guard.state.cause)));
+            let out = catch_unwind(AssertUnwindSafe(f));
+            let cleanup_ran = reason::leave(outer).cancel_seen;
+            guard.report(Some(out), cleanup_ran);
+        };
+        let on = on.unwrap_or(&handle);
+        #[cfg(all(tokio_unstable, feature = "tracing"))]
+        if let Some(name) = &name {
+            let builder = tokio::task::Builder::new().name(name);
+            return builder
+                .spawn_blocking_on(task, on)
+                .expect("tokio::task::Builder::spawn_blocking_on");
+        }
+        let _ = &name;
+        on.spawn_blocking(task)
+    }
+}
+
 /// How a new task gets its permit.
 pub(super) enum Admission {
     /// From a [`SpawnPermit`]: it holds a place under the limit
@@ -519,25 +609,21 @@ pub(super) enum Admission {
 }
 
 /// Spawns a task into `state`: records it, then starts it at once or
-/// queues it on the limit. Returns its key and, when it started here, its
-/// abort handle.
+/// queues it on the limit (the owner's untracked tasks are only counted).
+/// Returns its key and, when it started here, its join handle.
 #[track_caller]
-pub(super) fn spawn_into<T, Fut>(
+pub(super) fn spawn_into<T: Send + 'static, B: TaskBody<T>>(
     state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
-    fut: Fut,
+    body: B,
     permit: Admission,
     owner: bool,
-) -> Option<(TaskKey, Option<JoinHandle<()>>)>
-where
-    Fut: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
+) -> Option<(TaskKey, Option<JoinHandle<()>>)> {
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
-    let fut = tracing::Instrument::instrument(fut, crate::ledger::task_span(seq, name.as_deref()));
+    let body = body.in_span(seq, name.as_deref());
     let console = console_name(name.as_ref());
-    if owner && state.untracked.on.load(Ordering::Acquire) {
+    if owner && !B::BLOCKING && state.untracked.on.load(Ordering::Acquire) {
         // Outside the ledger while untracked tasks are on: counted only,
         // under the key `UNTRACKED`.
         state.untracked.live.fetch_add(1, Ordering::AcqRel);
@@ -545,8 +631,8 @@ where
             slot: UNTRACKED,
             seq,
         };
-        let task = ScopeTask::new(fut, EndGuard::new(state, key, name));
-        return Some((key, Some(spawn_task(None, console, task))));
+        let guard = EndGuard::new(state, key, name);
+        return Some((key, Some(body.spawn(guard, None, console))));
     }
     let mut inner = state.lock();
     if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
@@ -555,17 +641,27 @@ where
         drop(inner);
         return None;
     }
-    let queue = admit(&mut inner, permit);
-    let key = record_task(&mut inner, seq, name, !queue, false);
-    let task = ScopeTask::new(fut, EndGuard::new(state, key, None));
-    if queue {
-        enqueue(&mut inner, key, move |handle| {
-            spawn_task(Some(handle), console, task).abort_handle()
+    let started = !admit(&mut inner, permit);
+    let run = RuntimeTask {
+        abort: None,
+        started,
+        blocking: B::BLOCKING,
+    };
+    let key = inner.ledger.insert(seq, name, run);
+    let guard = EndGuard::new(state, key, None);
+    if !started {
+        // Started by whoever frees its place, on that one's runtime. Never
+        // started, it is dropped before its guard reports it aborted.
+        let parts = (body, guard);
+        let start = Box::new(move |on: &Handle| {
+            let (body, guard) = parts;
+            body.spawn(guard, Some(on), console).abort_handle()
         });
+        inner.queue.push_back(QueuedTask { key, start });
         return Some((key, None));
     }
     drop(inner);
-    let join = spawn_task(None, console, task);
+    let join = body.spawn(guard, None, console);
     if !owner {
         state.keep_abort(key, join.abort_handle());
     }
@@ -585,79 +681,6 @@ fn admit<T>(inner: &mut Locked<T>, permit: Admission) -> bool {
     }
 }
 
-/// Records task `seq` in the ledger; `started` unless it is queued.
-fn record_task<T>(
-    inner: &mut Locked<T>,
-    seq: u64,
-    name: Option<Cow<'static, str>>,
-    started: bool,
-    blocking: bool,
-) -> TaskKey {
-    inner.ledger.insert(
-        seq,
-        name,
-        RuntimeTask {
-            abort: None,
-            started,
-            blocking,
-        },
-    )
-}
-
-/// Queues task `key` on the limit: `start` spawns it on the runtime of
-/// whoever frees its place, if there is one.
-fn enqueue<T>(
-    inner: &mut Locked<T>,
-    key: TaskKey,
-    start: impl FnOnce(&Handle) -> AbortHandle + Send + 'static,
-) {
-    let start = Box::new(move || {
-        let handle = Handle::try_current().ok()?;
-        Some(start(&handle))
-    });
-    inner.queue.push_back(QueuedTask { key, start });
-}
-
-/// `spawn_into` for a blocking closure; only the owner spawns one, so it
-/// takes a place under the limit or queues (`Admission::TakeOrQueue`).
-#[track_caller]
-pub(super) fn spawn_blocking_into<T, F>(
-    state: &Arc<ScopeState<T>>,
-    name: Option<Cow<'static, str>>,
-    f: F,
-) -> (TaskKey, Option<JoinHandle<()>>)
-where
-    F: FnOnce(CancellationToken) -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let handle = Handle::current();
-    let console = console_name(name.as_ref());
-    let token = state.cause.token().child_token();
-    let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
-    let mut inner = state.lock();
-    let queue = take_permit(&mut inner);
-    let key = record_task(&mut inner, seq, name, !queue, true);
-    let mut guard = EndGuard::new(state, key, None);
-    let cause = Arc::clone(&state.cause);
-    let task = move || {
-        if guard.state.is_stopped(guard.key) {
-            return; // too late: the guard reports it as aborted
-        }
-        let outer = reason::enter(Some(cause));
-        let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-        let cleanup_ran = reason::leave(outer).cancel_seen;
-        guard.report(Some(out), cleanup_ran);
-    };
-    if queue {
-        enqueue(&mut inner, key, move |handle| {
-            spawn_blocking_task(handle, console, task).abort_handle()
-        });
-        return (key, None);
-    }
-    drop(inner);
-    (key, Some(spawn_blocking_task(&handle, console, task)))
-}
-
 /// A task's name for tokio-console: kept only when built with
 /// `--cfg tokio_unstable` and the `tracing` feature, where Tokio's task
 /// builder takes it.
@@ -671,48 +694,6 @@ fn console_name(name: Option<&Cow<'static, str>>) -> ConsoleName {
         let _ = name;
         None
     }
-}
-
-/// Spawns a scope's task on `handle` (or the current runtime), named in
-/// tokio-console when built for it.
-#[track_caller]
-fn spawn_task<F>(handle: Option<&Handle>, name: ConsoleName, task: F) -> JoinHandle<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    #[cfg(all(tokio_unstable, feature = "tracing"))]
-    if let Some(name) = &name {
-        let builder = tokio::task::Builder::new().name(name);
-        let spawned = match handle {
-            Some(handle) => builder.spawn_on(task, handle),
-            None => builder.spawn(task),
-        };
-        // Tokio's builder returns `Ok` on every path (its `Result` is for
-        // future use); a spawn outside a runtime panics, as `tokio::spawn`.
-        return spawned.expect("tokio::task::Builder::spawn");
-    }
-    let _ = &name;
-    match handle {
-        Some(handle) => handle.spawn(task),
-        None => tokio::spawn(task),
-    }
-}
-
-/// [`spawn_task`] for a blocking closure.
-#[track_caller]
-fn spawn_blocking_task<F>(handle: &Handle, name: ConsoleName, task: F) -> JoinHandle<()>
-where
-    F: FnOnce() + Send + 'static,
-{
-    #[cfg(all(tokio_unstable, feature = "tracing"))]
-    if let Some(name) = &name {
-        let builder = tokio::task::Builder::new().name(name);
-        return builder
-            .spawn_blocking_on(task, handle)
-            .expect("tokio::task::Builder::spawn_blocking_on");
-    }
-    let _ = &name;
-    handle.spawn_blocking(task)
 }
 
 /// Takes a permit of the limit if one is free (and none queued before);
