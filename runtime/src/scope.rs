@@ -505,13 +505,12 @@ impl<T> Scope<T> {
     where
         T: TaskOutput,
     {
-        let mut inner = self.state.lock();
+        let scope = self.track_failures();
+        let mut inner = scope.state.lock();
         inner.ledger.policy.reaping = true;
-        inner.ledger.policy.failure = Some(T::failure);
-        let _ = self.state.failure.set(T::failure);
-        self.state.refresh_untracked(&inner);
+        scope.state.refresh_untracked(&inner);
         drop(inner);
-        self
+        scope
     }
 
     /// Makes the reports count a task whose value is a failure (an `Err`,
@@ -1455,16 +1454,14 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     /// # }
     /// ```
     pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
-        let is_ok = |r: &Result<Result<U, E>, TaskError>| matches!(r, Ok(Ok(_)));
-        let state = &self.state;
         // The first `Ok` in completion order: after an interrupted call, the
         // same winner (results only join the end of that order).
         let found = poll_fn(|cx| {
-            let mut inner = state.lock();
-            if let Some(key) = inner.ledger.find_done(is_ok) {
+            let mut inner = self.state.lock();
+            if let Some(key) = inner.ledger.find_done(|r| matches!(r, Ok(Ok(_)))) {
                 return Poll::Ready(Some(key));
             }
-            idle_or_register(state, &mut inner, OwnerWait::Next, cx, None)
+            idle_or_register(&self.state, &mut inner, OwnerWait::Next, cx, None)
         })
         .await;
         let Some(key) = found else {
@@ -1473,9 +1470,8 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
         // Without `first_ok`, this call is what cancels: the winner is the
         // reason (with it, the winner's task recorded that already).
         let name = self.state.lock().ledger.name(key).cloned();
-        self.state
-            .cause
-            .cancel_by(CancelReason::TaskSucceeded(key.id()), name.as_ref());
+        let reason = CancelReason::TaskSucceeded(key.id());
+        self.state.cause.cancel_by(reason, name.as_ref());
         wait_empty(&self.state).await;
         let mut inner = self.state.lock();
         let won = inner.ledger.take(key);

@@ -485,9 +485,7 @@ impl<T: Send + 'static> SpawnPermit<T> {
 impl<T> Drop for SpawnPermit<T> {
     fn drop(&mut self) {
         if self.holds_place {
-            let mut inner = self.state.lock();
-            let next = self.state.free_permit(&mut inner);
-            drop(inner);
+            let next = self.state.free_permit(&mut self.state.lock());
             self.state.wake_and_start(None, next);
         }
     }
