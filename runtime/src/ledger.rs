@@ -299,12 +299,10 @@ impl<T, R> Ledger<T, R> {
         cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
         self.running_mut(key)?;
-        let rule = self.policy.cancel.filter(|_| out.is_some());
-        let result = result_of(out, &self.cause);
-        if let Some(rule) = rule {
-            rule.apply(&self.cause, key.id(), self.name(key), result.as_ref().ok());
+        if let (Some(rule), Some(out)) = (self.policy.cancel, &out) {
+            rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
         }
-        self.record_end(key, result, cleanup_ran)
+        self.record_end(key, result_of(out, &self.cause), cleanup_ran)
     }
 
     /// The task at `key` ended with `result` (detached: the one that
@@ -444,8 +442,11 @@ impl<T, R> Ledger<T, R> {
 
     /// Empties the ledger, handing out its entries in spawn order.
     fn drain_sorted(&mut self) -> Vec<Entry<T, R>> {
-        let slots = std::mem::take(&mut self.slots);
-        let mut entries: Vec<Entry<T, R>> = slots.into_iter().flatten().collect();
+        let mut slots = std::mem::take(&mut self.slots);
+        // In place, in the slots' own allocation (`flatten` would collect
+        // into a new one, grown as it goes).
+        slots.retain(Option::is_some);
+        let mut entries: Vec<Entry<T, R>> = slots.into_iter().map(Option::unwrap).collect();
         if !entries.is_sorted_by_key(|e| e.seq) {
             entries.sort_unstable_by_key(|e| e.seq);
         }
