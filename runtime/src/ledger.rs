@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -57,9 +58,8 @@ pub(crate) fn poll_caught<F: Future>(
 pub(crate) struct CancelRule<T> {
     pub(crate) fail_fast: bool,
     pub(crate) first_ok: bool,
-    /// Of a task's value (`None`: it panicked): `Some(true)` for a success
-    /// that cancels, `Some(false)` for a failure that does.
-    decide: fn(Option<&T>) -> Option<bool>,
+    /// Whether a task's value is a success (an `Ok`).
+    is_ok: fn(&T) -> bool,
 }
 
 impl<T> Clone for CancelRule<T> {
@@ -69,22 +69,6 @@ impl<T> Clone for CancelRule<T> {
 }
 
 impl<T> Copy for CancelRule<T> {}
-
-impl<U, E> CancelRule<Result<U, E>> {
-    /// The rule for a scope of `Result`s.
-    pub(crate) fn new(fail_fast: bool, first_ok: bool) -> Self {
-        let decide: fn(Option<&Result<U, E>>) -> Option<bool> = match (fail_fast, first_ok) {
-            (true, true) => |v| Some(matches!(v, Some(Ok(_)))),
-            (true, false) => |v| (!matches!(v, Some(Ok(_)))).then_some(false),
-            (false, _) => |v| matches!(v, Some(Ok(_))).then_some(true),
-        };
-        CancelRule {
-            fail_fast,
-            first_ok,
-            decide,
-        }
-    }
-}
 
 impl<T> CancelRule<T> {
     /// Cancels `cause` when the end of task `id` with `value` (`None`: it
@@ -96,13 +80,10 @@ impl<T> CancelRule<T> {
         name: Option<&Cow<'static, str>>,
         value: Option<&T>,
     ) -> bool {
-        let Some(succeeded) = (self.decide)(value) else {
-            return false;
-        };
-        let reason = if succeeded {
-            CancelReason::TaskSucceeded(id)
-        } else {
-            CancelReason::TaskFailed(id)
+        let reason = match value.is_some_and(self.is_ok) {
+            true if self.first_ok => CancelReason::TaskSucceeded(id),
+            false if self.fail_fast => CancelReason::TaskFailed(id),
+            _ => return false,
         };
         cause.cancel_by(reason, name);
         true
@@ -143,25 +124,6 @@ impl<T> Policy<T> {
         self.cancel
             .map_or((false, false), |r| (r.fail_fast, r.first_ok))
     }
-
-    /// The `Debug` fields both scopes show.
-    pub(crate) fn debug_fields(
-        &self,
-        d: &mut std::fmt::DebugStruct<'_, '_>,
-        len: usize,
-        cancelled: bool,
-    ) {
-        let (fail_fast, first_ok) = self.rules();
-        d.field("len", &len)
-            .field("cancelled", &cancelled)
-            .field("fail_fast", &fail_fast);
-        if first_ok {
-            d.field("first_ok", &true);
-        }
-        if self.reaping {
-            d.field("reaping", &true);
-        }
-    }
 }
 
 pub(crate) enum TaskState<T, R> {
@@ -192,14 +154,6 @@ struct Entry<T, R> {
     cleanup_ran: bool,
 }
 
-enum Slot<T, R> {
-    Full(Entry<T, R>),
-    /// Free; the next free slot.
-    Free(usize),
-}
-
-const NO_SLOT: usize = usize::MAX;
-
 /// When a shutdown began, and whether it times the tasks' ends (for a
 /// report).
 #[derive(Clone, Copy)]
@@ -209,10 +163,10 @@ pub(crate) struct ShutdownStart {
 }
 
 pub(crate) struct Ledger<T, R> {
-    slots: Vec<Slot<T, R>>,
-    free: usize,
-    next_seq: u64,
-    len: usize,
+    /// The tasks, each in a slot a later task may reuse once it is free.
+    slots: Vec<Option<Entry<T, R>>>,
+    /// The free slots.
+    free: Vec<usize>,
     running: usize,
     /// Ended tasks not handed out, in completion order.
     done: VecDeque<TaskKey>,
@@ -228,9 +182,7 @@ impl<T, R> Ledger<T, R> {
     pub(crate) fn new(cause: Arc<Cause>) -> Self {
         Ledger {
             slots: Vec::new(),
-            free: NO_SLOT,
-            next_seq: 0,
-            len: 0,
+            free: Vec::new(),
             running: 0,
             done: VecDeque::new(),
             cause,
@@ -246,7 +198,7 @@ impl<T, R> Ledger<T, R> {
 
     /// Tasks not handed out (running or ended).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slots.len() - self.free.len()
     }
 
     pub(crate) fn running(&self) -> usize {
@@ -257,61 +209,56 @@ impl<T, R> Ledger<T, R> {
         !self.done.is_empty()
     }
 
-    /// The sequence number the next task will get.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq
+    /// The `Debug` of scope `name` with `len` tasks: the fields both scopes
+    /// show, more to add.
+    pub(crate) fn debug_struct<'a, 'b>(
+        &self,
+        f: &'a mut fmt::Formatter<'b>,
+        name: &str,
+        len: usize,
+    ) -> fmt::DebugStruct<'a, 'b> {
+        let (fail_fast, first_ok) = self.policy.rules();
+        let mut d = f.debug_struct(name);
+        d.field("len", &len)
+            .field("cancelled", &self.cause.token().is_cancelled())
+            .field("fail_fast", &fail_fast);
+        if first_ok {
+            d.field("first_ok", &true);
+        }
+        if self.policy.reaping {
+            d.field("reaping", &true);
+        }
+        d
     }
 
-    pub(crate) fn insert(&mut self, name: Option<Cow<'static, str>>, run: R) -> TaskKey {
-        let seq = self.next_seq;
-        self.insert_seq(seq, name, run)
-    }
-
-    /// [`insert`](Self::insert), with a sequence number the caller
-    /// allocated (a `Scope` counts its own, as some of its tasks are not in
-    /// the ledger).
-    pub(crate) fn insert_seq(
-        &mut self,
-        seq: u64,
-        name: Option<Cow<'static, str>>,
-        run: R,
-    ) -> TaskKey {
-        self.next_seq = self.next_seq.max(seq + 1);
-        let entry = Slot::Full(Entry {
+    /// Records a running task, with the sequence number its scope gave it
+    /// (a `Scope` counts some tasks it keeps out of the ledger).
+    pub(crate) fn insert(&mut self, seq: u64, name: Option<Cow<'static, str>>, run: R) -> TaskKey {
+        let entry = Some(Entry {
             seq,
             name,
             state: TaskState::Running(run),
             ended_at: None,
             cleanup_ran: false,
         });
-        let slot = if self.free == NO_SLOT {
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        if slot == self.slots.len() {
             self.slots.push(entry);
-            self.slots.len() - 1
         } else {
-            let slot = self.free;
-            if let Slot::Free(next) = std::mem::replace(&mut self.slots[slot], entry) {
-                self.free = next;
-            }
-            slot
-        };
-        self.len += 1;
+            self.slots[slot] = entry;
+        }
         self.running += 1;
         TaskKey { slot, seq }
     }
 
     fn entry(&self, key: TaskKey) -> Option<&Entry<T, R>> {
-        match self.slots.get(key.slot) {
-            Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
-            _ => None,
-        }
+        let entry = self.slots.get(key.slot)?.as_ref();
+        entry.filter(|e| e.seq == key.seq)
     }
 
     fn entry_mut(&mut self, key: TaskKey) -> Option<&mut Entry<T, R>> {
-        match self.slots.get_mut(key.slot) {
-            Some(Slot::Full(e)) if e.seq == key.seq => Some(e),
-            _ => None,
-        }
+        let entry = self.slots.get_mut(key.slot)?.as_mut();
+        entry.filter(|e| e.seq == key.seq)
     }
 
     /// The running task at `key`, if it still runs.
@@ -326,49 +273,40 @@ impl<T, R> Ledger<T, R> {
         self.entry(key).and_then(|e| e.name.as_ref())
     }
 
-    /// The key of the task with id `id`, if it is in the ledger (a scan).
-    pub(crate) fn find(&self, id: TaskId) -> Option<TaskKey> {
-        self.keys(|_| true).find(|key| key.id() == id)
-    }
-
-    /// The keys of the running tasks.
+    /// The keys of the running tasks, in spawn order.
     pub(crate) fn running_keys(&self) -> Vec<TaskKey> {
-        self.keys(|e| matches!(e.state, TaskState::Running(_)))
-            .collect()
+        let mut keys = Vec::new();
+        let running = |e: &&Entry<T, R>| matches!(e.state, TaskState::Running(_));
+        for (slot, entry) in self.slots.iter().enumerate() {
+            if let Some(e) = entry.as_ref().filter(running) {
+                keys.push(TaskKey { slot, seq: e.seq });
+            }
+        }
+        keys.sort_unstable_by_key(|k| k.seq);
+        keys
     }
 
-    /// The keys of the tasks whose entry passes `pick`, in slot order.
-    fn keys(&self, pick: impl Fn(&Entry<T, R>) -> bool) -> impl Iterator<Item = TaskKey> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(move |(slot, s)| match s {
-                Slot::Full(e) if pick(e) => Some(TaskKey { slot, seq: e.seq }),
-                _ => None,
-            })
-    }
-
-    /// The task at `key` ended with `out` (its value, or the payload of its
-    /// panic): applies the policies, then keeps the result (or, reaping,
-    /// counts it). Returns what ran it and, reaping, the result, for the
-    /// caller to drop outside any lock (user `Drop`s run there); `None` when
-    /// the task had already ended (a detached blocking task reporting late).
-    pub(crate) fn record_return(
+    /// The task at `key` ended with `out`: its value or the payload of its
+    /// panic (`None`: it was aborted). Applies the policies (to a task that
+    /// returned or panicked), then keeps the result (or, reaping, counts
+    /// it). Returns what ran it and, reaping, the result, for the caller to
+    /// drop outside any lock (user `Drop`s run there); `None` when the task
+    /// had already ended (a detached blocking task reporting late).
+    pub(crate) fn record(
         &mut self,
         key: TaskKey,
-        out: Result<T, Payload>,
+        out: Option<Result<T, Payload>>,
         cleanup_ran: bool,
     ) -> Option<Ended<T, R>> {
-        self.entry(key)
-            .filter(|e| matches!(e.state, TaskState::Running(_)))?;
-        if let Some(rule) = self.policy.cancel {
+        self.running_mut(key)?;
+        if let (Some(rule), Some(out)) = (self.policy.cancel, &out) {
             rule.apply(&self.cause, key.id(), self.name(key), out.as_ref().ok());
         }
-        self.record_end(key, out.map_err(TaskError::panic), cleanup_ran)
+        self.record_end(key, result_of(out, &self.cause), cleanup_ran)
     }
 
-    /// The task at `key` ended without a value (aborted, detached); see
-    /// [`record_return`](Self::record_return).
+    /// The task at `key` ended with `result` (detached: the one that
+    /// [`record`](Self::record) does not make); see there.
     /// `cleanup_ran`: a `#[cancellable]` fn in it took its cancellation path.
     pub(crate) fn record_end(
         &mut self,
@@ -396,18 +334,14 @@ impl<T, R> Ledger<T, R> {
             return Some((run, None));
         }
         self.running -= 1;
+        let entry = self.remove(key);
         let outcome = outcome_of(&result, failure, stopping.is_some());
-        let name = self.name(key).cloned();
-        self.reap(key.id(), name, outcome, cleanup_ran, || {
-            error_text(&result, failure)
-        });
-        let Slot::Full(entry) = self.remove(key) else {
+        let error = || error_text(&result, failure);
+        self.reap(key.id(), entry.name, outcome, cleanup_ran, error);
+        let TaskState::Running(run) = entry.state else {
             unreachable!()
         };
-        match entry.state {
-            TaskState::Running(run) => Some((run, Some(result))),
-            TaskState::Done(_) => None,
-        }
+        Some((run, Some(result)))
     }
 
     /// Counts a task freed as it ended (`cleanup_ran`: it ran a `#[cancellable]`
@@ -429,17 +363,17 @@ impl<T, R> Ledger<T, R> {
         }
     }
 
-    fn remove(&mut self, key: TaskKey) -> Slot<T, R> {
-        self.len -= 1;
-        let slot = std::mem::replace(&mut self.slots[key.slot], Slot::Free(self.free));
-        self.free = key.slot;
-        if self.len == 0 {
+    /// Frees the slot of `key`, which holds its entry; returns the entry.
+    fn remove(&mut self, key: TaskKey) -> Entry<T, R> {
+        let entry = self.slots[key.slot].take();
+        self.free.push(key.slot);
+        if self.free.len() == self.slots.len() {
             // Forget the slots: a scope emptied between bursts gives back
             // its peak.
             self.slots.clear();
-            self.free = NO_SLOT;
+            self.free.clear();
         }
-        slot
+        entry.expect("cancel-scope: a ledger entry removed twice")
     }
 
     /// Hands out the first result in completion order.
@@ -457,11 +391,7 @@ impl<T, R> Ledger<T, R> {
 
     /// Hands out the ended task at `key`.
     pub(crate) fn take(&mut self, key: TaskKey) -> Result<T, TaskError> {
-        let Slot::Full(Entry {
-            state: TaskState::Done(result),
-            ..
-        }) = self.remove(key)
-        else {
+        let TaskState::Done(result) = self.remove(key).state else {
             unreachable!("cancel-scope: took a task that had not ended")
         };
         result
@@ -477,12 +407,9 @@ impl<T, R> Ledger<T, R> {
         )
     }
 
-    /// No task runs: hands out every result, in spawn order, each with its
-    /// report line, and empties the ledger.
-    pub(crate) fn finish_with<O>(
-        &mut self,
-        mut each: impl FnMut(TaskReport, Result<T, TaskError>) -> O,
-    ) -> Vec<O> {
+    /// No task runs: hands out every result, in spawn order, and each
+    /// task's report line, and empties the ledger.
+    pub(crate) fn finish_reports(&mut self) -> (Vec<TaskReport>, Vec<Result<T, TaskError>>) {
         let reason = self.cause.described();
         let stopping = self.shutdown;
         let failure = self.policy.failure;
@@ -499,12 +426,12 @@ impl<T, R> Ledger<T, R> {
                 let id = TaskId::from_seq(e.seq);
                 let error = error_text(&result, failure);
                 let report = TaskReport::new(id, e.name, outcome, cleanup, error, e.cleanup_ran);
-                each(report, result)
+                (report, result)
             })
-            .collect()
+            .unzip()
     }
 
-    /// [`finish_with`](Self::finish_with), results only.
+    /// [`finish_reports`](Self::finish_reports), results only.
     pub(crate) fn finish(&mut self) -> Vec<Result<T, TaskError>> {
         let reason = self.cause.described();
         self.drain_sorted()
@@ -515,18 +442,15 @@ impl<T, R> Ledger<T, R> {
 
     /// Empties the ledger, handing out its entries in spawn order.
     fn drain_sorted(&mut self) -> Vec<Entry<T, R>> {
-        let mut entries: Vec<Entry<T, R>> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .filter_map(|s| match s {
-                Slot::Full(e) => Some(e),
-                Slot::Free(_) => None,
-            })
-            .collect();
+        let mut slots = std::mem::take(&mut self.slots);
+        // In place, in the slots' own allocation (`flatten` would collect
+        // into a new one, grown as it goes).
+        slots.retain(Option::is_some);
+        let mut entries: Vec<Entry<T, R>> = slots.into_iter().map(Option::unwrap).collect();
         if !entries.is_sorted_by_key(|e| e.seq) {
             entries.sort_unstable_by_key(|e| e.seq);
         }
-        self.free = NO_SLOT;
-        self.len = 0;
+        self.free.clear();
         self.running = 0;
         self.done.clear();
         entries
@@ -540,7 +464,11 @@ impl<U, E, R> Ledger<Result<U, E>, R> {
     /// been set before.
     pub(crate) fn cancel_when(&mut self, fail_fast: bool, first_ok: bool) {
         let (was_fail_fast, was_first_ok) = self.policy.rules();
-        let rule = CancelRule::new(fail_fast || was_fail_fast, first_ok || was_first_ok);
+        let rule = CancelRule {
+            fail_fast: fail_fast || was_fail_fast,
+            first_ok: first_ok || was_first_ok,
+            is_ok: Result::is_ok,
+        };
         self.policy.cancel = Some(rule);
         for &key in &self.done {
             let Some(Entry {
@@ -578,6 +506,15 @@ pub(crate) fn outcome_of<T>(
     }
 }
 
+/// A task's result from how it ended: its value, the payload of its panic,
+/// or (`None`) its abort, for the reason `cause` gives.
+pub(crate) fn result_of<T>(out: Option<Result<T, Payload>>, cause: &Cause) -> Result<T, TaskError> {
+    match out {
+        Some(out) => out.map_err(TaskError::panic),
+        None => Err(TaskError::aborted(cause.described())),
+    }
+}
+
 pub(crate) fn error_text<T>(
     result: &Result<T, TaskError>,
     failure: Option<FailureText<T>>,
@@ -585,5 +522,15 @@ pub(crate) fn error_text<T>(
     match result {
         Err(e) => Some(e.to_string()),
         Ok(v) => failure.and_then(|f| f(v)),
+    }
+}
+
+/// The span a scope task runs in, with the `tracing` feature: target
+/// `cancel_scope`, name `task`, fields `id` and (for named tasks) `name`.
+#[cfg(feature = "tracing")]
+pub(crate) fn task_span(seq: u64, name: Option<&str>) -> tracing::Span {
+    match name {
+        Some(name) => tracing::debug_span!(target: "cancel_scope", "task", id = seq, name),
+        None => tracing::debug_span!(target: "cancel_scope", "task", id = seq),
     }
 }

@@ -25,7 +25,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -35,8 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::TaskId;
 use crate::ledger::{Ledger, TaskKey, poll_caught};
-use crate::reason::CancelReason;
-use crate::reason::{self, Cause};
+use crate::reason::{self, CancelReason, Cause};
 use crate::task::TaskError;
 
 /// The waker of one task: it sends the task's key to the scope's ready
@@ -238,6 +237,8 @@ pub struct LocalScope<'env, T> {
     batches: u64,
     /// The batch being polled (kept to reuse its allocation).
     batch: Vec<TaskKey>,
+    /// The sequence number of the next task: its id.
+    next_seq: u64,
 }
 
 impl<'env, T> LocalScope<'env, T> {
@@ -287,6 +288,7 @@ impl<'env, T> LocalScope<'env, T> {
             woken,
             batches: 0,
             batch: Vec::new(),
+            next_seq: 0,
         }
     }
 
@@ -435,13 +437,13 @@ impl<'env, T> LocalScope<'env, T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + 'env,
     {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let fut = f(self.cause().token().child_token());
         #[cfg(feature = "tracing")]
-        let fut = tracing::Instrument::instrument(
-            fut,
-            tracing::debug_span!(target: "cancel_scope", "task", id = self.ledger.next_seq()),
-        );
+        let fut = tracing::Instrument::instrument(fut, crate::ledger::task_span(seq, None));
         let key = self.ledger.insert(
+            seq,
             None,
             LocalTask {
                 fut: Some(Box::pin(fut)),
@@ -542,13 +544,10 @@ impl<'env, T> LocalScope<'env, T> {
             if let Some(next) = self.ledger.take_next() {
                 return Poll::Ready(Some(next));
             }
-            if self.ledger.running() == 0 {
-                return Poll::Ready(None);
-            }
-            self.poll_woken(cx, true);
+            let idle = self.poll_woken(cx, true);
             self.ledger
                 .take_next()
-                .map_or(Poll::Pending, |next| Poll::Ready(Some(next)))
+                .map_or(idle.map(|()| None), |next| Poll::Ready(Some(next)))
         })
         .await
     }
@@ -587,7 +586,7 @@ impl<'env, T> LocalScope<'env, T> {
     /// # }
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
-        poll_fn(|cx| self.poll_all(cx)).await;
+        poll_fn(|cx| self.poll_woken(cx, false)).await;
         self.ledger.finish()
     }
 
@@ -642,31 +641,12 @@ impl<'env, T> LocalScope<'env, T> {
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
         self.cause().cancel(CancelReason::Shutdown);
         if self.ledger.running() > 0 {
-            let mut grace = pin!(tokio::time::sleep(grace));
-            let all_finished = poll_fn(|cx| {
-                if self.poll_all(cx).is_ready() {
-                    return Poll::Ready(true);
-                }
-                grace.as_mut().poll(cx).map(|()| false)
-            })
-            .await;
-            if !all_finished {
+            let all_finished = poll_fn(|cx| self.poll_woken(cx, false));
+            if tokio::time::timeout(grace, all_finished).await.is_err() {
                 self.abort_running();
             }
         }
         self.ledger.finish()
-    }
-
-    /// Polls the woken tasks until all of them have finished.
-    fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ledger.running() > 0 {
-            self.poll_woken(cx, false);
-        }
-        if self.ledger.running() == 0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 
     /// Polls the woken tasks, batch after batch, until none is woken, or a
@@ -674,9 +654,12 @@ impl<'env, T> LocalScope<'env, T> {
     /// were running. Each batch is taken until the ready queue is empty,
     /// which registers `cx`'s waker there: the next wake-up, during the
     /// batch's polls or later, wakes the owner (which then yields to the
-    /// runtime before polling again).
-    fn poll_woken(&mut self, cx: &mut Context<'_>, until_done: bool) {
+    /// runtime before polling again). Ready once no task runs.
+    fn poll_woken(&mut self, cx: &mut Context<'_>, until_done: bool) -> Poll<()> {
         let budget = self.ledger.running();
+        if budget == 0 {
+            return Poll::Ready(());
+        }
         let mut polled = 0;
         let mut batch = mem::take(&mut self.batch);
         // The scope's cause is current while its tasks run, so that a
@@ -687,14 +670,13 @@ impl<'env, T> LocalScope<'env, T> {
             // need it. Only an empty queue is polled, to register `cx`'s
             // waker. (`None` cannot happen: the scope holds a sender.)
             loop {
-                if let Ok(seq) = self.woken.try_recv() {
-                    batch.push(seq);
-                    continue;
+                while let Ok(key) = self.woken.try_recv() {
+                    batch.push(key);
                 }
-                match self.woken.poll_recv(cx) {
-                    Poll::Ready(Some(seq)) => batch.push(seq),
-                    Poll::Ready(None) | Poll::Pending => break,
-                }
+                let Poll::Ready(Some(key)) = self.woken.poll_recv(cx) else {
+                    break;
+                };
+                batch.push(key);
             }
             if batch.is_empty() {
                 break;
@@ -711,6 +693,11 @@ impl<'env, T> LocalScope<'env, T> {
         }
         reason::leave(outer);
         self.batch = batch;
+        if self.ledger.running() == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Polls task `key` once, if it is still running; records its end.
@@ -729,21 +716,17 @@ impl<'env, T> LocalScope<'env, T> {
         let Poll::Ready(out) = poll_caught(Pin::new(&mut task.fut), &mut task_cx) else {
             return;
         };
-        self.ledger.record_return(key, out, false);
+        self.ledger.record(key, Some(out), false);
     }
 
     /// Drops the futures of the tasks still running, in spawn order; they
     /// count as aborted.
     fn abort_running(&mut self) {
-        let reason = self.cause().described();
-        let mut keys = self.ledger.running_keys();
-        keys.sort_unstable_by_key(|k| k.seq);
-        for key in keys {
+        for key in self.ledger.running_keys() {
             let fut = self.ledger.running_mut(key).and_then(|t| t.fut.take());
             // Reported as the abort, as in a `Scope`.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
-            self.ledger
-                .record_end(key, Err(TaskError::aborted(reason.clone())), false);
+            self.ledger.record(key, None, false);
         }
     }
 }
@@ -852,12 +835,9 @@ impl<T> Default for LocalScope<'_, T> {
 /// ```
 impl<T> fmt::Debug for LocalScope<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("LocalScope");
-        let cancelled = self.token().is_cancelled();
         self.ledger
-            .policy
-            .debug_fields(&mut d, self.len(), cancelled);
-        d.finish_non_exhaustive()
+            .debug_struct(f, "LocalScope", self.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -886,9 +866,7 @@ impl<T> fmt::Debug for LocalScope<'_, T> {
 impl<T> Drop for LocalScope<'_, T> {
     fn drop(&mut self) {
         self.cause().cancel(CancelReason::Dropped);
-        let mut keys = self.ledger.running_keys();
-        keys.sort_unstable_by_key(|k| k.seq);
-        for key in keys {
+        for key in self.ledger.running_keys() {
             drop(self.ledger.running_mut(key).and_then(|t| t.fut.take()));
         }
     }

@@ -229,24 +229,16 @@ impl TaskReport {
 /// ```
 #[derive(Debug)]
 pub struct ShutdownReport<T> {
-    tasks: Vec<TaskReport>,
-    results: Vec<Result<T, TaskError>>,
-    grace: Duration,
-    elapsed: Duration,
-    /// Why the token was already cancelled as the shutdown began.
-    cancelled_before: Option<CancelReason>,
-    /// Why it was cancelled, with the name of the task it names.
-    reason: Option<Described>,
-    /// The tasks a reaping scope freed as they ended.
-    reaped: Tally,
-}
-
-/// What a shutdown measured, to make a [`ShutdownReport`].
-pub(crate) struct ShutdownMeasures {
+    /// Each task the scope kept, in spawn order; `results` in the same order.
+    pub(crate) tasks: Vec<TaskReport>,
+    pub(crate) results: Vec<Result<T, TaskError>>,
     pub(crate) grace: Duration,
     pub(crate) elapsed: Duration,
+    /// Why the token was already cancelled as the shutdown began.
     pub(crate) cancelled_before: Option<CancelReason>,
+    /// Why it was cancelled, with the name of the task it names.
     pub(crate) reason: Option<Described>,
+    /// The tasks a reaping scope freed as they ended.
     pub(crate) reaped: Tally,
 }
 
@@ -286,23 +278,6 @@ impl Tally {
 }
 
 impl<T> ShutdownReport<T> {
-    pub(crate) fn new(
-        tasks: Vec<TaskReport>,
-        results: Vec<Result<T, TaskError>>,
-        m: ShutdownMeasures,
-    ) -> Self {
-        debug_assert_eq!(tasks.len(), results.len());
-        ShutdownReport {
-            tasks,
-            results,
-            grace: m.grace,
-            elapsed: m.elapsed,
-            cancelled_before: m.cancelled_before,
-            reason: m.reason,
-            reaped: m.reaped,
-        }
-    }
-
     /// How many of the tasks that ended after the cancel
     /// ([`Stopped`](TaskOutcome::Stopped)) ran a
     /// `#[cancellable]` cleanup (see [`TaskReport::cleanup_ran`]).
@@ -506,9 +481,8 @@ impl<T> ShutdownReport<T> {
     /// ```
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        TaskOutcome::ALL
-            .iter()
-            .all(|o| !o.needs_attention() || self.count(*o) == 0)
+        // A reaped task that needs attention is always in the log.
+        self.needs_attention().next().is_none()
     }
 
     /// The grace period the shutdown was given.

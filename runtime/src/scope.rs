@@ -7,11 +7,12 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 #[cfg(doc)]
 use tokio::task::JoinSet;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::id::TaskId;
 use crate::ledger::ShutdownStart;
 use crate::reason::{CancelReason, Cause};
-use crate::report::{ShutdownMeasures, ShutdownReport};
+use crate::report::ShutdownReport;
 #[cfg(doc)]
 use crate::task::TaskOutcome;
 use crate::task::{TaskError, TaskOutput};
@@ -30,8 +31,8 @@ mod handle;
 mod state;
 pub use handle::{SpawnPermit, Spawner, TaskHandle};
 use state::{
-    Admission, Limit, Locked, OwnerSpawns, OwnerWait, Phase, ScopeState, idle_or_register,
-    spawn_blocking_into, spawn_into, wait_empty,
+    Admission, Blocking, Limit, OwnerSpawns, OwnerWait, Phase, ScopeState, TaskBody,
+    idle_or_register, spawn_into, wait_empty,
 };
 
 /// Structured spawning: every task gets a child token of the scope's token,
@@ -219,9 +220,6 @@ pub struct Scope<T> {
     deadline: Option<Instant>,
     /// The task that cancels the token at the deadline, while it waits.
     deadline_timer: Option<AbortHandle>,
-    /// The first `Ok` `join_first_ok` found, should it be interrupted
-    /// before returning it.
-    winner: Option<TaskId>,
 }
 
 impl<T> Scope<T> {
@@ -270,13 +268,9 @@ impl<T> Scope<T> {
             owned: OwnerSpawns::new(),
             deadline: None,
             deadline_timer: None,
-            winner: None,
         }
     }
 
-    fn inner(&self) -> MutexGuard<'_, Locked<T>> {
-        self.state.lock()
-    }
     /// Limits the scope to `n` tasks running at once. A spawn beyond the
     /// limit is accepted at once and queues; queued tasks start in spawn
     /// order (on every runtime flavour), each as a running task ends. To
@@ -338,12 +332,11 @@ impl<T> Scope<T> {
             n > 0,
             "`Scope::with_limit(0)`: the limit must be at least 1, or no task could ever run"
         );
-        let mut inner = self.inner();
-        let was = inner.limit.take();
-        inner.limit = Some(Limit {
-            max: n.min(MAX_LIMIT),
-            active: 0,
-        });
+        let mut inner = self.state.lock();
+        let max = n.min(MAX_LIMIT);
+        let was = inner.limit.replace(Limit { max, active: 0 });
+        // Untracked tasks are judged under the lock from here on, so none
+        // ends between the count below and the limit that counts it.
         self.state.refresh_untracked(&inner);
         // The tasks already running hold a place each, and give it back as
         // they end: the limit holds for every task.
@@ -351,9 +344,7 @@ impl<T> Scope<T> {
             || inner.ledger.running() + self.state.untracked.running(),
             |was| was.active,
         );
-        if let Some(limit) = &mut inner.limit {
-            limit.active = active;
-        }
+        inner.limit = Some(Limit { max, active });
         drop(inner);
         self
     }
@@ -514,13 +505,12 @@ impl<T> Scope<T> {
     where
         T: TaskOutput,
     {
-        let mut inner = self.inner();
+        let scope = self.track_failures();
+        let mut inner = scope.state.lock();
         inner.ledger.policy.reaping = true;
-        inner.ledger.policy.failure = Some(T::failure);
-        let _ = self.state.failure.set(T::failure);
-        self.state.refresh_untracked(&inner);
+        scope.state.refresh_untracked(&inner);
         drop(inner);
-        self
+        scope
     }
 
     /// Makes the reports count a task whose value is a failure (an `Err`,
@@ -550,7 +540,7 @@ impl<T> Scope<T> {
     where
         T: TaskOutput,
     {
-        self.inner().ledger.policy.failure = Some(T::failure);
+        self.state.lock().ledger.policy.failure = Some(T::failure);
         let _ = self.state.failure.set(T::failure);
         self
     }
@@ -639,7 +629,7 @@ impl<T> Scope<T> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner().ledger.len() + self.state.untracked.running()
+        self.state.lock().ledger.len() + self.state.untracked.running()
     }
     /// `true` when every task's result has been handed out (or none was
     /// spawned).
@@ -666,7 +656,7 @@ impl<T> Scope<T> {
     /// as a shutdown does, without cancelling anything: for an owner that
     /// has joined every task and is about to end.
     pub(crate) fn close(&self) {
-        let _inner = self.inner();
+        let _inner = self.state.lock();
         self.state.set_phase(Phase::Closed);
     }
 
@@ -687,7 +677,6 @@ impl<T> Scope<T> {
         }
         let queue = std::mem::take(&mut inner.queue);
         let reason = self.state.cause.described();
-        let mut detached = Vec::new();
         for key in inner.ledger.running_keys() {
             let Some(run) = inner.ledger.running_mut(key) else {
                 continue;
@@ -696,13 +685,10 @@ impl<T> Scope<T> {
                 abort.abort();
             }
             if detach && run.blocking && run.started {
-                detached.push(key);
-            }
-        }
-        for key in detached {
-            let detached = Err(TaskError::detached(reason.clone()));
-            if inner.ledger.record_end(key, detached, false).is_some() {
-                let _none_queued = self.state.free_permit(&mut inner);
+                let detached = Err(TaskError::detached(reason.clone()));
+                if inner.ledger.record_end(key, detached, false).is_some() {
+                    let _none_queued = self.state.free_permit(&mut inner);
+                }
             }
         }
         drop(inner);
@@ -771,7 +757,7 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.spawn_owned(None, f)
+        self.spawn_owned(None, f(self.token().child_token()))
     }
     /// [`spawn`](Self::spawn), with a name for
     /// [`shutdown_report`](Self::shutdown_report): a `&'static str` or a
@@ -812,21 +798,18 @@ impl<T: Send + 'static> Scope<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.spawn_owned(Some(name.into()), f)
+        self.spawn_owned(Some(name.into()), f(self.token().child_token()))
     }
 
+    /// Spawns `body` as the owner: it takes a place under the limit or
+    /// queues, and the owner keeps what aborts it.
     #[track_caller]
-    fn spawn_owned<F, Fut>(&mut self, name: Option<Cow<'static, str>>, f: F) -> TaskId
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        let fut = f(self.state.cause.token().child_token());
-        let Some((key, abort)) = spawn_into(&self.state, name, fut, Admission::TakeOrQueue, true)
-        else {
+    fn spawn_owned(&mut self, name: Option<Cow<'static, str>>, body: impl TaskBody<T>) -> TaskId {
+        let permit = Admission::TakeOrQueue;
+        let Some((key, join)) = spawn_into(&self.state, name, body, permit, true) else {
             unreachable!("an owner's spawn is never refused")
         };
-        self.owned.keep(&self.state, key, abort);
+        self.owned.keep(&self.state, key, join);
         key.id()
     }
 
@@ -912,9 +895,8 @@ impl<T: Send + 'static> Scope<T> {
     where
         F: FnOnce(CancellationToken) -> T + Send + 'static,
     {
-        let (key, abort) = spawn_blocking_into(&self.state, name, f);
-        self.owned.keep(&self.state, key, abort);
-        key.id()
+        let token = self.token().child_token();
+        self.spawn_owned(name, Blocking(move || f(token), Handle::current()))
     }
 
     /// Waits until a task can start at once under the
@@ -1146,7 +1128,7 @@ impl<T: Send + 'static> Scope<T> {
     /// ```
     pub async fn join_all(&mut self) -> Vec<Result<T, TaskError>> {
         wait_empty(&self.state).await;
-        self.inner().ledger.finish()
+        self.state.lock().ledger.finish()
     }
     /// Graceful, then forced shutdown: cancels the scope's token, waits up to
     /// `grace` for the tasks to finish (so they run their cleanups), then
@@ -1208,7 +1190,7 @@ impl<T: Send + 'static> Scope<T> {
     /// ```
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<Result<T, TaskError>> {
         self.stop(grace, false).await;
-        self.inner().ledger.finish()
+        self.state.lock().ledger.finish()
     }
     /// [`shutdown`](Self::shutdown), and a [`ShutdownReport`] of what
     /// happened to each task, for the logs: its name (see
@@ -1295,20 +1277,17 @@ impl<T: Send + 'static> Scope<T> {
         let mut reaped = std::mem::take(&mut inner.ledger.reaped);
         // The owner's untracked tasks all ended (the shutdown waited).
         self.state.untracked.tally_into(&mut reaped, spawned);
-        let mut tasks = Vec::new();
-        let results = inner.ledger.finish_with(|report, result| {
-            tasks.push(report);
-            result
-        });
+        let (tasks, results) = inner.ledger.finish_reports();
         drop(inner);
-        let shutdown = ShutdownMeasures {
+        ShutdownReport {
+            tasks,
+            results,
             grace,
             elapsed,
             cancelled_before,
             reason: self.state.cause.described(),
             reaped,
-        };
-        ShutdownReport::new(tasks, results, shutdown)
+        }
     }
 
     /// Cancels the token, waits up to `grace` for the tasks, then stops the
@@ -1317,7 +1296,7 @@ impl<T: Send + 'static> Scope<T> {
     async fn stop(&mut self, grace: Duration, timed: bool) -> Instant {
         let at = Instant::now();
         self.state.set_phase(Phase::Grace);
-        self.inner().ledger.shutdown = Some(ShutdownStart { at, timed });
+        self.state.lock().ledger.shutdown = Some(ShutdownStart { at, timed });
         self.state.cause.cancel(CancelReason::Shutdown);
         if let Some(timer) = self.deadline_timer.take() {
             timer.abort();
@@ -1338,7 +1317,7 @@ impl<T: Send + 'static> Scope<T> {
 impl<U, E> Scope<Result<U, E>> {
     /// Turns on `fail_fast` and/or `first_ok`, for every task.
     fn cancel_when(self, fail_fast: bool, first_ok: bool) -> Self {
-        let mut inner = self.inner();
+        let mut inner = self.state.lock();
         inner.ledger.cancel_when(fail_fast, first_ok);
         self.state.refresh_untracked(&inner);
         drop(inner);
@@ -1475,38 +1454,29 @@ impl<U: Send + 'static, E: Send + 'static> Scope<Result<U, E>> {
     /// # }
     /// ```
     pub async fn join_first_ok(&mut self) -> Result<U, Vec<Result<Result<U, E>, TaskError>>> {
-        let is_ok = |r: &Result<Result<U, E>, TaskError>| matches!(r, Ok(Ok(_)));
-        let state = &self.state;
-        let kept = self.winner;
+        // The first `Ok` in completion order: after an interrupted call, the
+        // same winner (results only join the end of that order).
         let found = poll_fn(|cx| {
-            let mut inner = state.lock();
-            if let Some(id) = kept {
-                if let Some(key) = inner.ledger.find(id) {
-                    return Poll::Ready(Some(key));
-                }
-            }
-            if let Some(key) = inner.ledger.find_done(is_ok) {
+            let mut inner = self.state.lock();
+            if let Some(key) = inner.ledger.find_done(|r| matches!(r, Ok(Ok(_)))) {
                 return Poll::Ready(Some(key));
             }
-            idle_or_register(state, &mut inner, OwnerWait::Next, cx, None)
+            idle_or_register(&self.state, &mut inner, OwnerWait::Next, cx, None)
         })
         .await;
         let Some(key) = found else {
-            return Err(self.inner().ledger.finish());
+            return Err(self.state.lock().ledger.finish());
         };
-        self.winner = Some(key.id());
         // Without `first_ok`, this call is what cancels: the winner is the
         // reason (with it, the winner's task recorded that already).
-        let name = self.inner().ledger.name(key).cloned();
-        self.state
-            .cause
-            .cancel_by(CancelReason::TaskSucceeded(key.id()), name.as_ref());
+        let name = self.state.lock().ledger.name(key).cloned();
+        let reason = CancelReason::TaskSucceeded(key.id());
+        self.state.cause.cancel_by(reason, name.as_ref());
         wait_empty(&self.state).await;
-        let mut inner = self.inner();
+        let mut inner = self.state.lock();
         let won = inner.ledger.take(key);
         let rest = inner.ledger.finish();
         drop(inner);
-        self.winner = None;
         match won {
             Ok(Ok(value)) => Ok(value),
             // Unreachable: the scope was borrowed all along.
@@ -1548,11 +1518,9 @@ impl<T> Default for Scope<T> {
 /// ```
 impl<T> fmt::Debug for Scope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.inner();
-        let mut d = f.debug_struct("Scope");
+        let inner = self.state.lock();
         let len = inner.ledger.len() + self.state.untracked.running();
-        let cancelled = self.token().is_cancelled();
-        inner.ledger.policy.debug_fields(&mut d, len, cancelled);
+        let mut d = inner.ledger.debug_struct(f, "Scope", len);
         if let Some(limit) = &inner.limit {
             d.field("limit", &limit.max);
         }

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(doc)]
 use super::Scope;
-use super::state::{Admission, OwnerSpawns, Phase, ScopeState, TaskControl, UNTRACKED, spawn_into};
+use super::state::{
+    Admission, OwnerSpawns, Phase, ScopeState, TaskControl, UNTRACKED, spawn_into, take_permit,
+};
 use crate::id::TaskId;
 use crate::ledger::TaskKey;
 #[cfg(doc)]
@@ -284,7 +286,7 @@ impl<T: Send + 'static> Spawner<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.spawn_inner(None, f)
+        spawn_handle(&self.state, None, f, Admission::UnlessClosed, None)
     }
 
     /// [`spawn`](Self::spawn), with a name for the reports.
@@ -318,50 +320,42 @@ impl<T: Send + 'static> Spawner<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.spawn_inner(Some(name.into()), f)
-    }
-
-    #[track_caller]
-    fn spawn_inner<F, Fut>(&self, name: Option<Cow<'static, str>>, f: F) -> Option<TaskHandle>
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        if !self.is_open() {
-            return None;
-        }
-        let token = self.state.cause.token().child_token();
-        let fut = f(token.clone());
-        spawn_handle(&self.state, name, token, fut, Admission::UnlessClosed, None)
+        let name = Some(name.into());
+        spawn_handle(&self.state, name, f, Admission::UnlessClosed, None)
     }
 }
 
-/// Spawns `fut` (made with `token`) through [`spawn_into`] and hands back its
-/// [`TaskHandle`]; an `owner`'s spawn is kept in its [`OwnerSpawns`].
+/// Spawns `f(token)` through [`spawn_into`] and hands back its
+/// [`TaskHandle`]; an `owner`'s spawn is kept in its [`OwnerSpawns`]. With
+/// `UnlessClosed`, refused before `f` runs once the scope is closed.
 #[track_caller]
-fn spawn_handle<T, Fut>(
+fn spawn_handle<T, F, Fut>(
     state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
-    token: CancellationToken,
-    fut: Fut,
+    f: F,
     permit: Admission,
     owner: Option<&mut OwnerSpawns>,
 ) -> Option<TaskHandle>
 where
     T: Send + 'static,
+    F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
+    if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
+        return None;
+    }
+    let token = state.cause.token().child_token();
+    let fut = f(token.clone());
     let (key, join) = spawn_into(state, name.clone(), fut, permit, owner.is_some())?;
     let abort = join.as_ref().map(JoinHandle::abort_handle);
     if let Some(owner) = owner {
         owner.keep(state, key, join);
     }
-    let control: Arc<dyn TaskControl> = Arc::clone(state) as Arc<dyn TaskControl>;
     Some(TaskHandle {
         key,
         token,
         abort,
-        control: Arc::downgrade(&control),
+        control: Arc::<ScopeState<T>>::downgrade(state),
         name,
     })
 }
@@ -391,29 +385,18 @@ pub struct SpawnPermit<T> {
 }
 
 impl<T> SpawnPermit<T> {
-    fn new(state: &Arc<ScopeState<T>>, holds_place: bool) -> Self {
-        SpawnPermit {
-            state: Arc::clone(state),
-            holds_place,
-        }
-    }
-
     /// Waits for a place under the limit (see [`Scope::reserve`]).
     pub(super) async fn reserve(state: &Arc<ScopeState<T>>) -> Self {
         loop {
             let mut notified = pin!(state.capacity.notified());
             notified.as_mut().enable();
-            {
+            let (queue, holds_place) = {
                 let mut inner = state.lock();
-                let free = inner.queue.is_empty();
-                match &mut inner.limit {
-                    None => return SpawnPermit::new(state, false),
-                    Some(limit) if free && limit.active < limit.max => {
-                        limit.active += 1;
-                        return SpawnPermit::new(state, true);
-                    }
-                    Some(_) => {}
-                }
+                (take_permit(&mut inner), inner.limit.is_some())
+            };
+            if !queue {
+                let state = Arc::clone(state);
+                return SpawnPermit { state, holds_place };
             }
             notified.await;
         }
@@ -489,11 +472,9 @@ impl<T: Send + 'static> SpawnPermit<T> {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let token = self.state.cause.token().child_token();
-        let fut = f(token.clone());
         let holds_place = std::mem::replace(&mut self.holds_place, false); // the task holds it now
         let permit = Admission::Reserved { holds_place };
-        let Some(handle) = spawn_handle(&self.state, name, token, fut, permit, owner) else {
+        let Some(handle) = spawn_handle(&self.state, name, f, permit, owner) else {
             unreachable!("a permit's spawn is never refused")
         };
         handle
@@ -504,9 +485,7 @@ impl<T: Send + 'static> SpawnPermit<T> {
 impl<T> Drop for SpawnPermit<T> {
     fn drop(&mut self) {
         if self.holds_place {
-            let mut inner = self.state.lock();
-            let next = self.state.free_permit(&mut inner);
-            drop(inner);
+            let next = self.state.free_permit(&mut self.state.lock());
             self.state.wake_and_start(None, next);
         }
     }

@@ -1,10 +1,12 @@
 //! The state a [`Scope`](super::Scope) shares with its tasks, and the
 //! wrapper every task runs in.
 //!
-//! Every task is a plain Tokio task (`tokio::spawn`, `spawn_blocking`) whose
-//! future is wrapped in a [`ScopeTask`]: it polls the user's future under
-//! `catch_unwind` with the scope's cause current, and when the future ends
-//! (or is dropped: aborted) its [`EndGuard`] writes the outcome into the
+//! Every task is a plain Tokio task (`tokio::spawn`, `spawn_blocking`),
+//! spawned by one path, [`spawn_into`], from its [`TaskBody`]: a future, or
+//! a [`Blocking`] closure. A future is wrapped in a [`ScopeTask`]: it polls
+//! the user's future under `catch_unwind` with the scope's cause current,
+//! and when the future ends (or is dropped: aborted) its [`EndGuard`]
+//! (a blocking closure's too) writes the outcome into the
 //! scope's [`Ledger`] (`LocalScope` uses it too), under one lock, and wakes
 //! the owner only when the owner waits for that. So a reaping scope frees a
 //! task as it ends, like `TaskTracker`; an aborted task reports itself, with
@@ -25,14 +27,11 @@ use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{FailureText, Ledger, TaskKey, error_text, outcome_of, poll_caught};
+use crate::ledger::{FailureText, Ledger, TaskKey, error_text, outcome_of, poll_caught, result_of};
 use crate::reason::{self, Cause};
 use crate::report::Tally;
-use crate::task::Payload;
-use crate::task::TaskError;
-use crate::task::TaskOutcome;
+use crate::task::{Payload, TaskOutcome};
 
 /// What the ledger keeps of a running task of a [`Scope`].
 pub(super) struct RuntimeTask {
@@ -44,10 +43,11 @@ pub(super) struct RuntimeTask {
     pub(super) blocking: bool,
 }
 
-/// A task waiting for a permit of the limit, and how to start it.
+/// A task waiting for a permit of the limit, and how to start it on a
+/// runtime.
 pub(super) struct QueuedTask {
     pub(super) key: TaskKey,
-    pub(super) start: Box<dyn FnOnce() -> Option<AbortHandle> + Send>,
+    pub(super) start: Box<dyn FnOnce(&Handle) -> AbortHandle + Send>,
 }
 
 /// What the owner waits for.
@@ -256,10 +256,7 @@ impl<T> ScopeState<T> {
         cleanup_ran: bool,
     ) {
         let ended = out.is_some();
-        let result = match out {
-            Some(out) => out.map_err(TaskError::panic),
-            None => Err(TaskError::aborted(self.cause.described())),
-        };
+        let result = result_of(out, &self.cause);
         let failure = self.failure.get().copied();
         let outcome = outcome_of(&result, failure, self.phase() > Phase::Open);
         let counts = &self.untracked;
@@ -276,18 +273,14 @@ impl<T> ScopeState<T> {
                 .cleanup_ran
                 .fetch_add(usize::from(cleanup_ran), Ordering::Relaxed);
         }
-        let mut live = counts.live.load(Ordering::Acquire);
-        while live & JUDGED == 0 {
-            match counts.live.compare_exchange_weak(
-                live,
-                live - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) if live == 1 => return self.wake_owner_if_idle(None),
-                Ok(_) => return,
-                Err(now) => live = now,
+        // Not judged: counted down without the lock.
+        let unjudged = |live: usize| (live & JUDGED == 0).then(|| live - 1);
+        let live = &counts.live;
+        if let Ok(before) = live.fetch_update(Ordering::AcqRel, Ordering::Acquire, unjudged) {
+            if before == 1 {
+                self.wake_owner_if_idle(None);
             }
+            return;
         }
         // Judged: under the lock, as a tracked task would be.
         let mut inner = self.lock();
@@ -336,16 +329,9 @@ impl<T> ScopeState<T> {
     /// its permit, or passes it to the first queued task, which it starts.
     pub(super) fn report(&self, key: TaskKey, out: Option<Result<T, Payload>>, cleanup_ran: bool) {
         let mut inner = self.lock();
-        let run = match out {
-            Some(out) => inner.ledger.record_return(key, out, cleanup_ran),
-            None => {
-                let reason = self.cause.described();
-                inner
-                    .ledger
-                    .record_end(key, Err(TaskError::aborted(reason)), false)
-            }
+        let Some((run, value)) = inner.ledger.record(key, out, cleanup_ran) else {
+            return;
         };
-        let Some((run, value)) = run else { return };
         let next = run.started.then(|| self.free_permit(&mut inner)).flatten();
         let wake = match inner.wait {
             OwnerWait::Next => true,
@@ -387,14 +373,13 @@ impl<T> ScopeState<T> {
     /// Starts a task that got its permit, outside the lock.
     pub(super) fn start(&self, q: QueuedTask) {
         let key = q.key;
-        let abort = if self.is_stopped(key) {
-            drop(q); // its guard reports it aborted
-            None
-        } else {
-            (q.start)()
-        };
-        if let Some(abort) = abort {
-            self.keep_abort(key, abort);
+        // Stopped, or no runtime to start on: `q` is dropped, and its guard
+        // reports it aborted.
+        if self.is_stopped(key) {
+            return;
+        }
+        if let Ok(handle) = Handle::try_current() {
+            self.keep_abort(key, (q.start)(&handle));
         }
     }
 
@@ -442,7 +427,7 @@ impl<T: Send> TaskControl for ScopeState<T> {
 
 /// Reports a task's end to its scope: with its value, or, when dropped
 /// first, as aborted.
-struct EndGuard<T> {
+pub(super) struct EndGuard<T> {
     state: Arc<ScopeState<T>>,
     key: TaskKey,
     /// The name of an untracked task (a tracked one's is in the ledger).
@@ -469,10 +454,6 @@ impl<T> EndGuard<T> {
         } else {
             self.state.report(self.key, out, cleanup_ran);
         }
-    }
-
-    fn end(&mut self, out: Result<T, Payload>, cleanup_ran: bool) {
-        self.report(Some(out), cleanup_ran);
     }
 }
 
@@ -524,8 +505,94 @@ impl<F: Future> Future for ScopeTask<F> {
         let Poll::Ready(out) = polled else {
             return Poll::Pending;
         };
-        this.guard.end(out, *this.cleanup_ran);
+        this.guard.report(Some(out), *this.cleanup_ran);
         Poll::Ready(())
+    }
+}
+
+/// What a task runs: a future, polled on the runtime's workers, or a
+/// [`Blocking`] closure, run on a blocking thread. Either reports its end
+/// through the [`EndGuard`] it is spawned with.
+pub(super) trait TaskBody<T>: Send + 'static {
+    /// A blocking closure: never untracked, and detached rather than
+    /// aborted once it started.
+    const BLOCKING: bool;
+
+    /// With the `tracing` feature: in task `seq`'s span (a future; a
+    /// blocking closure has none).
+    #[cfg(feature = "tracing")]
+    fn in_span(self, seq: u64, name: Option<&str>) -> impl TaskBody<T>;
+
+    /// Spawns it on `on`, or on the current runtime, named `name` in
+    /// tokio-console.
+    fn spawn(self, guard: EndGuard<T>, on: Option<&Handle>, name: ConsoleName) -> JoinHandle<()>;
+}
+
+impl<T: Send + 'static, F: Future<Output = T> + Send + 'static> TaskBody<T> for F {
+    const BLOCKING: bool = false;
+
+    #[cfg(feature = "tracing")]
+    fn in_span(self, seq: u64, name: Option<&str>) -> impl TaskBody<T> {
+        tracing::Instrument::instrument(self, crate::ledger::task_span(seq, name))
+    }
+
+    #[track_caller]
+    fn spawn(self, guard: EndGuard<T>, on: Option<&Handle>, name: ConsoleName) -> JoinHandle<()> {
+        let task = ScopeTask::new(self, guard);
+        #[cfg(all(tokio_unstable, feature = "tracing"))]
+        if let Some(name) = &name {
+            let builder = tokio::task::Builder::new().name(name);
+            let spawned = match on {
+                Some(handle) => builder.spawn_on(task, handle),
+                None => builder.spawn(task),
+            };
+            // Tokio's builder returns `Ok` on every path (its `Result` is for
+            // future use); a spawn outside a runtime panics, as `tokio::spawn`.
+            return spawned.expect("tokio::task::Builder::spawn");
+        }
+        let _ = &name;
+        match on {
+            Some(handle) => handle.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+}
+
+/// A blocking closure (given its token already), and the runtime it was
+/// spawned on: it runs there unless a queue starts it elsewhere.
+pub(super) struct Blocking<F>(pub(super) F, pub(super) Handle);
+
+impl<T: Send + 'static, F: FnOnce() -> T + Send + 'static> TaskBody<T> for Blocking<F> {
+    const BLOCKING: bool = true;
+
+    #[cfg(feature = "tracing")]
+    fn in_span(self, _seq: u64, _name: Option<&str>) -> impl TaskBody<T> {
+        self
+    }
+
+    #[track_caller]
+    fn spawn(self, guard: EndGuard<T>, on: Option<&Handle>, name: ConsoleName) -> JoinHandle<()> {
+        let Blocking(f, handle) = self;
+        let task = move || {
+            let mut guard = guard;
+            if guard.state.is_stopped(guard.key) {
+                return; // too late: the guard reports it as aborted
+            }
+            let outer = reason::enter(Some(Arc::clone(&guard.state.cause)));
+            let out = catch_unwind(AssertUnwindSafe(f));
+            let cleanup_ran = reason::leave(outer).cancel_seen;
+            guard.report(Some(out), cleanup_ran);
+        };
+        let on = on.unwrap_or(&handle);
+        #[cfg(all(tokio_unstable, feature = "tracing"))]
+        if let Some(name) = &name {
+            let builder = tokio::task::Builder::new().name(name);
+            return builder
+                .spawn_blocking_on(task, on)
+                .expect("tokio::task::Builder::spawn_blocking_on");
+        }
+        let _ = &name;
+        on.spawn_blocking(task)
     }
 }
 
@@ -542,25 +609,21 @@ pub(super) enum Admission {
 }
 
 /// Spawns a task into `state`: records it, then starts it at once or
-/// queues it on the limit. Returns its key and, when it started here, its
-/// abort handle.
+/// queues it on the limit (the owner's untracked tasks are only counted).
+/// Returns its key and, when it started here, its join handle.
 #[track_caller]
-pub(super) fn spawn_into<T, Fut>(
+pub(super) fn spawn_into<T: Send + 'static, B: TaskBody<T>>(
     state: &Arc<ScopeState<T>>,
     name: Option<Cow<'static, str>>,
-    fut: Fut,
+    body: B,
     permit: Admission,
     owner: bool,
-) -> Option<(TaskKey, Option<JoinHandle<()>>)>
-where
-    Fut: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
+) -> Option<(TaskKey, Option<JoinHandle<()>>)> {
     let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "tracing")]
-    let fut = tracing::Instrument::instrument(fut, task_span(seq, name.as_deref()));
+    let body = body.in_span(seq, name.as_deref());
     let console = console_name(name.as_ref());
-    if owner && state.untracked.on.load(Ordering::Acquire) {
+    if owner && !B::BLOCKING && state.untracked.on.load(Ordering::Acquire) {
         // Outside the ledger while untracked tasks are on: counted only,
         // under the key `UNTRACKED`.
         state.untracked.live.fetch_add(1, Ordering::AcqRel);
@@ -568,8 +631,8 @@ where
             slot: UNTRACKED,
             seq,
         };
-        let task = ScopeTask::new(fut, EndGuard::new(state, key, name));
-        return Some((key, Some(spawn_task(None, console, task))));
+        let guard = EndGuard::new(state, key, name);
+        return Some((key, Some(body.spawn(guard, None, console))));
     }
     let mut inner = state.lock();
     if matches!(permit, Admission::UnlessClosed) && state.phase() != Phase::Open {
@@ -578,17 +641,27 @@ where
         drop(inner);
         return None;
     }
-    let queue = admit(&mut inner, permit);
-    let key = record_task(&mut inner, seq, name, !queue, false);
-    let task = ScopeTask::new(fut, EndGuard::new(state, key, None));
-    if queue {
-        enqueue(&mut inner, key, move |handle| {
-            spawn_task(Some(handle), console, task).abort_handle()
+    let started = !admit(&mut inner, permit);
+    let run = RuntimeTask {
+        abort: None,
+        started,
+        blocking: B::BLOCKING,
+    };
+    let key = inner.ledger.insert(seq, name, run);
+    let guard = EndGuard::new(state, key, None);
+    if !started {
+        // Started by whoever frees its place, on that one's runtime. Never
+        // started, it is dropped before its guard reports it aborted.
+        let parts = (body, guard);
+        let start = Box::new(move |on: &Handle| {
+            let (body, guard) = parts;
+            body.spawn(guard, Some(on), console).abort_handle()
         });
+        inner.queue.push_back(QueuedTask { key, start });
         return Some((key, None));
     }
     drop(inner);
-    let join = spawn_task(None, console, task);
+    let join = body.spawn(guard, None, console);
     if !owner {
         state.keep_abort(key, join.abort_handle());
     }
@@ -608,79 +681,6 @@ fn admit<T>(inner: &mut Locked<T>, permit: Admission) -> bool {
     }
 }
 
-/// Records task `seq` in the ledger; `started` unless it is queued.
-fn record_task<T>(
-    inner: &mut Locked<T>,
-    seq: u64,
-    name: Option<Cow<'static, str>>,
-    started: bool,
-    blocking: bool,
-) -> TaskKey {
-    inner.ledger.insert_seq(
-        seq,
-        name,
-        RuntimeTask {
-            abort: None,
-            started,
-            blocking,
-        },
-    )
-}
-
-/// Queues task `key` on the limit: `start` spawns it on the runtime of
-/// whoever frees its place, if there is one.
-fn enqueue<T>(
-    inner: &mut Locked<T>,
-    key: TaskKey,
-    start: impl FnOnce(&Handle) -> AbortHandle + Send + 'static,
-) {
-    let start = Box::new(move || {
-        let handle = Handle::try_current().ok()?;
-        Some(start(&handle))
-    });
-    inner.queue.push_back(QueuedTask { key, start });
-}
-
-/// `spawn_into` for a blocking closure; only the owner spawns one, so it
-/// takes a place under the limit or queues (`Admission::TakeOrQueue`).
-#[track_caller]
-pub(super) fn spawn_blocking_into<T, F>(
-    state: &Arc<ScopeState<T>>,
-    name: Option<Cow<'static, str>>,
-    f: F,
-) -> (TaskKey, Option<JoinHandle<()>>)
-where
-    F: FnOnce(CancellationToken) -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let handle = Handle::current();
-    let console = console_name(name.as_ref());
-    let token = state.cause.token().child_token();
-    let seq = state.next_seq.fetch_add(1, Ordering::Relaxed);
-    let mut inner = state.lock();
-    let queue = take_permit(&mut inner);
-    let key = record_task(&mut inner, seq, name, !queue, true);
-    let mut guard = EndGuard::new(state, key, None);
-    let cause = Arc::clone(&state.cause);
-    let task = move || {
-        if guard.state.is_stopped(guard.key) {
-            return; // too late: the guard reports it as aborted
-        }
-        let outer = reason::enter(Some(cause));
-        let out = catch_unwind(AssertUnwindSafe(move || f(token)));
-        let cleanup_ran = reason::leave(outer).cancel_seen;
-        guard.end(out, cleanup_ran);
-    };
-    if queue {
-        enqueue(&mut inner, key, move |handle| {
-            spawn_blocking_task(handle, console, task).abort_handle()
-        });
-        return (key, None);
-    }
-    drop(inner);
-    (key, Some(spawn_blocking_task(&handle, console, task)))
-}
-
 /// A task's name for tokio-console: kept only when built with
 /// `--cfg tokio_unstable` and the `tracing` feature, where Tokio's task
 /// builder takes it.
@@ -696,51 +696,9 @@ fn console_name(name: Option<&Cow<'static, str>>) -> ConsoleName {
     }
 }
 
-/// Spawns a scope's task on `handle` (or the current runtime), named in
-/// tokio-console when built for it.
-#[track_caller]
-fn spawn_task<F>(handle: Option<&Handle>, name: ConsoleName, task: F) -> JoinHandle<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    #[cfg(all(tokio_unstable, feature = "tracing"))]
-    if let Some(name) = &name {
-        let builder = tokio::task::Builder::new().name(name);
-        let spawned = match handle {
-            Some(handle) => builder.spawn_on(task, handle),
-            None => builder.spawn(task),
-        };
-        // Tokio's builder returns `Ok` on every path (its `Result` is for
-        // future use); a spawn outside a runtime panics, as `tokio::spawn`.
-        return spawned.expect("tokio::task::Builder::spawn");
-    }
-    let _ = &name;
-    match handle {
-        Some(handle) => handle.spawn(task),
-        None => tokio::spawn(task),
-    }
-}
-
-/// [`spawn_task`] for a blocking closure.
-#[track_caller]
-fn spawn_blocking_task<F>(handle: &Handle, name: ConsoleName, task: F) -> JoinHandle<()>
-where
-    F: FnOnce() + Send + 'static,
-{
-    #[cfg(all(tokio_unstable, feature = "tracing"))]
-    if let Some(name) = &name {
-        let builder = tokio::task::Builder::new().name(name);
-        return builder
-            .spawn_blocking_on(task, handle)
-            .expect("tokio::task::Builder::spawn_blocking_on");
-    }
-    let _ = &name;
-    handle.spawn_blocking(task)
-}
-
 /// Takes a permit of the limit if one is free (and none queued before);
 /// `true` when the task must queue.
-fn take_permit<T>(inner: &mut Locked<T>) -> bool {
+pub(super) fn take_permit<T>(inner: &mut Locked<T>) -> bool {
     match &mut inner.limit {
         Some(limit) if limit.active >= limit.max || !inner.queue.is_empty() => true,
         Some(limit) => {
@@ -779,14 +737,4 @@ pub(super) async fn wait_empty<T>(state: &ScopeState<T>) {
         idle_or_register(state, &mut inner, OwnerWait::Empty, cx, ())
     })
     .await;
-}
-
-/// The span a scope task runs in, with the `tracing` feature: target
-/// `cancel_scope`, name `task`, fields `id` and (for named tasks) `name`.
-#[cfg(feature = "tracing")]
-pub(super) fn task_span(seq: u64, name: Option<&str>) -> tracing::Span {
-    match name {
-        Some(name) => tracing::debug_span!(target: "cancel_scope", "task", id = seq, name),
-        None => tracing::debug_span!(target: "cancel_scope", "task", id = seq),
-    }
 }
