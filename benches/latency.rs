@@ -22,76 +22,22 @@
 //! Distribution: `CANCEL_SCOPE_LATENCY_CSV=1 cargo bench --bench latency -- --warm-up-time 1 --measurement-time 3`
 
 mod common;
+#[path = "common/parked.rs"]
+mod parked;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cancel_scope::{CancellationToken, Cancelled, cancellable, on_cancel};
+use cancel_scope::{CancellationToken, Cancelled};
 use criterion::{Criterion, criterion_group, criterion_main};
+use parked::{Stamp, parked_macro, parked_select, parked_select_dropped_first};
 use tokio::runtime::Runtime;
 
-/// What the parked task shares with the bench.
-#[derive(Default)]
-struct Stamp {
-    /// Set by the body just before its `.await`.
-    parked: AtomicBool,
-    /// Set by the first statement of the cleanup.
-    cleanup_at: OnceLock<Instant>,
-}
-
-impl Stamp {
-    fn cleanup_starts(&self) {
-        let now = Instant::now();
-        assert!(self.cleanup_at.set(now).is_ok(), "one cleanup");
-    }
-}
-
-#[cancellable]
-async fn parked_macro(stamp: Arc<Stamp>) {
-    on_cancel! { stamp.cleanup_starts(); }
-    stamp.parked.store(true, Ordering::Release);
-    std::future::pending::<()>().await;
-}
-
-async fn parked_select(token: CancellationToken, stamp: Arc<Stamp>) -> Result<(), Cancelled> {
-    tokio::select! {
-        biased;
-        () = token.cancelled() => {
-            stamp.cleanup_starts();
-            Err(Cancelled::new())
-        }
-        () = async {
-            stamp.parked.store(true, Ordering::Release);
-            std::future::pending::<()>().await;
-        } => Ok(()),
-    }
-}
-
-/// The same task the way the macro orders it, by hand: `select!` ends (and
-/// drops the body and the cancellation future) before the cleanup runs,
-/// which is what the contract says (the body is dropped, then the cleanup
-/// runs); the plain `select!` above runs its cleanup with both still alive.
-async fn parked_select_dropped_first(
-    token: CancellationToken,
-    stamp: Arc<Stamp>,
-) -> Result<(), Cancelled> {
-    let cancelled = tokio::select! {
-        biased;
-        () = token.cancelled() => true,
-        () = async {
-            stamp.parked.store(true, Ordering::Release);
-            std::future::pending::<()>().await;
-        } => false,
-    };
-    if cancelled {
-        stamp.cleanup_starts();
-        return Err(Cancelled::new());
-    }
-    Ok(())
-}
+/// Nothing: the cleanup's first statement only takes the time.
+fn cleanup_starts_hook() {}
 
 /// Which task a sample parks and cancels.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

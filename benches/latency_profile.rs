@@ -29,68 +29,22 @@
 //! target/release/deps/latency_profile-<hash> time 200000
 //! ```
 
+#[path = "common/parked.rs"]
+mod parked;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use cancel_scope::{CancellationToken, Cancelled, cancellable, on_cancel};
+use cancel_scope::{CancellationToken, Cancelled};
+use parked::{Stamp, parked_macro, parked_select, parked_select_dropped_first};
 
-#[derive(Default)]
-struct Stamp {
-    parked: AtomicBool,
-    cleanup_at: OnceLock<Instant>,
-}
-
-impl Stamp {
-    fn cleanup_starts(&self) {
-        window_ends();
-        let now = Instant::now();
-        assert!(self.cleanup_at.set(now).is_ok(), "one cleanup");
-    }
-}
-
-#[cancellable]
-async fn parked_macro(stamp: Arc<Stamp>) {
-    on_cancel! { stamp.cleanup_starts(); }
-    stamp.parked.store(true, Ordering::Release);
-    std::future::pending::<()>().await;
-}
-
-async fn parked_select(token: CancellationToken, stamp: Arc<Stamp>) -> Result<(), Cancelled> {
-    tokio::select! {
-        biased;
-        () = token.cancelled() => {
-            stamp.cleanup_starts();
-            Err(Cancelled::new())
-        }
-        () = async {
-            stamp.parked.store(true, Ordering::Release);
-            std::future::pending::<()>().await;
-        } => Ok(()),
-    }
-}
-
-async fn parked_select_dropped_first(
-    token: CancellationToken,
-    stamp: Arc<Stamp>,
-) -> Result<(), Cancelled> {
-    let cancelled = tokio::select! {
-        biased;
-        () = token.cancelled() => true,
-        () = async {
-            stamp.parked.store(true, Ordering::Release);
-            std::future::pending::<()>().await;
-        } => false,
-    };
-    if cancelled {
-        stamp.cleanup_starts();
-        return Err(Cancelled::new());
-    }
-    Ok(())
+/// The cleanup's first statement ends callgrind's window.
+fn cleanup_starts_hook() {
+    window_ends();
 }
 
 /// Splits the polls of the spawned future: the first, and the rest.
