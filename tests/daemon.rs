@@ -235,6 +235,48 @@ async fn a_forced_shutdown_starts_no_stop_that_had_not_had_its_turn() {
     }
 }
 
+/// A forced shutdown returns although a subsystem's fn is stuck in a
+/// synchronous loop on a worker, holding (in that worker's LIFO slot) the
+/// runner of a nested subsystem it just stopped: `run` does not wait for a
+/// task that cannot be dropped yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_shutdown_returns_while_a_fn_spins() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let release = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let outside = cancel_scope::CancellationToken::new();
+    let (rel, spin) = (Arc::clone(&release), Arc::clone(&spinning));
+    let daemon = Daemon::new("d")
+        .quiet()
+        .child_of(&outside)
+        .grace(Duration::from_millis(100));
+    let run = tokio::spawn(daemon.run(move |d| async move {
+        d.start(Subsystem::new("spin", move |h| async move {
+            let c = h.start(Subsystem::new("c", |_| std::future::pending::<()>()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.stop(); // wakes c's runner from this worker
+            spin.store(true, Ordering::SeqCst);
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            while !rel.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }));
+        std::future::pending::<()>().await;
+    }));
+    while !spinning.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    outside.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(10), run).await;
+    release.store(true, Ordering::SeqCst);
+    let report = report.expect("run returned while the fn spins").unwrap();
+    assert_eq!(report.forced(), Some(Forced::GraceElapsed), "{report}");
+    for path in ["/d", "/d/spin", "/d/spin/c"] {
+        let state = report.tree().get(path).unwrap().state();
+        assert_eq!(state, NodeState::Ended(TaskOutcome::Aborted), "{report}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_signal_during_a_shutdown_for_a_failure_forces_it() {
     let (daemon, trigger) = signalled(Daemon::new("d").quiet());

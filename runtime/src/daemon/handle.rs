@@ -241,8 +241,11 @@ impl NestedSubsystem {
     /// # drop(parent);
     /// ```
     pub fn abort(&self) {
-        self.shared.tree.abort(self.id);
+        // Its runner first, so that it does not see its fn's task end (and
+        // restart it); then every fn's task below, before the runner's
+        // scope cancels their tokens as it drops.
         self.task.iter().for_each(TaskHandle::abort);
+        self.shared.tree.abort(self.id);
     }
 
     /// Waits until it has ended, with its nested subsystems, and returns

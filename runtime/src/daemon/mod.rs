@@ -622,9 +622,11 @@ impl Daemon {
         // process's graceful stop) that would be cut; then the rest.
         root.abort();
         let _ = daemon.join_next().await;
-        // Every subsystem's task is gone (each scope aborts the next level
-        // down as it drops), and the tree says so before it is reported.
-        shared.tree.wait_until(|tree| tree.is_over(ROOT)).await;
+        // A subsystem started while the abort ran is aborted too (its fn's
+        // task, if it has one yet, at once). Its runner is dropped with the
+        // scope it is in; not waited for: a fn stuck in a loop on the
+        // worker holding it would hold `run` with it.
+        shared.tree.abort(ROOT);
         daemon.shutdown(Duration::ZERO).await;
         Some(forced)
     }

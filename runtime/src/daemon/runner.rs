@@ -111,7 +111,8 @@ async fn supervise(
             tracing::Instrument::instrument(once, tracing::info_span!("subsystem", name = %path));
         once.await;
         let failure = shared.tree.run_failure(id);
-        let stopping = stop.is_cancelled() || shared.is_stopping();
+        // Aborted: its fn's task may end before its own is dropped.
+        let stopping = stop.is_cancelled() || shared.is_stopping() || shared.tree.is_aborted(id);
         if stopping || spec.runs_once || !spec.restart.again(failure.is_some()) {
             return shared.tree.end(id, run.is_cancelled());
         }

@@ -315,6 +315,12 @@ impl LiveTree {
         });
     }
 
+    /// Whether `id` was aborted (then nothing of it runs again).
+    pub(crate) fn is_aborted(&self, id: usize) -> bool {
+        let aborted = NodeState::Ended(TaskOutcome::Aborted);
+        self.lock().get(id).is_some_and(|r| r.state == aborted)
+    }
+
     /// `body` is the task of `id`'s fn, in this run; aborted at once if
     /// `id` was aborted before its fn's task was known.
     pub(crate) fn set_body(&self, id: usize, body: TaskHandle) {
