@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cancel_scope_runtime::{CancelReason, CancellationToken, LocalScope, TaskId};
+use cancel_scope_runtime::{CancelReason, CancellationToken, LocalScope, TaskError, TaskId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep};
 
@@ -730,5 +730,31 @@ async fn local_scope_debug_shows_len_and_state() {
     assert_eq!(
         format!("{scope:?}"),
         "LocalScope { len: 1, cancelled: true, fail_fast: true, .. }"
+    );
+}
+
+/// The grace of `shutdown` holds even when the tasks never let the budget
+/// rest: tasks that ignore their token and spin on `consume_budget` are
+/// aborted once it passes (a hand-polled sleep was starved by them, and
+/// `shutdown` never returned).
+#[tokio::test]
+async fn shutdown_ends_at_its_grace_when_tasks_use_up_the_budget() {
+    let mut scope = LocalScope::new();
+    for _ in 0..3 {
+        scope.spawn(|_token| async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+        });
+    }
+    let shutdown = scope.shutdown(Duration::from_millis(50));
+    let results = tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown returned at its grace");
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(TaskError::is_aborted))
     );
 }
