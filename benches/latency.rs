@@ -66,10 +66,21 @@ fn runtime(flavor: Flavor) -> Runtime {
     .expect("runtime")
 }
 
+/// Where a sample's clock stops.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Until {
+    /// At the first statement of the cleanup.
+    CleanupStarts,
+    /// When the awaited task has returned its `Err(Cancelled)`: the whole
+    /// cancel -> cleanup -> return path (a cleanup of one statement).
+    Returned,
+}
+
 /// One sample: spawn a parked task, cancel it, return the time from
-/// `cancel()` to the start of its cleanup. Runs inside `block_on`, so on the
-/// multi-thread runtime the cancel comes from the main thread.
-async fn sample(flavor: Flavor, variant: Variant) -> Duration {
+/// `cancel()` to the start of its cleanup (or to its return). Runs inside
+/// `block_on`, so on the multi-thread runtime the cancel comes from the
+/// main thread.
+async fn sample(flavor: Flavor, variant: Variant, until: Until) -> Duration {
     let stamp = Arc::new(Stamp::default());
     let token = CancellationToken::new();
     let task = match variant {
@@ -103,18 +114,22 @@ async fn sample(flavor: Flavor, variant: Variant) -> Duration {
     let start = Instant::now();
     token.cancel();
     let result = task.await.expect("task");
+    let returned = Instant::now();
     assert_eq!(result, Err(Cancelled::new()));
     let at = *stamp.cleanup_at.get().expect("cleanup ran");
-    at.saturating_duration_since(start)
+    match until {
+        Until::CleanupStarts => at.saturating_duration_since(start),
+        Until::Returned => returned.saturating_duration_since(start),
+    }
 }
 
 /// The median latency over `n` samples (the median, not the mean: one
 /// descheduled sample on a shared machine would otherwise decide the round).
-fn batch(rt: &Runtime, flavor: Flavor, variant: Variant, n: usize) -> Duration {
+fn batch(rt: &Runtime, flavor: Flavor, variant: Variant, until: Until, n: usize) -> Duration {
     rt.block_on(async {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
-            samples.push(sample(flavor, variant).await);
+            samples.push(sample(flavor, variant, until).await);
         }
         samples.sort_unstable();
         samples[n / 2]
@@ -127,22 +142,116 @@ fn print_ratios(same: &Runtime, cross: &Runtime) {
         "latency, same thread",
         Some(1.1),
         101,
-        || batch(same, Flavor::SameThread, Variant::Macro, 201),
-        || batch(same, Flavor::SameThread, Variant::Select, 201),
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::Macro,
+                Until::CleanupStarts,
+                201,
+            )
+        },
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::Select,
+                Until::CleanupStarts,
+                201,
+            )
+        },
     );
     common::compare(
         "latency, same thread, vs select! dropping the body first",
         Some(1.05),
         101,
-        || batch(same, Flavor::SameThread, Variant::Macro, 201),
-        || batch(same, Flavor::SameThread, Variant::SelectDroppedFirst, 201),
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::Macro,
+                Until::CleanupStarts,
+                201,
+            )
+        },
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::SelectDroppedFirst,
+                Until::CleanupStarts,
+                201,
+            )
+        },
+    );
+    common::compare(
+        "cancel -> cleanup -> return, same thread",
+        Some(1.05),
+        101,
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::Macro,
+                Until::Returned,
+                201,
+            )
+        },
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::Select,
+                Until::Returned,
+                201,
+            )
+        },
+    );
+    common::compare(
+        "cancel -> cleanup -> return, same thread, vs select! dropping the body first",
+        Some(1.05),
+        101,
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::Macro,
+                Until::Returned,
+                201,
+            )
+        },
+        || {
+            batch(
+                same,
+                Flavor::SameThread,
+                Variant::SelectDroppedFirst,
+                Until::Returned,
+                201,
+            )
+        },
     );
     common::compare(
         "latency, cross thread",
         Some(1.1),
         101,
-        || batch(cross, Flavor::CrossThread, Variant::Macro, 101),
-        || batch(cross, Flavor::CrossThread, Variant::Select, 101),
+        || {
+            batch(
+                cross,
+                Flavor::CrossThread,
+                Variant::Macro,
+                Until::CleanupStarts,
+                101,
+            )
+        },
+        || {
+            batch(
+                cross,
+                Flavor::CrossThread,
+                Variant::Select,
+                Until::CleanupStarts,
+                101,
+            )
+        },
     );
     println!();
 }
@@ -187,11 +296,17 @@ fn collect(same: &Runtime, cross: &Runtime) -> Vec<Series> {
             // Interleaved, so load changes hit both alike; a few warm-up runs.
             for i in 0..SAMPLES + 50 {
                 let (a, b) = if i % 2 == 0 {
-                    let a = sample(flavor, Variant::Macro).await;
-                    (a, sample(flavor, Variant::Select).await)
+                    let a = sample(flavor, Variant::Macro, Until::CleanupStarts).await;
+                    (
+                        a,
+                        sample(flavor, Variant::Select, Until::CleanupStarts).await,
+                    )
                 } else {
-                    let b = sample(flavor, Variant::Select).await;
-                    (sample(flavor, Variant::Macro).await, b)
+                    let b = sample(flavor, Variant::Select, Until::CleanupStarts).await;
+                    (
+                        sample(flavor, Variant::Macro, Until::CleanupStarts).await,
+                        b,
+                    )
                 };
                 if i >= 50 {
                     m.push(u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
@@ -394,7 +509,7 @@ fn bench(c: &mut Criterion) {
                 b.to_async(rt).iter_custom(|iters| async move {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += sample(flavor, variant).await;
+                        total += sample(flavor, variant, Until::CleanupStarts).await;
                     }
                     total
                 });
