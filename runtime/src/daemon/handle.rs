@@ -241,11 +241,11 @@ impl NestedSubsystem {
     /// # drop(parent);
     /// ```
     pub fn abort(&self) {
-        // Its runner first, so that it does not see its fn's task end (and
-        // restart it); then every fn's task below, before the runner's
-        // scope cancels their tokens as it drops.
-        self.task.iter().for_each(TaskHandle::abort);
+        // Every fn's task below first, before the runner's scope cancels
+        // their tokens as it drops; a runner that sees its fn's task end
+        // meanwhile does not restart it (it is aborted).
         self.shared.tree.abort(self.id);
+        self.task.iter().for_each(TaskHandle::abort);
     }
 
     /// Waits until it has ended, with its nested subsystems, and returns
