@@ -345,7 +345,13 @@ impl Daemon {
     }
 
     /// How long the subsystems' cleanups may take, all together, from the
-    /// moment the shutdown begins; then what is left is aborted.
+    /// moment the shutdown begins; then what is left is aborted. An aborted
+    /// subsystem's fn is dropped where it waits, without seeing its token
+    /// cancelled if it had not had its turn to stop (so a child process it
+    /// holds is killed, not asked to stop and then killed). Tasks it spawned
+    /// into a [`Scope`](crate::Scope) of its own hold tokens below its own:
+    /// one of them may still see the cancel before that scope is dropped
+    /// with the fn.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -617,9 +623,10 @@ impl Daemon {
             short(began.elapsed()),
             aborted.join(", ")
         ));
-        // The root's task first, whose scope aborts its subsystems' tasks
-        // before it cancels their tokens: none starts a cleanup (a child
-        // process's graceful stop) that would be cut; then the rest.
+        // `abort` aborted every subsystem's fn task: none is polled again,
+        // so none starts a cleanup (a child process's graceful stop) that
+        // would be cut when the root's scope, dropped now, cancels their
+        // tokens. Then the root's task, whose scope aborts the runners.
         root.abort();
         let _ = daemon.join_next().await;
         // A subsystem started while the abort ran is aborted too (its fn's
