@@ -349,7 +349,7 @@ impl Daemon {
     /// subsystem's fn is dropped where it waits, without seeing its token
     /// cancelled if it had not had its turn to stop (so a child process it
     /// holds is killed, not asked to stop and then killed). Tasks it spawned
-    /// into a [`Scope`](crate::Scope) of its own hold tokens below its own:
+    /// into a [`Scope`] of its own hold tokens below its own:
     /// one of them may still see the cancel before that scope is dropped
     /// with the fn.
     ///
