@@ -137,122 +137,64 @@ fn batch(rt: &Runtime, flavor: Flavor, variant: Variant, until: Until, n: usize)
 }
 
 fn print_ratios(same: &Runtime, cross: &Runtime) {
+    use Flavor::{CrossThread, SameThread};
+    use Until::{CleanupStarts, Returned};
+    use Variant::{Select, SelectDroppedFirst};
     common::print_header("paired ratios, #[cancellable] / select! (median latency per batch)");
-    common::compare(
-        "latency, same thread",
-        Some(1.1),
-        101,
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::Macro,
-                Until::CleanupStarts,
-                201,
-            )
-        },
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::Select,
-                Until::CleanupStarts,
-                201,
-            )
-        },
-    );
-    common::compare(
-        "latency, same thread, vs select! dropping the body first",
-        Some(1.05),
-        101,
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::Macro,
-                Until::CleanupStarts,
-                201,
-            )
-        },
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::SelectDroppedFirst,
-                Until::CleanupStarts,
-                201,
-            )
-        },
-    );
-    common::compare(
-        "cancel -> cleanup -> return, same thread",
-        Some(1.05),
-        101,
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::Macro,
-                Until::Returned,
-                201,
-            )
-        },
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::Select,
-                Until::Returned,
-                201,
-            )
-        },
-    );
-    common::compare(
-        "cancel -> cleanup -> return, same thread, vs select! dropping the body first",
-        Some(1.05),
-        101,
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::Macro,
-                Until::Returned,
-                201,
-            )
-        },
-        || {
-            batch(
-                same,
-                Flavor::SameThread,
-                Variant::SelectDroppedFirst,
-                Until::Returned,
-                201,
-            )
-        },
-    );
-    common::compare(
-        "latency, cross thread",
-        Some(1.1),
-        101,
-        || {
-            batch(
-                cross,
-                Flavor::CrossThread,
-                Variant::Macro,
-                Until::CleanupStarts,
-                101,
-            )
-        },
-        || {
-            batch(
-                cross,
-                Flavor::CrossThread,
-                Variant::Select,
-                Until::CleanupStarts,
-                101,
-            )
-        },
-    );
+    // Each row: the macro against one hand-written variant, `n` samples a
+    // batch.
+    let rows = [
+        (
+            "latency, same thread",
+            1.1,
+            SameThread,
+            Select,
+            CleanupStarts,
+            201,
+        ),
+        (
+            "latency, same thread, vs select! dropping the body first",
+            1.05,
+            SameThread,
+            SelectDroppedFirst,
+            CleanupStarts,
+            201,
+        ),
+        (
+            "cancel -> cleanup -> return, same thread",
+            1.05,
+            SameThread,
+            Select,
+            Returned,
+            201,
+        ),
+        (
+            "cancel -> cleanup -> return, same thread, vs select! dropping the body first",
+            1.05,
+            SameThread,
+            SelectDroppedFirst,
+            Returned,
+            201,
+        ),
+        (
+            "latency, cross thread",
+            1.1,
+            CrossThread,
+            Select,
+            CleanupStarts,
+            101,
+        ),
+    ];
+    for (name, target, flavor, by_hand, until, n) in rows {
+        let rt = if flavor == SameThread { same } else { cross };
+        common::compare(
+            name,
+            Some(target),
+            101,
+            || batch(rt, flavor, Variant::Macro, until, n),
+            || batch(rt, flavor, by_hand, until, n),
+        );
+    }
     println!();
 }
 
