@@ -179,8 +179,9 @@ async fn a_second_signal_aborts_at_once() {
 }
 
 /// A forced shutdown aborts a subsystem that had not had its turn to stop:
-/// it never sees its token cancelled (which would start a graceful stop, a
-/// child process's SIGTERM, that the abort then cuts). On a multi-thread
+/// neither it nor a task it spawned with its token sees the token cancelled
+/// (which would start a graceful stop, a child process's SIGTERM, that the
+/// abort then cuts). On a multi-thread
 /// runtime, where a task woken by a cancel can run before the abort of
 /// the task above it lands; a few rounds, as it depends on scheduling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +205,14 @@ async fn a_forced_shutdown_starts_no_stop_that_had_not_had_its_turn() {
                 for name in ["later", "outer"] {
                     let (saw, up) = (Arc::clone(&saw), up.clone());
                     d.start(Subsystem::new(name, move |h| async move {
+                        // A task of its own, with a token below its fn's.
+                        let mut tasks = cancel_scope::Scope::<()>::child_of(h.token());
+                        let (task_saw, task_up) = (Arc::clone(&saw), up.clone());
+                        tasks.spawn(move |token| async move {
+                            let _ = task_up.send("a task");
+                            token.cancelled().await;
+                            task_saw.lock().unwrap().push("a task");
+                        });
                         if name == "outer" {
                             let (saw, up) = (Arc::clone(&saw), up.clone());
                             h.start(Subsystem::new("inner", move |h| async move {
@@ -217,7 +226,7 @@ async fn a_forced_shutdown_starts_no_stop_that_had_not_had_its_turn() {
                         saw.lock().unwrap().push(name);
                     }));
                 }
-                for _ in 0..3 {
+                for _ in 0..5 {
                     running.recv().await;
                 }
                 trigger.trigger("SIGTERM");
@@ -275,6 +284,41 @@ async fn a_forced_shutdown_returns_while_a_fn_spins() {
         let state = report.tree().get(path).unwrap().state();
         assert_eq!(state, NodeState::Ended(TaskOutcome::Aborted), "{report}");
     }
+}
+
+/// A fn that blocks its worker in a loop until its token is cancelled (it
+/// cannot be dropped by an abort) sees its token cancelled once a forced
+/// shutdown is over, although its turn to stop never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_shutdown_cancels_the_token_of_a_fn_stuck_polling_it() {
+    let (left, mut loop_left) = tokio::sync::mpsc::unbounded_channel();
+    let (up, mut looping) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = Daemon::new("d")
+        .quiet()
+        .grace(Duration::from_millis(100))
+        .shutdown_order(ShutdownOrder::declared(["hung", "stuck"]));
+    let run = daemon.run(move |d| async move {
+        d.start(Subsystem::new("hung", |_| std::future::pending::<()>()));
+        d.start(Subsystem::new("stuck", move |h| async move {
+            let _ = up.send(());
+            // Bounded, so that a failure of this test is not a hang.
+            let until = std::time::Instant::now() + Duration::from_secs(30);
+            while !h.token().is_cancelled() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if h.token().is_cancelled() {
+                let _ = left.send(());
+            }
+        }));
+        looping.recv().await;
+        d.request_shutdown();
+    });
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("run returned");
+    assert_eq!(report.forced(), Some(Forced::GraceElapsed), "{report}");
+    let left = tokio::time::timeout(Duration::from_secs(10), loop_left.recv()).await;
+    assert_eq!(left, Ok(Some(())), "the stuck fn saw its token cancelled");
 }
 
 #[tokio::test(start_paused = true)]

@@ -348,10 +348,11 @@ impl Daemon {
     /// moment the shutdown begins; then what is left is aborted. An aborted
     /// subsystem's fn is dropped where it waits, without seeing its token
     /// cancelled if it had not had its turn to stop (so a child process it
-    /// holds is killed, not asked to stop and then killed). Tasks it spawned
-    /// into a [`Scope`] of its own hold tokens below its own:
-    /// one of them may still see the cancel before that scope is dropped
-    /// with the fn.
+    /// holds is killed, not asked to stop and then killed), and so are the
+    /// tasks it spawned into a [`Scope`] of its own; then its token is
+    /// cancelled (a blocking thread that polls it sees it). A fn stuck in a
+    /// loop that never yields cannot be dropped: its token is cancelled
+    /// when `run` returns.
     ///
     /// ```
     /// # extern crate cancel_scope_runtime as cancel_scope;
@@ -579,6 +580,9 @@ impl Daemon {
             None => self.shut_down(&shared, &mut daemon, &root, &watchers).await,
         };
         drop(watchers);
+        // A fn stuck in a loop that polls its token (an abort cannot drop
+        // it) sees it cancelled.
+        shared.tree.cancel_stuck();
         DaemonReport {
             name: self.name,
             reason: shared.reason.get().cloned().unwrap_or(StopReason::Finished),

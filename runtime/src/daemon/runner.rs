@@ -4,8 +4,12 @@
 //! in their order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -63,10 +67,15 @@ pub(crate) fn start(
     }
     // Its runs' scopes are children of its parent's scope, beside its
     // stop token: stopping it does not cancel its nested subsystems at
-    // once, its runner stops them in their order.
+    // once, its runner stops them in their order. Its stop token is the
+    // daemon root's child, not its task's token in its parent's scope: it
+    // is cancelled only when it is asked to stop, never by a scope that
+    // cancels its token as it drops (a forced shutdown aborts, and a fn
+    // must not see a cancel, nor the tasks it spawned with its token).
     let beside = spawner.token().clone();
     let runner = Arc::clone(shared);
-    let task = spawner.spawn_named(path, move |stop| {
+    let task = spawner.spawn_named(path, move |_| {
+        let stop = runner.root.child_token();
         runner.tree.set_stop(id, stop.clone());
         let gone = TaskGone(Arc::clone(&runner), id);
         async move {
@@ -207,24 +216,75 @@ fn start_fn(
     let (runner, id, token) = (Arc::clone(shared), handle.id, handle.token.clone());
     let name = handle.name.to_string();
     let body = catch_unwind(AssertUnwindSafe(|| (spec.factory)(handle)));
-    let task = scope.spawner().spawn_named(name, move |_| async move {
-        let exit = match body {
-            Ok(Some(body)) => body.await,
-            Ok(None) => Exit::Done,
-            Err(panic) => resume_unwind(panic),
-        };
-        match exit {
-            Exit::Done => {}
-            Exit::Cancelled(_) if token.is_cancelled() => {}
-            Exit::Cancelled(error) | Exit::Failed(error) => {
-                runner.fail(id, &error, false, false);
+    let (fn_token, polling) = (token.clone(), Arc::new(AtomicBool::new(false)));
+    let in_poll = Arc::clone(&polling);
+    let task = scope.spawner().spawn_named(name, move |_| {
+        CancelIfAborted::new(fn_token, in_poll, async move {
+            let exit = match body {
+                Ok(Some(body)) => body.await,
+                Ok(None) => Exit::Done,
+                Err(panic) => resume_unwind(panic),
+            };
+            match exit {
+                Exit::Done => {}
+                Exit::Cancelled(_) if token.is_cancelled() => {}
+                Exit::Cancelled(error) | Exit::Failed(error) => {
+                    runner.fail(id, &error, false, false);
+                }
             }
-        }
+        })
     });
     let task = task.expect("a run's scope closes only after its fn has ended");
     let task_id = task.id();
-    shared.tree.set_body(id, task);
+    shared.tree.set_body(id, task, polling);
     task_id
+}
+
+/// A fn's future that, dropped before it ended (its task aborted), cancels
+/// the fn's token once the future is gone: what the fn spawned with it (a
+/// blocking thread that polls it) sees the cancel, and nothing the fn's own
+/// scopes held sees it before they aborted it. `polling` says whether it is
+/// inside a poll (a fn stuck in a loop is).
+struct CancelIfAborted<F> {
+    fut: Option<Pin<Box<F>>>,
+    token: CancellationToken,
+    polling: Arc<AtomicBool>,
+}
+
+impl<F: Future> CancelIfAborted<F> {
+    fn new(token: CancellationToken, polling: Arc<AtomicBool>, fut: F) -> Self {
+        let fut = Some(Box::pin(fut));
+        CancelIfAborted {
+            fut,
+            token,
+            polling,
+        }
+    }
+}
+
+impl<F: Future> Future for CancelIfAborted<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let Some(fut) = this.fut.as_mut() else {
+            panic!("a subsystem's fn polled after it ended")
+        };
+        this.polling.store(true, Ordering::Release);
+        let poll = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        this.polling.store(false, Ordering::Release);
+        let output = std::task::ready!(poll.unwrap_or_else(|panic| resume_unwind(panic)));
+        this.fut = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F> Drop for CancelIfAborted<F> {
+    fn drop(&mut self) {
+        if self.fut.take().is_some() {
+            self.token.cancel();
+        }
+    }
 }
 
 /// The fn's task ended: a panic is its failure; once it has returned, a

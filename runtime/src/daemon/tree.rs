@@ -4,7 +4,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -157,8 +158,9 @@ struct RunRecord {
     fn_returned: bool,
     /// While it stops: cancelled when a nested subsystem is started.
     replan: Option<CancellationToken>,
-    /// Its fn's task, for an abort to reach before any token does.
-    body: Option<TaskHandle>,
+    /// Its fn's task, for an abort to reach before any token does, and
+    /// whether that task is inside a poll.
+    body: Option<(TaskHandle, Arc<AtomicBool>)>,
     /// Its own failure, and whether it was a panic.
     error: Option<String>,
     panicked: bool,
@@ -321,12 +323,30 @@ impl LiveTree {
         self.lock().get(id).is_some_and(|r| r.state == aborted)
     }
 
-    /// `body` is the task of `id`'s fn, in this run; aborted at once if
-    /// `id` was aborted before its fn's task was known.
-    pub(crate) fn set_body(&self, id: usize, body: TaskHandle) {
+    /// Cancels the token of every fn whose aborted task is stuck inside a
+    /// poll (a loop that waits for its token): it is never dropped, so
+    /// nothing else would. A fn's task that is dropped cancels its token
+    /// itself, after its own scopes aborted their tasks.
+    pub(crate) fn cancel_stuck(&self) {
+        let books = self.lock();
+        for r in books.records.iter().flatten() {
+            if let Some((body, polling)) = &r.run.body {
+                if polling.load(Ordering::Acquire) && !body.is_finished() {
+                    r.run.token.iter().for_each(CancellationToken::cancel);
+                }
+            }
+        }
+    }
+
+    /// `body` is the task of `id`'s fn, in this run (`polling`: whether it
+    /// is inside a poll); aborted at once if `id` was aborted before its
+    /// fn's task was known.
+    pub(crate) fn set_body(&self, id: usize, body: TaskHandle, polling: Arc<AtomicBool>) {
         let mut books = self.lock();
         match books.get(id) {
-            Some(r) if r.state != NodeState::Ended(TaskOutcome::Aborted) => r.run.body = Some(body),
+            Some(r) if r.state != NodeState::Ended(TaskOutcome::Aborted) => {
+                r.run.body = Some((body, polling));
+            }
             _ => body.abort(),
         }
     }
@@ -512,7 +532,7 @@ impl LiveTree {
         // scopes cancel their tokens as they drop, a fn woken by that cancel
         // is dropped, not polled into a graceful stop the abort would cut.
         for &i in &subtree {
-            if let Some(body) = books.get(i).and_then(|r| r.run.body.as_ref()) {
+            if let Some((body, _)) = books.get(i).and_then(|r| r.run.body.as_ref()) {
                 body.abort();
             }
         }
