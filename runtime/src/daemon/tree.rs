@@ -528,9 +528,9 @@ impl LiveTree {
         let mut aborted = Vec::new();
         let mut books = self.lock();
         let subtree = books.subtree(id);
-        // Every fn's task first: aborted before the tasks above them, whose
-        // scopes cancel their tokens as they drop, a fn woken by that cancel
-        // is dropped, not polled into a graceful stop the abort would cut.
+        // Every fn's task first, before the tasks above them are dropped:
+        // an aborted fn is not polled again, so nothing wakes it into a
+        // graceful stop that the abort would cut.
         for &i in &subtree {
             if let Some((body, _)) = books.get(i).and_then(|r| r.run.body.as_ref()) {
                 body.abort();
