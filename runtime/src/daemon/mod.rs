@@ -629,8 +629,8 @@ impl Daemon {
         ));
         // `abort` aborted every subsystem's fn task: none is polled again,
         // so none starts a cleanup (a child process's graceful stop) that
-        // would be cut when the root's scope, dropped now, cancels their
-        // tokens. Then the root's task, whose scope aborts the runners.
+        // would be cut; each cancels its token as it is dropped. Then the
+        // root's task, whose scope aborts the runners as it drops.
         root.abort();
         let _ = daemon.join_next().await;
         // A subsystem started while the abort ran is aborted too (its fn's
