@@ -270,12 +270,28 @@ impl<F: Future> Future for CancelIfAborted<F> {
         let Some(fut) = this.fut.as_mut() else {
             panic!("a subsystem's fn polled after it ended")
         };
-        this.polling.store(true, Ordering::Release);
-        let poll = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)));
-        this.polling.store(false, Ordering::Release);
-        let output = std::task::ready!(poll.unwrap_or_else(|panic| resume_unwind(panic)));
+        let output = {
+            let _polling = Polling::enter(&this.polling);
+            std::task::ready!(fut.as_mut().poll(cx))
+        };
         this.fut = None;
         Poll::Ready(output)
+    }
+}
+
+/// Says a fn's task is inside a poll until dropped, a panic included.
+struct Polling<'a>(&'a AtomicBool);
+
+impl<'a> Polling<'a> {
+    fn enter(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Polling(flag)
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -17,6 +17,9 @@ use crate::report::short_duration as short;
 use crate::scope::TaskHandle;
 use crate::task::TaskOutcome;
 
+/// What an abort leaves a subsystem in; nothing of it runs again.
+const ABORTED: NodeState = NodeState::Ended(TaskOutcome::Aborted);
+
 /// Where a subsystem is in its life, in a [`TaskTree`]: a live phase, or how
 /// it ended, as a [`TaskOutcome`].
 ///
@@ -225,7 +228,7 @@ impl LiveTree {
     fn update<R>(&self, id: usize, f: impl FnOnce(&mut Record) -> R) -> Option<R> {
         let mut books = self.lock();
         let record = books.get(id)?;
-        (record.state != NodeState::Ended(TaskOutcome::Aborted)).then(|| f(record))
+        (record.state != ABORTED).then(|| f(record))
     }
 
     /// Adds a subsystem under `parent`, in the tree at once; returns its id.
@@ -267,8 +270,7 @@ impl LiveTree {
             r.task_gone = true;
             // Dropped before it ended (its parent's scope aborted it).
             if !r.state.is_final() {
-                (r.state, r.run.ended) =
-                    (NodeState::Ended(TaskOutcome::Aborted), Some(Instant::now()));
+                (r.state, r.run.ended) = (ABORTED, Some(Instant::now()));
             }
         }
         self.ended.send_replace(());
@@ -319,8 +321,7 @@ impl LiveTree {
 
     /// Whether `id` was aborted (then nothing of it runs again).
     pub(crate) fn is_aborted(&self, id: usize) -> bool {
-        let aborted = NodeState::Ended(TaskOutcome::Aborted);
-        self.lock().get(id).is_some_and(|r| r.state == aborted)
+        self.lock().get(id).is_some_and(|r| r.state == ABORTED)
     }
 
     /// Cancels the token of every fn whose aborted task is stuck inside a
@@ -344,7 +345,7 @@ impl LiveTree {
     pub(crate) fn set_body(&self, id: usize, body: TaskHandle, polling: Arc<AtomicBool>) {
         let mut books = self.lock();
         match books.get(id) {
-            Some(r) if r.state != NodeState::Ended(TaskOutcome::Aborted) => {
+            Some(r) if r.state != ABORTED => {
                 r.run.body = Some((body, polling));
             }
             _ => body.abort(),
@@ -442,7 +443,7 @@ impl LiveTree {
     ) -> bool {
         let mut books = self.lock();
         let Some(r) = books.get(id) else { return false };
-        if r.state == NodeState::Ended(TaskOutcome::Aborted) {
+        if r.state == ABORTED {
             return false;
         }
         (r.run.error, r.run.panicked) = (Some(error.to_owned()), panicked);
@@ -538,7 +539,7 @@ impl LiveTree {
         }
         for i in subtree {
             if let Some(r) = books.get(i).filter(|r| !r.state.is_final()) {
-                (r.state, r.run.ended) = (NodeState::Ended(TaskOutcome::Aborted), Some(now));
+                (r.state, r.run.ended) = (ABORTED, Some(now));
                 aborted.push(r.path.clone());
             }
         }
